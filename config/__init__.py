@@ -1,0 +1,1 @@
+"""The bundled VA mobile configuration; installed as the package data `monitor.bundled`."""

@@ -1,0 +1,633 @@
+"""Configuration: YAML files -> frozen, validated models.
+
+Loading happens in three steps, each reporting every problem it finds as a `ConfigIssue`
+(`FILE: key.path: message`):
+
+1. read one YAML file or every `*.yaml` of a directory, merged by top-level key;
+2. substitute `${VAR}` and `${VAR:-default}` from the environment in string values;
+3. validate: pydantic for keys, types and ranges (unknown keys are errors), then the
+   cross-reference rules (unknown ids, cycles, duplicate probe names, timeouts, routing key).
+
+Nothing can fail for config reasons once `load_config` has returned. Error messages never
+contain the value that was given: it may be a secret substituted from the environment.
+
+Exceptions::
+
+    ConfigError            every problem found, as `issues`
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
+
+# ---------------------------------------------------------------------------------------------
+# Errors
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigIssue:
+    """One configuration problem, located by file and key path."""
+
+    file: str
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.path}: {self.message}" if self.path else f"{self.file}: {self.message}"
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; `issues` lists every problem found."""
+
+    def __init__(self, issues: Iterable[ConfigIssue]) -> None:
+        self.issues = list(issues)
+        super().__init__("\n".join(str(issue) for issue in self.issues))
+
+
+# ---------------------------------------------------------------------------------------------
+# Value types
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(value: object) -> float:
+    """`500ms`, `10s`, `3m`, `1h` (or a number of seconds) -> seconds as a float."""
+    if isinstance(value, bool):
+        raise ValueError("must be a duration like 500ms, 10s, 3m or 1h")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and (match := _DURATION.match(value)):
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    else:
+        raise ValueError("must be a duration like 500ms, 10s, 3m or 1h")
+    if seconds <= 0:
+        raise ValueError("must be a positive duration")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """The inverse of `parse_duration`, for messages: 0.5 -> `500ms`, 90 -> `90s`."""
+    if seconds < 1:
+        return f"{seconds * 1000:g}ms"
+    for unit, size in (("h", 3600.0), ("m", 60.0)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+Id = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$", max_length=64)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Probe specs: one model per kind, chosen by `kind`
+
+
+class Timing(_Model):
+    """The scheduling and threshold settings a probe inherits from `monitor.defaults`."""
+
+    interval: Duration = 30.0
+    timeout: Duration = 10.0
+    failure_threshold: int = Field(default=3, ge=1)
+    success_threshold: int = Field(default=2, ge=1)
+    confirm_interval: Duration = 2.0
+
+
+class JsonCondition(_Model):
+    """`{path: "status", equals: "pass"}`: a dotted path into the JSON body and its expected value."""
+
+    path: str = Field(min_length=1)
+    equals: Any
+
+
+class Expect(_Model):
+    """What an http probe's answer must look like."""
+
+    status: list[Annotated[int, Field(ge=100, le=599)]] | None = None  # None: any 2xx
+    max_latency: Duration | None = None
+    body_contains: str | None = None
+    json_conditions: list[JsonCondition] = Field(default_factory=list, alias="json")
+    health_json: bool = False
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class _ProbeBase(_Model):
+    name: Id
+    critical: bool = True
+    interval: Duration | None = None
+    timeout: Duration | None = None
+    failure_threshold: int | None = Field(default=None, ge=1)
+    success_threshold: int | None = Field(default=None, ge=1)
+    confirm_interval: Duration | None = None
+
+    def timing(self, defaults: Timing) -> Timing:
+        """This probe's timing: its own settings over the monitor's defaults."""
+        own = {k: getattr(self, k) for k in Timing.model_fields if getattr(self, k) is not None}
+        return defaults.model_copy(update=own)
+
+
+class _TlsClientOptions(_Model):
+    proxy: str | None = None
+    ca_file: str | None = None
+    client_cert: str | None = None
+    client_key: str | None = None
+
+
+class HttpProbeSpec(_ProbeBase, _TlsClientOptions):
+    """An HTTP(S) request and the conditions its answer must meet."""
+
+    kind: Literal["http"] = "http"
+    url: str = Field(pattern=r"^https?://")
+    method: Literal["GET", "HEAD", "POST", "OPTIONS"] = "GET"
+    headers: dict[str, str] = Field(default_factory=dict)
+    bearer_from: str | None = None
+    expect: Expect = Field(default_factory=Expect)
+
+
+class OAuth2ProbeSpec(_ProbeBase, _TlsClientOptions):
+    """A client-credentials grant; success is a token issued."""
+
+    kind: Literal["oauth2"]
+    token_url: str = Field(pattern=r"^https?://")
+    client_id: SecretStr
+    client_secret: SecretStr
+    scope: str | None = None
+
+
+class TlsProbeSpec(_ProbeBase):
+    """A TLS handshake: chain, hostname and days until the certificate expires."""
+
+    kind: Literal["tls"]
+    host: str = Field(min_length=1)
+    port: int = Field(default=443, ge=1, le=65535)
+    min_days_valid: int = Field(default=14, ge=0)
+    ca_file: str | None = None
+
+
+class TcpProbeSpec(_ProbeBase):
+    """A TCP connection within the deadline."""
+
+    kind: Literal["tcp"]
+    host: str = Field(min_length=1)
+    port: int = Field(ge=1, le=65535)
+
+
+class DnsProbeSpec(_ProbeBase):
+    """A name resolution, optionally to expected addresses."""
+
+    kind: Literal["dns"]
+    host: str = Field(min_length=1)
+    expect_addresses: list[str] = Field(default_factory=list)
+
+
+ProbeSpec = Annotated[
+    HttpProbeSpec | OAuth2ProbeSpec | TlsProbeSpec | TcpProbeSpec | DnsProbeSpec,
+    Field(discriminator="kind"),
+]
+PROBE_KINDS = ("http", "oauth2", "tls", "tcp", "dns")
+
+
+# ---------------------------------------------------------------------------------------------
+# The document
+
+
+class Link(_Model):
+    """A link added to pages: `{text, href}`."""
+
+    text: str
+    href: str = Field(pattern=r"^https?://")
+
+
+class MonitorSettings(_Model):
+    """The `monitor:` section."""
+
+    environment: str = Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
+    listen: str = "127.0.0.1:9464"
+    state_path: str = "var/depmon.sqlite3"
+    significant_duration: Duration = 1800.0
+    max_concurrent_probes: int = Field(default=200, ge=1)
+    defaults: Timing = Field(default_factory=Timing)
+    links: list[Link] = Field(default_factory=list)
+
+    @field_validator("listen")
+    @classmethod
+    def _listen_is_host_port(cls, value: str) -> str:
+        parse_listen(value)
+        return value
+
+
+class PagerDutySettings(_Model):
+    """The `pagerduty:` section. Secrets are `SecretStr`: they print as `**********`."""
+
+    routing_key: SecretStr = SecretStr("")
+    events_url: str = Field(default="https://events.pagerduty.com", pattern=r"^https?://")
+    api_token: SecretStr = SecretStr("")
+    api_url: str = Field(default="https://api.pagerduty.com", pattern=r"^https?://")
+    web_url: str = Field(default="https://dsva.pagerduty.com", pattern=r"^https?://")
+    maintenance_poll_interval: Duration = 180.0
+
+    @field_validator("routing_key")
+    @classmethod
+    def _routing_key_length(cls, value: SecretStr) -> SecretStr:
+        if value.get_secret_value() and len(value.get_secret_value()) != 32:
+            raise ValueError("must be 32 characters (an Events API v2 integration key) or empty")
+        return value
+
+
+class Playbook(_Model):
+    """A procedure from the seed's table."""
+
+    title: str
+    url: str = Field(pattern=r"^https?://")
+
+
+class Contact(_Model):
+    """A person to notify (never paged directly)."""
+
+    role: str
+    name: str
+    via: str
+
+
+class Escalation(_Model):
+    """Who is notified and which playbooks apply when escalation criteria hold."""
+
+    notify: list[str] = Field(default_factory=list)
+    security_notify: list[str] = Field(default_factory=list)
+    security_playbooks: list[str] = Field(default_factory=list)
+    channels: list[str] = Field(default_factory=list)
+
+
+class Dependency(_Model):
+    """An external system the app depends on, with the probes that watch it."""
+
+    name: str
+    pagerduty_service: str | None = None
+    docs: str | None = None
+    channel: str | None = None
+    playbooks: list[str] = Field(default_factory=list)
+    depends_on: list[str] = Field(default_factory=list)
+    probes: list[ProbeSpec] = Field(min_length=1)
+
+    @field_validator("pagerduty_service", mode="before")
+    @classmethod
+    def _empty_service_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+
+class Feature(_Model):
+    """An app feature and the dependencies or features it needs."""
+
+    name: str
+    requires: list[str] = Field(default_factory=list)
+    any_of: list[str] = Field(default_factory=list)
+    pagerduty_service: str | None = None
+    userbase_share: float = Field(default=0.0, ge=0.0, le=1.0)
+    playbooks: list[str] = Field(default_factory=list)
+
+    @field_validator("pagerduty_service", mode="before")
+    @classmethod
+    def _empty_service_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+
+class Config(_Model):
+    """The whole validated configuration."""
+
+    monitor: MonitorSettings
+    pagerduty: PagerDutySettings = Field(default_factory=PagerDutySettings)
+    playbooks: dict[Id, Playbook] = Field(default_factory=dict)
+    contacts: dict[Id, Contact] = Field(default_factory=dict)
+    escalation: Escalation = Field(default_factory=Escalation)
+    dependencies: dict[Id, Dependency] = Field(min_length=1)
+    features: dict[Id, Feature] = Field(default_factory=dict)
+
+    def timing(self, probe: _ProbeBase) -> Timing:
+        """The effective timing of one probe."""
+        return probe.timing(self.monitor.defaults)
+
+    def iter_probes(self) -> Iterator[tuple[str, AnyProbeSpec]]:
+        """Every (dependency id, probe spec) pair, in config order."""
+        for dep_id, dependency in self.dependencies.items():
+            for probe in dependency.probes:
+                yield dep_id, probe
+
+    def secret_values(self) -> list[str]:
+        """Every secret value in the config, to keep them out of outputs (non-empty only)."""
+        secrets = [self.pagerduty.routing_key, self.pagerduty.api_token]
+        for _, probe in self.iter_probes():
+            if isinstance(probe, OAuth2ProbeSpec):
+                secrets += [probe.client_id, probe.client_secret]
+        return [s.get_secret_value() for s in secrets if s.get_secret_value()]
+
+
+AnyProbeSpec = HttpProbeSpec | OAuth2ProbeSpec | TlsProbeSpec | TcpProbeSpec | DnsProbeSpec
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """`HOST:PORT` -> (host, port); raises ValueError with a readable message."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError("must be HOST:PORT, like 127.0.0.1:9464")
+    return host.strip("[]"), int(port)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class _Origins:
+    """Which file each part of the merged document came from, for error messages."""
+
+    def __init__(self) -> None:
+        self._top: dict[str, str] = {}
+        self._entries: dict[tuple[str, str], str] = {}
+
+    def record(self, file: str, top: str, value: object) -> None:
+        self._top.setdefault(top, file)
+        if isinstance(value, dict):
+            for key in value:
+                self._entries.setdefault((top, str(key)), file)
+
+    def file_for(self, path: tuple[str | int, ...], default: str) -> str:
+        if len(path) >= 2 and (str(path[0]), str(path[1])) in self._entries:
+            return self._entries[(str(path[0]), str(path[1]))]
+        if path and str(path[0]) in self._top:
+            return self._top[str(path[0])]
+        return default
+
+
+def bundled_config_path() -> Path:
+    """The bundled VA mobile configuration (the repository's `config/`, installed as package data)."""
+    return Path(str(resources.files("monitor.bundled")))
+
+
+def default_config_path(environ: Mapping[str, str]) -> Path:
+    """`$DEPMON_CONFIG`, else the bundled configuration."""
+    return Path(environ["DEPMON_CONFIG"]) if environ.get("DEPMON_CONFIG") else bundled_config_path()
+
+
+def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
+    """Read, substitute and validate the configuration at `path` (a file or a directory)."""
+    environ = os.environ if environ is None else environ
+    document, origins = _read_documents(path)
+    issues: list[ConfigIssue] = []
+    document = _substitute(document, environ, (), origins, str(path), issues)
+    if issues:
+        raise ConfigError(issues)
+    try:
+        config = Config.model_validate(document)
+    except ValidationError as exc:
+        raise ConfigError(_pydantic_issues(exc, origins, str(path))) from None
+    issues = [
+        ConfigIssue(origins.file_for(loc, str(path)), _format_loc(loc), message)
+        for loc, message in check_references(config)
+    ]
+    if issues:
+        raise ConfigError(issues)
+    return config
+
+
+def _read_documents(path: Path) -> tuple[dict[str, Any], _Origins]:
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+        if not files:
+            raise ConfigError([ConfigIssue(str(path), "", "no *.yaml files in this directory")])
+    elif path.is_file():
+        files = [path]
+    else:
+        raise ConfigError([ConfigIssue(str(path), "", "no such file or directory")])
+
+    merged: dict[str, Any] = {}
+    origins = _Origins()
+    issues: list[ConfigIssue] = []
+    for file in files:
+        try:
+            data = yaml.safe_load(file.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+            problem = getattr(exc, "problem", None) or "not valid YAML"
+            issues.append(ConfigIssue(str(file), "", f"{where}{problem}"))
+            continue
+        except (OSError, UnicodeDecodeError) as exc:
+            issues.append(ConfigIssue(str(file), "", f"cannot read: {exc.__class__.__name__}"))
+            continue
+        if data is None:
+            continue
+        if not isinstance(data, dict):
+            issues.append(ConfigIssue(str(file), "", "must be a mapping of top-level keys"))
+            continue
+        for top, value in data.items():
+            top = str(top)
+            if top not in merged:
+                merged[top] = value
+            elif isinstance(merged[top], dict) and isinstance(value, dict):
+                for key in value:
+                    if key in merged[top]:
+                        first = origins.file_for((top, str(key)), str(file))
+                        issues.append(ConfigIssue(str(file), f"{top}.{key}", f"already defined in {first}"))
+                merged[top] = {**merged[top], **value}
+            else:
+                issues.append(ConfigIssue(str(file), top, f"already defined in {origins.file_for((top,), '')}"))
+            origins.record(str(file), top, value)
+    if issues:
+        raise ConfigError(issues)
+    return merged, origins
+
+
+def _substitute(
+    value: Any,
+    environ: Mapping[str, str],
+    loc: tuple[str | int, ...],
+    origins: _Origins,
+    default_file: str,
+    issues: list[ConfigIssue],
+) -> Any:
+    if isinstance(value, str):
+
+        def replace(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            if default is not None:  # shell semantics: `:-` also replaces a variable set but empty
+                return environ.get(name) or default
+            if name in environ:
+                return environ[name]
+            issues.append(
+                ConfigIssue(
+                    origins.file_for(loc, default_file),
+                    _format_loc(loc),
+                    f"environment variable {name} is not set (use ${{{name}:-default}} for a default)",
+                )
+            )
+            return ""
+
+        return _VAR.sub(replace, value)
+    if isinstance(value, dict):
+        return {k: _substitute(v, environ, (*loc, str(k)), origins, default_file, issues) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute(v, environ, (*loc, i), origins, default_file, issues) for i, v in enumerate(value)]
+    return value
+
+
+def _format_loc(loc: Iterable[str | int]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _pydantic_issues(exc: ValidationError, origins: _Origins, default_file: str) -> list[ConfigIssue]:
+    issues = []
+    for error in exc.errors(include_input=False, include_url=False):
+        loc = list(error["loc"])
+        # A discriminated union puts the chosen tag into the location (`probes.0.http.url`): drop it.
+        loc = [
+            part for i, part in enumerate(loc) if not (part in PROBE_KINDS and i > 0 and isinstance(loc[i - 1], int))
+        ]
+        issues.append(ConfigIssue(origins.file_for(tuple(loc), default_file), _format_loc(loc), _message(error)))
+    return issues
+
+
+def _message(error: Mapping[str, Any]) -> str:
+    kind = error["type"]
+    ctx = error.get("ctx") or {}
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "required key is missing"
+    if kind == "union_tag_invalid":
+        return f"unknown probe kind {ctx.get('tag')!s}; known kinds: {', '.join(PROBE_KINDS)}"
+    if kind == "union_tag_not_found":
+        return f"probe kind is missing; known kinds: {', '.join(PROBE_KINDS)}"
+    if kind == "string_pattern_mismatch":
+        return f"does not match the expected form {ctx.get('pattern')}"
+    if kind == "value_error":
+        return str(ctx.get("error", error["msg"]))
+    return str(error["msg"]).replace("Value error, ", "")
+
+
+# ---------------------------------------------------------------------------------------------
+# Cross-reference rules
+
+Loc = tuple[str | int, ...]
+
+
+def check_references(config: Config) -> list[tuple[Loc, str]]:
+    """The rules that span several keys; returns (location, message) pairs, empty when valid."""
+    problems: list[tuple[Loc, str]] = []
+    deps, features = config.dependencies, config.features
+    nodes = set(deps) | set(features)
+
+    def known(ids: list[str], pool: Iterable[str], loc: Loc, what: str) -> None:
+        pool = set(pool)
+        for i, ident in enumerate(ids):
+            if ident not in pool:
+                problems.append(((*loc, i), f"unknown {what} {ident!r}"))
+
+    for key in ("notify", "security_notify"):
+        known(getattr(config.escalation, key), config.contacts, ("escalation", key), "contact")
+    known(config.escalation.security_playbooks, config.playbooks, ("escalation", "security_playbooks"), "playbook")
+
+    oauth_probes = {
+        f"{dep_id}/{probe.name}" for dep_id, probe in config.iter_probes() if isinstance(probe, OAuth2ProbeSpec)
+    }
+    defaults = config.monitor.defaults
+    for dep_id, dep in deps.items():
+        base: Loc = ("dependencies", dep_id)
+        known(dep.playbooks, config.playbooks, (*base, "playbooks"), "playbook")
+        known(dep.depends_on, deps, (*base, "depends_on"), "dependency")
+        seen: set[str] = set()
+        for i, probe in enumerate(dep.probes):
+            loc: Loc = (*base, "probes", i)
+            if probe.name in seen:
+                problems.append(((*loc, "name"), f"duplicate probe name {probe.name!r} in this dependency"))
+            seen.add(probe.name)
+            timing = probe.timing(defaults)
+            if timing.timeout >= timing.interval:
+                problems.append(
+                    (
+                        (*loc, "timeout"),
+                        f"timeout ({format_duration(timing.timeout)}) must be shorter than the interval "
+                        f"({format_duration(timing.interval)})",
+                    )
+                )
+            if isinstance(probe, HttpProbeSpec) and probe.bearer_from is not None:
+                owner = probe.bearer_from.split("/", 1)[0]
+                if probe.bearer_from not in oauth_probes:
+                    problems.append(
+                        ((*loc, "bearer_from"), f"unknown oauth2 probe {probe.bearer_from!r} (DEPENDENCY/PROBE)")
+                    )
+                elif owner != dep_id and owner not in dep.depends_on:
+                    problems.append(
+                        ((*loc, "bearer_from"), f"{owner!r} must be listed in this dependency's depends_on")
+                    )
+            if isinstance(probe, HttpProbeSpec | OAuth2ProbeSpec) and (probe.client_cert is None) != (
+                probe.client_key is None
+            ):
+                problems.append(((*loc, "client_key"), "client_cert and client_key go together"))
+
+    for feat_id, feat in features.items():
+        base = ("features", feat_id)
+        known(feat.requires, nodes, (*base, "requires"), "dependency or feature")
+        known(feat.any_of, nodes, (*base, "any_of"), "dependency or feature")
+        known(feat.playbooks, config.playbooks, (*base, "playbooks"), "playbook")
+        if feat_id in deps:
+            problems.append((base, f"{feat_id!r} is already a dependency id"))
+
+    graph = {d: list(dep.depends_on) for d, dep in deps.items()}
+    graph.update({f: [*feat.requires, *feat.any_of] for f, feat in features.items() if f not in deps})
+    cycle = find_cycle(graph)
+    if cycle:
+        section = "dependencies" if cycle[0] in deps else "features"
+        key = "depends_on" if section == "dependencies" else "requires"
+        problems.append(((section, cycle[0], key), f"cycle: {' -> '.join(cycle)}"))
+    return problems
+
+
+def find_cycle(graph: Mapping[str, list[str]]) -> list[str] | None:
+    """A cycle in `graph` as a path that starts and ends on the same node, or None."""
+    state: dict[str, int] = {}  # 1 visiting, 2 done
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in graph.get(node, []):
+            if state.get(nxt) == 1:
+                return [*stack[stack.index(nxt) :], nxt]
+            if nxt in graph and state.get(nxt) is None and (found := visit(nxt)):
+                return found
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in graph:
+        if state.get(node) is None and (found := visit(node)):
+            return found
+    return None

@@ -1,0 +1,122 @@
+"""Pure impact graph: dependency states -> app feature states with their root causes.
+
+A feature is (SPEC section 4):
+
+- `down` if a required node is down or every `any_of` node is unavailable (some of them down);
+- `maintenance` when the only cause is maintenance;
+- `degraded` if a required node is degraded or some `any_of` nodes are unavailable;
+- `unknown` while a node it needs has no result yet; `ok` otherwise.
+
+Nodes are dependencies or other features (evaluated first). Every feature lists the root-cause
+dependencies behind its state in `impacted_by`: a dependency down because its parent is down
+is reported as the parent.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from monitor.config import Feature
+from monitor.health import DependencyHealth, DependencyState, root_cause, topological_order
+
+
+class FeatureState(enum.StrEnum):
+    """An app feature's state."""
+
+    UNKNOWN = "unknown"
+    OK = "ok"
+    DEGRADED = "degraded"
+    DOWN = "down"
+    MAINTENANCE = "maintenance"
+
+
+# Worst first: the state a feature takes is the worst its inputs give.
+_SEVERITY = (FeatureState.DOWN, FeatureState.MAINTENANCE, FeatureState.DEGRADED, FeatureState.UNKNOWN)
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureHealth:
+    """A feature's state and the root-cause dependencies behind it (sorted, empty when ok)."""
+
+    state: FeatureState
+    impacted_by: tuple[str, ...] = ()
+
+    @property
+    def impacted(self) -> bool:
+        """Degraded or down: users notice."""
+        return self.state in (FeatureState.DEGRADED, FeatureState.DOWN)
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureNeeds:
+    """What a feature needs: all of `requires`, and at least one of `any_of` (when given)."""
+
+    requires: tuple[str, ...] = ()
+    any_of: tuple[str, ...] = ()
+
+
+def evaluate_features(
+    needs: Mapping[str, FeatureNeeds], dependencies: Mapping[str, DependencyHealth]
+) -> dict[str, FeatureHealth]:
+    """Every feature's state and root causes, given every dependency's state."""
+    nodes: dict[str, FeatureHealth] = {dep: _as_node(dep, dependencies) for dep in dependencies}
+    order = topological_order({f: [*n.requires, *n.any_of] for f, n in needs.items()})
+    features: dict[str, FeatureHealth] = {}
+    for feature in order:
+        if feature not in needs:
+            continue  # a dependency, already a node
+        features[feature] = nodes[feature] = _evaluate(needs[feature], nodes)
+    return {f: features[f] for f in needs}  # config order, for people reading /status and pages
+
+
+def _as_node(dep: str, dependencies: Mapping[str, DependencyHealth]) -> FeatureHealth:
+    state = dependencies[dep]
+    if state.state is DependencyState.MAINTENANCE:
+        return FeatureHealth(FeatureState.MAINTENANCE, (dep,))
+    if state.health is DependencyState.DOWN:
+        return FeatureHealth(FeatureState.DOWN, (root_cause(dep, dependencies),))
+    if state.health is DependencyState.DEGRADED:
+        return FeatureHealth(FeatureState.DEGRADED, (dep,))
+    if state.health is DependencyState.UNKNOWN:
+        return FeatureHealth(FeatureState.UNKNOWN, (dep,))
+    return FeatureHealth(FeatureState.OK)
+
+
+def _evaluate(need: FeatureNeeds, nodes: Mapping[str, FeatureHealth]) -> FeatureHealth:
+    # Each input contributes (state, causes); the worst state wins and brings its causes.
+    contributions: list[tuple[FeatureState, tuple[str, ...]]] = [
+        (nodes[n].state, nodes[n].impacted_by) for n in need.requires
+    ]
+    if need.any_of:
+        alternatives = [nodes[n] for n in need.any_of]
+        unavailable = [a for a in alternatives if a.state in (FeatureState.DOWN, FeatureState.MAINTENANCE)]
+        causes = _union(a.impacted_by for a in unavailable)
+        if len(unavailable) == len(alternatives):
+            all_maintenance = all(a.state is FeatureState.MAINTENANCE for a in unavailable)
+            contributions.append((FeatureState.MAINTENANCE if all_maintenance else FeatureState.DOWN, causes))
+        elif unavailable:
+            contributions.append((FeatureState.DEGRADED, causes))
+        contributions += [(a.state, a.impacted_by) for a in alternatives if a.state is FeatureState.DEGRADED]
+        if all(a.state is FeatureState.UNKNOWN for a in alternatives):
+            contributions.append((FeatureState.UNKNOWN, _union(a.impacted_by for a in alternatives)))
+    for state in _SEVERITY:
+        matching = [causes for s, causes in contributions if s is state]
+        if matching:
+            return FeatureHealth(state, _union(matching))
+    return FeatureHealth(FeatureState.OK)
+
+
+def _union(groups: Iterable[Sequence[str]]) -> tuple[str, ...]:
+    return tuple(sorted({item for group in groups for item in group}))
+
+
+def impacted_features(root: str, features: Mapping[str, FeatureHealth]) -> list[str]:
+    """The features degraded or down because of root cause `root`, in config order."""
+    return [f for f, h in features.items() if h.impacted and root in h.impacted_by]
+
+
+def needs_from_config(features: Mapping[str, Feature]) -> dict[str, FeatureNeeds]:
+    """`FeatureNeeds` for each configured feature."""
+    return {fid: FeatureNeeds(tuple(f.requires), tuple(f.any_of)) for fid, f in features.items()}

@@ -1,0 +1,109 @@
+"""The Prometheus metrics of SPEC section 6, on a registry owned by one daemon instance.
+
+Labels are config ids only (dependency, probe, feature ids, kinds, outcomes, states), never
+URLs, hosts or secrets, so their number is bounded by the config.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from monitor import __version__
+
+DEPENDENCY_STATES = ("unknown", "up", "degraded", "down", "maintenance")
+FEATURE_STATES = ("unknown", "ok", "degraded", "down", "maintenance")
+
+# Probe latencies run from ~1 ms (loopback) to the 10 s default timeout.
+_DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
+# Scheduler lag should stay in the milliseconds; the tail buckets show an overloaded loop.
+_LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
+
+
+class Metrics:
+    """Every depmon metric, registered on `registry` (a fresh one per instance by default)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        probe_labels = ("dependency", "probe", "kind")
+        self.probe_success = Gauge(
+            "depmon_probe_success", "1 if the last run of the probe succeeded, else 0", probe_labels, registry=r
+        )
+        self.probe_duration = Histogram(
+            "depmon_probe_duration_seconds",
+            "Duration of probe runs",
+            probe_labels,
+            buckets=_DURATION_BUCKETS,
+            registry=r,
+        )
+        self.probes = Counter("depmon_probes", "Probe runs by outcome", (*probe_labels, "outcome"), registry=r)
+        self.dependency_up = Gauge(
+            "depmon_dependency_up", "1 if the dependency is up or degraded, else 0", ("dependency",), registry=r
+        )
+        self.dependency_state = Gauge(
+            "depmon_dependency_state", "1 for the current state of the dependency", ("dependency", "state"), registry=r
+        )
+        self.dependency_in_maintenance = Gauge(
+            "depmon_dependency_in_maintenance",
+            "1 while an open PagerDuty maintenance window covers the dependency",
+            ("dependency",),
+            registry=r,
+        )
+        self.feature_state = Gauge(
+            "depmon_feature_state", "1 for the current state of the app feature", ("feature", "state"), registry=r
+        )
+        self.feature_impacted = Gauge(
+            "depmon_feature_impacted", "1 when the app feature is degraded or down", ("feature",), registry=r
+        )
+        self.tls_expiry = Gauge(
+            "depmon_tls_certificate_expiry_timestamp_seconds",
+            "Expiry of the certificate the probe last saw, as a UNIX timestamp",
+            ("dependency", "probe"),
+            registry=r,
+        )
+        self.incidents_open = Gauge("depmon_incidents_open", "Open incidents (one per root cause)", registry=r)
+        self.pagerduty_events = Counter(
+            "depmon_pagerduty_events",
+            "PagerDuty events by action and delivery outcome (accepted, rejected, retried)",
+            ("action", "outcome"),
+            registry=r,
+        )
+        self.outbox_pending = Gauge(
+            "depmon_pagerduty_outbox_pending", "Events written to the outbox and not yet delivered", registry=r
+        )
+        self.maintenance_windows_open = Gauge(
+            "depmon_maintenance_windows_open",
+            "Open PagerDuty maintenance windows covering the dependency",
+            ("dependency",),
+            registry=r,
+        )
+        self.maintenance_last_success = Gauge(
+            "depmon_maintenance_last_success_timestamp_seconds",
+            "When maintenance windows were last read from PagerDuty (0: never)",
+            registry=r,
+        )
+        self.scheduler_lag = Histogram(
+            "depmon_scheduler_lag_seconds",
+            "How late probe runs start against their schedule",
+            buckets=_LAG_BUCKETS,
+            registry=r,
+        )
+        self.config_last_reload_successful = Gauge(
+            "depmon_config_last_reload_successful", "1 if the last config (re)load succeeded", registry=r
+        )
+        self.build_info = Gauge("depmon_build_info", "depmon build information", ("version",), registry=r)
+        self.build_info.labels(version=__version__).set(1)
+        self.loop_errors = Counter("depmon_loop_errors", "Exceptions contained by a daemon loop", ("loop",), registry=r)
+
+    def set_dependency_state(self, dependency: str, state: str, in_maintenance: bool) -> None:
+        """Publish a dependency's state: the one-hot series, `up` and the maintenance flag."""
+        for candidate in DEPENDENCY_STATES:
+            self.dependency_state.labels(dependency, candidate).set(1 if candidate == state else 0)
+        self.dependency_up.labels(dependency).set(1 if state in ("up", "degraded") else 0)
+        self.dependency_in_maintenance.labels(dependency).set(1 if in_maintenance else 0)
+
+    def set_feature_state(self, feature: str, state: str) -> None:
+        """Publish a feature's state: the one-hot series and the impacted flag."""
+        for candidate in FEATURE_STATES:
+            self.feature_state.labels(feature, candidate).set(1 if candidate == state else 0)
+        self.feature_impacted.labels(feature).set(1 if state in ("degraded", "down") else 0)

@@ -1,0 +1,51 @@
+"""What a probe reports: one `ProbeResult` per run, failure as data, never an exception."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class Outcome(enum.StrEnum):
+    """Why a probe run ended the way it did (SPEC section 4); also the PagerDuty event `class`."""
+
+    OK = "ok"
+    TIMEOUT = "timeout"
+    CONNECT = "connect"
+    DNS = "dns"
+    TLS = "tls"
+    HTTP_STATUS = "http_status"
+    CONDITION = "condition"
+    AUTH = "auth"
+    ERROR = "error"
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeResult:
+    """The result of one probe run.
+
+    `ok` says whether the target answered as expected. `degraded` marks an answer that was
+    good enough to count as a success but not healthy (slow, IETF `warn`, a certificate close
+    to expiry). `security_relevant` marks failures that follow the Security Incident Procedure
+    (certificate expired, untrusted or for the wrong host). `at` is a UNIX timestamp.
+    """
+
+    ok: bool
+    outcome: Outcome
+    detail: str
+    latency_seconds: float = 0.0
+    at: float = 0.0
+    degraded: bool = False
+    security_relevant: bool = False
+    cert_not_after: float | None = None  # the certificate's expiry as a UNIX timestamp, when known
+    facts: dict[str, str] = field(default_factory=dict)  # small, secret-free extra evidence
+
+    @classmethod
+    def success(cls, detail: str, **kwargs: object) -> ProbeResult:
+        """An `ok` result."""
+        return cls(ok=True, outcome=Outcome.OK, detail=detail, **kwargs)  # type: ignore[arg-type]
+
+    @classmethod
+    def failure(cls, outcome: Outcome, detail: str, **kwargs: object) -> ProbeResult:
+        """A failed result with its outcome and a one-line human detail."""
+        return cls(ok=False, outcome=outcome, detail=detail, **kwargs)  # type: ignore[arg-type]

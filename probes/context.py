@@ -1,0 +1,96 @@
+"""What every probe receives besides its spec: shared clients, the token cache and limits.
+
+Built once per daemon (and again on a config reload), never per probe run: creating an SSL
+context costs ~20 ms of CPU in certificate loading, so contexts and HTTP clients are cached
+by the TLS options that make them differ (CA bundle, client certificate, proxy).
+"""
+
+from __future__ import annotations
+
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import httpx
+
+if TYPE_CHECKING:
+    from probes.tokens import TokenCache
+
+MAX_BODY_BYTES = 1024 * 1024  # a health body larger than this is a failure, not a memory problem
+MAX_REDIRECTS = 5
+
+
+@dataclass(frozen=True, slots=True)
+class TlsOptions:
+    """The settings that make one SSL context (and so one HTTP client) differ from another."""
+
+    ca_file: str | None = None
+    client_cert: str | None = None
+    client_key: str | None = None
+
+
+@dataclass
+class ProbeContext:
+    """Shared, long-lived collaborators of the probes. Close it with `aclose()`.
+
+    `max_connections` bounds the sockets of each HTTP client; it follows the scheduler's
+    `max_concurrent_probes` so a probe never waits for a connection slot inside its deadline.
+    Connections are kept alive for `keepalive_expiry` seconds: probes of the same host reuse
+    them, which keeps the CPU cost per probe low; the tls probe does its own fresh handshake,
+    so certificate checks are not hidden by a reused connection.
+    """
+
+    tokens: TokenCache | None = None
+    max_connections: int = 200
+    keepalive_expiry: float = 30.0
+    max_body_bytes: int = MAX_BODY_BYTES
+    max_redirects: int = MAX_REDIRECTS
+    clock: Callable[[], float] = time.time
+    user_agent: str = "depmon"
+    _ssl: dict[TlsOptions, ssl.SSLContext] = field(default_factory=dict, repr=False)
+    _clients: dict[tuple[TlsOptions, str | None], httpx.AsyncClient] = field(default_factory=dict, repr=False)
+
+    def ssl_context(self, options: TlsOptions = TlsOptions()) -> ssl.SSLContext:
+        """The SSL context for these options, created once (system store unless `ca_file`)."""
+        context = self._ssl.get(options)
+        if context is None:
+            context = ssl.create_default_context(cafile=options.ca_file)
+            if options.client_cert:
+                context.load_cert_chain(options.client_cert, options.client_key)
+            self._ssl[options] = context
+        return context
+
+    def http_client(self, options: TlsOptions = TlsOptions(), proxy: str | None = None) -> httpx.AsyncClient:
+        """The shared HTTP client for these TLS options and proxy, created once.
+
+        No client-side timeout: the caller of the probe owns the deadline (a cancel scope), so
+        a slow drip past the deadline is cut off the same way as a server that never answers.
+        `trust_env=False`: proxies come from the config, not from whatever the shell exported.
+        """
+        key = (options, proxy)
+        client = self._clients.get(key)
+        if client is None:
+            client = httpx.AsyncClient(
+                verify=self.ssl_context(options),
+                proxy=proxy,
+                timeout=httpx.Timeout(None),
+                follow_redirects=True,
+                max_redirects=self.max_redirects,
+                limits=httpx.Limits(
+                    max_connections=self.max_connections,
+                    max_keepalive_connections=self.max_connections,
+                    keepalive_expiry=self.keepalive_expiry,
+                ),
+                headers={"User-Agent": self.user_agent},
+                trust_env=False,
+            )
+            self._clients[key] = client
+        return client
+
+    async def aclose(self) -> None:
+        """Close every HTTP client."""
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            await client.aclose()
