@@ -9,7 +9,8 @@ Loading happens in three steps, each reporting every problem it finds as a `Conf
    cross-reference rules (unknown ids, cycles, duplicate probe names, timeouts, routing key).
 
 Nothing can fail for config reasons once `load_config` has returned. Error messages never
-contain the value that was given: it may be a secret substituted from the environment.
+contain the value that was given: it may be a secret substituted from the environment. The one
+exception is a reference to an unknown id, which names that id.
 
 Exceptions::
 
@@ -94,7 +95,10 @@ def format_duration(seconds: float) -> str:
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
-Id = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$", max_length=64)]
+_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
+_URL_PATTERN = r"^https?://"
+_ENVIRONMENT_PATTERN = r"^[A-Za-z0-9._-]+$"
+Id = Annotated[str, Field(pattern=_ID_PATTERN, max_length=64)]
 
 
 class _Model(BaseModel):
@@ -160,7 +164,7 @@ class HttpProbeSpec(_ProbeBase, _TlsClientOptions):
     """An HTTP(S) request and the conditions its answer must meet."""
 
     kind: Literal["http"] = "http"
-    url: str = Field(pattern=r"^https?://")
+    url: str = Field(pattern=_URL_PATTERN)
     method: Literal["GET", "HEAD", "POST", "OPTIONS"] = "GET"
     headers: dict[str, str] = Field(default_factory=dict)
     bearer_from: str | None = None
@@ -171,7 +175,7 @@ class OAuth2ProbeSpec(_ProbeBase, _TlsClientOptions):
     """A client-credentials grant; success is a token issued."""
 
     kind: Literal["oauth2"]
-    token_url: str = Field(pattern=r"^https?://")
+    token_url: str = Field(pattern=_URL_PATTERN)
     client_id: SecretStr
     client_secret: SecretStr
     scope: str | None = None
@@ -218,13 +222,13 @@ class Link(_Model):
     """A link added to pages: `{text, href}`."""
 
     text: str
-    href: str = Field(pattern=r"^https?://")
+    href: str = Field(pattern=_URL_PATTERN)
 
 
 class MonitorSettings(_Model):
     """The `monitor:` section."""
 
-    environment: str = Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
+    environment: str = Field(min_length=1, pattern=_ENVIRONMENT_PATTERN)
     listen: str = "127.0.0.1:9464"
     state_path: str = "var/depmon.sqlite3"
     significant_duration: Duration = 1800.0
@@ -243,11 +247,20 @@ class PagerDutySettings(_Model):
     """The `pagerduty:` section. Secrets are `SecretStr`: they print as `**********`."""
 
     routing_key: SecretStr = SecretStr("")
-    events_url: str = Field(default="https://events.pagerduty.com", pattern=r"^https?://")
+    events_url: str = Field(default="https://events.pagerduty.com", pattern=_URL_PATTERN)
     api_token: SecretStr = SecretStr("")
-    api_url: str = Field(default="https://api.pagerduty.com", pattern=r"^https?://")
-    web_url: str = Field(default="https://dsva.pagerduty.com", pattern=r"^https?://")
+    api_url: str = Field(default="https://api.pagerduty.com", pattern=_URL_PATTERN)
+    web_url: str = Field(default="https://dsva.pagerduty.com", pattern=_URL_PATTERN)
     maintenance_poll_interval: Duration = 180.0
+
+    @field_validator("events_url", "api_url")
+    @classmethod
+    def _https_or_loopback(cls, value: str) -> str:
+        # Keys and tokens travel in these requests: clear text is only acceptable on this machine.
+        host = value.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)[0]
+        if value.startswith("http://") and host not in ("127.0.0.1", "localhost", "[::1]"):
+            raise ValueError("must be https:// (http:// only for 127.0.0.1, for tests)")
+        return value
 
     @field_validator("routing_key")
     @classmethod
@@ -261,7 +274,7 @@ class Playbook(_Model):
     """A procedure from the seed's table."""
 
     title: str
-    url: str = Field(pattern=r"^https?://")
+    url: str = Field(pattern=_URL_PATTERN)
 
 
 class Contact(_Model):
@@ -334,6 +347,15 @@ class Config(_Model):
         for dep_id, dependency in self.dependencies.items():
             for probe in dependency.probes:
                 yield dep_id, probe
+
+    def service_owners(self) -> dict[str, list[str]]:
+        """PagerDuty service id -> the dependency and feature ids whose windows it carries."""
+        owners: dict[str, list[str]] = {}
+        nodes: list[tuple[str, Dependency | Feature]] = [*self.dependencies.items(), *self.features.items()]
+        for node_id, node in nodes:
+            if node.pagerduty_service:
+                owners.setdefault(node.pagerduty_service, []).append(node_id)
+        return owners
 
     def secret_values(self) -> list[str]:
         """Every secret value in the config, to keep them out of outputs (non-empty only)."""
@@ -510,8 +532,20 @@ def _pydantic_issues(exc: ValidationError, origins: _Origins, default_file: str)
         loc = [
             part for i, part in enumerate(loc) if not (part in PROBE_KINDS and i > 0 and isinstance(loc[i - 1], int))
         ]
+        # A dict key that fails its pattern is located at `(..., key, "[key]")`: the key names it.
+        if loc and loc[-1] == "[key]":
+            loc.pop()
+        if error["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            loc.append("kind")
         issues.append(ConfigIssue(origins.file_for(tuple(loc), default_file), _format_loc(loc), _message(error)))
     return issues
+
+
+_PATTERN_MESSAGES = {
+    _ID_PATTERN: "must be an id: lowercase letters, digits, '-' and '_', starting with a letter or digit",
+    _URL_PATTERN: "must be an http:// or https:// URL",
+    _ENVIRONMENT_PATTERN: "must be letters, digits, '.', '_' and '-'",
+}
 
 
 def _message(error: Mapping[str, Any]) -> str:
@@ -522,11 +556,20 @@ def _message(error: Mapping[str, Any]) -> str:
     if kind == "missing":
         return "required key is missing"
     if kind == "union_tag_invalid":
-        return f"unknown probe kind {ctx.get('tag')!s}; known kinds: {', '.join(PROBE_KINDS)}"
+        return f"unknown probe kind; known kinds: {', '.join(PROBE_KINDS)}"
     if kind == "union_tag_not_found":
-        return f"probe kind is missing; known kinds: {', '.join(PROBE_KINDS)}"
+        return f"required key is missing; known kinds: {', '.join(PROBE_KINDS)}"
     if kind == "string_pattern_mismatch":
-        return f"does not match the expected form {ctx.get('pattern')}"
+        pattern = str(ctx.get("pattern"))
+        return _PATTERN_MESSAGES.get(pattern, f"does not match the expected form {pattern}")
+    if kind == "greater_than_equal":
+        return f"must be at least {ctx.get('ge')}"
+    if kind == "less_than_equal":
+        return f"must be at most {ctx.get('le')}"
+    if kind == "too_short":
+        return f"must have at least {ctx.get('min_length')} entry" + ("" if ctx.get("min_length") == 1 else "s")
+    if kind == "string_too_short":
+        return "must not be empty"
     if kind == "value_error":
         return str(ctx.get("error", error["msg"]))
     return str(error["msg"]).replace("Value error, ", "")
@@ -558,6 +601,8 @@ def check_references(config: Config) -> list[tuple[Loc, str]]:
         f"{dep_id}/{probe.name}" for dep_id, probe in config.iter_probes() if isinstance(probe, OAuth2ProbeSpec)
     }
     defaults = config.monitor.defaults
+    if defaults.timeout >= defaults.interval:
+        problems.append((("monitor", "defaults", "timeout"), _timeout_message(defaults, None)))
     for dep_id, dep in deps.items():
         base: Loc = ("dependencies", dep_id)
         known(dep.playbooks, config.playbooks, (*base, "playbooks"), "playbook")
@@ -569,14 +614,9 @@ def check_references(config: Config) -> list[tuple[Loc, str]]:
                 problems.append(((*loc, "name"), f"duplicate probe name {probe.name!r} in this dependency"))
             seen.add(probe.name)
             timing = probe.timing(defaults)
-            if timing.timeout >= timing.interval:
-                problems.append(
-                    (
-                        (*loc, "timeout"),
-                        f"timeout ({format_duration(timing.timeout)}) must be shorter than the interval "
-                        f"({format_duration(timing.interval)})",
-                    )
-                )
+            if (probe.timeout is not None or probe.interval is not None) and timing.timeout >= timing.interval:
+                key = "timeout" if probe.timeout is not None else "interval"
+                problems.append(((*loc, key), _timeout_message(timing, probe)))
             if isinstance(probe, HttpProbeSpec) and probe.bearer_from is not None:
                 owner = probe.bearer_from.split("/", 1)[0]
                 if probe.bearer_from not in oauth_probes:
@@ -605,9 +645,22 @@ def check_references(config: Config) -> list[tuple[Loc, str]]:
     cycle = find_cycle(graph)
     if cycle:
         section = "dependencies" if cycle[0] in deps else "features"
-        key = "depends_on" if section == "dependencies" else "requires"
+        if section == "dependencies":
+            key = "depends_on"
+        else:
+            key = "requires" if cycle[1] in features[cycle[0]].requires else "any_of"
         problems.append(((section, cycle[0], key), f"cycle: {' -> '.join(cycle)}"))
     return problems
+
+
+def _timeout_message(timing: Timing, probe: _ProbeBase | None) -> str:
+    """`timeout (10s) must be shorter than the interval (5s)`, saying which value is inherited."""
+
+    def value(key: str) -> str:
+        inherited = probe is not None and getattr(probe, key) is None
+        return format_duration(getattr(timing, key)) + (" from monitor.defaults" if inherited else "")
+
+    return f"timeout ({value('timeout')}) must be shorter than the interval ({value('interval')})"
 
 
 def find_cycle(graph: Mapping[str, list[str]]) -> list[str] | None:

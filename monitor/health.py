@@ -58,8 +58,15 @@ class ProbeHealth:
 
     @property
     def confirming(self) -> bool:
-        """A state change is pending confirmation: re-probe at `confirm_interval`."""
-        return self.failures > 0 or (self.status is ProbeStatus.DOWN and self.successes > 0)
+        """A state change is pending confirmation: re-probe at `confirm_interval`.
+
+        Failures while not down are on the way to down; successes while down are on the way
+        back up. A probe that is down and still failing has nothing to confirm: it keeps its
+        ordinary interval instead of hammering an upstream that is already known to be down.
+        """
+        if self.status is ProbeStatus.DOWN:
+            return self.successes > 0
+        return self.failures > 0
 
 
 def observe(health: ProbeHealth, result: ProbeResult, timing: Timing, parent_failing: bool) -> ProbeHealth:

@@ -76,7 +76,11 @@ def _as_node(dep: str, dependencies: Mapping[str, DependencyHealth]) -> FeatureH
     if state.state is DependencyState.MAINTENANCE:
         return FeatureHealth(FeatureState.MAINTENANCE, (dep,))
     if state.health is DependencyState.DOWN:
-        return FeatureHealth(FeatureState.DOWN, (root_cause(dep, dependencies),))
+        root = root_cause(dep, dependencies)
+        # Down only because an ancestor is down inside its maintenance window: the only cause is maintenance.
+        if dependencies[root].state is DependencyState.MAINTENANCE:
+            return FeatureHealth(FeatureState.MAINTENANCE, (root,))
+        return FeatureHealth(FeatureState.DOWN, (root,))
     if state.health is DependencyState.DEGRADED:
         return FeatureHealth(FeatureState.DEGRADED, (dep,))
     if state.health is DependencyState.UNKNOWN:
@@ -120,3 +124,21 @@ def impacted_features(root: str, features: Mapping[str, FeatureHealth]) -> list[
 def needs_from_config(features: Mapping[str, Feature]) -> dict[str, FeatureNeeds]:
     """`FeatureNeeds` for each configured feature."""
     return {fid: FeatureNeeds(tuple(f.requires), tuple(f.any_of)) for fid, f in features.items()}
+
+
+def features_covered(needs: Mapping[str, FeatureNeeds], covered: set[str]) -> list[str]:
+    """The features a set of nodes in maintenance takes out, in config order.
+
+    A feature is covered when one of its `requires` is covered, or every one of its `any_of`
+    alternatives is: the same rule as for `down`, so the app's maintenance banner and the
+    feature states agree.
+    """
+    nodes = set(covered)
+    order = topological_order({f: [*n.requires, *n.any_of] for f, n in needs.items()})
+    for feature in order:
+        need = needs.get(feature)
+        if need is None:
+            continue
+        if any(n in nodes for n in need.requires) or (need.any_of and all(n in nodes for n in need.any_of)):
+            nodes.add(feature)
+    return [f for f in needs if f in nodes]

@@ -1,0 +1,36 @@
+# Two commands matter (see README.md):  `make demo`  and  `make test`.
+# Both create the virtual environment on first use; nothing else needs installing by hand.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+
+.PHONY: demo test lint bench tools clean
+
+$(BIN)/depmon: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $@
+
+## demo: set up and run the scripted demo against a simulated VA environment
+demo: $(BIN)/depmon
+	$(BIN)/depmon demo
+
+## test: set up and run the whole test suite, with the linters
+test: $(BIN)/depmon tools
+	$(BIN)/ruff check monitor probes tests deploy
+	$(BIN)/ruff format --check monitor probes tests deploy
+	$(BIN)/mypy
+	$(BIN)/pytest
+
+## tools: the external programs some tests use (promtool, prometheus, chromium); installed when root
+tools:
+	@scripts/install-test-tools
+
+## bench: the 2,000-probe scheduler benchmark (not part of `make test`)
+bench: $(BIN)/depmon
+	$(BIN)/python tests/benchmarks/bench_scheduler.py
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache

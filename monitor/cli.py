@@ -1,0 +1,177 @@
+"""The `depmon` command line (SPEC section 2).
+
+Exit statuses: 0 success; 1 something is down (check), PagerDuty unreadable (maintenance) or
+no such incident (postmortem); 2 invalid config, bad arguments or a port that cannot be bound.
+A configuration error is printed as `FILE: key.path: message` lines, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import anyio
+
+from monitor import __version__
+from monitor.config import Config, ConfigError, default_config_path, load_config, parse_listen
+from monitor.logs import configure_logging
+
+EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser, with help that says what each command does and exits with."""
+    parser = argparse.ArgumentParser(
+        prog="depmon",
+        description="Watch the VA mobile app's external dependencies, map failures to app features, "
+        "export Prometheus metrics and page through PagerDuty.",
+        epilog="--config defaults to $DEPMON_CONFIG, else the bundled VA mobile configuration. "
+        "PATH is one YAML file or a directory of *.yaml files.",
+    )
+    parser.add_argument("--version", action="version", version=f"depmon {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, help_text: str, description: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=description)
+        if name not in ("demo", "postmortem"):
+            p.add_argument("--config", type=Path, metavar="PATH", help="config file or directory")
+        return p
+
+    run = add(
+        "run",
+        "run the daemon",
+        "Run the daemon. SIGTERM/SIGINT stop it gracefully (the outbox is drained first); SIGHUP reloads "
+        "the config, keeping the old one if the new one is invalid. Exit 0 on a clean stop, 2 on an "
+        "invalid config or a port that cannot be bound.",
+    )
+    run.add_argument("--listen", metavar="HOST:PORT", help="address of the HTTP endpoints (default: monitor.listen)")
+    run.add_argument("--state", metavar="PATH", help="SQLite state file (default: monitor.state_path)")
+    run.add_argument("--log-format", choices=("json", "console"), help="default: json unless stdout is a terminal")
+
+    demo = sub.add_parser(
+        "demo",
+        help="run the daemon against a simulated VA environment",
+        description="Start simulated upstreams and a simulated PagerDuty on 127.0.0.1, run the real daemon "
+        "against them and play a scripted outage timeline. Exit 0 when the pages match the script.",
+    )
+    demo.add_argument("--duration", type=float, default=60.0, metavar="SECONDS", help="timeline length (default 60)")
+    demo.add_argument(
+        "--listen", metavar="HOST:PORT", default="127.0.0.1:0", help="daemon address (default: free port)"
+    )
+
+    check = add(
+        "check",
+        "probe every dependency once and print the result",
+        "Probe every dependency once (parents first) and print dependency, state, evidence and impacted "
+        "features. Exit 0 when all are up, 1 when something is down or degraded, 2 on an invalid config.",
+    )
+    check.add_argument("--dependency", metavar="ID", action="append", help="only this dependency (repeatable)")
+    check.add_argument("--json", action="store_true", help="machine-readable output")
+
+    add(
+        "validate",
+        "validate the configuration",
+        "Validate the configuration; print every error as FILE: key.path: message.",
+    )
+
+    impact = add(
+        "impact", "print the dependency to feature map", "Print which app features each dependency takes down."
+    )
+    impact.add_argument("--format", choices=("text", "mermaid", "dot"), default="text")
+
+    add(
+        "maintenance",
+        "list PagerDuty maintenance windows",
+        "List open and upcoming PagerDuty maintenance windows per dependency and the features they cover. "
+        "Exit 1 when PagerDuty cannot be read.",
+    )
+
+    postmortem = sub.add_parser(
+        "postmortem",
+        help="print a postmortem draft for an incident",
+        description="Print a Markdown postmortem draft (VA template) for the latest, or the Nth, recorded "
+        "incident of a dependency. Exit 1 when there is no such incident.",
+    )
+    postmortem.add_argument("dependency", metavar="DEPENDENCY")
+    postmortem.add_argument("--incident", type=int, metavar="N", help="the Nth incident of that dependency (1 = first)")
+    postmortem.add_argument("--state", metavar="PATH", help="SQLite state file (default: from the config)")
+    postmortem.add_argument("--config", type=Path, metavar="PATH", help="config file or directory")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    """Entry point of the `depmon` console script."""
+    environ = os.environ if environ is None else environ
+    args = build_parser().parse_args(argv)
+    command = args.command
+    if command == "demo":
+        from monitor.demo import run_demo
+
+        status: int = run_demo(duration=args.duration, listen=args.listen)
+        return status
+
+    config_path: Path = args.config or default_config_path(environ)
+    try:
+        config = load_config(config_path, environ)
+    except ConfigError as exc:
+        for issue in exc.issues:
+            print(issue, file=sys.stderr)
+        return EXIT_USAGE
+    secrets = config.secret_values()
+
+    if command == "validate":
+        print(f"{config_path}: valid ({len(config.dependencies)} dependencies, {len(config.features)} features)")
+        return EXIT_OK
+    if command == "impact":
+        from monitor.reports import render_impact
+
+        print(render_impact(config, args.format))
+        return EXIT_OK
+    if command == "run":
+        json_logs = None if args.log_format is None else args.log_format == "json"
+        configure_logging(sys.stdout, json=json_logs, secrets=secrets)
+        return _run(config_path, config, args.listen, args.state, environ)
+
+    configure_logging(sys.stderr, secrets=secrets, level=30)  # warnings only: the output is the report
+    if command == "check":
+        from monitor.check import run_check
+
+        return anyio.run(run_check, config, args.dependency, args.json, sys.stdout)
+    if command == "maintenance":
+        from monitor.reports import run_maintenance
+
+        return anyio.run(run_maintenance, config, sys.stdout)
+    if command == "postmortem":
+        from monitor.postmortem import print_postmortem
+
+        return print_postmortem(config, args.dependency, args.incident, args.state, sys.stdout)
+    raise AssertionError(command)  # argparse admits only the commands above
+
+
+def _run(config_path: Path, config: Config, listen: str | None, state: str | None, environ: Mapping[str, str]) -> int:
+    from monitor.daemon import Daemon, bind
+
+    address = listen or config.monitor.listen
+    try:
+        host, port = parse_listen(address)
+    except ValueError as exc:
+        print(f"--listen: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        listener = bind(host, port)
+    except OSError as exc:
+        print(f"cannot listen on {address}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_USAGE
+    daemon = Daemon(config_path, config, state or config.monitor.state_path, environ)
+    try:
+        anyio.run(daemon.run, listener)
+    finally:
+        listener.close()
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,245 @@
+"""The PagerDuty outbox: every event is written to the store first, then delivered.
+
+`Outbox.put()` records an event and wakes the delivery loop; `Outbox.run()` is that loop. It
+sends the oldest pending event of each dedup key (so each key is delivered in order, and keys do
+not wait on each other), and decides from the `Delivery`:
+
+- accepted: marked, done;
+- rejected (400): marked with the reason, logged as `pagerduty_event_rejected`, never retried;
+  the key's next event goes next;
+- retry (429, 5xx, network, timeout): scheduled again after an exponential backoff with full
+  jitter (`Backoff`); after a 429 at least `Retry-After`, or `rate_limited` seconds without one.
+
+With no routing key there is no sender (`sender=None`): events are marked `dry_run` and logged
+as `would_page`, and nothing is sent. Pending events live in the store, so a new `Outbox` over
+the same file (a restarted daemon) delivers them. `drain()` delivers what it can at shutdown.
+
+The loop sleeps through a `Wakeup`, its only way of waiting: tests give it one driven by a fake
+clock, so backoff schedules play out without real waiting.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+import anyio
+import anyio.abc
+import anyio.lowlevel
+import structlog
+
+from monitor.metrics import Metrics
+from monitor.pagerduty import Delivery
+from monitor.store import OutboxEvent, Store
+
+__all__ = ["Backoff", "EventSender", "Outbox", "Wakeup"]
+
+log = structlog.get_logger("depmon.outbox")
+
+Action = Literal["trigger", "resolve"]
+
+
+class EventSender(Protocol):
+    """What the outbox delivers through (`monitor.pagerduty.EventsSender` in the daemon)."""
+
+    async def send(self, body: Mapping[str, Any]) -> Delivery:
+        """Send one event once; never raises for a delivery failure."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Retry delays: full jitter over `base * 2^(attempt-1)`, capped at `cap` seconds.
+
+    After a 429 the delay is at least PagerDuty's `Retry-After` (at most `max_retry_after`), or
+    `rate_limited` seconds when it sent none: PagerDuty asks for a backoff of minutes there.
+    """
+
+    base: float = 1.0
+    cap: float = 300.0
+    rate_limited: float = 30.0
+    max_retry_after: float = 3600.0
+
+    def delay(self, attempt: int, delivery: Delivery, rng: random.Random) -> float:
+        """Seconds to wait after failed attempt number `attempt` (1 for the first)."""
+        ceiling = min(self.cap, self.base * 2.0 ** min(attempt - 1, 64))
+        delay = rng.uniform(0.0, ceiling)
+        if delivery.http_status == 429:
+            floor = self.rate_limited if delivery.retry_after is None else delivery.retry_after
+            delay = max(delay, min(floor, self.max_retry_after))
+        return delay
+
+
+class Wakeup:
+    """A level-triggered signal: `set()` wakes the next (or current) `wait()`, which then resets it."""
+
+    def __init__(self) -> None:
+        self._event = anyio.Event()
+
+    def set(self) -> None:
+        """Wake the waiter (now, or at its next wait)."""
+        self._event.set()
+
+    async def wait(self, at_most: float | None) -> None:
+        """Return when set, or after `at_most` seconds (None: only when set)."""
+        with anyio.move_on_after(at_most):
+            await self._event.wait()
+        if self._event.is_set():
+            self._event = anyio.Event()
+
+
+class Outbox:
+    """The durable queue in front of PagerDuty; see the module docstring.
+
+    `clock` gives UNIX time, `rng` the jitter, `wake` the loop's sleep. At most `max_concurrent`
+    dedup keys are sent at once; one key is never sent concurrently with itself.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        sender: EventSender | None,
+        metrics: Metrics,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+        wake: Wakeup | None = None,
+        *,
+        backoff: Backoff | None = None,
+        max_concurrent: int = 4,
+        error_pause: float = 1.0,
+    ) -> None:
+        self._store = store
+        self._sender = sender
+        self._metrics = metrics
+        self._clock = clock
+        self._rng = rng if rng is not None else random.Random()
+        self._wake = wake if wake is not None else Wakeup()
+        self._backoff = backoff if backoff is not None else Backoff()
+        self._send_slots = anyio.CapacityLimiter(max_concurrent)
+        self._delivering = anyio.Lock()  # run() and drain() never deliver the same head twice
+        self._error_pause = error_pause
+
+    @property
+    def dry_run(self) -> bool:
+        """True when events are logged instead of sent (no routing key)."""
+        return self._sender is None
+
+    async def put(self, dedup_key: str, action: Action, body: Mapping[str, Any]) -> int:
+        """Write an event to the store, then wake the delivery loop; returns the event's id.
+
+        `body` is the Events v2 event; `event_action` and `dedup_key` are set from the arguments
+        and a `routing_key` is never stored (the sender adds it).
+        """
+        event = {key: value for key, value in body.items() if key != "routing_key"}
+        event["event_action"] = action
+        event["dedup_key"] = dedup_key
+        event_id = await self._store.enqueue(dedup_key, action, event, self._clock())
+        self._metrics.outbox_pending.inc()
+        self._wake.set()
+        return event_id
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """The delivery loop; runs until cancelled. Reports ready at once."""
+        task_status.started()
+        while True:
+            delay: float | None
+            try:
+                progressed = await self._deliver_due(self._clock())
+                await self._publish_pending()
+                delay = 0.0 if progressed else await self._seconds_to_next()
+            except Exception:
+                log.exception("outbox_loop_failed")
+                self._metrics.loop_errors.labels(loop="outbox").inc()
+                delay = self._error_pause
+            if delay == 0.0:
+                await anyio.lowlevel.checkpoint()
+            else:
+                await self._wake.wait(delay)
+
+    async def drain(self, deadline_seconds: float) -> int:
+        """Deliver what is pending, backoff or not, until empty, stuck or the deadline; returns how many are left.
+
+        Runs shielded from cancellation, bounded by `deadline_seconds` (plus at most one
+        sender timeout: a request already in a worker thread cannot be abandoned).
+        """
+        with anyio.move_on_after(deadline_seconds, shield=True) as scope:
+            try:
+                # Each pass sends every key's head once; stop when a pass delivers nothing.
+                while await self._deliver_due(math.inf):
+                    pass
+            except Exception:
+                log.exception("outbox_drain_failed")
+        with anyio.move_on_after(5.0, shield=True):
+            left = await self._publish_pending()
+            log.info("outbox_drained", left=left, deadline_reached=scope.cancelled_caught)
+            return left
+        return -1  # the store did not answer in time
+
+    async def _seconds_to_next(self) -> float | None:
+        next_at = await self._store.next_attempt_at()
+        return None if next_at is None else max(0.0, next_at - self._clock())
+
+    async def _publish_pending(self) -> int:
+        pending = await self._store.pending_count()
+        self._metrics.outbox_pending.set(pending)
+        return pending
+
+    async def _deliver_due(self, now: float) -> bool:
+        """Send each due head once; True when some event was settled (the next may be due now)."""
+        async with self._delivering:
+            heads = await self._store.pending_heads(now)
+            settled: list[bool] = []
+
+            async def deliver(event: OutboxEvent) -> None:
+                async with self._send_slots:
+                    settled.append(await self._deliver(event))
+
+            async with anyio.create_task_group() as tg:
+                for event in heads:
+                    tg.start_soon(deliver, event)
+            return any(settled)
+
+    async def _deliver(self, event: OutboxEvent) -> bool:
+        """Deliver one event; True when it is settled (accepted, rejected or dry run)."""
+        fields = {"event_id": event.id, "dedup_key": event.dedup_key, "action": event.action}
+        if self._sender is None:
+            await self._store.mark_dry_run(event.id)
+            log.info("would_page", summary=_summary(event), **fields)
+            return True
+        try:
+            delivery = await self._sender.send(event.body)
+        except Exception as exc:  # a sender bug must not lose the event: retry it like a failure
+            log.exception("pagerduty_sender_crashed", **fields)
+            delivery = Delivery("retry", None, f"sender raised {exc.__class__.__name__}")
+        if delivery.status == "accepted":
+            await self._store.mark_accepted(event.id, self._clock())
+            self._metrics.pagerduty_events.labels(action=event.action, outcome="accepted").inc()
+            log.info("pagerduty_event_accepted", attempts=event.attempts + 1, **fields)
+            return True
+        if delivery.status == "rejected":
+            await self._store.mark_rejected(event.id, delivery.message)
+            self._metrics.pagerduty_events.labels(action=event.action, outcome="rejected").inc()
+            log.error("pagerduty_event_rejected", reason=delivery.message, http_status=delivery.http_status, **fields)
+            return True
+        attempt = event.attempts + 1
+        delay = self._backoff.delay(attempt, delivery, self._rng)
+        await self._store.schedule_retry(event.id, self._clock() + delay, delivery.message)
+        self._metrics.pagerduty_events.labels(action=event.action, outcome="retried").inc()
+        log.warning(
+            "pagerduty_event_retry",
+            reason=delivery.message,
+            http_status=delivery.http_status,
+            attempt=attempt,
+            retry_in_seconds=round(delay, 3),
+            **fields,
+        )
+        return False
+
+
+def _summary(event: OutboxEvent) -> str | None:
+    payload = event.body.get("payload")
+    return str(payload.get("summary")) if isinstance(payload, dict) and "summary" in payload else None

@@ -1,0 +1,351 @@
+"""The PagerDuty boundary: Events API v2 delivery and REST maintenance windows.
+
+Both clients wrap the official `pagerduty` package (7.x), which is synchronous: every call runs
+in a worker thread. What this module does to it, and why (read from the package's source):
+
+- its own retry loops are switched off, so the outbox (events) and the poller (windows) own the
+  retry schedule and the event loop never waits on a `time.sleep` inside a thread:
+  `client.retry` is cleared (the events client retries 500 twice, 502 four times, 503/504 six
+  times), `client.retry[429] = 1` with `client.max_http_attempts = -1` returns a 429 at once
+  (`retry[429] = 0` means "the default", which is to retry 429 forever, ignoring `Retry-After`),
+  and `client.max_network_attempts = 0` turns the first network error into `pagerduty.Error`;
+- `client.timeout` is set after construction (the constructor's `timeout=` is overridden by the
+  package's 60 s on every request);
+- the package refuses non-https base URLs, so an `http://127.0.0.1:PORT` URL (tests, the demo)
+  keeps the package's real https base URL and goes through `LoopbackRewriteTransport`, which
+  refuses any non-loopback target: a secret never crosses a network in clear text;
+- the package's logger is replaced by a silent one; what matters is logged by the callers.
+
+Exceptions raised by the package are translated here and never leave this module: an event
+delivery always ends in a `Delivery`; a maintenance-window query either succeeds or raises
+`MaintenanceUnavailable`. Messages are secret-free: they are built here from the HTTP status and
+PagerDuty's answer, never from the request (which holds the routing key or the API token).
+
+Exceptions::
+
+    PagerDutyError
+     +-- MaintenanceUnavailable    the maintenance windows could not be read (reason inside)
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import anyio
+import anyio.to_thread
+import httpx2
+import pagerduty
+import structlog
+from pydantic import SecretStr
+
+from monitor.pd_transport import LoopbackRewriteTransport
+from monitor.windows import MaintenanceWindow
+
+__all__ = [
+    "Delivery",
+    "EventsSender",
+    "MaintenanceClient",
+    "MaintenanceUnavailable",
+    "PagerDutyError",
+    "WindowsResult",
+]
+
+log = structlog.get_logger("depmon.pagerduty")
+
+_EVENTS_BASE_URL = "https://events.pagerduty.com"
+_REST_BASE_URL = "https://api.pagerduty.com"
+_MESSAGE_LIMIT = 300  # characters of PagerDuty's answer kept in a message
+_MAX_CONCURRENT_SENDS = 4
+
+# The package logs retries and 5xx answers; our callers log what matters, once, with context.
+_vendor_log = logging.getLogger("depmon.pagerduty.vendor")
+_vendor_log.addHandler(logging.NullHandler())
+_vendor_log.propagate = False
+
+
+class PagerDutyError(Exception):
+    """Base of this module's exceptions."""
+
+
+class MaintenanceUnavailable(PagerDutyError):
+    """PagerDuty's maintenance windows could not be read; `reason` says why (secret-free)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """How one delivery attempt ended.
+
+    `status`: `accepted` (2xx), `rejected` (the event is invalid: never retry it) or `retry`
+    (429, 408, 5xx, network error, timeout). `http_status` is None when no answer came.
+    `retry_after` is PagerDuty's `Retry-After`, in seconds, when it sent one.
+    """
+
+    status: Literal["accepted", "rejected", "retry"]
+    http_status: int | None
+    message: str
+    retry_after: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WindowsResult:
+    """Maintenance windows read from PagerDuty, and the service ids PagerDuty refused (400)."""
+
+    windows: list[MaintenanceWindow]
+    bad_service_ids: list[str] = field(default_factory=list)
+
+
+def _connection(url: str, default_base_url: str) -> dict[str, Any]:
+    """Constructor arguments that point a `pagerduty` client at `url`."""
+    if url.startswith("http://"):
+        # The package only takes https base URLs; the transport sends the requests to `url`.
+        return {"base_url": default_base_url, "transport": LoopbackRewriteTransport(url)}
+    return {"base_url": url.rstrip("/")}
+
+
+def _single_attempt(client: pagerduty.ApiClient, timeout: float) -> None:
+    """Make each call one HTTP request bounded by `timeout`: the caller owns retries."""
+    client.timeout = timeout  # type: ignore[assignment]  # typed int after its default; httpx2 takes floats
+    client.retry.clear()
+    client.retry[429] = 1
+    client.max_http_attempts = -1  # with retry[429] != 0, the package returns the 429 at once
+    client.max_network_attempts = 0
+    client.log = _vendor_log
+
+
+def _scrub(text: str, secrets: Iterable[str]) -> str:
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "**********")
+    return text
+
+
+def _answer_detail(response: httpx2.Response) -> str:
+    """PagerDuty's own words from an error answer: `message` and `errors`, else the raw text."""
+    try:
+        body = json.loads(response.content)
+    except (ValueError, httpx2.ResponseNotRead):
+        return response.text.strip()[:_MESSAGE_LIMIT]
+    parts: list[str] = []
+    if isinstance(body, dict):
+        error = body.get("error")
+        source = error if isinstance(error, dict) else body
+        if source.get("message"):
+            parts.append(str(source["message"]))
+        errors = source.get("errors")
+        if isinstance(errors, list) and errors:
+            parts.append("; ".join(str(item) for item in errors))
+    text = ": ".join(parts) if parts else json.dumps(body)
+    return text[:_MESSAGE_LIMIT]
+
+
+def _cause(exc: BaseException) -> str:
+    """The class name of the network error behind `exc` (never its text, which may hold a URL)."""
+    return (exc.__cause__ or exc).__class__.__name__
+
+
+def _retry_after(response: httpx2.Response, now: float) -> float | None:
+    value = response.headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            moment = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        seconds = moment.timestamp() - now
+    return max(seconds, 0.0)
+
+
+class EventsSender:
+    """Sends Events API v2 events through one long-lived `pagerduty.EventsApiV2Client`.
+
+    `send(body)` takes an event as the outbox stores it (no routing key: added here) and returns
+    a `Delivery`; it never raises for a PagerDuty or network failure. `timeout` bounds each
+    request. Close it with `close()` (or `async with`).
+    """
+
+    def __init__(self, events_url: str, routing_key: SecretStr, timeout: float = 10.0) -> None:
+        key = routing_key.get_secret_value()
+        if not key:
+            raise ValueError("pagerduty.routing_key is empty: events are recorded and not sent (dry run)")
+        self.events_url = events_url
+        self._secret = key
+        self._client = pagerduty.EventsApiV2Client(key, **_connection(events_url, _EVENTS_BASE_URL))
+        _single_attempt(self._client, timeout)
+        self._limiter = anyio.CapacityLimiter(_MAX_CONCURRENT_SENDS)
+
+    async def send(self, body: Mapping[str, Any]) -> Delivery:
+        """Send one event once; the answer decides accepted, rejected or retry."""
+        return await anyio.to_thread.run_sync(self._send, dict(body), limiter=self._limiter)
+
+    def _send(self, body: dict[str, Any]) -> Delivery:
+        event = {key: value for key, value in body.items() if key not in ("routing_key", "event_action", "dedup_key")}
+        action = body.get("event_action")
+        dedup_key = body.get("dedup_key")
+        try:
+            # send_event, not trigger(): it passes `client`, `client_url`, `links` and `images`
+            # through, and `payload` (component, group, class, custom_details) as we built it.
+            self._client.send_event(str(action), dedup_key=dedup_key, **event)
+        except pagerduty.Error as exc:
+            if exc.response is not None:
+                return self._from_answer(exc.response)
+            return Delivery("retry", None, f"no answer from the PagerDuty Events API ({_cause(exc)})")
+        except (ValueError, TypeError) as exc:
+            # The package checks the action and the dedup key before sending: the event itself is bad.
+            return Delivery("rejected", None, _scrub(f"invalid event, not sent: {exc}", [self._secret]))
+        return Delivery("accepted", 202, "accepted by the PagerDuty Events API")
+
+    def _from_answer(self, response: httpx2.Response) -> Delivery:
+        status = response.status_code
+        if 200 <= status < 300:
+            # PagerDuty took the event; only the answer's body was not what the package expected.
+            return Delivery("accepted", status, "accepted by the PagerDuty Events API")
+        detail = _scrub(_answer_detail(response), [self._secret])
+        message = f"PagerDuty Events API answered HTTP {status}" + (f": {detail}" if detail else "")
+        if status == 429:
+            return Delivery("retry", status, message, _retry_after(response, time.time()))
+        if 400 <= status < 500 and status != 408:
+            return Delivery("rejected", status, message)
+        return Delivery("retry", status, message)
+
+    def close(self) -> None:
+        """Close the HTTP connections."""
+        self._client.close()
+
+    async def __aenter__(self) -> EventsSender:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class _BadRequest(Exception):
+    """PagerDuty answered 400 to a query (an unknown service id, usually)."""
+
+
+def _parse_time(value: object) -> datetime:
+    if not isinstance(value, str):
+        raise ValueError(f"not an ISO 8601 time: {value!r}")
+    moment = datetime.fromisoformat(value)
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+class MaintenanceClient:
+    """Reads open maintenance windows through one long-lived `pagerduty.RestApiV2Client`.
+
+    `page_size` is the `limit` of each page (PagerDuty allows at most 100). Close it with
+    `close()` (or `async with`).
+    """
+
+    def __init__(self, api_url: str, api_token: SecretStr, timeout: float = 10.0, page_size: int = 100) -> None:
+        token = api_token.get_secret_value()
+        if not token:
+            raise ValueError("pagerduty.api_token is empty: maintenance windows are not polled")
+        self.api_url = api_url
+        self._secret = token
+        self._page_size = page_size
+        self._client = pagerduty.RestApiV2Client(token, **_connection(api_url, _REST_BASE_URL))
+        _single_attempt(self._client, timeout)
+        self._limiter = anyio.CapacityLimiter(1)
+
+    async def open_windows(self, service_ids: Sequence[str]) -> WindowsResult:
+        """Open and upcoming windows of `service_ids` (`filter=open`), every page.
+
+        A 400 for the whole query (PagerDuty's answer when one id is unknown) is isolated: the
+        ids are queried one by one, the ones answered 400 are reported in `bad_service_ids`, the
+        windows of the others are kept. Any other failure raises `MaintenanceUnavailable`.
+        A window keeps only the service ids that were asked for and are not bad.
+        """
+        return await anyio.to_thread.run_sync(
+            self._open_windows, tuple(dict.fromkeys(service_ids)), limiter=self._limiter
+        )
+
+    def _open_windows(self, service_ids: tuple[str, ...]) -> WindowsResult:
+        if not service_ids:
+            return WindowsResult([], [])
+        bad: list[str] = []
+        try:
+            raw = self._query(service_ids)
+        except _BadRequest:
+            raw = []
+            for service_id in service_ids:
+                try:
+                    raw.extend(self._query((service_id,)))
+                except _BadRequest:
+                    bad.append(service_id)
+        good = [service_id for service_id in service_ids if service_id not in bad]
+        return WindowsResult(self._windows(raw, good), bad)
+
+    def _query(self, service_ids: tuple[str, ...]) -> list[dict[str, Any]]:
+        params = {"service_ids": list(service_ids), "filter": "open"}
+        try:
+            return list(self._client.iter_all("maintenance_windows", params=params, page_size=self._page_size))
+        except pagerduty.Error as exc:
+            if exc.response is None:
+                raise MaintenanceUnavailable(
+                    f"PagerDuty REST API unreachable at {self.api_url} ({_cause(exc)})"
+                ) from None
+            if exc.response.status_code == 400:
+                raise _BadRequest from None
+            raise MaintenanceUnavailable(self._reason(exc.response)) from None
+        except Exception as exc:  # the package's own failures (bad JSON, warnings as errors, ...)
+            raise MaintenanceUnavailable(
+                f"PagerDuty REST API answer not understood ({exc.__class__.__name__})"
+            ) from None
+
+    def _reason(self, response: httpx2.Response) -> str:
+        status = response.status_code
+        detail = _scrub(_answer_detail(response), [self._secret])
+        reason = f"PagerDuty REST API answered HTTP {status}" + (f": {detail}" if detail else "")
+        if status in (401, 403):
+            reason += " (check pagerduty.api_token)"
+        return reason
+
+    @staticmethod
+    def _windows(raw: list[dict[str, Any]], good_ids: Sequence[str]) -> list[MaintenanceWindow]:
+        wanted = set(good_ids)
+        windows: dict[str, MaintenanceWindow] = {}
+        for item in raw:
+            window_id = str(item.get("id", ""))
+            if window_id in windows:  # a window over several services comes once per queried id
+                continue
+            try:
+                services = tuple(
+                    str(service["id"]) for service in item.get("services") or [] if str(service["id"]) in wanted
+                )
+                window = MaintenanceWindow(
+                    id=window_id,
+                    start=_parse_time(item.get("start_time")),
+                    end=_parse_time(item.get("end_time")),
+                    description=str(item.get("description") or ""),
+                    service_ids=services,
+                )
+            except (KeyError, TypeError, ValueError) as exc:
+                log.warning("maintenance_window_unreadable", window=window_id, error=exc.__class__.__name__)
+                continue
+            if window.service_ids:
+                windows[window_id] = window
+        return sorted(windows.values(), key=lambda window: (window.start, window.id))
+
+    def close(self) -> None:
+        """Close the HTTP connections."""
+        self._client.close()
+
+    async def __aenter__(self) -> MaintenanceClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.close()

@@ -1,0 +1,427 @@
+"""A Markdown postmortem draft for a recorded incident (`depmon postmortem`, SPEC sections 2 and 7).
+
+    render_postmortem(config, dependency, incident, timeline, earlier_incidents, now) -> str   pure
+    print_postmortem(config, dependency, incident_number, state_path, out) -> exit status     I/O
+
+The draft fills the VA postmortem template fields, in the template's order (Date, Authors,
+Status; What happened; Background; Detection; Impact; Root causes; Resolution; Documentation
+links; Action items; Lessons learned; Timeline) with what depmon recorded, and marks the rest
+`TBD` for the responder. Two depmon sections follow the template: which of the seed's escalation
+criteria held, and how often the dependency failed before (recurrence: the seed asks for a Mobile
+Incident Response Play when an incident may occur again).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+from monitor.config import Config, format_duration
+from monitor.incidents import escalation_criteria, severity, summary
+from monitor.store import Incident, StoreError, SyncStore, TimelineEntry
+
+__all__ = ["print_postmortem", "render_postmortem"]
+
+EXIT_OK, EXIT_NO_INCIDENT = 0, 1
+PLAYS_PLAYBOOK = "mobile-incident-plays"
+SECURITY_OUTCOME = "tls"  # certificate expired, untrusted or for the wrong host: the Security Incident Procedure
+TBD = "TBD"
+
+# What each kind of timeline entry (the pager's action) means to a reader of the postmortem.
+_EVENT_TEXT = {
+    "trigger": "Triggered: PagerDuty paged",
+    "update": "Updated: impacted features changed",
+    "escalate": "Escalated: open past the significant duration",
+    "resolve": "Resolved: PagerDuty incident resolved",
+}
+
+
+def render_postmortem(
+    config: Config,
+    dependency: str,
+    incident: Incident,
+    timeline: Sequence[TimelineEntry],
+    earlier_incidents: int,
+    now: float,
+) -> str:
+    """The Markdown draft for one incident of `dependency`; `now` dates an incident still open."""
+    dep = config.dependencies[dependency]
+    features = _impacted_features(incident, timeline)
+    known = [f for f in features if f in config.features]
+    evidence = _evidence(timeline)
+    security = any(str(item.get("outcome")) == SECURITY_OUTCOME for item in evidence)
+    escalated = incident.escalated or any(entry.kind == "escalate" for entry in timeline)
+    criteria = escalation_criteria(config, dependency, known, escalated, security)
+    title = incident.summary or summary(config, dependency, known)
+    level = incident.severity or severity(config, known, security)
+    ended = incident.resolved_at if incident.resolved_at is not None else now
+    lasted = _duration(ended - incident.opened_at)
+    owner = dep.channel or "the team that owns it"
+    lines: list[str] = []
+    add = lines.append
+
+    add(f"# Postmortem (draft): {title}")
+    add("")
+    add(f"- **Date:** {_date(incident.opened_at)} (UTC)")
+    add(f"- **Authors:** {TBD} (on-call)")
+    add("- **Status:** Draft")
+    add("")
+
+    add("## What happened")
+    add("")
+    add(f"{title}.")
+    if incident.resolved_at is None:
+        add(f"depmon opened the incident at {_utc(incident.opened_at)}; it is still open ({lasted} as of {_utc(now)}).")
+    else:
+        add(
+            f"depmon opened the incident at {_utc(incident.opened_at)} and resolved it at "
+            f"{_utc(incident.resolved_at)}, after {lasted}."
+        )
+    add("")
+    add(f"{TBD}: what Veterans saw and what the team did, in a few sentences.")
+    add("")
+
+    add("## Background")
+    add("")
+    add(f"{dep.name} (`{dependency}`) is an external system the VA mobile app depends on.")
+    needing = [f.name for f in config.features.values() if dependency in (*f.requires, *f.any_of)]
+    if needing:
+        add(f"App features that need it: {', '.join(needing)}.")
+    if dep.depends_on:
+        add(f"It depends on {_dependency_names(config, dep.depends_on)}.")
+    if dep.channel:
+        add(f"Owning team: {dep.channel}.")
+    add("")
+    add(f"{TBD}: anything else a reader needs to follow the incident.")
+    add("")
+
+    add("## Detection")
+    add("")
+    add("### How")
+    add("")
+    probes = list(dict.fromkeys(str(item.get("probe")) for item in evidence))
+    watched = ", ".join(f"`{dependency}/{p}`" for p in probes) or f"the probes of `{dependency}`"
+    add(
+        f"depmon, the dependency health monitor, detected it with {watched} and paged through PagerDuty "
+        f"(dedup key `{incident.dedup_key}`)."
+    )
+    add("")
+    add("### When")
+    add("")
+    first = min(evidence, key=_evidence_at, default=None)
+    if first is not None:
+        add(f"- First failing probe result recorded: {_at_text(first.get('at'))}: {_evidence_text(first)}")
+    add(f"- Paged: {_utc(incident.opened_at)}")
+    add("")
+
+    add("## Impact")
+    add("")
+    add(f"Severity: **{level}**" + (" (security-relevant failure)" if security else "") + ".")
+    add("")
+    add("### Veterans")
+    add("")
+    if features:
+        for feature_id in features:
+            add(f"- {_feature_impact(config, feature_id)}")
+        shares = [config.features[f].userbase_share for f in known]
+        if shares and max(shares) > 0:
+            add("")
+            add(
+                f"At least about {_percent(max(shares))}% of monthly users use an impacted feature "
+                f"({TBD}: confirm with analytics)."
+            )
+    else:
+        add("- No app feature was recorded as impacted.")
+    add("")
+    add("### Business")
+    add("")
+    add(f"{TBD}.")
+    add("")
+    add("### Team")
+    add("")
+    add(f"{TBD}: on-call time, people and teams pulled in.")
+    add("")
+
+    add("## Root causes")
+    add("")
+    add(f"{dep.name} (`{dependency}`) was down.")
+    for item in _latest_per_probe(evidence):
+        add(f"- `{dependency}/{item.get('probe')}`: {_evidence_text(item)}")
+    if dep.depends_on:
+        add("")
+        add(
+            f"depmon pages only a root cause: when it paged, the dependencies of {dep.name} were not down "
+            f"({_dependency_names(config, dep.depends_on)})."
+        )
+    add("")
+    add(f"{TBD}: the underlying cause, to be confirmed with {owner}.")
+    add("")
+
+    add("## Resolution")
+    add("")
+    add("### Steps")
+    add("")
+    add(f"{TBD}: what was done to restore service.")
+    add("")
+    add("### When")
+    add("")
+    if incident.resolved_at is None:
+        add(f"Still open at {_utc(now)}, {lasted} after it opened.")
+    else:
+        add(f"Resolved at {_utc(incident.resolved_at)} (the probes succeeded again), {lasted} after it opened.")
+    add("")
+
+    add("## Documentation links")
+    add("")
+    for text, href in _links(config, dependency, security):
+        add(f"- [{text}]({href})")
+    add("")
+
+    add("## Action items")
+    add("")
+    add("| Description | Type | Owner | Issue |")
+    add("| :-- | :-- | :-- | :-- |")
+    add(f"| {TBD} | {TBD} (prevent, mitigate, detect or process) | {TBD} | {TBD} |")
+    add("")
+
+    add("## Lessons learned")
+    add("")
+    for heading in ("What went well", "What went wrong", "Where we got lucky"):
+        add(f"### {heading}")
+        add("")
+        add(f"- {TBD}")
+        add("")
+
+    add("## Timeline")
+    add("")
+    add("| Time (UTC) | Event | Details |")
+    add("| :-- | :-- | :-- |")
+    for entry in timeline:
+        event = _EVENT_TEXT.get(entry.kind, entry.kind)
+        add(f"| {_time(entry.at)} | {_cell(event)} | {_cell(_details(config, entry))} |")
+    add("")
+
+    add("## Escalation")
+    add("")
+    required = any(c.holds for c in criteria)
+    add(
+        "A postmortem is required: at least one of the seed's escalation criteria held."
+        if required
+        else "None of the seed's escalation criteria held for certain; the responder decides on the rest."
+    )
+    add("")
+    add("| Criterion | Held |")
+    add("| :-- | :-- |")
+    for criterion in criteria:
+        held = "yes" if criterion.holds else "no" if criterion.holds is False else f"{TBD} (responder decides)"
+        add(f"| {criterion.text} | {held} |")
+    notify = [*config.escalation.notify] if required else []
+    if security:
+        notify += [c for c in config.escalation.security_notify if c not in notify]
+    contacts = [config.contacts[c] for c in notify if c in config.contacts]
+    if contacts:
+        add("")
+        add("Notify: " + "; ".join(f"{c.role} ({c.name}, {c.via})" for c in contacts) + ".")
+    add("")
+
+    add("## Recurrence")
+    add("")
+    noun = "incident" if earlier_incidents == 1 else "incidents"
+    add(f"Recurrence: {earlier_incidents} earlier {noun} of {dep.name} recorded by depmon.")
+    if earlier_incidents >= 1:
+        plays = config.playbooks.get(PLAYS_PLAYBOOK)
+        where = f" ([{plays.title}]({plays.url}))" if plays else ""
+        add(
+            "It has happened before, so it may occur again: the seed asks to add the incident and the steps "
+            f"to resolve it as a Mobile Incident Response Play{where}."
+        )
+    return "\n".join(lines) + "\n"
+
+
+def print_postmortem(
+    config: Config,
+    dependency: str,
+    incident_number: int | None,
+    state_path: str | None,
+    out: TextIO,
+    *,
+    err: TextIO | None = None,
+    clock: Callable[[], float] = time.time,
+) -> int:
+    """Print the draft for the latest (or the `incident_number`th, 1-based) incident; 0, or 1 with a message."""
+    err = sys.stderr if err is None else err
+    if dependency not in config.dependencies:
+        print(f"unknown dependency: {dependency} (known: {', '.join(config.dependencies)})", file=err)
+        return EXIT_NO_INCIDENT
+    path = state_path or config.monitor.state_path
+    # Opening a missing file would create an empty state file: refuse instead.
+    if not Path(path).is_file():
+        print(f"{path}: no state file (depmon run records incidents there; see --state)", file=err)
+        return EXIT_NO_INCIDENT
+    try:
+        with SyncStore(path) as store:
+            incidents = store.incidents_of(dependency)
+            if not incidents:
+                print(f"{path}: no incident of {dependency} is recorded", file=err)
+                return EXIT_NO_INCIDENT
+            if incident_number is None:
+                index = len(incidents) - 1
+            elif 1 <= incident_number <= len(incidents):
+                index = incident_number - 1
+            else:
+                noun = "incident" if len(incidents) == 1 else "incidents"
+                print(
+                    f"--incident {incident_number}: out of range ({dependency} has {len(incidents)} recorded {noun}, "
+                    f"1 to {len(incidents)})",
+                    file=err,
+                )
+                return EXIT_NO_INCIDENT
+            incident = incidents[index]
+            timeline = store.timeline(incident.id)
+    except (StoreError, sqlite3.Error) as exc:
+        print(f"{path}: cannot read the state file ({exc})", file=err)
+        return EXIT_NO_INCIDENT
+    draft = render_postmortem(config, dependency, incident, timeline, index, clock())
+    for secret in config.secret_values():
+        draft = draft.replace(secret, "[redacted]")
+    out.write(draft)
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------------------------
+# Facts drawn from the timeline
+
+
+def _impacted_features(incident: Incident, timeline: Iterable[TimelineEntry]) -> list[str]:
+    """Every feature impacted at some point of the incident, in the order they were first recorded."""
+    seen: dict[str, None] = {}
+    for entry in timeline:
+        seen.update(dict.fromkeys(str(f) for f in entry.data.get("features") or ()))
+    seen.update(dict.fromkeys(incident.features))
+    return list(seen)
+
+
+def _evidence(timeline: Iterable[TimelineEntry]) -> list[dict[str, Any]]:
+    """Every evidence item of the timeline, in timeline order."""
+    return [item for entry in timeline for item in entry.data.get("evidence") or () if isinstance(item, dict)]
+
+
+def _evidence_at(item: dict[str, Any]) -> float:
+    at = item.get("at")
+    return float(at) if isinstance(at, int | float) and at > 0 else float("inf")
+
+
+def _latest_per_probe(evidence: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The last recorded failing result of each probe, probes in the order they first failed."""
+    latest: dict[str, dict[str, Any]] = {}
+    for item in evidence:
+        latest[str(item.get("probe"))] = item
+    return list(latest.values())
+
+
+def _evidence_text(item: dict[str, Any]) -> str:
+    detail = str(item.get("detail") or "").strip()
+    outcome = f"outcome `{item.get('outcome')}`"
+    return f"{outcome} ({detail})" if detail else outcome
+
+
+def _details(config: Config, entry: TimelineEntry) -> str:
+    """One timeline entry as a sentence: state, impacted features and evidence."""
+    parts: list[str] = []
+    if entry.data.get("state"):
+        parts.append(f"state {entry.data['state']}")
+    if entry.kind == "escalate":
+        parts.append(f"open for {format_duration(config.monitor.significant_duration)} or more")
+    names = [_feature_name(config, str(f)) for f in entry.data.get("features") or ()]
+    if names:
+        label = "features restored" if entry.kind == "resolve" else "features impacted"
+        parts.append(f"{label}: {', '.join(names)}")
+    for item in entry.data.get("evidence") or ():
+        if isinstance(item, dict):
+            parts.append(f"{item.get('probe')}: {_evidence_text(item)}")
+    return "; ".join(parts) or "-"
+
+
+# ---------------------------------------------------------------------------------------------
+# Config facts
+
+
+def _feature_name(config: Config, feature_id: str) -> str:
+    feature = config.features.get(feature_id)
+    return feature.name if feature else feature_id
+
+
+def _feature_impact(config: Config, feature_id: str) -> str:
+    feature = config.features.get(feature_id)
+    if feature is None:
+        return f"`{feature_id}` (no longer in the config)"
+    if feature.userbase_share <= 0:
+        return f"{feature.name}: share of monthly users unknown"
+    return f"{feature.name}: about {_percent(feature.userbase_share)}% of monthly users use {feature.name}"
+
+
+def _dependency_names(config: Config, ids: Iterable[str]) -> str:
+    return ", ".join(f"{config.dependencies[d].name} `{d}`" if d in config.dependencies else f"`{d}`" for d in ids)
+
+
+def _links(config: Config, dependency: str, security: bool) -> list[tuple[str, str]]:
+    """(text, href): the dependency's playbooks (and the security ones), its docs, its PagerDuty service."""
+    dep = config.dependencies[dependency]
+    ids = list(dict.fromkeys([*dep.playbooks, *(config.escalation.security_playbooks if security else [])]))
+    links = [(config.playbooks[p].title, config.playbooks[p].url) for p in ids if p in config.playbooks]
+    if dep.docs:
+        links.append((f"{dep.name} integration docs", dep.docs))
+    if dep.pagerduty_service:
+        href = f"{config.pagerduty.web_url.rstrip('/')}/service-directory/{dep.pagerduty_service}"
+        links.append((f"{dep.name} in the PagerDuty service directory", href))
+    links += [(link.text, link.href) for link in config.monitor.links]
+    return links
+
+
+# ---------------------------------------------------------------------------------------------
+# Text
+
+
+def _percent(share: float) -> int:
+    return max(1, round(share * 100))
+
+
+def _date(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d")
+
+
+def _time(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _utc(timestamp: float) -> str:
+    return f"{_time(timestamp)} UTC"
+
+
+def _at_text(at: object) -> str:
+    if isinstance(at, int | float) and at > 0:
+        return _utc(float(at))
+    return str(at) if at else "time not recorded"
+
+
+def _duration(seconds: float) -> str:
+    """`45s`, `12m 5s`, `2h 3m`, `1d 4h`: the two largest units, whole seconds."""
+    total = max(0, round(seconds))
+    units = (("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
+    parts: list[str] = []
+    for suffix, size in units:
+        count, total = divmod(total, size)
+        if count or parts:
+            parts.append(f"{count}{suffix}")
+    parts = [p for p in parts[:2] if not p.startswith("0")] or ["0s"]
+    return " ".join(parts)
+
+
+def _cell(text: str) -> str:
+    """Text safe inside a Markdown table cell."""
+    return " ".join(text.split()).replace("|", "\\|")

@@ -1,0 +1,1 @@
+"""Simulated environment for the demo and tests: loopback upstreams and a fake PagerDuty."""

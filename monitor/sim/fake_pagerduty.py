@@ -1,0 +1,615 @@
+"""A fake PagerDuty on loopback: the Events API v2 and the REST maintenance-windows list.
+
+Two `LoopbackServer`s, like PagerDuty's two hosts, so that each side fails on its own:
+
+- `events_url`: `POST /v2/enqueue`. Each body is checked against depmon's own schema
+  (`monitor/schemas/events-v2.json`, with `jsonschema`) and the 512 KB limit. Invalid events get
+  400 `{status: "invalid event", message, errors: [...]}` and land in `rejected_events`; valid ones
+  get 202 `{status: "success", message: "Event processed", dedup_key}` (a trigger without a key is
+  given one) and land in `events`. `alerts` follows PagerDuty: a trigger opens an alert or updates
+  the open one of its dedup key, acknowledge marks it, resolve closes it, and a trigger after a
+  resolve opens a new alert. Unknown keys in acknowledge/resolve are accepted and change nothing.
+- `api_url`: `GET /maintenance_windows`. Requires `Authorization: Token token=<api_token>` (401
+  otherwise); accepts any `Accept` (PagerDuty's is `application/vnd.pagerduty+json;version=2`).
+  Query: `service_ids[]` (repeated; one unknown id fails the whole request with 400
+  `{error: {message: "Invalid Input Provided", code: 2001, errors: [...]}}`, as PagerDuty does),
+  `filter`, `limit` (default 25, at most 100: larger values are cut to 100), `offset` (default 0;
+  offset + limit above 10000 is a 400), `total` (`true` fills `total`, else it is null). Windows
+  come sorted by start time, then creation order.
+
+`filter` semantics. The published schema lists past, future, ongoing, open and all without saying
+what each means or which is the default, so the fake picks, with `now` from its clock:
+past = ended (end <= now); ongoing = started and not ended (start <= now < end); future = not
+started (start > now); open = ongoing + future (every window not yet ended: vets-api polls with
+`filter=open` and keeps windows with `end_time > now`, upcoming ones included); all (the default
+when `filter` is absent) = every window. Any other value is a 400.
+
+Faults: `fail_with`/`hang`/`go_down`/`come_back`/`clear_faults` act on the events side only,
+`rest_fail_with`/`rest_hang`/`rest_go_down`/`rest_come_back`/`rest_clear_faults` on the REST side
+only. Every request is recorded, faulted ones included (`enqueue_requests`, `rest_requests`).
+
+`jsonschema` is a runtime dependency of depmon because this module needs it at import time; the
+schema itself ships inside the package, so nothing outside the installed package is read.
+
+Run it alone for manual tests: `python -m monitor.sim.fake_pagerduty --port 8081 --service P123`
+prints its URLs and then every event it accepts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import importlib.resources
+import json
+import signal
+import sys
+import threading
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from http import HTTPStatus
+from types import FrameType, TracebackType
+from typing import Any, Literal, Self
+
+import jsonschema  # type: ignore[import-untyped,unused-ignore]
+
+from monitor.sim.loopback import LoopbackServer, Request, Response, json_response
+from monitor.windows import MaintenanceWindow
+
+__all__ = [
+    "MAX_EVENT_BYTES",
+    "Alert",
+    "FakePagerDuty",
+    "ReceivedEvent",
+    "RejectedEvent",
+    "event_errors",
+]
+
+MAX_EVENT_BYTES = 512 * 1024
+"""PagerDuty refuses events larger than 512 KB."""
+
+DEFAULT_LIMIT = 25
+MAX_LIMIT = 100
+MAX_OFFSET_PLUS_LIMIT = 10_000
+WINDOW_FILTERS = ("past", "future", "ongoing", "open", "all")
+SIM_API_TOKEN = "sim-api-token"  # noqa: S105 - the fake's default, not a secret
+
+AlertStatus = Literal["triggered", "acknowledged", "resolved"]
+
+
+# -- the events schema ----------------------------------------------------------------------------
+
+
+@functools.cache
+def _events_validator() -> Any:
+    text = importlib.resources.files("monitor").joinpath("schemas/events-v2.json").read_text("utf-8")
+    schema = json.loads(text)
+    jsonschema.Draft202012Validator.check_schema(schema)
+    return jsonschema.Draft202012Validator(schema)
+
+
+def event_errors(event: object) -> list[str]:
+    """Why `event` is not a valid Events API v2 body, one message per problem; empty when valid."""
+    errors = _events_validator().iter_errors(event)
+    return sorted(f"{error.json_path}: {error.message}" for error in errors)
+
+
+# -- records --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedEvent:
+    """An accepted event: its body as sent, the dedup key it was filed under, when it came."""
+
+    body: dict[str, Any]
+    dedup_key: str
+    received_at: float  # UNIX time
+
+    @property
+    def action(self) -> str:
+        """trigger, acknowledge or resolve."""
+        return str(self.body["event_action"])
+
+    @property
+    def summary(self) -> str | None:
+        """The payload summary of a trigger, else None (PagerDuty ignores other events' payloads)."""
+        payload = self.body.get("payload")
+        if self.action != "trigger" or not isinstance(payload, dict):
+            return None
+        return str(payload["summary"])
+
+
+@dataclass(frozen=True, slots=True)
+class RejectedEvent:
+    """A request that was answered 400: its raw body and the reasons given."""
+
+    body: bytes
+    errors: tuple[str, ...]
+    received_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """One PagerDuty alert: the events filed under it while it was open, and its status."""
+
+    dedup_key: str
+    status: AlertStatus
+    events: tuple[ReceivedEvent, ...]
+    opened_at: float
+    resolved_at: float | None = None
+
+    @property
+    def is_open(self) -> bool:
+        """True until resolved."""
+        return self.status != "resolved"
+
+    @property
+    def summary(self) -> str | None:
+        """The summary of the latest trigger (an update changes the title)."""
+        summaries = [event.summary for event in self.events if event.summary is not None]
+        return summaries[-1] if summaries else None
+
+
+class _InvalidInput(ValueError):
+    """A REST query PagerDuty would answer with 400 Invalid Input Provided."""
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _events_fault(status: int) -> Response:
+    if status == 429:
+        return json_response(
+            429,
+            {
+                "status": "throttle event",
+                "message": "Requests for this service are arriving too quickly. Please retry later.",
+            },
+        )
+    return json_response(status, {"status": "error", "message": HTTPStatus(status).phrase})
+
+
+def _rest_error(status: int, message: str, errors: Iterable[str] = (), code: int | None = None) -> Response:
+    error: dict[str, Any] = {"message": message}
+    if code is not None:
+        error["code"] = code
+    if errors:
+        error["errors"] = list(errors)
+    return json_response(status, {"error": error})
+
+
+def _rest_fault(status: int) -> Response:
+    return _rest_error(status, HTTPStatus(status).phrase)
+
+
+def _invalid_event(message: str, errors: list[str]) -> Response:
+    return json_response(400, {"status": "invalid event", "message": message, "errors": errors})
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="seconds")
+
+
+class FakePagerDuty:
+    """A loopback PagerDuty: Events API v2 on `events_url`, REST maintenance windows on `api_url`.
+
+    `now` is the clock the maintenance-window filters use (aware datetimes). `web_url` is the
+    base of the `html_url` links in REST answers.
+    """
+
+    def __init__(
+        self,
+        *,
+        api_token: str = SIM_API_TOKEN,
+        events_port: int = 0,
+        api_port: int = 0,
+        web_url: str = "https://sim.pagerduty.invalid",
+        now: Callable[[], datetime] = _utcnow,
+    ) -> None:
+        self._api_token = api_token
+        self._web_url = web_url.rstrip("/")
+        self._now = now
+        self._events_server = LoopbackServer(port=events_port, fault_response=_events_fault)
+        self._events_server.route("POST", "/v2/enqueue", self._enqueue)
+        self._rest_server = LoopbackServer(port=api_port, fault_response=_rest_fault)
+        self._rest_server.route("GET", "/maintenance_windows", self._list_windows)
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._events: list[ReceivedEvent] = []
+        self._rejected: list[RejectedEvent] = []
+        self._alerts: list[Alert] = []
+        self._open_alert_index: dict[str, int] = {}
+        self._services: dict[str, str] = {}  # id -> name
+        self._windows: dict[str, MaintenanceWindow] = {}
+        self._window_sequence: dict[str, int] = {}
+        self._next_sequence = 1
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def start(self) -> Self:
+        """Start both servers; returns the fake."""
+        self._events_server.start()
+        try:
+            self._rest_server.start()
+        except BaseException:
+            self._events_server.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Stop both servers; held requests are released and never answered."""
+        try:
+            self._events_server.stop()
+        finally:
+            self._rest_server.stop()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def events_url(self) -> str:
+        """Base URL of the Events API (`POST {events_url}/v2/enqueue`)."""
+        return self._events_server.url
+
+    @property
+    def api_url(self) -> str:
+        """Base URL of the REST API (`GET {api_url}/maintenance_windows`)."""
+        return self._rest_server.url
+
+    @property
+    def api_token(self) -> str:
+        """The REST API token the fake accepts."""
+        return self._api_token
+
+    # -- events: records -------------------------------------------------------------------------
+
+    @property
+    def events(self) -> list[ReceivedEvent]:
+        """Every accepted event, oldest first."""
+        with self._lock:
+            return list(self._events)
+
+    @property
+    def rejected_events(self) -> list[RejectedEvent]:
+        """Every event answered with 400, oldest first."""
+        with self._lock:
+            return list(self._rejected)
+
+    def events_for(self, dedup_key: str) -> list[ReceivedEvent]:
+        """The accepted events filed under `dedup_key`, oldest first."""
+        with self._lock:
+            return [event for event in self._events if event.dedup_key == dedup_key]
+
+    def wait_for(self, predicate: Callable[[list[ReceivedEvent]], bool], timeout: float = 5.0) -> list[ReceivedEvent]:
+        """Block until `predicate(events)` holds and return those events; `TimeoutError` after `timeout`."""
+        with self._changed:
+            if self._changed.wait_for(lambda: predicate(list(self._events)), timeout):
+                return list(self._events)
+            seen = [f"{event.action} {event.dedup_key}" for event in self._events]
+        raise TimeoutError(f"no matching PagerDuty events within {timeout} s; accepted so far: {seen}")
+
+    @property
+    def alerts(self) -> list[Alert]:
+        """Every alert, in the order they were opened."""
+        with self._lock:
+            return list(self._alerts)
+
+    @property
+    def open_alerts(self) -> list[Alert]:
+        """The alerts not yet resolved."""
+        with self._lock:
+            return [alert for alert in self._alerts if alert.is_open]
+
+    def alert(self, dedup_key: str) -> Alert | None:
+        """The latest alert of `dedup_key`, open or resolved, or None."""
+        with self._lock:
+            for alert in reversed(self._alerts):
+                if alert.dedup_key == dedup_key:
+                    return alert
+        return None
+
+    @property
+    def enqueue_requests(self) -> int:
+        """Requests received by the events side, faulted and invalid ones included."""
+        return self._events_server.request_count
+
+    # -- events: faults --------------------------------------------------------------------------
+
+    def fail_with(self, status: int, times: int | None = None) -> None:
+        """Answer enqueue requests with `status` (e.g. 429, 500) `times` times, or until cleared."""
+        self._events_server.fail_with(status, times)
+
+    def hang(self) -> None:
+        """Hold enqueue requests unanswered until `clear_faults()` or until the fake goes down."""
+        self._events_server.hang()
+
+    def go_down(self) -> None:
+        """Close the events port: connections are refused."""
+        self._events_server.go_down()
+
+    def come_back(self) -> None:
+        """Listen on the events port again (the same port)."""
+        self._events_server.come_back()
+
+    def clear_faults(self) -> None:
+        """Undo every events fault (held requests are then served)."""
+        self._events_server.clear_faults()
+
+    # -- REST: data ------------------------------------------------------------------------------
+
+    def add_service(self, service_id: str, name: str | None = None) -> None:
+        """Make `service_id` known, so that `service_ids[]` may name it."""
+        with self._lock:
+            self._services[service_id] = name or service_id
+
+    def add_window(
+        self,
+        service_ids: Iterable[str],
+        start: datetime,
+        end: datetime,
+        description: str = "",
+    ) -> str:
+        """Create a maintenance window over known services; returns its id."""
+        services = tuple(service_ids)
+        if start.tzinfo is None or end.tzinfo is None:
+            raise ValueError("maintenance window times must be timezone-aware")
+        if not start < end:
+            raise ValueError(f"a maintenance window must end after it starts ({start} >= {end})")
+        if not services:
+            raise ValueError("a maintenance window needs at least one service")
+        with self._lock:
+            unknown = [service for service in services if service not in self._services]
+            if unknown:
+                raise ValueError(f"unknown service ids {unknown}: call add_service() first")
+            sequence = self._next_sequence
+            self._next_sequence += 1
+            window_id = f"PMW{sequence:04d}"
+            self._windows[window_id] = MaintenanceWindow(window_id, start, end, description, services)
+            self._window_sequence[window_id] = sequence
+        return window_id
+
+    def remove_window(self, window_id: str) -> None:
+        """Delete a maintenance window; `KeyError` when there is none with that id."""
+        with self._lock:
+            del self._windows[window_id]
+
+    # -- REST: faults and records ----------------------------------------------------------------
+
+    def rest_fail_with(self, status: int, times: int | None = None) -> None:
+        """Answer REST requests with `status` `times` times, or until cleared."""
+        self._rest_server.fail_with(status, times)
+
+    def rest_hang(self) -> None:
+        """Hold REST requests unanswered until `rest_clear_faults()` or until the REST side goes down."""
+        self._rest_server.hang()
+
+    def rest_go_down(self) -> None:
+        """Close the REST port: connections are refused."""
+        self._rest_server.go_down()
+
+    def rest_come_back(self) -> None:
+        """Listen on the REST port again (the same port)."""
+        self._rest_server.come_back()
+
+    def rest_clear_faults(self) -> None:
+        """Undo every REST fault."""
+        self._rest_server.clear_faults()
+
+    @property
+    def rest_requests(self) -> list[Request]:
+        """Every REST request received, faulted and refused ones included, oldest first."""
+        return self._rest_server.requests
+
+    @property
+    def rest_request_count(self) -> int:
+        """How many REST requests were received."""
+        return self._rest_server.request_count
+
+    # -- handlers --------------------------------------------------------------------------------
+
+    def _enqueue(self, request: Request) -> Response:
+        if len(request.body) > MAX_EVENT_BYTES:
+            errors = [f"the event is {len(request.body)} bytes; at most {MAX_EVENT_BYTES} are accepted"]
+            return self._reject(request, "Event object is too large", errors)
+        try:
+            body = request.json()
+        except ValueError:
+            return self._reject(
+                request, "Event object format is unrecognized", ["JSON parse error"], "Unrecognized object"
+            )
+        errors = event_errors(body)
+        if errors:
+            return self._reject(request, "Event object is invalid", errors)
+        dedup_key = str(body.get("dedup_key") or uuid.uuid4().hex)
+        self._record(ReceivedEvent(body, dedup_key, request.received_at))
+        return json_response(202, {"status": "success", "message": "Event processed", "dedup_key": dedup_key})
+
+    def _reject(self, request: Request, message: str, errors: list[str], status: str = "invalid event") -> Response:
+        with self._changed:
+            self._rejected.append(RejectedEvent(request.body, tuple(errors), request.received_at))
+            self._changed.notify_all()
+        return json_response(400, {"status": status, "message": message, "errors": errors})
+
+    def _record(self, event: ReceivedEvent) -> None:
+        with self._changed:
+            self._events.append(event)
+            index = self._open_alert_index.get(event.dedup_key)
+            if index is None:
+                if event.action == "trigger":
+                    self._open_alert_index[event.dedup_key] = len(self._alerts)
+                    self._alerts.append(Alert(event.dedup_key, "triggered", (event,), event.received_at))
+                # acknowledge or resolve without an open alert: accepted, and nothing changes
+            else:
+                current = self._alerts[index]
+                events = (*current.events, event)
+                if event.action == "trigger":
+                    self._alerts[index] = replace(current, events=events)
+                elif event.action == "acknowledge":
+                    self._alerts[index] = replace(current, status="acknowledged", events=events)
+                else:
+                    self._alerts[index] = replace(
+                        current, status="resolved", events=events, resolved_at=event.received_at
+                    )
+                    del self._open_alert_index[event.dedup_key]
+            self._changed.notify_all()
+
+    def _list_windows(self, request: Request) -> Response:
+        if request.header("authorization") != f"Token token={self._api_token}":
+            return _rest_error(401, "Unauthorized")
+        try:
+            service_ids, state, limit, offset = self._parse_list_query(request)
+        except _InvalidInput as invalid:
+            return _rest_error(400, "Invalid Input Provided", [str(invalid)], code=2001)
+        now = self._now()
+        with self._lock:
+            unknown = [service for service in service_ids if service not in self._services]
+            if unknown:
+                errors = [f"Service {service} not found." for service in unknown]
+                return _rest_error(400, "Invalid Input Provided", errors, code=2001)
+            matching = [
+                window
+                for window in self._windows.values()
+                if (not service_ids or set(window.service_ids) & set(service_ids)) and _in_state(window, state, now)
+            ]
+            matching.sort(key=lambda window: (window.start, self._window_sequence[window.id]))
+            page = [self._render_window(window) for window in matching[offset : offset + limit]]
+        body = {
+            "maintenance_windows": page,
+            "limit": limit,
+            "offset": offset,
+            "more": offset + len(page) < len(matching),
+            "total": len(matching) if request.first("total") == "true" else None,
+        }
+        return json_response(200, body)
+
+    @staticmethod
+    def _parse_list_query(request: Request) -> tuple[list[str], str, int, int]:
+        state = request.first("filter", "all") or "all"
+        if state not in WINDOW_FILTERS:
+            raise _InvalidInput(f"filter must be one of {', '.join(WINDOW_FILTERS)}, not {state!r}")
+        limit = min(_non_negative_int(request, "limit", DEFAULT_LIMIT), MAX_LIMIT)
+        if limit == 0:
+            raise _InvalidInput("limit must be at least 1")
+        offset = _non_negative_int(request, "offset", 0)
+        if offset + limit > MAX_OFFSET_PLUS_LIMIT:
+            raise _InvalidInput(f"offset + limit must not exceed {MAX_OFFSET_PLUS_LIMIT}")
+        return request.query.get("service_ids[]", []), state, limit, offset
+
+    def _render_window(self, window: MaintenanceWindow) -> dict[str, Any]:
+        return {
+            "id": window.id,
+            "type": "maintenance_window",
+            "summary": window.description,
+            "self": f"{self.api_url}/maintenance_windows/{window.id}",
+            "html_url": f"{self._web_url}/service-directory/maintenance-windows/{window.id}",
+            "sequence_number": self._window_sequence[window.id],
+            "start_time": _iso(window.start),
+            "end_time": _iso(window.end),
+            "description": window.description,
+            "created_by": {
+                "id": "PSIMUSR",
+                "type": "user_reference",
+                "summary": "depmon simulator",
+                "self": f"{self.api_url}/users/PSIMUSR",
+                "html_url": f"{self._web_url}/users/PSIMUSR",
+            },
+            "services": [
+                {
+                    "id": service,
+                    "type": "service_reference",
+                    "summary": self._services[service],
+                    "self": f"{self.api_url}/services/{service}",
+                    "html_url": f"{self._web_url}/service-directory/{service}",
+                }
+                for service in window.service_ids
+            ],
+            "teams": [],
+        }
+
+
+def _non_negative_int(request: Request, name: str, default: int) -> int:
+    raw = request.first(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise _InvalidInput(f"{name} must be an integer, not {raw!r}") from None
+    if value < 0:
+        raise _InvalidInput(f"{name} must not be negative")
+    return value
+
+
+def _in_state(window: MaintenanceWindow, state: str, now: datetime) -> bool:
+    if state == "past":
+        return window.end <= now
+    if state == "future":
+        return window.start > now
+    if state == "ongoing":
+        return window.is_open_at(now)
+    if state == "open":
+        return window.end > now
+    return True
+
+
+# -- standalone ------------------------------------------------------------------------------------
+
+
+def _longer_than(count: int, events: list[ReceivedEvent]) -> bool:
+    return len(events) > count
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the fake until interrupted, printing each accepted event as a JSON line."""
+    parser = argparse.ArgumentParser(
+        prog="python -m monitor.sim.fake_pagerduty",
+        description="A fake PagerDuty on loopback: Events API v2 and REST maintenance windows.",
+    )
+    parser.add_argument("--port", type=int, default=0, help="events API port (default: a free one)")
+    parser.add_argument("--api-port", type=int, default=0, help="REST API port (default: a free one)")
+    parser.add_argument("--api-token", default=SIM_API_TOKEN, help="REST token to accept")
+    parser.add_argument("--service", action="append", default=[], help="a known service id (repeatable)")
+    args = parser.parse_args(argv)
+
+    def terminate(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, terminate)
+    with FakePagerDuty(api_token=args.api_token, events_port=args.port, api_port=args.api_port) as fake:
+        for service in args.service:
+            fake.add_service(service)
+        print(f"events: POST {fake.events_url}/v2/enqueue", flush=True)
+        print(
+            f"rest:   GET {fake.api_url}/maintenance_windows  (Authorization: Token token={args.api_token})",
+            flush=True,
+        )
+        seen = 0
+        try:
+            while True:
+                try:
+                    events = fake.wait_for(functools.partial(_longer_than, seen), timeout=1.0)
+                except TimeoutError:
+                    continue
+                for event in events[seen:]:
+                    received_at = _iso(datetime.fromtimestamp(event.received_at, UTC))
+                    shown = {**event.body, "routing_key": "..." + str(event.body["routing_key"])[-4:]}
+                    line = {"received_at": received_at, "dedup_key": event.dedup_key, **shown}
+                    print(json.dumps(line), flush=True)
+                seen = len(events)
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,601 @@
+"""Durable state in one SQLite file: the PagerDuty outbox, incidents and their timelines.
+
+One implementation, two faces:
+
+- `SyncStore` holds the connection and every query; its methods block. The CLI
+  (`depmon postmortem`, which runs without an event loop) uses it directly.
+- `Store` is what the daemon uses: each async method runs the matching `SyncStore` method in a
+  worker thread, one at a time (a `CapacityLimiter(1)`), so SQLite never blocks the event loop.
+
+The file is created on first use (its directory too), in WAL mode, and its schema is versioned
+with `PRAGMA user_version`. Times are UNIX timestamps (floats), as the daemon's clock gives them.
+An outbox body never holds the routing key: it is a secret, and secrets never go to disk; the
+sender adds it when it sends.
+
+Exceptions::
+
+    StoreError    the file was written by a newer depmon, or is not a depmon state file
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, ParamSpec, TypeVar
+
+import anyio
+import anyio.to_thread
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "Incident",
+    "OutboxEvent",
+    "Store",
+    "StoreError",
+    "SyncStore",
+    "TimelineEntry",
+]
+
+Action = Literal["trigger", "resolve"]
+OutboxStatus = Literal["pending", "accepted", "rejected", "dry_run"]
+
+# Each entry migrates the schema from version N to N+1; user_version counts the applied ones.
+_MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE outbox (
+        id              INTEGER PRIMARY KEY AUTOINCREMENT,
+        dedup_key       TEXT    NOT NULL,
+        action          TEXT    NOT NULL CHECK (action IN ('trigger', 'resolve')),
+        body            TEXT    NOT NULL,
+        created_at      REAL    NOT NULL,
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL    NOT NULL,
+        status          TEXT    NOT NULL DEFAULT 'pending'
+                                CHECK (status IN ('pending', 'accepted', 'rejected', 'dry_run')),
+        last_error      TEXT,
+        delivered_at    REAL
+    );
+    CREATE INDEX outbox_pending_by_key ON outbox (dedup_key, id) WHERE status = 'pending';
+    CREATE TABLE incidents (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        dependency  TEXT    NOT NULL,
+        dedup_key   TEXT    NOT NULL,
+        opened_at   REAL    NOT NULL,
+        resolved_at REAL,
+        escalated   INTEGER NOT NULL DEFAULT 0,
+        features    TEXT    NOT NULL DEFAULT '[]',
+        summary     TEXT    NOT NULL DEFAULT '',
+        severity    TEXT    NOT NULL DEFAULT '',
+        data        TEXT    NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX incidents_by_dependency ON incidents (dependency, id);
+    CREATE TABLE timeline (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        incident_id INTEGER NOT NULL REFERENCES incidents (id),
+        at          REAL    NOT NULL,
+        kind        TEXT    NOT NULL,
+        data        TEXT    NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX timeline_by_incident ON timeline (incident_id, at, id);
+    """,
+)
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+
+class StoreError(Exception):
+    """The state file cannot be used (newer schema, or not a depmon state file)."""
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEvent:
+    """One PagerDuty event in the outbox; `body` is the Events v2 event without the routing key."""
+
+    id: int
+    dedup_key: str
+    action: Action
+    body: dict[str, Any]
+    created_at: float
+    attempts: int
+    next_attempt_at: float
+    status: OutboxStatus
+    last_error: str | None
+    delivered_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Incident:
+    """One incident (one root cause); `resolved_at` is None while it is open."""
+
+    id: int
+    dependency: str
+    dedup_key: str
+    opened_at: float
+    resolved_at: float | None
+    escalated: bool
+    features: list[str]
+    summary: str
+    severity: str
+    data: dict[str, Any]
+
+    @property
+    def is_open(self) -> bool:
+        """True until the incident is resolved."""
+        return self.resolved_at is None
+
+
+@dataclass(frozen=True, slots=True)
+class TimelineEntry:
+    """One line of an incident's timeline: a state change, evidence, an event sent."""
+
+    incident_id: int
+    at: float
+    kind: str
+    data: dict[str, Any]
+
+
+def _dumps(value: object) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _outbox_event(row: sqlite3.Row) -> OutboxEvent:
+    return OutboxEvent(
+        id=row["id"],
+        dedup_key=row["dedup_key"],
+        action=row["action"],
+        body=json.loads(row["body"]),
+        created_at=row["created_at"],
+        attempts=row["attempts"],
+        next_attempt_at=row["next_attempt_at"],
+        status=row["status"],
+        last_error=row["last_error"],
+        delivered_at=row["delivered_at"],
+    )
+
+
+def _incident(row: sqlite3.Row) -> Incident:
+    return Incident(
+        id=row["id"],
+        dependency=row["dependency"],
+        dedup_key=row["dedup_key"],
+        opened_at=row["opened_at"],
+        resolved_at=row["resolved_at"],
+        escalated=bool(row["escalated"]),
+        features=json.loads(row["features"]),
+        summary=row["summary"],
+        severity=row["severity"],
+        data=json.loads(row["data"]),
+    )
+
+
+# The oldest pending event of each dedup key: only it may be sent, so each key delivers in order.
+_HEADS = """
+    SELECT * FROM outbox AS o
+    WHERE o.status = 'pending'
+      AND o.id = (SELECT MIN(id) FROM outbox WHERE status = 'pending' AND dedup_key = o.dedup_key)
+"""
+_DUE_HEADS = _HEADS + " AND o.next_attempt_at <= ? ORDER BY o.id"
+_EARLIEST_HEAD = "SELECT MIN(next_attempt_at) FROM (" + _HEADS + ")"  # noqa: S608 (constant text)
+
+
+class SyncStore:
+    """The state file with blocking methods; safe to share between threads (calls are serialized)."""
+
+    def __init__(self, state_path: str | os.PathLike[str]) -> None:
+        self.state_path = str(state_path)
+        self._lock = threading.RLock()
+        self._connection: sqlite3.Connection | None = None
+        self._closed = False
+
+    # -- connection -------------------------------------------------------------------------
+
+    def _db(self) -> sqlite3.Connection:
+        """The connection, opened (and the file created and migrated) on first use."""
+        if self._closed:
+            raise StoreError(f"{self.state_path}: the store is closed")
+        if self._connection is None:
+            self._connection = self._open()
+        return self._connection
+
+    def _open(self) -> sqlite3.Connection:
+        if self.state_path != ":memory:":
+            Path(self.state_path).parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: autocommit; multi-statement changes use explicit transactions.
+        connection = sqlite3.connect(self.state_path, check_same_thread=False, isolation_level=None)
+        try:
+            connection.row_factory = sqlite3.Row
+            connection.execute("PRAGMA journal_mode = WAL")
+            # FULL: an event the outbox has accepted survives a power cut, not only a crash.
+            connection.execute("PRAGMA synchronous = FULL")
+            connection.execute("PRAGMA foreign_keys = ON")
+            connection.execute("PRAGMA busy_timeout = 5000")
+            self._migrate(connection)
+        except sqlite3.DatabaseError as exc:
+            connection.close()
+            raise StoreError(f"{self.state_path}: not a usable depmon state file ({exc})") from exc
+        except BaseException:
+            connection.close()
+            raise
+        return connection
+
+    def _migrate(self, connection: sqlite3.Connection) -> None:
+        version = connection.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.state_path}: schema version {version} was written by a newer depmon "
+                f"(this one knows up to {SCHEMA_VERSION})"
+            )
+        for target, script in enumerate(_MIGRATIONS[version:], start=version + 1):
+            # executescript commits first; the BEGIN makes the step and its version bump atomic.
+            connection.executescript(f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {target};\nCOMMIT;")
+
+    def _execute(self, sql: str, parameters: Sequence[object] = ()) -> sqlite3.Cursor:
+        with self._lock:
+            return self._db().execute(sql, parameters)
+
+    def _rows(self, sql: str, parameters: Sequence[object] = ()) -> list[sqlite3.Row]:
+        with self._lock:  # fetch under the lock too: the cursor shares the connection
+            return self._db().execute(sql, parameters).fetchall()
+
+    def _row(self, sql: str, parameters: Sequence[object] = ()) -> sqlite3.Row | None:
+        rows = self._rows(sql, parameters)
+        return rows[0] if rows else None
+
+    def _one_changed(self, cursor: sqlite3.Cursor, what: str, ident: int) -> None:
+        if cursor.rowcount != 1:
+            raise KeyError(f"no {what} with id {ident}")
+
+    def close(self) -> None:
+        """Close the connection; later calls raise `StoreError`. Closing twice is harmless."""
+        with self._lock:
+            self._closed = True
+            if self._connection is not None:
+                self._connection.close()
+                self._connection = None
+
+    def __enter__(self) -> SyncStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @property
+    def schema_version(self) -> int:
+        """The file's schema version (`PRAGMA user_version`)."""
+        return int(self._rows("PRAGMA user_version")[0][0])
+
+    @property
+    def journal_mode(self) -> str:
+        """The file's journal mode: `wal` for a file, `memory` for ":memory:"."""
+        return str(self._rows("PRAGMA journal_mode")[0][0])
+
+    # -- outbox -----------------------------------------------------------------------------
+
+    def enqueue(self, dedup_key: str, action: Action, body: dict[str, Any], at: float) -> int:
+        """Append an event, due now; returns its id. A `routing_key` in `body` is never stored."""
+        if action not in ("trigger", "resolve"):
+            raise ValueError(f"outbox action must be trigger or resolve, not {action!r}")
+        safe_body = {key: value for key, value in body.items() if key != "routing_key"}
+        cursor = self._execute(
+            "INSERT INTO outbox (dedup_key, action, body, created_at, next_attempt_at) VALUES (?, ?, ?, ?, ?)",
+            (dedup_key, action, _dumps(safe_body), at, at),
+        )
+        assert cursor.lastrowid is not None
+        return cursor.lastrowid
+
+    def pending_heads(self, now: float) -> list[OutboxEvent]:
+        """The oldest pending event of each dedup key, if due (`next_attempt_at <= now`), oldest first."""
+        rows = self._rows(_DUE_HEADS, (now,))
+        return [_outbox_event(row) for row in rows]
+
+    def next_attempt_at(self) -> float | None:
+        """When the earliest pending head falls due; None when nothing is pending."""
+        row = self._row(_EARLIEST_HEAD)
+        return None if row is None or row[0] is None else float(row[0])
+
+    def outbox_event(self, event_id: int) -> OutboxEvent:
+        """One outbox event by id (KeyError if there is none)."""
+        row = self._row("SELECT * FROM outbox WHERE id = ?", (event_id,))
+        if row is None:
+            raise KeyError(f"no outbox event with id {event_id}")
+        return _outbox_event(row)
+
+    def outbox_events(self, dedup_key: str | None = None) -> list[OutboxEvent]:
+        """Every outbox event (of one dedup key, when given), oldest first."""
+        if dedup_key is None:
+            rows = self._rows("SELECT * FROM outbox ORDER BY id")
+        else:
+            rows = self._rows("SELECT * FROM outbox WHERE dedup_key = ? ORDER BY id", (dedup_key,))
+        return [_outbox_event(row) for row in rows]
+
+    def mark_accepted(self, event_id: int, at: float) -> None:
+        """PagerDuty accepted the event (202)."""
+        cursor = self._execute(
+            "UPDATE outbox SET status = 'accepted', delivered_at = ?, attempts = attempts + 1 "
+            "WHERE id = ? AND status = 'pending'",
+            (at, event_id),
+        )
+        self._one_changed(cursor, "pending outbox event", event_id)
+
+    def mark_rejected(self, event_id: int, reason: str) -> None:
+        """PagerDuty refused the event (400): it is never retried; `reason` says why."""
+        cursor = self._execute(
+            "UPDATE outbox SET status = 'rejected', last_error = ?, attempts = attempts + 1 "
+            "WHERE id = ? AND status = 'pending'",
+            (reason, event_id),
+        )
+        self._one_changed(cursor, "pending outbox event", event_id)
+
+    def mark_dry_run(self, event_id: int) -> None:
+        """No routing key is configured: the event was logged instead of sent."""
+        cursor = self._execute("UPDATE outbox SET status = 'dry_run' WHERE id = ? AND status = 'pending'", (event_id,))
+        self._one_changed(cursor, "pending outbox event", event_id)
+
+    def schedule_retry(self, event_id: int, next_attempt_at: float, error: str) -> None:
+        """A delivery attempt failed transiently; try again at `next_attempt_at`."""
+        cursor = self._execute(
+            "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?, last_error = ? "
+            "WHERE id = ? AND status = 'pending'",
+            (next_attempt_at, error, event_id),
+        )
+        self._one_changed(cursor, "pending outbox event", event_id)
+
+    def pending_count(self) -> int:
+        """How many events wait for delivery."""
+        row = self._row("SELECT COUNT(*) FROM outbox WHERE status = 'pending'")
+        return 0 if row is None else int(row[0])
+
+    # -- incidents and timeline -------------------------------------------------------------
+
+    def open_incident(
+        self,
+        dependency: str,
+        dedup_key: str,
+        opened_at: float,
+        *,
+        features: Sequence[str] = (),
+        summary: str = "",
+        severity: str = "",
+        escalated: bool = False,
+        data: dict[str, Any] | None = None,
+    ) -> int:
+        """Record a new open incident; returns its id."""
+        cursor = self._execute(
+            "INSERT INTO incidents (dependency, dedup_key, opened_at, escalated, features, summary, severity, data) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                dependency,
+                dedup_key,
+                opened_at,
+                int(escalated),
+                _dumps(list(features)),
+                summary,
+                severity,
+                _dumps(data or {}),
+            ),
+        )
+        assert cursor.lastrowid is not None
+        return cursor.lastrowid
+
+    def update_incident(
+        self,
+        incident_id: int,
+        *,
+        features: Sequence[str] | None = None,
+        summary: str | None = None,
+        severity: str | None = None,
+        escalated: bool | None = None,
+        data: dict[str, Any] | None = None,
+    ) -> None:
+        """Change the given fields of an incident (the others stay); `data` replaces the old data."""
+        changes: dict[str, object] = {}
+        if features is not None:
+            changes["features"] = _dumps(list(features))
+        if summary is not None:
+            changes["summary"] = summary
+        if severity is not None:
+            changes["severity"] = severity
+        if escalated is not None:
+            changes["escalated"] = int(escalated)
+        if data is not None:
+            changes["data"] = _dumps(data)
+        if not changes:
+            self.incident(incident_id)  # still report an unknown id
+            return
+        # Column names come from the fixed set above, never from the caller.
+        assignments = ", ".join(f"{column} = ?" for column in changes)
+        cursor = self._execute(
+            f"UPDATE incidents SET {assignments} WHERE id = ?",  # noqa: S608
+            (*changes.values(), incident_id),
+        )
+        self._one_changed(cursor, "incident", incident_id)
+
+    def resolve_incident(self, incident_id: int, at: float) -> None:
+        """Close an open incident at `at` (resolving a resolved one keeps its first resolution)."""
+        cursor = self._execute(
+            "UPDATE incidents SET resolved_at = COALESCE(resolved_at, ?) WHERE id = ?", (at, incident_id)
+        )
+        self._one_changed(cursor, "incident", incident_id)
+
+    def incident(self, incident_id: int) -> Incident:
+        """One incident by id (KeyError if there is none)."""
+        row = self._row("SELECT * FROM incidents WHERE id = ?", (incident_id,))
+        if row is None:
+            raise KeyError(f"no incident with id {incident_id}")
+        return _incident(row)
+
+    def open_incidents(self) -> list[Incident]:
+        """Every incident not yet resolved, oldest first (a restarted daemon reloads these)."""
+        rows = self._rows("SELECT * FROM incidents WHERE resolved_at IS NULL ORDER BY id")
+        return [_incident(row) for row in rows]
+
+    def incidents_of(self, dependency: str) -> list[Incident]:
+        """Every incident of a dependency, open or resolved, newest last."""
+        rows = self._rows("SELECT * FROM incidents WHERE dependency = ? ORDER BY id", (dependency,))
+        return [_incident(row) for row in rows]
+
+    def add_timeline(self, incident_id: int, at: float, kind: str, data: dict[str, Any] | None = None) -> None:
+        """Append one entry to an incident's timeline."""
+        try:
+            self._execute(
+                "INSERT INTO timeline (incident_id, at, kind, data) VALUES (?, ?, ?, ?)",
+                (incident_id, at, kind, _dumps(data or {})),
+            )
+        except sqlite3.IntegrityError as exc:
+            raise KeyError(f"no incident with id {incident_id}") from exc
+
+    def timeline(self, incident_id: int) -> list[TimelineEntry]:
+        """An incident's timeline in time order (ties in insertion order)."""
+        rows = self._rows("SELECT * FROM timeline WHERE incident_id = ? ORDER BY at, id", (incident_id,))
+        return [TimelineEntry(row["incident_id"], row["at"], row["kind"], json.loads(row["data"])) for row in rows]
+
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+class Store:
+    """The state file for async code: each method runs its `SyncStore` twin in one worker thread.
+
+    `Store(path)` is cheap and does no I/O; the file is opened on the first call. `store.sync` is
+    the blocking face of the same file, for code without an event loop.
+    """
+
+    def __init__(self, state_path: str | os.PathLike[str]) -> None:
+        self.sync = SyncStore(state_path)
+        self._limiter = anyio.CapacityLimiter(1)
+
+    @property
+    def state_path(self) -> str:
+        """The file path, or ":memory:"."""
+        return self.sync.state_path
+
+    async def _call(self, method: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        return await anyio.to_thread.run_sync(functools.partial(method, *args, **kwargs), limiter=self._limiter)
+
+    async def __aenter__(self) -> Store:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        # Closing must happen even when the caller is being cancelled.
+        with anyio.CancelScope(shield=True):
+            await self.close()
+
+    async def close(self) -> None:
+        """Close the file (after any call in progress)."""
+        await self._call(self.sync.close)
+
+    async def enqueue(self, dedup_key: str, action: Action, body: dict[str, Any], at: float) -> int:
+        """See `SyncStore.enqueue`."""
+        return await self._call(self.sync.enqueue, dedup_key, action, body, at)
+
+    async def pending_heads(self, now: float) -> list[OutboxEvent]:
+        """See `SyncStore.pending_heads`."""
+        return await self._call(self.sync.pending_heads, now)
+
+    async def next_attempt_at(self) -> float | None:
+        """See `SyncStore.next_attempt_at`."""
+        return await self._call(self.sync.next_attempt_at)
+
+    async def outbox_event(self, event_id: int) -> OutboxEvent:
+        """See `SyncStore.outbox_event`."""
+        return await self._call(self.sync.outbox_event, event_id)
+
+    async def outbox_events(self, dedup_key: str | None = None) -> list[OutboxEvent]:
+        """See `SyncStore.outbox_events`."""
+        return await self._call(self.sync.outbox_events, dedup_key)
+
+    async def mark_accepted(self, event_id: int, at: float) -> None:
+        """See `SyncStore.mark_accepted`."""
+        await self._call(self.sync.mark_accepted, event_id, at)
+
+    async def mark_rejected(self, event_id: int, reason: str) -> None:
+        """See `SyncStore.mark_rejected`."""
+        await self._call(self.sync.mark_rejected, event_id, reason)
+
+    async def mark_dry_run(self, event_id: int) -> None:
+        """See `SyncStore.mark_dry_run`."""
+        await self._call(self.sync.mark_dry_run, event_id)
+
+    async def schedule_retry(self, event_id: int, next_attempt_at: float, error: str) -> None:
+        """See `SyncStore.schedule_retry`."""
+        await self._call(self.sync.schedule_retry, event_id, next_attempt_at, error)
+
+    async def pending_count(self) -> int:
+        """See `SyncStore.pending_count`."""
+        return await self._call(self.sync.pending_count)
+
+    async def open_incident(
+        self,
+        dependency: str,
+        dedup_key: str,
+        opened_at: float,
+        *,
+        features: Sequence[str] = (),
+        summary: str = "",
+        severity: str = "",
+        escalated: bool = False,
+        data: dict[str, Any] | None = None,
+    ) -> int:
+        """See `SyncStore.open_incident`."""
+        return await self._call(
+            self.sync.open_incident,
+            dependency,
+            dedup_key,
+            opened_at,
+            features=features,
+            summary=summary,
+            severity=severity,
+            escalated=escalated,
+            data=data,
+        )
+
+    async def update_incident(
+        self,
+        incident_id: int,
+        *,
+        features: Sequence[str] | None = None,
+        summary: str | None = None,
+        severity: str | None = None,
+        escalated: bool | None = None,
+        data: dict[str, Any] | None = None,
+    ) -> None:
+        """See `SyncStore.update_incident`."""
+        await self._call(
+            self.sync.update_incident,
+            incident_id,
+            features=features,
+            summary=summary,
+            severity=severity,
+            escalated=escalated,
+            data=data,
+        )
+
+    async def resolve_incident(self, incident_id: int, at: float) -> None:
+        """See `SyncStore.resolve_incident`."""
+        await self._call(self.sync.resolve_incident, incident_id, at)
+
+    async def incident(self, incident_id: int) -> Incident:
+        """See `SyncStore.incident`."""
+        return await self._call(self.sync.incident, incident_id)
+
+    async def open_incidents(self) -> list[Incident]:
+        """See `SyncStore.open_incidents`."""
+        return await self._call(self.sync.open_incidents)
+
+    async def incidents_of(self, dependency: str) -> list[Incident]:
+        """See `SyncStore.incidents_of`."""
+        return await self._call(self.sync.incidents_of, dependency)
+
+    async def add_timeline(self, incident_id: int, at: float, kind: str, data: dict[str, Any] | None = None) -> None:
+        """See `SyncStore.add_timeline`."""
+        await self._call(self.sync.add_timeline, incident_id, at, kind, data)
+
+    async def timeline(self, incident_id: int) -> list[TimelineEntry]:
+        """See `SyncStore.timeline`."""
+        return await self._call(self.sync.timeline, incident_id)

@@ -1,0 +1,316 @@
+"""The http probe: one request, its answer checked against the probe's `expect`.
+
+The response is streamed. When no condition needs the body, the probe stops at the headers
+(it still drains a small declared body so the kept-alive connection can serve the next
+probe: an unread body makes httpcore close the connection). When a condition needs the body,
+it is read up to `ctx.max_body_bytes` and no further.
+
+The checks are pure functions of the answer (`evaluate_answer` and the helpers below it), so
+they are table-tested without I/O. Transport failures are translated by
+`probes._http_errors.describe_http_error`. The deadline is not the probe's: the caller runs it
+in a cancel scope (`monitor.probing.run_probe`), which also cuts off a body that drips.
+"""
+
+from __future__ import annotations
+
+import codecs
+import dataclasses
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import httpx
+
+from monitor.config import Expect, HttpProbeSpec, JsonCondition, format_duration
+from monitor.results import Outcome, ProbeResult
+from probes._http_errors import describe_http_error
+from probes.context import ProbeContext, TlsOptions
+from probes.tokens import TokenUnavailable
+
+__all__ = [
+    "Answer",
+    "evaluate_answer",
+    "health_status",
+    "json_condition_failures",
+    "json_lookup",
+    "probe",
+    "status_expected",
+]
+
+_DRAIN_LIMIT = 64 * 1024  # an unneeded body declared this small is read to keep the connection
+_HEALTH_PASS = frozenset({"pass", "ok", "up"})
+_HEALTH_WARN = frozenset({"warn"})
+_SHOW_LIMIT = 60  # characters of an observed value shown in a detail
+
+
+async def probe(spec: HttpProbeSpec, ctx: ProbeContext) -> ProbeResult:
+    """Send the request of `spec` and check its answer; failures are results, never raised."""
+    headers = dict(spec.headers)
+    token: str | None = None
+    if spec.bearer_from is not None:
+        token_or_failure = await _bearer(spec.bearer_from, ctx)
+        if isinstance(token_or_failure, ProbeResult):
+            return token_or_failure
+        token = token_or_failure
+        headers["Authorization"] = f"Bearer {token}"
+
+    url = httpx.URL(spec.url)
+    started = time.perf_counter()
+    try:
+        answer = await _exchange(spec, ctx, url, headers, started)
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
+        outcome, detail, security = describe_http_error(exc, url, proxy=spec.proxy, max_redirects=ctx.max_redirects)
+        failure = ProbeResult.failure(outcome, detail, security_relevant=security)
+        return _with_latency(failure, started, token)
+    if isinstance(answer, ProbeResult):
+        return _with_latency(answer, started, token)
+    if token is not None and answer.status == 401 and ctx.tokens is not None and spec.bearer_from is not None:
+        ctx.tokens.invalidate(spec.bearer_from)  # revoked or expired early: the next run fetches anew
+    result = evaluate_answer(spec.expect, answer)
+    return result if token is None else dataclasses.replace(result, detail=_scrub(result.detail, token))
+
+
+async def _exchange(
+    spec: HttpProbeSpec, ctx: ProbeContext, url: httpx.URL, headers: dict[str, str], started: float
+) -> Answer | ProbeResult:
+    """One request and as much of its answer as the conditions need; a too-large body is a failure."""
+    client = ctx.http_client(TlsOptions(spec.ca_file, spec.client_cert, spec.client_key), spec.proxy)
+    expect = spec.expect
+    needs_body = expect.body_contains is not None or bool(expect.json_conditions) or expect.health_json
+    async with client.stream(spec.method, url, headers=headers) as response:
+        declared = _content_length(response)
+        path = response.url.path  # after redirects: the path that gave this answer
+        if not needs_body:
+            latency = time.perf_counter() - started  # to the response headers
+            if declared is not None and declared <= _DRAIN_LIMIT:
+                async for _ in response.aiter_raw():
+                    pass
+            return Answer(response.status_code, path, latency)
+        body = None
+        if declared is None or declared <= ctx.max_body_bytes:
+            body = await _read_capped(response, ctx.max_body_bytes)
+        if body is None:
+            if not status_expected(response.status_code, expect.status):  # the status says more
+                return Answer(response.status_code, path, time.perf_counter() - started)
+            return ProbeResult.failure(Outcome.ERROR, f"body larger than {_size(ctx.max_body_bytes)} from {path}")
+        latency = time.perf_counter() - started  # to the end of the body
+        return Answer(response.status_code, path, latency, body, response.charset_encoding)
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What the probe saw: status, the final path (after redirects), latency and the body if read."""
+
+    status: int
+    path: str
+    latency: float
+    body: bytes | None = None
+    charset: str | None = None
+
+
+def evaluate_answer(expect: Expect, answer: Answer) -> ProbeResult:
+    """Check an answer against `expect`: status first, then the body conditions, then latency.
+
+    A wrong status is `http_status` (with the health status when a health body was parsed, as
+    VA health checks answer 503 with `fail`); failed body conditions are `condition`, every
+    failure listed; a slow answer or an IETF `warn` is a success marked degraded.
+    """
+    document: Any = None
+    json_problem: str | None = None
+    if expect.json_conditions or expect.health_json:
+        document, json_problem = _parse_json(answer.body or b"")
+
+    if not status_expected(answer.status, expect.status):
+        detail = f"HTTP {answer.status} from {answer.path}"
+        if expect.status is not None:
+            detail += f" (expected {' or '.join(str(s) for s in expect.status)})"
+        if expect.health_json and json_problem is None:
+            detail += f"; {health_status(document)[1]}"
+        return ProbeResult.failure(Outcome.HTTP_STATUS, detail, latency_seconds=answer.latency)
+
+    problems: list[str] = []
+    notes: list[str] = []
+    if expect.body_contains is not None and expect.body_contains not in _text(answer):
+        problems.append(f"[BODY] does not contain {_show(expect.body_contains)}")
+    if json_problem is not None:
+        problems.append(f"invalid JSON body from {answer.path} ({json_problem})")
+    else:
+        problems += json_condition_failures(document, expect.json_conditions)
+        if expect.health_json:
+            verdict, health_detail = health_status(document)
+            if verdict == "fail":
+                problems.append(health_detail)
+            elif verdict == "warn":
+                notes.append(health_detail)
+    if problems:
+        return ProbeResult.failure(Outcome.CONDITION, "; ".join(problems), latency_seconds=answer.latency)
+
+    if expect.max_latency is not None and answer.latency > expect.max_latency:
+        notes.append(f"slow: {_seconds(answer.latency)} > {format_duration(expect.max_latency)}")
+    if notes:
+        return ProbeResult.success("; ".join(notes), degraded=True, latency_seconds=answer.latency)
+    return ProbeResult.success(f"HTTP {answer.status} from {answer.path}", latency_seconds=answer.latency)
+
+
+def status_expected(status: int, expected: Sequence[int] | None) -> bool:
+    """Whether `status` is one of `expected`, or any 2xx when no list was given."""
+    return 200 <= status <= 299 if expected is None else status in expected
+
+
+def json_lookup(document: Any, path: str) -> tuple[bool, Any, str]:
+    """Follow a dotted path (`details.db.status`, `checks.0.status`) into a JSON document.
+
+    Returns (found, value, reached): when not found, `reached` is the prefix of the path whose
+    last key or index is missing, e.g. `details.db` for `details.db.status`. A numeric part
+    indexes a list; on an object it is an ordinary key.
+    """
+    current = document
+    parts = path.split(".")
+    for depth, key in enumerate(parts, start=1):
+        if isinstance(current, dict) and key in current:
+            current = current[key]
+        elif isinstance(current, list) and key.isascii() and key.isdigit() and int(key) < len(current):
+            current = current[int(key)]
+        else:
+            return False, None, ".".join(parts[:depth])
+    return True, current, path
+
+
+def json_condition_failures(document: Any, conditions: Sequence[JsonCondition]) -> list[str]:
+    """One Gatus-style line per failed condition, with the observed value.
+
+    `[JSON] status: 'fail' != 'pass'`, `[JSON] details.db: missing`. Equality is JSON
+    equality: `true` does not equal `1`, `1` equals `1.0`, and `"200"` does not equal `200`.
+    """
+    failures: list[str] = []
+    for condition in conditions:
+        found, observed, reached = json_lookup(document, condition.path)
+        if not found:
+            failures.append(f"[JSON] {reached}: missing")
+        elif not _json_equal(observed, condition.equals):
+            failures.append(f"[JSON] {condition.path}: {_show(observed)} != {_show(condition.equals)}")
+    return failures
+
+
+def health_status(document: Any) -> tuple[Literal["pass", "warn", "fail"], str]:
+    """The verdict of an IETF health-check body (`application/health+json`) and its detail.
+
+    `status` pass/ok/up is a pass, `warn` a warning, anything else (fail, down, unknown words,
+    a missing status, a body that is not an object) a failure. The draft's `output` field,
+    the server's short reason, is appended to the detail.
+    """
+    if not isinstance(document, dict):
+        return "fail", "health body is not a JSON object"
+    if "status" not in document:
+        return "fail", "health status missing"
+    status = document["status"]
+    word = status.strip().lower() if isinstance(status, str) else None
+    if word in _HEALTH_PASS:
+        return "pass", f"health status {word}"
+    output = document.get("output")
+    suffix = f": {_clip(output)}" if isinstance(output, str) and output.strip() else ""
+    if word in _HEALTH_WARN:
+        return "warn", f"health status warn{suffix}"
+    return "fail", f"health status {_show(status)}{suffix}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+
+
+async def _bearer(ref: str, ctx: ProbeContext) -> str | ProbeResult:
+    """The token the oauth2 probe `ref` obtained, or an `auth` failure saying why there is none."""
+    if ctx.tokens is None:
+        return ProbeResult.failure(Outcome.AUTH, f"no token from {ref}: no token cache configured")
+    try:
+        token = await ctx.tokens.bearer(ref)
+    except TokenUnavailable as exc:
+        return ProbeResult.failure(Outcome.AUTH, f"no token from {ref}: {exc}")
+    if not token:
+        return ProbeResult.failure(Outcome.AUTH, f"no token from {ref}: empty token")
+    return token
+
+
+async def _read_capped(response: httpx.Response, cap: int) -> bytes | None:
+    """The decoded body, or None as soon as it grows past `cap` bytes (the rest is never read)."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > cap:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _content_length(response: httpx.Response) -> int | None:
+    value = response.headers.get("Content-Length", "")
+    return int(value) if value.isascii() and value.isdigit() else None
+
+
+def _parse_json(body: bytes) -> tuple[Any, str | None]:
+    """(document, None), or (None, a short reason) for a body that is not JSON."""
+    try:
+        return json.loads(body), None
+    except json.JSONDecodeError as exc:
+        return None, f"{exc.msg} at line {exc.lineno} column {exc.colno}"
+    except UnicodeDecodeError:
+        return None, "not UTF-8, UTF-16 or UTF-32 text"
+    except RecursionError:
+        return None, "nested too deeply"
+
+
+def _text(answer: Answer) -> str:
+    encoding = answer.charset or "utf-8"
+    try:
+        codecs.lookup(encoding)
+    except LookupError:  # a charset the server made up
+        encoding = "utf-8"
+    return (answer.body or b"").decode(encoding, errors="replace")
+
+
+def _json_equal(observed: Any, expected: Any) -> bool:
+    if isinstance(observed, bool) or isinstance(expected, bool):
+        return type(observed) is type(expected) and observed == expected
+    if isinstance(observed, list) and isinstance(expected, list):
+        return len(observed) == len(expected) and all(map(_json_equal, observed, expected))
+    if isinstance(observed, dict) and isinstance(expected, dict):
+        return observed.keys() == expected.keys() and all(_json_equal(observed[k], expected[k]) for k in observed)
+    if isinstance(observed, list | dict) or isinstance(expected, list | dict):
+        return False
+    return bool(observed == expected)
+
+
+def _show(value: Any) -> str:
+    """A value as a detail shows it: strings quoted, everything else as JSON, long ones cut."""
+    text = repr(value) if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+    return _clip(text)
+
+
+def _clip(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= _SHOW_LIMIT else text[: _SHOW_LIMIT - 1] + "…"
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.2f}s" if value >= 1 else f"{value * 1000:.0f}ms"
+
+
+def _size(count: int) -> str:
+    for unit, size in (("MiB", 1024 * 1024), ("KiB", 1024)):
+        if count >= size and count % size == 0:
+            return f"{count // size} {unit}"
+    return f"{count} bytes"
+
+
+def _with_latency(result: ProbeResult, started: float, token: str | None) -> ProbeResult:
+    return dataclasses.replace(
+        result, detail=_scrub(result.detail, token), latency_seconds=time.perf_counter() - started
+    )
+
+
+def _scrub(detail: str, token: str | None) -> str:
+    """Belt and braces: no detail may carry the bearer token, whatever produced the text."""
+    return detail.replace(token, "***") if token else detail
