@@ -26,6 +26,7 @@ from monitor.health import (
     ProbeHealth,
     evaluate_dependencies,
     observe,
+    own_health,
     parent_failing,
     topological_order,
 )
@@ -95,6 +96,7 @@ class Engine:
         self.dependency_since: dict[str, float] = {}
         self.feature_since: dict[str, float] = {}
         self._unprobed = len(self._slots)
+        self._own: dict[str, tuple[DependencyState, bool]] = {}
         self._evaluate(initial=True)
 
     # -- inputs -------------------------------------------------------------------------------
@@ -132,7 +134,10 @@ class Engine:
                     new=slot.health.status,
                     detail=result.detail,
                 )
-            self._evaluate()
+            # The graph only needs a new evaluation when the dependency's own verdict moved: while
+            # 10 probes of one dependency report in one by one, it stays `unknown` until the last.
+            if self._own_verdict(dependency) != self._own.get(dependency):
+                self._evaluate()
 
     def adopt(self, old: Engine) -> None:
         """Carry over probe health from the engine of the previous config, for unchanged probes."""
@@ -195,8 +200,13 @@ class Engine:
             if dep.pagerduty_service and dep.pagerduty_service in by_service
         }
 
+    def _own_verdict(self, dependency: str) -> tuple[DependencyState, bool]:
+        probes = [(s.health, s.critical) for s in self._by_dependency[dependency]]
+        return own_health(probes), any(h.failing for h, critical in probes if critical)
+
     def _evaluate(self, initial: bool = False) -> None:
         self.dependency_windows = self._covering_windows()
+        self._own = {d: self._own_verdict(d) for d in self._by_dependency}
         probes = {d: [(s.health, s.critical) for s in slots] for d, slots in self._by_dependency.items()}
         in_maintenance = {d: True for d in self.dependency_windows}
         dependencies = evaluate_dependencies(self._order, probes, self._depends_on, in_maintenance)

@@ -45,6 +45,10 @@ class ProbeContext:
     tokens: TokenCache | None = None
     max_connections: int = 200
     keepalive_expiry: float = 30.0
+    # httpcore scans its whole pool for every queued request (quadratic when hundreds of
+    # connections idle): keep few idle connections; the ~100 upstream hosts of a real config
+    # each need one or two.
+    max_keepalive_connections: int = 32
     max_body_bytes: int = MAX_BODY_BYTES
     max_redirects: int = MAX_REDIRECTS
     clock: Callable[[], float] = time.time
@@ -80,7 +84,7 @@ class ProbeContext:
                 max_redirects=self.max_redirects,
                 limits=httpx.Limits(
                     max_connections=self.max_connections,
-                    max_keepalive_connections=self.max_connections,
+                    max_keepalive_connections=self.max_keepalive_connections,
                     keepalive_expiry=self.keepalive_expiry,
                 ),
                 headers={"User-Agent": self.user_agent},
