@@ -16,7 +16,7 @@ import random
 import signal
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -93,6 +93,7 @@ class Daemon:
         self._pager: Pager | None = None
         self._alive = False
         self._windows: list[MaintenanceWindow] = []
+        self._closers: list[Callable[[], None]] = []  # synchronous clients to close at the end
 
     # -- the View the server reads -----------------------------------------------------------
 
@@ -161,6 +162,8 @@ class Daemon:
                 tg.cancel_scope.cancel()
             if sender is not None:
                 sender.close()
+            for close in self._closers:
+                close()
         log.info("daemon_stopped")
 
     async def _monitor(self, *, task_status: anyio.abc.TaskStatus[anyio.CancelScope]) -> None:
@@ -203,6 +206,7 @@ class Daemon:
             return None
         services = {service: owners[0] for service, owners in self.config.service_owners().items()}
         client = MaintenanceClient(pd.api_url, pd.api_token)
+        self._closers.append(client.close)
         return MaintenancePoller(
             client, services, pd.maintenance_poll_interval, self._metrics, on_windows=self._take_windows
         )

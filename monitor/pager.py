@@ -121,6 +121,10 @@ class Pager:
                 {"probe": probe, "outcome": str(r.outcome), "detail": r.detail, "at": r.at} for probe, r in evidence
             ],
         }
+        # The event goes to the durable outbox before the incident is recorded: a crash in between
+        # then re-sends the same decision after a restart (a harmless update of the same dedup
+        # key) instead of recording an incident whose page was never queued.
+        await self.outbox.put(decision.dedup_key, body["event_action"], body)
         if decision.action is Action.TRIGGER:
             payload = body["payload"]
             incident_id = await self.store.open_incident(
@@ -157,7 +161,6 @@ class Pager:
         recorded = self.open[dep].id if dep in self.open else (incident.id if incident else None)
         assert recorded is not None
         await self.store.add_timeline(recorded, now, str(decision.action), timeline)
-        await self.outbox.put(decision.dedup_key, body["event_action"], body)
         self.metrics.incidents_open.set(len(self.open))
 
     def _upcoming_windows(self, dependency: str) -> list[Any]:

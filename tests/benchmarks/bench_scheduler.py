@@ -15,13 +15,13 @@ peak RSS <= 200 MB. Not part of the test suite: `make bench` or
 from __future__ import annotations
 
 import argparse
-import logging
-import sys
 import asyncio
+import logging
 import multiprocessing
 import resource
 import socket
 import statistics
+import sys
 import time
 from typing import Any
 
@@ -34,7 +34,7 @@ from monitor.logs import configure_logging
 from monitor.metrics import Metrics
 from monitor.scheduler import Scheduler
 
-RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 18\r\n\r\n{\"status\": \"pass\"}"
+RESPONSE = b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 18\r\n\r\n{"status": "pass"}'
 
 
 def _serve(sock: socket.socket) -> None:

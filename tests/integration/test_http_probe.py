@@ -1,0 +1,625 @@
+"""The http probe against real servers on 127.0.0.1, run through `run_probe` (the deadline owner).
+
+Most servers are asyncio servers in the test's own event loop, answering from a small handler
+per test; the large-body server is a plain thread, so the memory measured is the probe's alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import http
+import json
+import re
+import socket
+import ssl
+import threading
+import time
+import tracemalloc
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+import trustme
+
+from monitor.config import HttpProbeSpec
+from monitor.probing import run_probe
+from monitor.results import Outcome, ProbeResult
+from probes.context import ProbeContext, TlsOptions
+from probes.tokens import TokenUnavailable
+
+pytestmark = pytest.mark.anyio
+
+MiB = 1024 * 1024
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+# ---------------------------------------------------------------------------------------------
+# Loopback servers
+
+
+@dataclass(frozen=True)
+class Request:
+    """A request as the server saw it; header names lower-cased."""
+
+    method: str
+    target: str
+    headers: dict[str, str]
+
+
+Handler = Callable[[Request, asyncio.StreamWriter], Awaitable[bool]]
+"""Answers one request; returns whether the connection stays open for the next one."""
+
+
+class LoopbackServer:
+    """An HTTP/1.1 server on 127.0.0.1 with a free port; plain or TLS; an async context manager.
+
+    It records the requests and counts the connections it accepted. On exit it stops
+    accepting, ends the handlers still running (a server that never answers) and closes
+    every connection, so no socket outlives the test.
+    """
+
+    def __init__(self, handler: Handler, tls: ssl.SSLContext | None = None) -> None:
+        self._handler = handler
+        self._tls = tls
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.requests: list[Request] = []
+        self.connections = 0
+        self.port = 0
+
+    def url(self, target: str = "/", *, scheme: str | None = None) -> str:
+        scheme = scheme or ("https" if self._tls else "http")
+        return f"{scheme}://127.0.0.1:{self.port}{target}"
+
+    async def __aenter__(self) -> LoopbackServer:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self._tls)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        self.connections += 1
+        try:
+            while (request := await _read_request(reader)) is not None:
+                self.requests.append(request)
+                if not await self._handler(request, writer):
+                    break
+        except (ConnectionError, ssl.SSLError, asyncio.IncompleteReadError, asyncio.CancelledError):
+            pass  # the client went away, or the test is over: this task ends quietly either way
+        finally:
+            self._tasks.discard(task)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(writer.wait_closed(), 1)
+
+
+async def _read_request(reader: asyncio.StreamReader) -> Request | None:
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except asyncio.IncompleteReadError:
+        return None
+    request_line, *lines = head.decode("latin-1").rstrip("\r\n").split("\r\n")
+    method, target, _ = request_line.split(" ", 2)
+    headers = {name.strip().lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
+    if length := int(headers.get("content-length", "0")):
+        await reader.readexactly(length)
+    return Request(method, target, headers)
+
+
+def response_bytes(status: int, body: bytes = b"", headers: dict[str, str] | None = None) -> bytes:
+    """A complete HTTP/1.1 response with a Content-Length."""
+    fields = {"Content-Type": "text/plain", **(headers or {}), "Content-Length": str(len(body))}
+    head = f"HTTP/1.1 {status} {http.HTTPStatus(status).phrase}\r\n"
+    head += "".join(f"{name}: {value}\r\n" for name, value in fields.items())
+    return head.encode("latin-1") + b"\r\n" + body
+
+
+def reply(
+    status: int = 200, body: bytes = b"ok", *, headers: dict[str, str] | None = None, delay: float = 0.0
+) -> Handler:
+    """A handler that answers every request the same way, after `delay` seconds."""
+
+    async def handle(request: Request, writer: asyncio.StreamWriter) -> bool:
+        if delay:
+            await asyncio.sleep(delay)
+        writer.write(response_bytes(status, body, headers))
+        await writer.drain()
+        return True
+
+    return handle
+
+
+def reply_json(document: Any, status: int = 200, content_type: str = "application/json") -> Handler:
+    return reply(status, json.dumps(document).encode(), headers={"Content-Type": content_type})
+
+
+def routes(table: dict[str, Handler]) -> Handler:
+    """A handler that dispatches on the request path (query string ignored); 404 elsewhere."""
+
+    async def handle(request: Request, writer: asyncio.StreamWriter) -> bool:
+        handler = table.get(request.target.split("?", 1)[0], reply(404, b"not found"))
+        return await handler(request, writer)
+
+    return handle
+
+
+def redirect(location: str) -> Handler:
+    return reply(302, b"", headers={"Location": location})
+
+
+async def never_answer(request: Request, writer: asyncio.StreamWriter) -> bool:
+    await asyncio.Event().wait()  # until the server is closed
+    return False
+
+
+async def drip(request: Request, writer: asyncio.StreamWriter) -> bool:
+    """Headers at once, then a 100-byte body at one byte a second."""
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 100\r\n\r\n")
+    for _ in range(100):
+        writer.write(b"x")
+        await writer.drain()
+        await asyncio.sleep(1)
+    return True
+
+
+async def garbage(request: Request, writer: asyncio.StreamWriter) -> bool:
+    writer.write(b"hello\r\n\r\n")
+    await writer.drain()
+    return False
+
+
+async def close_mid_body(request: Request, writer: asyncio.StreamWriter) -> bool:
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789")
+    await writer.drain()
+    return False
+
+
+class BigBodyServer:
+    """A thread that answers one request with `size` bytes, counting the bytes it got to send.
+
+    Its send buffer is kept small, so what it sends is close to what the client read: without
+    that, loopback socket buffers would absorb megabytes whatever the client does. A thread
+    rather than a task: the memory traced during the probe is then the probe's own.
+    """
+
+    def __init__(self, size: int, *, declare_length: bool, status: int = 200) -> None:
+        self.size = size
+        self.status = status
+        self.sent = 0
+        self._declare_length = declare_length
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(10)  # never wait forever for a client
+        self.port = self._listener.getsockname()[1]
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def __enter__(self) -> BigBodyServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._thread.join(15)
+        self._listener.close()
+
+    def url(self, target: str = "/big") -> str:
+        return f"http://127.0.0.1:{self.port}{target}"
+
+    def _serve(self) -> None:
+        chunk = b"x" * 65536
+        try:
+            connection, _ = self._listener.accept()
+        except OSError:
+            return
+        with connection:
+            connection.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 32 * 1024)
+            try:
+                connection.recv(65536)
+                length = f"Content-Length: {self.size}" if self._declare_length else "Connection: close"
+                status_line = f"HTTP/1.1 {self.status} {http.HTTPStatus(self.status).phrase}"
+                connection.sendall(f"{status_line}\r\n{length}\r\n\r\n".encode())
+                while self.sent < self.size:
+                    connection.sendall(chunk)
+                    self.sent += len(chunk)
+            except OSError:
+                pass  # the client hung up: what we expect once it has had enough
+
+
+# ---------------------------------------------------------------------------------------------
+# Probe plumbing
+
+
+class FakeTokens:
+    """A stand-in for `probes.tokens.TokenCache`: one token, or a refusal with a reason."""
+
+    def __init__(self, token: str | None = None, reason: str = "") -> None:
+        self.token = token
+        self.reason = reason
+        self.invalidated: list[str] = []
+
+    async def bearer(self, ref: str) -> str:
+        if self.token is None:
+            raise TokenUnavailable(self.reason)
+        return self.token
+
+    def invalidate(self, ref: str) -> None:
+        self.invalidated.append(ref)
+
+
+@asynccontextmanager
+async def probe_context(**kwargs: Any) -> AsyncIterator[ProbeContext]:
+    ctx = ProbeContext(**kwargs)
+    try:
+        yield ctx
+    finally:
+        await ctx.aclose()
+
+
+def http_spec(url: str, **fields: Any) -> HttpProbeSpec:
+    return HttpProbeSpec.model_validate({"name": "healthcheck", "url": url, **fields})
+
+
+async def run(spec: HttpProbeSpec, ctx: ProbeContext, timeout: float = 5.0) -> ProbeResult:
+    """`run_probe` with a hard stop a little after its deadline, so a hung probe fails fast."""
+    with anyio.fail_after(timeout + 2):
+        return await run_probe(spec, ctx, timeout)
+
+
+async def probe_once(handler: Handler, target: str = "/healthcheck", **fields: Any) -> ProbeResult:
+    """One probe of `target` on a fresh server and context."""
+    async with LoopbackServer(handler) as server, probe_context() as ctx:
+        return await run(http_spec(server.url(target), **fields), ctx)
+
+
+@pytest.fixture
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture
+def ca_file(ca: trustme.CA, tmp_path: Path) -> str:
+    path = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(path))
+    return str(path)
+
+
+def server_tls(ca: trustme.CA, *identities: str, **cert_options: Any) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ca.issue_cert(*identities, **cert_options).configure_cert(context)
+    return context
+
+
+def free_port() -> int:
+    """A port nothing listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+# ---------------------------------------------------------------------------------------------
+# Tests
+
+
+class TestStatus:
+    async def test_healthy_200_is_ok(self) -> None:
+        """A 200 answer is ok and names the status and the path."""
+        result = await probe_once(reply(200))
+        assert (result.ok, result.outcome, result.degraded) == (True, Outcome.OK, False)
+        assert result.detail == "HTTP 200 from /healthcheck"
+        assert 0 < result.latency_seconds < 1
+
+    async def test_503_names_status_and_path_only(self) -> None:
+        """A 503 is `http_status` with a detail naming the path, never the query or URL credentials."""
+        async with LoopbackServer(reply(503)) as server, probe_context() as ctx:
+            url = f"http://monitor:hunter2@127.0.0.1:{server.port}/healthcheck?api_key=SECRET"
+            result = await run(http_spec(url), ctx)
+        assert (result.ok, result.outcome) == (False, Outcome.HTTP_STATUS)
+        assert result.detail == "HTTP 503 from /healthcheck"
+
+    async def test_status_outside_the_list_names_the_expected_ones(self) -> None:
+        """A 204 when only 200 is expected fails and says what was expected."""
+        result = await probe_once(reply(204, b""), expect={"status": [200]})
+        assert (result.outcome, result.detail) == (Outcome.HTTP_STATUS, "HTTP 204 from /healthcheck (expected 200)")
+
+    async def test_redirect_is_followed_and_the_final_path_reported(self) -> None:
+        """A redirect is followed, and a failing final answer names the path that gave it."""
+        handler = routes({"/healthcheck": redirect("/v1/health"), "/v1/health": reply(503)})
+        result = await probe_once(handler)
+        assert (result.outcome, result.detail) == (Outcome.HTTP_STATUS, "HTTP 503 from /v1/health")
+
+    async def test_unneeded_body_is_not_read(self) -> None:
+        """Without a body condition the probe stops at the headers of a 10 MB answer."""
+        with BigBodyServer(10 * MiB, declare_length=True) as server:
+            async with probe_context() as ctx:
+                result = await run(http_spec(server.url()), ctx)
+        assert (result.ok, result.detail) == (True, "HTTP 200 from /big")
+        assert server.sent < 4 * MiB
+
+
+class TestLatency:
+    async def test_slower_than_max_latency_is_ok_but_degraded(self) -> None:
+        """An answer slower than `max_latency` is a success marked degraded, with both times."""
+        result = await probe_once(reply(200, delay=0.3), expect={"max_latency": "100ms"})
+        assert (result.ok, result.outcome, result.degraded) == (True, Outcome.OK, True)
+        assert re.fullmatch(r"slow: \d+ms > 100ms", result.detail), result.detail
+        assert 0.3 <= result.latency_seconds < 1
+
+
+class TestBodyConditions:
+    async def test_body_contains_present_is_ok(self) -> None:
+        """A body that contains the expected text is ok."""
+        result = await probe_once(reply(200, b"status: all systems go"), expect={"body_contains": "systems go"})
+        assert result.ok, result.detail
+
+    async def test_body_contains_missing_is_condition(self) -> None:
+        """A body without the expected text is `condition`, quoting the text."""
+        result = await probe_once(reply(200, b"maintenance"), expect={"body_contains": "xyz"})
+        assert (result.ok, result.outcome) == (False, Outcome.CONDITION)
+        assert result.detail == "[BODY] does not contain 'xyz'"
+
+    async def test_json_condition_reports_observed_value(self) -> None:
+        """A failed json condition is `condition` with the observed and the expected value."""
+        document = {"status": "pass", "details": {"db": {"status": "down"}}}
+        result = await probe_once(
+            reply_json(document), expect={"json": [{"path": "details.db.status", "equals": "up"}]}
+        )
+        assert (result.outcome, result.detail) == (Outcome.CONDITION, "[JSON] details.db.status: 'down' != 'up'")
+
+    async def test_json_conditions_that_hold_are_ok(self) -> None:
+        """Json conditions on nested keys and list indexes that all hold are ok."""
+        document = {"status": "pass", "checks": [{"name": "db", "status": "pass"}]}
+        conditions = [{"path": "status", "equals": "pass"}, {"path": "checks.0.status", "equals": "pass"}]
+        result = await probe_once(reply_json(document), expect={"json": conditions})
+        assert result.ok, result.detail
+
+    async def test_invalid_json_is_condition_without_the_body(self) -> None:
+        """A body that is not JSON is `condition` with a short reason and none of the body."""
+        body = b"<html>Service Unavailable secret-internal-hostname</html>"
+        result = await probe_once(reply(200, body), expect={"json": [{"path": "status", "equals": "pass"}]})
+        assert result.outcome == Outcome.CONDITION
+        assert result.detail == "invalid JSON body from /healthcheck (Expecting value at line 1 column 1)"
+
+
+class TestHealthJson:
+    async def test_warn_is_ok_and_degraded(self) -> None:
+        """An IETF health body saying `warn` is a success marked degraded."""
+        result = await probe_once(
+            reply_json({"status": "warn"}, content_type="application/health+json"), expect={"health_json": True}
+        )
+        assert (result.ok, result.degraded, result.detail) == (True, True, "health status warn")
+
+    async def test_pass_is_ok(self) -> None:
+        """An IETF health body saying `pass` is ok and not degraded."""
+        result = await probe_once(reply_json({"status": "pass"}), expect={"health_json": True})
+        assert (result.ok, result.degraded) == (True, False)
+
+    async def test_fail_with_200_is_condition(self) -> None:
+        """An IETF health body saying `fail` under a 200 is `condition`."""
+        result = await probe_once(reply_json({"status": "fail"}), expect={"health_json": True})
+        assert (result.ok, result.outcome, result.detail) == (False, Outcome.CONDITION, "health status 'fail'")
+
+    async def test_fail_with_503_is_http_status_naming_the_health_status(self) -> None:
+        """A 503 with a `fail` body (how VA health checks say down) is `http_status` naming both."""
+        result = await probe_once(
+            reply_json({"status": "fail", "output": "db unreachable"}, status=503), expect={"health_json": True}
+        )
+        assert result.outcome == Outcome.HTTP_STATUS
+        assert result.detail == "HTTP 503 from /healthcheck; health status 'fail': db unreachable"
+
+
+class TestDeadline:
+    async def test_server_that_never_answers_times_out_at_the_deadline(self) -> None:
+        """A server that accepts and never answers ends as `timeout` at the deadline, not later."""
+        async with LoopbackServer(never_answer) as server, probe_context() as ctx:
+            started = time.monotonic()
+            with anyio.fail_after(2):
+                result = await run_probe(http_spec(server.url("/healthcheck")), ctx, 0.5)
+            elapsed = time.monotonic() - started
+        assert (result.outcome, result.detail) == (Outcome.TIMEOUT, "no complete answer within 500ms")
+        assert 0.5 <= elapsed < 1.25
+
+    async def test_dripping_body_times_out_at_the_deadline(self) -> None:
+        """A body dripping one byte a second is cut off at the deadline, not when it ends."""
+        async with LoopbackServer(drip) as server, probe_context() as ctx:
+            started = time.monotonic()
+            with anyio.fail_after(3):
+                spec = http_spec(server.url("/healthcheck"), expect={"body_contains": "done"})
+                result = await run_probe(spec, ctx, 1.5)
+            elapsed = time.monotonic() - started
+        assert (result.outcome, result.detail) == (Outcome.TIMEOUT, "no complete answer within 1.5s")
+        assert 1.5 <= elapsed < 2.25
+
+
+class TestBodyCap:
+    async def test_undeclared_10mb_body_fails_at_the_cap(self) -> None:
+        """A 10 MB body without Content-Length fails once 1 MiB is read; the rest is never fetched."""
+        with BigBodyServer(10 * MiB, declare_length=False) as server:
+            async with probe_context() as ctx:
+                spec = http_spec(server.url(), expect={"body_contains": "never there"})
+                tracemalloc.start()
+                try:
+                    result = await run(spec, ctx)
+                    _, peak = tracemalloc.get_traced_memory()
+                finally:
+                    tracemalloc.stop()
+        assert (result.ok, result.outcome) == (False, Outcome.ERROR)
+        assert result.detail == "body larger than 1 MiB from /big"
+        assert server.sent < 4 * MiB
+        assert peak < 4 * MiB
+
+    async def test_declared_10mb_body_fails_without_reading(self) -> None:
+        """A Content-Length over the cap fails at the headers, before any of the body is read."""
+        with BigBodyServer(10 * MiB, declare_length=True) as server:
+            async with probe_context() as ctx:
+                result = await run(http_spec(server.url(), expect={"health_json": True}), ctx)
+        assert (result.outcome, result.detail) == (Outcome.ERROR, "body larger than 1 MiB from /big")
+        assert server.sent < 4 * MiB
+
+    async def test_oversized_body_of_a_failing_status_reports_the_status(self) -> None:
+        """A 503 whose body is over the cap is reported as the 503, not as the body's size."""
+        with BigBodyServer(10 * MiB, declare_length=False, status=503) as server:
+            async with probe_context() as ctx:
+                result = await run(http_spec(server.url(), expect={"health_json": True}), ctx)
+        assert (result.outcome, result.detail) == (Outcome.HTTP_STATUS, "HTTP 503 from /big")
+
+
+class TestTransportFailures:
+    async def test_redirect_loop_is_http_status(self) -> None:
+        """A redirect loop /a -> /b -> /a stops at the redirect limit with a readable detail."""
+        handler = routes({"/a": redirect("/b"), "/b": redirect("/a")})
+        async with LoopbackServer(handler) as server, probe_context() as ctx:
+            result = await run(http_spec(server.url("/a")), ctx)
+        assert (result.outcome, result.detail) == (Outcome.HTTP_STATUS, "redirect loop: more than 5 redirects from /a")
+        assert len(server.requests) == 6
+
+    async def test_connection_refused_is_connect(self) -> None:
+        """A closed port is `connect`, naming the address refused."""
+        port = free_port()
+        async with probe_context() as ctx:
+            result = await run(http_spec(f"http://127.0.0.1:{port}/healthcheck"), ctx)
+        assert (result.outcome, result.detail) == (Outcome.CONNECT, f"connection refused to 127.0.0.1:{port}")
+
+    async def test_garbage_response_is_error(self) -> None:
+        """A server that writes something that is not HTTP and hangs up is `error`, readably."""
+        async with LoopbackServer(garbage) as server, probe_context() as ctx:
+            result = await run(http_spec(server.url("/healthcheck")), ctx)
+        assert (result.outcome, result.detail) == (Outcome.ERROR, f"not an HTTP response from 127.0.0.1:{server.port}")
+
+    async def test_connection_closed_mid_body_is_error(self) -> None:
+        """A server that hangs up mid-body is `error`, saying how much of the body came."""
+        result = await probe_once(close_mid_body, expect={"body_contains": "x"})
+        assert result.outcome == Outcome.ERROR
+        assert result.detail == "connection closed mid-body from /healthcheck: received 10 bytes, expected 100"
+
+    async def test_unreachable_proxy_is_connect(self) -> None:
+        """A proxy that refuses connections is `connect`, naming the proxy without its credentials."""
+        port = free_port()
+        async with probe_context() as ctx:
+            spec = http_spec("https://va.example/health", proxy=f"http://user:pw@127.0.0.1:{port}")
+            result = await run(spec, ctx)
+        assert (result.outcome, result.detail) == (Outcome.CONNECT, f"connection refused to proxy 127.0.0.1:{port}")
+
+    async def test_proxy_refusing_the_tunnel_is_connect(self) -> None:
+        """A proxy answering CONNECT with 403 is `connect`, with the proxy's status line."""
+        async with LoopbackServer(reply(403, b"")) as proxy, probe_context() as ctx:
+            result = await run(http_spec("https://va.example/health", proxy=proxy.url()), ctx)
+        assert result.outcome == Outcome.CONNECT
+        assert result.detail == f"proxy 127.0.0.1:{proxy.port} refused the tunnel to va.example:443: 403 Forbidden"
+        assert proxy.requests[0].method == "CONNECT"
+
+
+class TestTls:
+    async def test_untrusted_ca_is_security_relevant_tls(self, ca: trustme.CA) -> None:
+        """A certificate from a CA the system store does not trust is `tls` and security relevant."""
+        async with LoopbackServer(reply(200), tls=server_tls(ca, "127.0.0.1")) as server, probe_context() as ctx:
+            result = await run(http_spec(server.url("/healthcheck")), ctx)
+        assert (result.outcome, result.security_relevant) == (Outcome.TLS, True)
+        assert result.detail == (
+            f"certificate verify failed: unable to get local issuer certificate (127.0.0.1:{server.port})"
+        )
+
+    async def test_ca_file_makes_the_certificate_trusted(self, ca: trustme.CA, ca_file: str) -> None:
+        """With the CA given as `ca_file` the same server is ok."""
+        async with LoopbackServer(reply(200), tls=server_tls(ca, "127.0.0.1")) as server, probe_context() as ctx:
+            result = await run(http_spec(server.url("/healthcheck"), ca_file=ca_file), ctx)
+        assert (result.ok, result.detail) == (True, "HTTP 200 from /healthcheck")
+
+    async def test_expired_certificate_is_security_relevant_tls(self, ca: trustme.CA, ca_file: str) -> None:
+        """An expired certificate is `tls`, security relevant, and says it expired."""
+        now = dt.datetime.now(dt.UTC)
+        tls = server_tls(ca, "127.0.0.1", not_before=now - dt.timedelta(days=30), not_after=now - dt.timedelta(days=1))
+        async with LoopbackServer(reply(200), tls=tls) as server, probe_context() as ctx:
+            result = await run(http_spec(server.url("/healthcheck"), ca_file=ca_file), ctx)
+        assert (result.outcome, result.security_relevant) == (Outcome.TLS, True)
+        assert result.detail.startswith("certificate verify failed: certificate has expired")
+
+    async def test_wrong_host_is_security_relevant_tls(self, ca: trustme.CA, ca_file: str) -> None:
+        """A trusted certificate for another host is `tls`, security relevant, and says mismatch."""
+        async with LoopbackServer(reply(200), tls=server_tls(ca, "other.example")) as server, probe_context() as ctx:
+            result = await run(http_spec(server.url("/healthcheck"), ca_file=ca_file), ctx)
+        assert (result.outcome, result.security_relevant) == (Outcome.TLS, True)
+        assert result.detail.startswith("ip address mismatch: certificate is not valid for '127.0.0.1'")
+
+
+class TestBearer:
+    async def test_token_is_sent_and_never_shown(self) -> None:
+        """The bearer token reaches the server, and a detail quoting it shows `***` instead."""
+
+        async def echo_authorization(request: Request, writer: asyncio.StreamWriter) -> bool:
+            return await reply_json({"seen": request.headers.get("authorization")})(request, writer)
+
+        tokens = FakeTokens("s3cr3t-token-value")
+        async with LoopbackServer(echo_authorization) as server, probe_context(tokens=tokens) as ctx:
+            spec = http_spec(
+                server.url("/profile"),
+                bearer_from="ssoe-oauth/token",
+                expect={"json": [{"path": "seen", "equals": "nobody"}]},
+            )
+            result = await run(spec, ctx)
+        assert server.requests[0].headers["authorization"] == "Bearer s3cr3t-token-value"
+        assert result.outcome == Outcome.CONDITION
+        assert "s3cr3t" not in result.detail
+        assert result.detail == "[JSON] seen: 'Bearer ***' != 'nobody'"
+
+    async def test_rejected_token_is_invalidated(self) -> None:
+        """A 401 to a bearer token is `http_status` and makes the cache forget that token."""
+        tokens = FakeTokens("s3cr3t-token-value")
+        async with LoopbackServer(reply(401)) as server, probe_context(tokens=tokens) as ctx:
+            result = await run(http_spec(server.url("/profile"), bearer_from="ssoe-oauth/token"), ctx)
+        assert (result.outcome, result.detail) == (Outcome.HTTP_STATUS, "HTTP 401 from /profile")
+        assert tokens.invalidated == ["ssoe-oauth/token"]
+
+    async def test_missing_token_is_auth_and_sends_nothing(self) -> None:
+        """Without a token the probe is `auth` with the cache's reason, and no request is sent."""
+        tokens = FakeTokens(reason="token endpoint answered HTTP 401")
+        async with LoopbackServer(reply(200)) as server, probe_context(tokens=tokens) as ctx:
+            result = await run(http_spec(server.url("/profile"), bearer_from="ssoe-oauth/token"), ctx)
+        assert (result.outcome, result.detail) == (
+            Outcome.AUTH,
+            "no token from ssoe-oauth/token: token endpoint answered HTTP 401",
+        )
+        assert server.requests == []
+
+    async def test_no_token_cache_is_auth(self) -> None:
+        """A context without a token cache makes a bearer probe `auth`, not a crash."""
+        async with probe_context() as ctx:
+            result = await run(http_spec("http://127.0.0.1:9/profile", bearer_from="ssoe-oauth/token"), ctx)
+        assert (result.outcome, result.detail) == (
+            Outcome.AUTH,
+            "no token from ssoe-oauth/token: no token cache configured",
+        )
+
+
+class TestSharedClient:
+    async def test_many_probes_share_one_client_and_ssl_context(self, ca: trustme.CA, ca_file: str) -> None:
+        """Probes with the same TLS options and proxy reuse one HTTP client and one SSL context."""
+        async with LoopbackServer(reply(200), tls=server_tls(ca, "127.0.0.1")) as server, probe_context() as ctx:
+            spec = http_spec(server.url("/healthcheck"), ca_file=ca_file)
+            results = [await run(spec, ctx) for _ in range(5)]
+            client, ssl_context = (
+                ctx._clients[(TlsOptions(ca_file=ca_file), None)],
+                ctx._ssl[TlsOptions(ca_file=ca_file)],
+            )
+            results += [await run(spec, ctx) for _ in range(5)]
+            assert ctx._clients[(TlsOptions(ca_file=ca_file), None)] is client
+            assert ctx._ssl[TlsOptions(ca_file=ca_file)] is ssl_context
+            assert (len(ctx._clients), len(ctx._ssl)) == (1, 1)
+        assert all(result.ok for result in results), [result.detail for result in results]
+        assert len(server.requests) == 10

@@ -1,0 +1,220 @@
+"""The durable state: outbox, incidents and timeline in SQLite."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import anyio
+import pytest
+
+from monitor.store import SCHEMA_VERSION, Store, StoreError, SyncStore
+
+TRIGGER = {"payload": {"summary": "EVSS down", "source": "depmon/test", "severity": "critical"}}
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+async def store() -> AsyncIterator[Store]:
+    async with Store(":memory:") as opened:
+        yield opened
+
+
+class TestOutbox:
+    """The outbox table behind the PagerDuty outbox."""
+
+    @pytest.mark.anyio
+    async def test_round_trip(self, store: Store) -> None:
+        """An enqueued event comes back as a pending head with its body, action and times."""
+        with anyio.fail_after(5):
+            event_id = await store.enqueue("depmon/test/evss", "trigger", TRIGGER, at=100.0)
+            [head] = await store.pending_heads(now=100.0)
+        assert head.id == event_id
+        assert (head.dedup_key, head.action, head.body) == ("depmon/test/evss", "trigger", TRIGGER)
+        assert (head.status, head.attempts, head.created_at, head.next_attempt_at) == ("pending", 0, 100.0, 100.0)
+
+    @pytest.mark.anyio
+    async def test_routing_key_never_stored(self, store: Store) -> None:
+        """A routing key in the body is dropped before the body reaches the file."""
+        with anyio.fail_after(5):
+            event_id = await store.enqueue("k", "trigger", {**TRIGGER, "routing_key": "R" * 32}, at=1.0)
+            event = await store.outbox_event(event_id)
+        assert "routing_key" not in event.body
+
+    @pytest.mark.anyio
+    async def test_one_head_per_dedup_key_oldest_first(self, store: Store) -> None:
+        """Only the oldest pending event of each key is a head, so each key is delivered in order."""
+        with anyio.fail_after(5):
+            a1 = await store.enqueue("a", "trigger", TRIGGER, at=1.0)
+            b1 = await store.enqueue("b", "trigger", TRIGGER, at=2.0)
+            a2 = await store.enqueue("a", "resolve", {}, at=3.0)
+            assert [e.id for e in await store.pending_heads(now=10.0)] == [a1, b1]
+            await store.mark_accepted(a1, at=11.0)
+            assert [e.id for e in await store.pending_heads(now=12.0)] == [b1, a2]
+
+    @pytest.mark.anyio
+    async def test_retry_holds_back_its_key_only(self, store: Store) -> None:
+        """A head scheduled for later blocks its own key's later events but not other keys."""
+        with anyio.fail_after(5):
+            a1 = await store.enqueue("a", "trigger", TRIGGER, at=1.0)
+            await store.enqueue("a", "resolve", {}, at=2.0)
+            b1 = await store.enqueue("b", "trigger", TRIGGER, at=3.0)
+            await store.schedule_retry(a1, next_attempt_at=50.0, error="HTTP 500")
+            assert [e.id for e in await store.pending_heads(now=10.0)] == [b1]
+            assert await store.next_attempt_at() == 3.0
+            await store.mark_accepted(b1, at=10.0)
+            assert await store.next_attempt_at() == 50.0
+            [head] = await store.pending_heads(now=50.0)
+        assert (head.id, head.attempts, head.last_error) == (a1, 1, "HTTP 500")
+
+    @pytest.mark.anyio
+    async def test_rejected_and_dry_run_are_not_pending(self, store: Store) -> None:
+        """Rejected and dry-run events leave the queue, keeping the rejection reason."""
+        with anyio.fail_after(5):
+            rejected = await store.enqueue("a", "trigger", TRIGGER, at=1.0)
+            dry = await store.enqueue("b", "trigger", TRIGGER, at=1.0)
+            await store.mark_rejected(rejected, "HTTP 400: Event object is invalid")
+            await store.mark_dry_run(dry)
+            assert await store.pending_count() == 0
+            assert await store.pending_heads(now=100.0) == []
+            assert await store.next_attempt_at() is None
+            events = await store.outbox_events()
+        assert [(e.status, e.last_error) for e in events] == [
+            ("rejected", "HTTP 400: Event object is invalid"),
+            ("dry_run", None),
+        ]
+
+    @pytest.mark.anyio
+    async def test_settling_twice_is_an_error(self, store: Store) -> None:
+        """Marking an event that is no longer pending raises KeyError instead of rewriting history."""
+        with anyio.fail_after(5):
+            event_id = await store.enqueue("a", "trigger", TRIGGER, at=1.0)
+            await store.mark_accepted(event_id, at=2.0)
+            with pytest.raises(KeyError):
+                await store.mark_rejected(event_id, "late")
+
+    @pytest.mark.anyio
+    async def test_pending_events_survive_restart(self, tmp_path: Path) -> None:
+        """A pending event written before a close is pending again in a new store over the file."""
+        path = tmp_path / "state" / "depmon.sqlite3"
+        with anyio.fail_after(5):
+            async with Store(path) as first:
+                event_id = await first.enqueue("a", "trigger", TRIGGER, at=1.0)
+                await first.schedule_retry(event_id, 5.0, "HTTP 503")
+            async with Store(path) as second:
+                [head] = await second.pending_heads(now=5.0)
+                assert await second.pending_count() == 1
+        assert (head.id, head.attempts, head.body) == (event_id, 1, TRIGGER)
+
+
+class TestIncidents:
+    """Incidents and their timelines."""
+
+    @pytest.mark.anyio
+    async def test_open_update_resolve(self, store: Store) -> None:
+        """An incident is open until resolved, and updates change only the fields given."""
+        with anyio.fail_after(5):
+            incident_id = await store.open_incident(
+                "evss",
+                "depmon/test/evss",
+                10.0,
+                features=["claims"],
+                summary="EVSS down",
+                severity="critical",
+                data={"outcome": "http_status"},
+            )
+            await store.update_incident(incident_id, features=["claims", "letters"], escalated=True)
+            [open_one] = await store.open_incidents()
+            await store.resolve_incident(incident_id, at=99.0)
+            assert await store.open_incidents() == []
+            resolved = await store.incident(incident_id)
+        assert open_one.is_open
+        assert open_one.escalated
+        assert (open_one.features, open_one.summary, open_one.data) == (
+            ["claims", "letters"],
+            "EVSS down",
+            {"outcome": "http_status"},
+        )
+        assert (resolved.resolved_at, resolved.is_open) == (99.0, False)
+
+    @pytest.mark.anyio
+    async def test_incidents_of_a_dependency_newest_last(self, store: Store) -> None:
+        """incidents_of lists every incident of that dependency only, oldest first."""
+        with anyio.fail_after(5):
+            first = await store.open_incident("evss", "k", 1.0)
+            await store.resolve_incident(first, 2.0)
+            await store.open_incident("mhv", "m", 3.0)
+            second = await store.open_incident("evss", "k", 4.0)
+            incidents = await store.incidents_of("evss")
+        assert [incident.id for incident in incidents] == [first, second]
+
+    @pytest.mark.anyio
+    async def test_timeline_in_time_order(self, store: Store) -> None:
+        """Timeline entries come back in time order with their data."""
+        with anyio.fail_after(5):
+            incident_id = await store.open_incident("evss", "k", 1.0)
+            await store.add_timeline(incident_id, 3.0, "event_sent", {"action": "trigger"})
+            await store.add_timeline(incident_id, 2.0, "state", {"state": "down"})
+            entries = await store.timeline(incident_id)
+        assert [(entry.at, entry.kind, entry.data) for entry in entries] == [
+            (2.0, "state", {"state": "down"}),
+            (3.0, "event_sent", {"action": "trigger"}),
+        ]
+
+    @pytest.mark.anyio
+    async def test_unknown_incident(self, store: Store) -> None:
+        """Updating, resolving or annotating an unknown incident raises KeyError."""
+        with anyio.fail_after(5):
+            with pytest.raises(KeyError):
+                await store.update_incident(42, summary="x")
+            with pytest.raises(KeyError):
+                await store.resolve_incident(42, 1.0)
+            with pytest.raises(KeyError):
+                await store.add_timeline(42, 1.0, "state")
+
+
+class TestSyncStore:
+    """The blocking face used by the CLI, and the file itself."""
+
+    def test_file_created_in_wal_with_schema_version(self, tmp_path: Path) -> None:
+        """The file and its directory appear on first use, in WAL mode, at the current schema version."""
+        path = tmp_path / "var" / "depmon.sqlite3"
+        with SyncStore(path) as store:
+            assert not path.exists()
+            assert store.pending_count() == 0
+            assert (store.journal_mode, store.schema_version) == ("wal", SCHEMA_VERSION)
+        assert path.exists()
+
+    @pytest.mark.anyio
+    async def test_cli_reads_what_the_daemon_wrote(self, tmp_path: Path) -> None:
+        """Incidents written through the async store are read back by a SyncStore without an event loop."""
+        path = tmp_path / "depmon.sqlite3"
+        with anyio.fail_after(5):
+            async with Store(path) as daemon:
+                incident_id = await daemon.open_incident("evss", "k", 1.0, summary="EVSS down")
+                await daemon.add_timeline(incident_id, 1.0, "state", {"state": "down"})
+        with SyncStore(path) as cli:
+            [incident] = cli.incidents_of("evss")
+            assert incident.summary == "EVSS down"
+            assert [entry.kind for entry in cli.timeline(incident_id)] == ["state"]
+
+    def test_newer_schema_refused(self, tmp_path: Path) -> None:
+        """A file written by a newer depmon (higher user_version) is refused with a StoreError."""
+        path = tmp_path / "depmon.sqlite3"
+        connection = sqlite3.connect(path)
+        connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+        connection.close()
+        with SyncStore(path) as store, pytest.raises(StoreError, match="newer depmon"):
+            store.pending_count()
+
+    def test_closed_store_refuses_calls(self) -> None:
+        """A closed store raises StoreError instead of reopening silently."""
+        store = SyncStore(":memory:")
+        store.close()
+        with pytest.raises(StoreError, match="closed"):
+            store.pending_count()
