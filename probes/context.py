@@ -8,6 +8,7 @@ by the TLS options that make them differ (CA bundle, client certificate, proxy).
 from __future__ import annotations
 
 import ssl
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -88,6 +89,9 @@ class ProbeContext:
                     keepalive_expiry=self.keepalive_expiry,
                 ),
                 headers={"User-Agent": self.user_agent},
+                # One client serves every probe of these options: a cookie one upstream sets must
+                # not reach, or change the answer of, another probe.
+                cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
                 trust_env=False,
             )
             self._clients[key] = client

@@ -1,0 +1,707 @@
+"""`depmon demo`: the real daemon against a simulated VA environment, narrated (SPEC section 9).
+
+    SimulatedEnvironment (upstreams + fake PagerDuty + written config)
+        <-- probes and pages --  `depmon run` (a subprocess, JSON logs on its stdout)
+    the timeline sets faults, waits for what the daemon and the fake PagerDuty show, narrates
+
+The timeline, scaled to `duration` (60 s by default): all healthy; EVSS fails (one page naming
+Claims, Letters, Direct Deposit Benefits, Disability Rating, with the playbook links); MHV enters
+a maintenance window and fails (no page, its features in maintenance); SSOe OAuth times out (one
+page listing every signed-in feature, none for EVSS, VA Profile and VAOS, whose probes need its
+token); everything recovers (each open alert resolved). Each step waits for its checkpoints
+(with a timeout derived from the duration) rather than sleeping blindly, then dwells until its
+share of the duration is over. The closing summary compares the pages expected with the pages
+the fake PagerDuty received, per dedup key; the exit status is 0 only when they match and every
+checkpoint was reached. Ctrl-C (or SIGTERM) stops the daemon and the simulators: exit 130.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import FrameType
+from typing import Any, TextIO
+
+import httpx
+
+from monitor.sim.environment import SimulatedEnvironment
+from monitor.sim.fake_pagerduty import ReceivedEvent
+
+__all__ = ["run_demo"]
+
+EXIT_OK, EXIT_MISMATCH, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+_START_TIMEOUT = 30.0  # the daemon's start and first probe round, on a loaded machine
+_MIN_WAIT = 20.0  # no checkpoint times out sooner than this, however short the demo
+_SETTLE_SECONDS = 2.0  # quiet time after the last step, for a stray page to show up
+_STOP_TIMEOUT = 20.0  # SIGTERM drains the outbox for up to 10 s
+_POLL_SECONDS = 0.1
+_SIGNED_IN_CHILDREN = ("evss", "va-profile", "vaos")  # their probes present the SSOe token
+_EVSS_FEATURES = ("Claims", "Letters", "Direct Deposit Benefits", "Disability Rating")
+_PLAYBOOK = "mobile-incident-response"
+
+
+def run_demo(duration: float = 60.0, listen: str = "127.0.0.1:0", out: TextIO | None = None) -> int:
+    """Play the scripted timeline against the real daemon; 0 when the pages match the script."""
+    narrator = _Narrator(out or sys.stdout)
+    if not duration > 0:
+        narrator.line("depmon demo: --duration must be a positive number of seconds")
+        return EXIT_USAGE
+    with _sigterm_as_interrupt():
+        try:
+            return _Demo(duration, listen, narrator).run()
+        except KeyboardInterrupt:
+            narrator.line("interrupted: the daemon and the simulators are stopped")
+            return EXIT_INTERRUPTED
+
+
+# -- output ---------------------------------------------------------------------------------------
+
+
+class _Narrator:
+    """Plain-text lines with the elapsed time, from any thread."""
+
+    def __init__(self, out: TextIO) -> None:
+        self._out = out
+        self._lock = threading.Lock()
+        self._started = time.monotonic()
+
+    def restart_clock(self) -> None:
+        self._started = time.monotonic()
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self._started
+
+    def line(self, text: str = "") -> None:
+        with self._lock:
+            print(text, file=self._out, flush=True)
+
+    def say(self, source: str, text: str, *more: str) -> None:
+        """`  +12.3s  source     text`, then `more` lines indented under the text."""
+        indent = " " * 21
+        lines = [f"  +{self.elapsed:5.1f}s  {source:<9} {text}", *(indent + extra for extra in more)]
+        with self._lock:
+            print("\n".join(lines), file=self._out, flush=True)
+
+
+# -- the daemon -----------------------------------------------------------------------------------
+
+
+class _Daemon:
+    """`depmon run` as a subprocess against the environment; its JSON log lines narrated as they come."""
+
+    def __init__(self, env: SimulatedEnvironment, listen: str, narrator: _Narrator) -> None:
+        self._env = env
+        self._listen = listen
+        self._narrator = narrator
+        self._names = {dep_id: dep.name for dep_id, dep in env.config.dependencies.items()}
+        self._lock = threading.Lock()
+        self._logs: list[dict[str, Any]] = []
+        self._last_failure: dict[str, str] = {}
+        self._proc: subprocess.Popen[str] | None = None
+        self._reader: threading.Thread | None = None
+        self._client = httpx.Client(timeout=2.0, trust_env=False)
+        self.url = ""
+        self.exit_status: int | None = None
+
+    def start(self) -> bool:
+        """Start the daemon and wait until it listens; False when it exits or stays silent."""
+        env = {key: value for key, value in os.environ.items() if key != "DEPMON_CONFIG"}
+        command = [
+            sys.executable,
+            "-m",
+            "monitor.cli",
+            "run",
+            "--config",
+            str(self._env.config_dir),
+            "--state",
+            str(self._env.state_path),
+            "--listen",
+            self._listen,
+            "--log-format",
+            "json",
+        ]
+        # Its own session: Ctrl-C reaches the demo only, which stops the daemon with SIGTERM.
+        self._proc = subprocess.Popen(
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+            start_new_session=True,
+        )
+        self._reader = threading.Thread(target=self._read, args=(self._proc,), name="daemon-logs", daemon=True)
+        self._reader.start()
+        deadline = time.monotonic() + _START_TIMEOUT
+        while time.monotonic() < deadline:
+            started = self.find("daemon_started")
+            if started is not None:
+                self.url = f"http://{started['listen']}"
+                return True
+            if self._proc.poll() is not None:
+                self._reader.join(5)
+                self.exit_status = self._proc.returncode
+                return False
+            time.sleep(_POLL_SECONDS)
+        return False
+
+    def stop(self) -> int | None:
+        """SIGTERM, wait for the graceful stop (SIGKILL after a deadline); the exit status."""
+        proc = self._proc
+        if proc is None:
+            return None
+        try:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(_STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self._narrator.say("demo", f"the daemon did not stop within {_STOP_TIMEOUT:.0f}s: killed")
+                proc.kill()
+                proc.wait(5)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(5)
+            if self._reader is not None:
+                self._reader.join(5)
+            if proc.stdout is not None:
+                proc.stdout.close()
+            self._client.close()
+        self.exit_status = proc.returncode
+        return proc.returncode
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    def _read(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        with contextlib.suppress(ValueError, OSError):  # the pipe closed under us at stop
+            for raw in proc.stdout:
+                try:
+                    entry = json.loads(raw)
+                except ValueError:
+                    entry = None
+                if not isinstance(entry, dict):
+                    if raw.strip():
+                        self._narrator.say("daemon", raw.rstrip())
+                    continue
+                with self._lock:
+                    self._logs.append(entry)
+                self._narrate(entry)
+
+    def _narrate(self, entry: dict[str, Any]) -> None:
+        event = entry.get("event")
+        dep = str(entry.get("dependency", ""))
+        name = self._names.get(dep, dep)
+        if event == "probe_failed":
+            self._last_failure[dep] = f"{entry.get('probe')}: {entry.get('detail')}"
+            return
+        text: str | None = None
+        if event == "dependency_state_changed":
+            old, new = entry.get("old"), entry.get("new")
+            if old in (None, "unknown") and new == "up":
+                return  # start-up: step 1 reports the whole picture at once
+            cause = self._names.get(entry.get("cause") or "", entry.get("cause"))
+            text = f"{name}: {old} -> {new}" if old != new else f"{name}: still {new}"
+            if cause:
+                text += f" (because {cause} is down)"
+            elif old == new:
+                text += " (on its own evidence now)"
+            elif new == "down" and dep in self._last_failure:
+                text += f" ({self._last_failure[dep]})"
+        elif event == "incident_triggered":
+            text = f"incident opened for {name}: trigger queued in the outbox"
+        elif event in ("incident_updated", "incident_escalated"):
+            text = f"{event.replace('_', ' ')} for {name}: {', '.join(entry.get('features') or [])}"
+        elif event == "incident_resolved":
+            text = f"incident closed for {name}: resolve queued in the outbox"
+        elif event == "pagerduty_event_retry":
+            text = (
+                f"PagerDuty delivery of {entry.get('action')} {entry.get('dedup_key')} failed "
+                f"({entry.get('reason')}); retry in {entry.get('retry_in_seconds')}s"
+            )
+        elif event == "pagerduty_event_rejected":
+            text = f"PagerDuty rejected {entry.get('action')} {entry.get('dedup_key')}: {entry.get('reason')}"
+        elif event == "maintenance_poll_failed":
+            text = f"maintenance windows unreadable ({entry.get('reason')}); the last ones known stay in force"
+        elif event == "maintenance_bad_service_id":
+            text = f"PagerDuty does not know service ids {entry.get('service_ids')}"
+        elif entry.get("level") in ("error", "critical"):
+            text = f"{event}: {entry.get('reason') or entry.get('errors') or entry.get('exception') or ''}".rstrip(": ")
+        if text is not None:
+            self._narrator.say("daemon", text)
+
+    def find(self, event: str, **fields: Any) -> dict[str, Any] | None:
+        """The first log line of `event` whose fields match."""
+        with self._lock:
+            logs = list(self._logs)
+        for entry in logs:
+            if entry.get("event") == event and all(entry.get(k) == v for k, v in fields.items()):
+                return entry
+        return None
+
+    def logs_since(self, moment: float, event: str, **fields: Any) -> list[dict[str, Any]]:
+        """Log lines of `event` with matching fields, stamped at or after UNIX time `moment`."""
+        with self._lock:
+            logs = list(self._logs)
+        return [
+            entry
+            for entry in logs
+            if entry.get("event") == event
+            and all(entry.get(k) == v for k, v in fields.items())
+            and _stamp(entry) >= moment
+        ]
+
+    def status(self) -> dict[str, Any]:
+        """The daemon's /status document."""
+        document: dict[str, Any] = self._client.get(self.url + "/status").json()
+        return document
+
+
+def _stamp(entry: dict[str, Any]) -> float:
+    try:
+        return datetime.fromisoformat(str(entry["timestamp"])).timestamp()
+    except (KeyError, ValueError):
+        return 0.0
+
+
+# -- the simulated PagerDuty, narrated ----------------------------------------------------------
+
+
+class _PageWatcher:
+    """Prints every event the fake PagerDuty accepts: action, dedup key, severity, summary and links."""
+
+    def __init__(self, env: SimulatedEnvironment, narrator: _Narrator) -> None:
+        self._fake = env.pagerduty
+        self._narrator = narrator
+        self._seen = 0
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="pagerduty-watch", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._thread.is_alive():
+            self._thread.join(5)
+        self._show_new()
+
+    def _watch(self) -> None:
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                self._fake.wait_for(lambda events: len(events) > self._seen, timeout=0.2)
+            self._show_new()
+
+    def _show_new(self) -> None:
+        events = self._fake.events
+        for event in events[self._seen :]:
+            self._show(event)
+        self._seen = max(self._seen, len(events))
+
+    def _show(self, event: ReceivedEvent) -> None:
+        body = event.body
+        if event.action != "trigger":
+            self._narrator.say("PagerDuty", f"{event.action.upper()} {event.dedup_key}")
+            return
+        payload = body.get("payload") or {}
+        links = [f"link: {link.get('text', '')} <{link.get('href', '')}>" for link in body.get("links") or []]
+        self._narrator.say(
+            "PagerDuty",
+            f"TRIGGER {event.dedup_key} ({payload.get('severity')}, class {payload.get('class')})",
+            f"summary: {payload.get('summary')}",
+            *links,
+        )
+
+
+# -- the timeline ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Checkpoint:
+    """Something the daemon or the fake PagerDuty must show before a step goes on."""
+
+    description: str
+    holds: Callable[[], bool]
+
+
+@dataclass(frozen=True, slots=True)
+class _Phase:
+    """A change to the simulated world and the checkpoints that show its effect."""
+
+    narration: str | None
+    act: Callable[[], object] | None
+    checkpoints: tuple[_Checkpoint, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Step:
+    title: str
+    share: float  # of the duration
+    phases: tuple[_Phase, ...]
+
+
+@dataclass(slots=True)
+class _Outcome:
+    """What the timeline observed, for the summary."""
+
+    missed: list[str] = field(default_factory=list)
+    detection_seconds: float | None = None
+
+
+class _Demo:
+    def __init__(self, duration: float, listen: str, narrator: _Narrator) -> None:
+        self.duration = duration
+        self.listen = listen
+        self.say = narrator.say
+        self.narrator = narrator
+
+    def run(self) -> int:
+        with SimulatedEnvironment(environment="demo") as env:
+            daemon = _Daemon(env, self.listen, self.narrator)
+            watcher = _PageWatcher(env, self.narrator)
+            try:
+                if not daemon.start():
+                    self.narrator.line(
+                        "depmon demo: the daemon did not start"
+                        + (f" (exit status {daemon.exit_status})" if daemon.exit_status is not None else "")
+                    )
+                    return EXIT_USAGE if daemon.exit_status == EXIT_USAGE else EXIT_MISMATCH
+                self._header(env, daemon)
+                watcher.start()
+                outcome = self._play(env, daemon)
+                self._wait(_SETTLE_SECONDS)
+            finally:
+                watcher.stop()
+                status = daemon.stop()
+            self.say("demo", f"daemon stopped (exit status {status})")
+            return self._summary(env, outcome, status)
+
+    def _header(self, env: SimulatedEnvironment, daemon: _Daemon) -> None:
+        config = env.config
+        line = self.narrator.line
+        line("depmon demo: the real daemon against a simulated VA environment and a simulated PagerDuty")
+        line(
+            f"  simulated: {len(env.upstreams)} upstreams on 127.0.0.1 (health, OAuth2 token and TLS endpoints), "
+            f"PagerDuty events {env.pagerduty.events_url}, REST {env.pagerduty.api_url}"
+        )
+        line(f"  daemon:    {len(config.dependencies)} dependencies, {len(config.features)} app features")
+        line(f"  status:    {daemon.url}/status")
+        line(f"  metrics:   {daemon.url}/metrics")
+        line(f"  page:      {daemon.url}/")
+        line(f"  timeline:  {len(_STEP_TITLES)} steps over {self.duration:g}s; Ctrl-C stops")
+        line()
+
+    # -- playing ---------------------------------------------------------------------------------
+
+    def _play(self, env: SimulatedEnvironment, daemon: _Daemon) -> _Outcome:
+        outcome = _Outcome()
+        steps = _timeline(env, daemon, self.duration, outcome)
+        self.narrator.restart_clock()
+        planned_end = 0.0
+        for number, step in enumerate(steps, start=1):
+            planned_end += step.share * self.duration
+            self.narrator.line(f"[step {number}/{len(steps)}, {self.narrator.elapsed:.1f}s elapsed] {step.title}")
+            wait = max(_MIN_WAIT, 2 * step.share * self.duration)
+            for phase in step.phases:
+                if phase.narration:
+                    self.say("demo", phase.narration)
+                if phase.act is not None:
+                    phase.act()
+                for checkpoint in phase.checkpoints:
+                    if self._wait_for(checkpoint.holds, wait):
+                        self.say("check", f"ok: {checkpoint.description}")
+                    else:
+                        self.say("check", f"MISSED after {wait:.0f}s: {checkpoint.description}")
+                        outcome.missed.append(f"step {number}: {checkpoint.description}")
+            self._show_features(daemon)
+            self._wait(planned_end - self.narrator.elapsed)
+        return outcome
+
+    def _wait_for(self, holds: Callable[[], bool], timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if holds():
+                    return True
+            except (httpx.HTTPError, KeyError, ValueError, TypeError):
+                pass  # the daemon is busy or restarting its view: ask again
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(_POLL_SECONDS)
+
+    @staticmethod
+    def _wait(seconds: float) -> None:
+        if seconds > 0:
+            time.sleep(seconds)
+
+    def _show_features(self, daemon: _Daemon) -> None:
+        try:
+            features = daemon.status()["features"]
+        except (httpx.HTTPError, KeyError, ValueError):
+            return
+        by_state: dict[str, list[str]] = {}
+        for feature in features.values():
+            by_state.setdefault(str(feature["state"]), []).append(str(feature["name"]))
+        parts = []
+        for state in ("down", "maintenance", "degraded", "unknown", "ok"):
+            names = by_state.get(state)
+            if names:
+                parts.append(f"{len(names)} {state}" + ("" if state == "ok" else f" ({', '.join(names)})"))
+        self.say("status", "app features: " + "; ".join(parts))
+
+    # -- the summary -----------------------------------------------------------------------------
+
+    def _summary(self, env: SimulatedEnvironment, outcome: _Outcome, exit_status: int | None) -> int:
+        line = self.narrator.line
+        # EVSS pages for its own failure (step 2), then counts under SSOe's page (step 5).
+        expected = {env.dedup_key("evss"): (1, 1), env.dedup_key("ssoe-oauth"): (1, 1), env.dedup_key("mhv"): (0, 0)}
+        expected.update({env.dedup_key(dep): (0, 0) for dep in _SIGNED_IN_CHILDREN if dep != "evss"})
+        events = env.pagerduty.events
+        received: dict[str, tuple[int, int]] = {}
+        for event in events:
+            triggers, resolves = received.get(event.dedup_key, (0, 0))
+            received[event.dedup_key] = (
+                triggers + (event.action == "trigger"),
+                resolves + (event.action == "resolve"),
+            )
+        keys = [*expected, *sorted(set(received) - set(expected))]
+        width = max(len(key) for key in keys)
+        line()
+        line("Summary: pages expected vs received by the simulated PagerDuty (triggers / resolves)")
+        line(f"  {'dedup key':<{width}}  expected  received")
+        pages_match = True
+        for key in keys:
+            want, got = expected.get(key, (0, 0)), received.get(key, (0, 0))
+            verdict = "ok" if want == got else "MISMATCH"
+            pages_match = pages_match and want == got
+            line(f"  {key:<{width}}  {want[0]} / {want[1]}     {got[0]} / {got[1]}     {verdict}")
+
+        checks = [
+            ("the pages match the script", pages_match),
+            *_content_checks(env, events),
+            ("no event rejected by PagerDuty (all schema-valid)", not env.pagerduty.rejected_events),
+            ("every timeline checkpoint reached", not outcome.missed),
+            ("the daemon stopped cleanly (exit status 0)", exit_status == 0),
+        ]
+        line("Checks")
+        for text, ok in checks:
+            line(f"  {'ok  ' if ok else 'FAIL'}  {text}")
+        for missed in outcome.missed:
+            line(f"        missed: {missed}")
+        target = (env.timing.failure_threshold - 1) * env.timing.confirm_interval + 1.0
+        if outcome.detection_seconds is not None:
+            line(
+                f"Timing: EVSS first failing probe -> page at PagerDuty in {outcome.detection_seconds:.2f}s "
+                f"(target <= {target:.2f}s)"
+            )
+        passed = all(ok for _, ok in checks)
+        line(f"Result: {'PASS' if passed else 'FAIL'} after {self.narrator.elapsed:.1f}s")
+        return EXIT_OK if passed else EXIT_MISMATCH
+
+
+_STEP_TITLES = (
+    "All healthy",
+    "EVSS fails",
+    "MHV enters a maintenance window",
+    "MHV fails inside its maintenance window",
+    "SSOe OAuth times out",
+    "Everything recovers",
+)
+
+
+def _timeline(env: SimulatedEnvironment, daemon: _Daemon, duration: float, outcome: _Outcome) -> list[_Step]:
+    """The scripted steps of SPEC section 9, with the checkpoints each must reach."""
+    config = env.config
+    evss, mhv, ssoe = env.upstream("evss"), env.upstream("mhv"), env.upstream("ssoe-oauth")
+    window: list[str] = []
+    evss_failed_at: list[float] = []
+
+    def dependencies() -> dict[str, Any]:
+        found: dict[str, Any] = daemon.status()["dependencies"]
+        return found
+
+    def features() -> dict[str, Any]:
+        found: dict[str, Any] = daemon.status()["features"]
+        return found
+
+    def all_up() -> bool:
+        return all(dep["state"] == "up" for dep in dependencies().values())
+
+    def all_ok() -> bool:
+        return all(feature["state"] == "ok" for feature in features().values())
+
+    def paged(dependency: str, action: str) -> Callable[[], bool]:
+        key = env.dedup_key(dependency)
+        return lambda: any(event.action == action for event in env.pagerduty.events_for(key))
+
+    def evss_page_timed() -> bool:
+        events = [e for e in env.pagerduty.events_for(env.dedup_key("evss")) if e.action == "trigger"]
+        if not events:
+            return False
+        failures = daemon.logs_since(evss_failed_at[0], "probe_failed", dependency="evss")
+        if failures:
+            outcome.detection_seconds = events[0].received_at - _stamp(failures[0])
+        return True
+
+    def fail_evss() -> None:
+        evss_failed_at.append(time.time())
+        evss.fail_with(503)
+
+    def features_down(names: tuple[str, ...]) -> Callable[[], bool]:
+        return lambda: all(feature["state"] == "down" for feature in features().values() if feature["name"] in names)
+
+    def open_window() -> None:
+        window.append(env.open_maintenance("mhv", seconds=2 * duration + 600, description="Simulated MHV upgrade"))
+
+    def end_window() -> None:
+        if window:
+            env.pagerduty.remove_window(window.pop())
+
+    def recover() -> None:
+        for upstream in (ssoe, evss, mhv):
+            upstream.clear_faults()
+
+    bearer_probes = [
+        (dep_id, probe.name)
+        for dep_id, probe in config.iter_probes()
+        if dep_id in _SIGNED_IN_CHILDREN and getattr(probe, "bearer_from", None)
+    ]
+    every_feature = tuple(feature.name for feature in config.features.values())
+    children = ", ".join(config.dependencies[dep].name for dep in _SIGNED_IN_CHILDREN)
+    shares = (0.12, 0.18, 0.1, 0.15, 0.25, 0.2)
+    phases: tuple[tuple[_Phase, ...], ...] = (
+        (
+            _Phase(
+                None,
+                None,
+                (
+                    _Checkpoint(f"all {len(config.dependencies)} dependencies up", all_up),
+                    _Checkpoint(f"all {len(config.features)} app features ok", all_ok),
+                ),
+            ),
+        ),
+        (
+            _Phase(
+                "EVSS's endpoint answers HTTP 503",
+                fail_evss,
+                (
+                    _Checkpoint("PagerDuty received one page for EVSS", evss_page_timed),
+                    _Checkpoint(f"{', '.join(_EVSS_FEATURES)} down", features_down(_EVSS_FEATURES)),
+                ),
+            ),
+        ),
+        (
+            _Phase(
+                "a maintenance window opens on MHV's PagerDuty service",
+                open_window,
+                (_Checkpoint("MHV in maintenance", lambda: dependencies()["mhv"]["state"] == "maintenance"),),
+            ),
+        ),
+        (
+            _Phase(
+                "MHV's endpoint answers HTTP 503",
+                lambda: mhv.fail_with(503),
+                (
+                    _Checkpoint(
+                        "MHV's probe down, MHV still in maintenance",
+                        lambda: (
+                            dependencies()["mhv"]["probes"]["base"]["state"] == "down"
+                            and dependencies()["mhv"]["state"] == "maintenance"
+                        ),
+                    ),
+                    _Checkpoint(
+                        "Secure Messaging in maintenance",
+                        lambda: features()["secure_messaging"]["state"] == "maintenance",
+                    ),
+                ),
+            ),
+        ),
+        (
+            _Phase(
+                "the SSOe token endpoint stops answering",
+                ssoe.hang,
+                (
+                    _Checkpoint("PagerDuty received one page for SSOe OAuth", paged("ssoe-oauth", "trigger")),
+                    _Checkpoint(f"all {len(every_feature)} app features down", features_down(every_feature)),
+                    _Checkpoint(
+                        f"{children} down because of SSOe OAuth, their probes failing without a token",
+                        lambda: all(
+                            dependencies()[dep]["cause"] == "ssoe-oauth"
+                            and dependencies()[dep]["probes"][probe]["ok"] is False
+                            for dep, probe in bearer_probes
+                        ),
+                    ),
+                ),
+            ),
+        ),
+        (
+            _Phase(
+                "SSOe, EVSS and MHV answer again",
+                recover,
+                (_Checkpoint("MHV healthy again, inside its window", lambda: dependencies()["mhv"]["health"] == "up"),),
+            ),
+            _Phase(
+                "MHV's maintenance window ends",
+                end_window,
+                (
+                    _Checkpoint(f"all {len(config.dependencies)} dependencies up", all_up),
+                    _Checkpoint(f"all {len(config.features)} app features ok", all_ok),
+                    _Checkpoint("PagerDuty received the resolve for EVSS", paged("evss", "resolve")),
+                    _Checkpoint("PagerDuty received the resolve for SSOe OAuth", paged("ssoe-oauth", "resolve")),
+                ),
+            ),
+        ),
+    )
+    return [_Step(title, share, phase) for title, share, phase in zip(_STEP_TITLES, shares, phases, strict=True)]
+
+
+def _content_checks(env: SimulatedEnvironment, events: list[ReceivedEvent]) -> list[tuple[str, bool]]:
+    """What the two pages must say: the features they name and the playbook they link first."""
+    config = env.config
+
+    def first_trigger(dependency: str) -> dict[str, Any]:
+        key = env.dedup_key(dependency)
+        return next((e.body for e in events if e.dedup_key == key and e.action == "trigger"), {})
+
+    evss, ssoe = first_trigger("evss"), first_trigger("ssoe-oauth")
+    summary = str((evss.get("payload") or {}).get("summary", ""))
+    playbook = config.playbooks[_PLAYBOOK].url
+    ssoe_features = [
+        item.get("id")
+        for item in ((ssoe.get("payload") or {}).get("custom_details") or {}).get("impacted_features", [])
+    ]
+    return [
+        (f"EVSS page names {', '.join(_EVSS_FEATURES)}", all(name in summary for name in _EVSS_FEATURES)),
+        (
+            f"EVSS page links the {config.playbooks[_PLAYBOOK].title} first",
+            bool(evss.get("links")) and evss["links"][0].get("href") == playbook,
+        ),
+        (f"SSOe OAuth page lists all {len(config.features)} app features", ssoe_features == list(config.features)),
+    ]
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Treat SIGTERM like Ctrl-C while the demo runs, so the daemon and the servers are stopped."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
