@@ -9,6 +9,7 @@ or a test sets and clears:
     slow_down(seconds)     HTTP answers come `seconds` late
     hang()                 HTTP requests are held unanswered (a token endpoint that times out)
     refuse_tokens()        the token endpoint answers 401 invalid_client
+    revoke_tokens()        every token issued so far is rejected by the endpoints that need one
     expire_certificate()   the TLS endpoint presents an expired certificate
     go_down()              the HTTP and TLS ports refuse connections
     clear_faults()         all of the above undone
@@ -387,6 +388,11 @@ class TokenIssuer:
         with self._lock:
             self._refusing = False
 
+    def revoke_all(self) -> None:
+        """Forget every token issued so far: the endpoints that check them answer 401 (a key rotation, a flush)."""
+        with self._lock:
+            self._tokens.clear()
+
     def accepts(self, token: str) -> bool:
         """True for a token this issuer issued that has not expired (with a little leeway)."""
         with self._lock:
@@ -563,6 +569,12 @@ class SimulatedUpstream:
         if self.tokens is None:
             raise RuntimeError(f"{self.dependency} has no token endpoint")
         self.tokens.refuse()
+
+    def revoke_tokens(self) -> None:
+        """Revoke every token the token endpoint issued so far (new ones are issued unless refused)."""
+        if self.tokens is None:
+            raise RuntimeError(f"{self.dependency} has no token endpoint")
+        self.tokens.revoke_all()
 
     def expire_certificate(self) -> None:
         """Make the TLS endpoint present an expired certificate."""

@@ -1,0 +1,44 @@
+"""`depmon demo` end to end: the scripted timeline against the real daemon, from the command line."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+DURATION = 30  # seconds of timeline; the run adds the daemon's start and stop
+
+
+class TestDemoCommand:
+    def test_the_scripted_timeline_produces_the_expected_pages_and_exits_0(self) -> None:
+        """A short demo run ends with every page matching the script, every check passing and exit status 0."""
+        env = {key: value for key, value in os.environ.items() if key != "DEPMON_CONFIG"}
+        result = subprocess.run(
+            [sys.executable, "-m", "monitor.cli", "demo", "--duration", str(DURATION)],
+            capture_output=True,
+            text=True,
+            timeout=DURATION + 70,
+            env=env,
+        )
+        output = result.stdout
+        assert result.returncode == 0, output + result.stderr
+        assert "/status" in output
+        assert "/metrics" in output
+        assert "[step 6/6," in output
+        summary = output[output.index("Summary:") :]
+        for line in (
+            "depmon/demo/evss        1 / 1     1 / 1     ok",
+            "depmon/demo/ssoe-oauth  1 / 1     1 / 1     ok",
+            "depmon/demo/mhv         0 / 0     0 / 0     ok",
+            "depmon/demo/va-profile  0 / 0     0 / 0     ok",
+            "depmon/demo/vaos        0 / 0     0 / 0     ok",
+        ):
+            assert line in summary
+        assert "FAIL" not in summary
+        assert "MISMATCH" not in summary
+        assert "Result: PASS" in summary
+        assert "Traceback" not in output + result.stderr

@@ -1,0 +1,300 @@
+"""The incident scenarios end to end: `depmon run` against the simulated VA environment and PagerDuty.
+
+Every assertion is about what the fake PagerDuty received (and, where it explains that, what the
+daemon logged or served). Timing is the simulator's: probes every 1 s, 500 ms timeout, two
+failures to go down confirmed 250 ms apart, two successes to come back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from monitor.sim.environment import SimulatedEnvironment
+from monitor.sim.fake_pagerduty import ReceivedEvent, event_errors
+from tests.e2e.harness import DaemonProcess, wait_for
+
+pytestmark = pytest.mark.e2e
+
+EVSS_FEATURES = ["claims", "letters_and_documents", "direct_deposit_benefits", "disability_rating"]
+SIGNED_IN_CHILDREN = ("evss", "va-profile", "vaos")  # their probes present the SSOe token
+SETTLE = 2.5  # longer than a failure takes to become a page: a page that was coming has come
+WAIT = 15.0  # the longest an ordinary step may take on a loaded 2-core machine
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def running(sim: SimulatedEnvironment) -> Iterator[DaemonProcess]:
+    """`depmon run` against `sim`, started and with every dependency up."""
+    daemon = DaemonProcess(sim.config_dir, sim.state_path)
+    try:
+        daemon.start()
+        wait_for(lambda: all_up(daemon), WAIT, "every dependency up")
+        yield daemon
+    finally:
+        daemon.close()
+
+
+def all_up(daemon: DaemonProcess) -> bool:
+    """Every dependency in /status is up."""
+    return all(dep["state"] == "up" for dep in daemon.status()["dependencies"].values())
+
+
+def dependency(daemon: DaemonProcess, dep_id: str) -> dict[str, Any]:
+    """One dependency of /status."""
+    found: dict[str, Any] = daemon.status()["dependencies"][dep_id]
+    return found
+
+
+def actions(sim: SimulatedEnvironment, dep_id: str) -> list[str]:
+    """The actions of the events the fake PagerDuty accepted for one dependency, in order."""
+    return [event.action for event in sim.pagerduty.events_for(sim.dedup_key(dep_id))]
+
+
+def wait_for_event(sim: SimulatedEnvironment, dep_id: str, action: str, timeout: float = WAIT) -> ReceivedEvent:
+    """The first accepted `action` event of a dependency, waiting for it."""
+    key = sim.dedup_key(dep_id)
+    sim.pagerduty.wait_for(lambda events: any(e.dedup_key == key and e.action == action for e in events), timeout)
+    return next(e for e in sim.pagerduty.events_for(key) if e.action == action)
+
+
+def stamp(entry: dict[str, Any]) -> float:
+    """The UNIX time of a daemon log line."""
+    return datetime.fromisoformat(str(entry["timestamp"])).timestamp()
+
+
+def detection_target(sim: SimulatedEnvironment) -> float:
+    """(failure_threshold - 1) x confirm_interval + 1 s: first failing probe to event at PagerDuty."""
+    return (sim.timing.failure_threshold - 1) * sim.timing.confirm_interval + 1.0
+
+
+@pytest.fixture
+def sim(tmp_path: Path) -> Iterator[SimulatedEnvironment]:
+    with SimulatedEnvironment(tmp_path, environment="e2e") as environment:
+        yield environment
+
+
+@pytest.fixture
+def daemon(sim: SimulatedEnvironment) -> Iterator[DaemonProcess]:
+    with running(sim) as process:
+        yield process
+
+
+# -- scenarios -------------------------------------------------------------------------------------
+
+
+class TestPaging:
+    def test_one_failed_probe_followed_by_success_never_pages(
+        self, sim: SimulatedEnvironment, daemon: DaemonProcess
+    ) -> None:
+        """A single failed probe below the failure threshold, then successes, sends nothing to PagerDuty."""
+        sim.upstream("evss").fail_with(503, times=1)
+        wait_for(lambda: daemon.find("probe_failed", dependency="evss"), WAIT, "the one failed EVSS probe")
+        wait_for(lambda: dependency(daemon, "evss")["probes"]["base"]["ok"] is True, WAIT, "EVSS answering again")
+        time.sleep(SETTLE)
+        assert sim.pagerduty.events == []
+        assert daemon.count("probe_failed", dependency="evss") == 1
+        assert daemon.find("dependency_state_changed", dependency="evss", new="down") is None
+
+    def test_an_outage_pages_once_with_features_and_playbooks_and_resolves_once(
+        self, sim: SimulatedEnvironment, daemon: DaemonProcess
+    ) -> None:
+        """An EVSS outage triggers one schema-valid page naming its four features and playbook, then one resolve."""
+        sim.upstream("evss").fail_with(503)
+        trigger = wait_for_event(sim, "evss", "trigger")
+
+        first_failure = daemon.find("probe_failed", dependency="evss")
+        assert first_failure is not None
+        latency = trigger.received_at - stamp(first_failure)
+        print(f"EVSS: first failing probe -> trigger at the fake PagerDuty in {latency:.3f}s")
+        assert latency <= detection_target(sim)
+
+        body = trigger.body
+        assert event_errors(body) == []
+        payload = body["payload"]
+        assert payload["summary"] == (
+            "EVSS down: 4 app features impacted (Claims, Letters, Direct Deposit Benefits, Disability Rating) [e2e]"
+        )
+        assert payload["severity"] == "critical"
+        assert payload["component"] == "evss"
+        assert payload["class"] == "http_status"
+        assert [f["id"] for f in payload["custom_details"]["impacted_features"]] == EVSS_FEATURES
+        assert payload["custom_details"]["evidence"][0]["detail"] == "HTTP 503 from / (expected 200)"
+        playbook = sim.config.playbooks["mobile-incident-response"]
+        assert body["links"][0] == {"href": playbook.url, "text": playbook.title}
+
+        sim.upstream("evss").clear_faults()
+        wait_for_event(sim, "evss", "resolve")
+        time.sleep(SETTLE)
+        assert [(e.dedup_key, e.action) for e in sim.pagerduty.events] == [
+            (sim.dedup_key("evss"), "trigger"),
+            (sim.dedup_key("evss"), "resolve"),
+        ]
+        assert sim.pagerduty.open_alerts == []
+
+
+class TestRootCause:
+    def test_an_ssoe_outage_pages_once_for_every_feature_and_never_for_the_token_users(
+        self, sim: SimulatedEnvironment, daemon: DaemonProcess
+    ) -> None:
+        """A hung SSOe token endpoint pages once for every feature; EVSS, VA Profile and VAOS fail without paging."""
+        sim.upstream("ssoe-oauth").hang()
+        trigger = wait_for_event(sim, "ssoe-oauth", "trigger")
+        first_failure = daemon.find("probe_failed", dependency="ssoe-oauth")
+        assert first_failure is not None
+        print(f"SSOe OAuth: first failing probe -> trigger in {trigger.received_at - stamp(first_failure):.3f}s")
+        assert trigger.received_at - stamp(first_failure) <= detection_target(sim)
+        details = trigger.body["payload"]["custom_details"]
+        assert [f["id"] for f in details["impacted_features"]] == list(sim.config.features)
+        assert trigger.body["payload"]["class"] == "timeout"
+
+        # Their cached tokens run out: the children's own probes fail, attributed to SSOe.
+        wait_for(
+            lambda: all(dependency(daemon, dep)["probes"]["base"]["ok"] is False for dep in SIGNED_IN_CHILDREN),
+            WAIT,
+            "the token users' probes failing",
+        )
+        for dep in SIGNED_IN_CHILDREN:
+            assert dependency(daemon, dep)["cause"] == "ssoe-oauth"
+        time.sleep(SETTLE)
+        assert {e.dedup_key for e in sim.pagerduty.events} == {sim.dedup_key("ssoe-oauth")}
+
+        sim.upstream("ssoe-oauth").clear_faults()
+        wait_for_event(sim, "ssoe-oauth", "resolve")
+        wait_for(lambda: all_up(daemon), WAIT, "every dependency up again")
+        time.sleep(SETTLE)
+        assert [(e.dedup_key, e.action) for e in sim.pagerduty.events] == [
+            (sim.dedup_key("ssoe-oauth"), "trigger"),
+            (sim.dedup_key("ssoe-oauth"), "resolve"),
+        ]
+
+
+class TestMaintenanceWindows:
+    def test_a_failure_inside_a_window_pages_nobody_until_the_window_ends(
+        self, sim: SimulatedEnvironment, daemon: DaemonProcess
+    ) -> None:
+        """MHV failing in its maintenance window pages nobody; removing the window while it is down pages once."""
+        window = sim.open_maintenance("mhv")
+        wait_for(lambda: dependency(daemon, "mhv")["state"] == "maintenance", WAIT, "MHV in maintenance")
+        sim.upstream("mhv").fail_with(503)
+        wait_for(lambda: dependency(daemon, "mhv")["probes"]["base"]["state"] == "down", WAIT, "MHV's probe down")
+        time.sleep(SETTLE)
+        assert sim.pagerduty.events == []
+        assert daemon.status()["features"]["secure_messaging"]["state"] == "maintenance"
+
+        sim.pagerduty.remove_window(window)
+        trigger = wait_for_event(sim, "mhv", "trigger")
+        assert "Secure Messaging" in trigger.body["payload"]["summary"]
+        time.sleep(SETTLE)
+        assert actions(sim, "mhv") == ["trigger"]
+        assert {e.dedup_key for e in sim.pagerduty.events} == {sim.dedup_key("mhv")}
+
+    def test_one_unknown_service_id_leaves_the_other_windows_in_force(self, tmp_path: Path) -> None:
+        """With DS Logon's service id unknown to PagerDuty, MHV's window still holds off its page."""
+        overrides = {"dslogon": "PNOSUCH"}
+        with (
+            SimulatedEnvironment(tmp_path, environment="e2e", service_overrides=overrides) as sim,
+            running(sim) as daemon,
+        ):
+            bad = wait_for(lambda: daemon.find("maintenance_bad_service_id"), WAIT, "the bad id reported")
+            assert bad["service_ids"] == ["PNOSUCH"]
+            sim.open_maintenance("mhv")
+            wait_for(lambda: dependency(daemon, "mhv")["state"] == "maintenance", WAIT, "MHV in maintenance")
+            sim.upstream("mhv").fail_with(503)
+            wait_for(lambda: dependency(daemon, "mhv")["probes"]["base"]["state"] == "down", WAIT, "MHV's probe down")
+            time.sleep(SETTLE)
+            assert sim.pagerduty.events == []
+            assert dependency(daemon, "mhv")["state"] == "maintenance"
+
+    def test_the_last_known_windows_stay_in_force_while_the_rest_api_is_down(
+        self, sim: SimulatedEnvironment, daemon: DaemonProcess
+    ) -> None:
+        """With PagerDuty's REST API down, MHV stays in its last known window and its failure pages nobody."""
+        sim.open_maintenance("mhv")
+        wait_for(lambda: dependency(daemon, "mhv")["state"] == "maintenance", WAIT, "MHV in maintenance")
+        sim.pagerduty.rest_go_down()
+        wait_for(lambda: daemon.count("maintenance_poll_failed") >= 1, WAIT, "a failed maintenance poll")
+        sim.upstream("mhv").fail_with(503)
+        wait_for(lambda: dependency(daemon, "mhv")["probes"]["base"]["state"] == "down", WAIT, "MHV's probe down")
+        wait_for(lambda: daemon.count("maintenance_poll_failed") >= 3, WAIT, "three failed maintenance polls")
+        assert dependency(daemon, "mhv")["state"] == "maintenance"
+        assert sim.pagerduty.events == []
+
+
+class TestDelivery:
+    def test_a_page_refused_with_500_then_429_arrives_once_after_pagerduty_recovers(
+        self, sim: SimulatedEnvironment, daemon: DaemonProcess
+    ) -> None:
+        """Events API answers of 500, then 429, are retried with backoff until the one page is accepted."""
+        sim.pagerduty.fail_with(500)
+        sim.upstream("evss").fail_with(503)
+        wait_for(lambda: daemon.count("pagerduty_event_retry", http_status=500) >= 2, WAIT, "two 500 answers")
+        sim.pagerduty.fail_with(429, times=1)
+        rate_limited = wait_for(lambda: daemon.find("pagerduty_event_retry", http_status=429), WAIT, "the 429 answer")
+        # Without Retry-After the outbox waits its `rate_limited` default (30 s) before trying again.
+        print(f"429 answered: the outbox retries in {rate_limited['retry_in_seconds']}s")
+        wait_for_event(sim, "evss", "trigger", timeout=rate_limited["retry_in_seconds"] + WAIT)
+        time.sleep(SETTLE)
+        assert actions(sim, "evss") == ["trigger"]
+        assert [a.dedup_key for a in sim.pagerduty.alerts] == [sim.dedup_key("evss")]
+        assert sim.pagerduty.enqueue_requests >= 4  # two 500s, one 429, the accepted one
+
+    def test_a_pending_page_survives_kill_9_and_is_delivered_once_after_restart(
+        self, sim: SimulatedEnvironment, daemon: DaemonProcess
+    ) -> None:
+        """A trigger stuck in the outbox when the daemon is killed is delivered once by the restarted daemon."""
+        key = sim.dedup_key("evss")
+        sim.pagerduty.go_down()
+        sim.upstream("evss").fail_with(503)
+        wait_for(lambda: daemon.find("pagerduty_event_retry", dedup_key=key), WAIT, "an undeliverable trigger")
+        daemon.kill()
+        assert sim.pagerduty.events == []
+        sim.pagerduty.come_back()
+
+        with running_after_restart(sim) as restarted:
+            wait_for_event(sim, "evss", "trigger")
+            time.sleep(SETTLE)
+            assert actions(sim, "evss") == ["trigger"]
+            sim.upstream("evss").clear_faults()
+            wait_for_event(sim, "evss", "resolve")
+            time.sleep(SETTLE)
+            assert actions(sim, "evss") == ["trigger", "resolve"]
+            assert restarted.find("incidents_reloaded") is not None
+
+    def test_a_restart_during_an_open_incident_still_resolves_it(
+        self, sim: SimulatedEnvironment, daemon: DaemonProcess
+    ) -> None:
+        """A daemon restarted while EVSS is down pages nothing new and sends the resolve when EVSS recovers."""
+        sim.upstream("evss").fail_with(503)
+        wait_for_event(sim, "evss", "trigger")
+        assert daemon.stop() == 0
+
+        with running_after_restart(sim) as restarted:
+            reloaded = wait_for(lambda: restarted.find("incidents_reloaded"), WAIT, "the open incident reloaded")
+            assert reloaded["dependencies"] == ["evss"]
+            wait_for(lambda: dependency(restarted, "evss")["state"] == "down", WAIT, "EVSS down again")
+            time.sleep(SETTLE)
+            assert actions(sim, "evss") == ["trigger"]
+            sim.upstream("evss").clear_faults()
+            wait_for_event(sim, "evss", "resolve")
+            time.sleep(SETTLE)
+            assert actions(sim, "evss") == ["trigger", "resolve"]
+            assert sim.pagerduty.open_alerts == []
+
+
+@contextlib.contextmanager
+def running_after_restart(sim: SimulatedEnvironment) -> Iterator[DaemonProcess]:
+    """A second `depmon run` on the same config and state file, started (dependencies may be down)."""
+    daemon = DaemonProcess(sim.config_dir, sim.state_path)
+    try:
+        yield daemon.start()
+    finally:
+        daemon.close()
