@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
+import socketserver
 import threading
 import time
 import traceback
@@ -36,7 +37,7 @@ from types import TracebackType
 from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
 
-__all__ = ["FaultResponse", "Handler", "LoopbackServer", "Request", "Response", "json_response"]
+__all__ = ["FaultResponse", "Handler", "LoopbackServer", "Request", "Response", "json_response", "shut_down"]
 
 LOOPBACK_HOST = "127.0.0.1"
 _POLL_INTERVAL_SECONDS = 0.02  # how quickly serve_forever notices shutdown()
@@ -93,6 +94,32 @@ FaultResponse = Callable[[int], Response]
 
 def _default_fault_response(status: int) -> Response:
     return json_response(status, {"error": HTTPStatus(status).phrase})
+
+
+def shut_down(
+    server: socketserver.BaseServer,
+    thread: threading.Thread | None,
+    connections: Iterable[socket.socket],
+    changed: threading.Condition,
+    open_connections: Callable[[], bool],
+) -> None:
+    """Stop a threaded server without waiting on its handlers.
+
+    Stops accepting, cuts the `connections` in flight (a handler blocked on one wakes up with
+    an error), then waits at most `_DRAIN_SECONDS` on `changed` until `open_connections()` is
+    false, that is until the handler threads have closed their sockets.
+    """
+    server.shutdown()
+    server.server_close()
+    if thread is not None:
+        thread.join()
+    for connection in connections:
+        with contextlib.suppress(OSError):
+            connection.shutdown(socket.SHUT_RDWR)
+    deadline = time.monotonic() + _DRAIN_SECONDS
+    with changed:
+        while open_connections() and time.monotonic() < deadline:
+            changed.wait(0.05)
 
 
 class LoopbackServer:
@@ -246,19 +273,8 @@ class LoopbackServer:
             self._httpd = self._serve_thread = None
             connections = list(self._connections)
             self._changed.notify_all()  # held requests see that the server went away
-        if httpd is None:
-            return
-        httpd.shutdown()
-        httpd.server_close()
-        if thread is not None:
-            thread.join()
-        for connection in connections:
-            with contextlib.suppress(OSError):
-                connection.shutdown(socket.SHUT_RDWR)
-        deadline = time.monotonic() + _DRAIN_SECONDS
-        with self._changed:
-            while self._connections and time.monotonic() < deadline:
-                self._changed.wait(0.05)
+        if httpd is not None:
+            shut_down(httpd, thread, connections, self._changed, lambda: bool(self._connections))
 
     def _connection_opened(self, connection: socket.socket) -> None:
         with self._lock:

@@ -50,7 +50,15 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from monitor.sim.loopback import LOOPBACK_HOST, Handler, LoopbackServer, Request, Response, json_response
+from monitor.sim.loopback import (
+    LOOPBACK_HOST,
+    Handler,
+    LoopbackServer,
+    Request,
+    Response,
+    json_response,
+    shut_down,
+)
 
 __all__ = [
     "HEALTH_PASS",
@@ -65,7 +73,6 @@ HEALTH_PASS: dict[str, Any] = {"status": "pass"}
 """An IETF health-check body that says all is well."""
 
 _HANDSHAKE_TIMEOUT = 5.0  # a client that connects and says nothing is cut after this long
-_DRAIN_SECONDS = 2.0  # how long stop() waits for handler threads to close their sockets
 _POLL_INTERVAL_SECONDS = 0.02
 _TOKEN_LEEWAY_SECONDS = 1.0  # clock skew a resource server tolerates on a token's expiry
 
@@ -233,19 +240,8 @@ class TlsEndpoint:
             self._server = self._thread = None
             connections = list(self._connections)
             self._changed.notify_all()
-        if server is None:
-            return
-        server.shutdown()
-        server.server_close()
-        if thread is not None:
-            thread.join()
-        for connection in connections:
-            with contextlib.suppress(OSError):
-                connection.shutdown(socket.SHUT_RDWR)
-        deadline = time.monotonic() + _DRAIN_SECONDS
-        with self._changed:
-            while self._connections and time.monotonic() < deadline:
-                self._changed.wait(0.05)
+        if server is not None:
+            shut_down(server, thread, connections, self._changed, lambda: bool(self._connections))
 
     def __enter__(self) -> Self:
         return self.start()
