@@ -55,7 +55,7 @@ def describe_http_error(
     """
     failed = _request_url(exc) or url
     where = _endpoint(failed)
-    verify = _find(exc, ssl.SSLCertVerificationError)
+    verify = find_cause(exc, ssl.SSLCertVerificationError)
     if verify is not None:
         return Outcome.TLS, f"{_verify_reason(verify)} ({where})", True
     if isinstance(exc, httpx.TooManyRedirects):
@@ -95,15 +95,15 @@ def _describe_connect_error(exc: httpx.ConnectError, failed: httpx.URL, proxy: s
         target, host, what = f"proxy {_proxy_endpoint(proxy)}", httpx.URL(proxy).host, "proxy host "
     else:
         target, host, what = _endpoint(failed), failed.host, ""
-    gai = _find(exc, socket.gaierror)
+    gai = find_cause(exc, socket.gaierror)
     if gai is not None:
         return Outcome.DNS, f"cannot resolve {what}{host}: {_strerror(gai)}", False
-    tls = _find(exc, ssl.SSLError)
+    tls = find_cause(exc, ssl.SSLError)
     if tls is not None:
-        return Outcome.TLS, f"TLS handshake with {target} failed: {_ssl_reason(tls)}", False
-    if _find(exc, ConnectionRefusedError) is not None:
+        return Outcome.TLS, f"TLS handshake with {target} failed: {ssl_reason(tls)}", False
+    if find_cause(exc, ConnectionRefusedError) is not None:
         return Outcome.CONNECT, f"connection refused to {target}", False
-    if _find(exc, anyio.EndOfStream) is not None or _find(exc, anyio.BrokenResourceError) is not None:
+    if find_cause(exc, anyio.EndOfStream) is not None or find_cause(exc, anyio.BrokenResourceError) is not None:
         # httpcore maps these only around the TLS handshake: the server hung up during it
         return Outcome.TLS, f"TLS handshake with {target} failed: connection closed by the server", False
     os_error = next((e for e in _chain(exc) if isinstance(e, OSError) and e.errno is not None), None)
@@ -154,7 +154,8 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
                 stack.append(linked)
 
 
-def _find(exc: BaseException, kind: type[_E]) -> _E | None:
+def find_cause(exc: BaseException, kind: type[_E]) -> _E | None:
+    """The first exception of `kind` behind `exc` (httpx and anyio wrap what the socket raised)."""
     return next((e for e in _chain(exc) if isinstance(e, kind)), None)
 
 
@@ -189,7 +190,7 @@ def _strerror(error: OSError) -> str:
 
 
 def _os_reason(exc: BaseException) -> str:
-    os_error = _find(exc, OSError)
+    os_error = find_cause(exc, OSError)
     if os_error is None or os_error.errno is None:
         return ""
     if os_error.errno in (errno.ECONNRESET, errno.EPIPE):
@@ -206,7 +207,7 @@ def _verify_reason(error: ssl.SSLCertVerificationError) -> str:
     return f"certificate verify failed: {message}"
 
 
-def _ssl_reason(error: ssl.SSLError) -> str:
+def ssl_reason(error: ssl.SSLError) -> str:
     """`WRONG_VERSION_NUMBER` -> `wrong version number`; OpenSSL's reason codes read well lowered."""
     if error.reason:
         return str(error.reason).replace("_", " ").lower()

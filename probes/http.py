@@ -85,7 +85,7 @@ async def _exchange(
         declared = _content_length(response)
         body = None
         if declared is None or declared <= ctx.max_body_bytes:
-            body = await _read_capped(response, ctx.max_body_bytes)
+            body = await read_capped(response, ctx.max_body_bytes)
         if body is None:
             if not status_expected(response.status_code, expect.status):  # the status says more
                 return Answer(response.status_code, path, time.perf_counter() - started)
@@ -228,7 +228,7 @@ async def _bearer(ref: str, ctx: ProbeContext) -> str | ProbeResult:
     return token
 
 
-async def _read_capped(response: httpx.Response, cap: int) -> bytes | None:
+async def read_capped(response: httpx.Response, cap: int) -> bytes | None:
     """The decoded body, or None as soon as it grows past `cap` bytes (the rest is never read)."""
     chunks: list[bytes] = []
     size = 0

@@ -29,6 +29,7 @@ from monitor.config import OAuth2ProbeSpec
 from monitor.results import Outcome, ProbeResult
 from probes._http_errors import describe_http_error
 from probes.context import ProbeContext, TlsOptions
+from probes.http import read_capped
 from probes.tls import describe_certificate_failure, find_verification_error
 from probes.tokens import Grant, TokenFetcher, TokenUnavailable
 
@@ -84,7 +85,7 @@ async def _request_grant(spec: OAuth2ProbeSpec, ctx: ProbeContext) -> Grant | Pr
     headers = {"Authorization": _basic_credentials(spec), "Accept": "application/json"}
     try:
         async with client.stream("POST", url, data=form, headers=headers) as response:
-            body = await _read_capped(response, ctx.max_body_bytes)
+            body = await read_capped(response, ctx.max_body_bytes)
             status, path = response.status_code, response.url.path
     except (httpx.HTTPError, httpx.InvalidURL) as exc:
         return await _transport_failure(exc, url, spec, ctx)
@@ -123,18 +124,6 @@ def _basic_credentials(spec: OAuth2ProbeSpec) -> str:
     client_id = quote_plus(spec.client_id.get_secret_value(), safe="")
     secret = quote_plus(spec.client_secret.get_secret_value(), safe="")
     return "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode("ascii")
-
-
-async def _read_capped(response: httpx.Response, cap: int) -> bytes | None:
-    """The body, or None as soon as it grows past `cap` bytes (the rest is never read)."""
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in response.aiter_bytes():
-        size += len(chunk)
-        if size > cap:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _json_object(body: bytes) -> dict[str, Any] | None:

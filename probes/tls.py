@@ -27,6 +27,7 @@ from probes._certs import (
     parse_certificate,
     validity_result,
 )
+from probes._http_errors import find_cause, ssl_reason
 from probes.context import ProbeContext, TlsOptions
 from probes.tcp import connect_failure, endpoint
 
@@ -51,7 +52,7 @@ async def probe(spec: TlsProbeSpec, ctx: ProbeContext) -> ProbeResult:
     except ssl.SSLCertVerificationError as exc:
         return (await describe_certificate_failure(spec.host, spec.port, exc, ctx)).result()
     except ssl.SSLError as exc:  # before OSError: SSLError is one
-        return _handshake_failure(spec.host, spec.port, _ssl_reason(exc))
+        return _handshake_failure(spec.host, spec.port, ssl_reason(exc))
     except (anyio.EndOfStream, anyio.BrokenResourceError):
         return _handshake_failure(spec.host, spec.port, "connection closed by the server")
     except (OSError, UnicodeError) as exc:
@@ -98,14 +99,7 @@ async def read_certificate(host: str, port: int) -> Certificate | None:
 
 def find_verification_error(exc: BaseException) -> ssl.SSLCertVerificationError | None:
     """The certificate verification error behind `exc` (httpx wraps it twice), or None."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        if isinstance(current, ssl.SSLCertVerificationError):
-            return current
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return None
+    return find_cause(exc, ssl.SSLCertVerificationError)
 
 
 @functools.cache
@@ -134,8 +128,3 @@ def _parse(der: bytes | None) -> Certificate:
 
 def _handshake_failure(host: str, port: int, reason: str) -> ProbeResult:
     return ProbeResult.failure(Outcome.TLS, f"TLS handshake with {endpoint(host, port)} failed: {reason}")
-
-
-def _ssl_reason(exc: ssl.SSLError) -> str:
-    """`TLSV1_ALERT_PROTOCOL_VERSION` -> `tlsv1 alert protocol version`: OpenSSL's reason, readable."""
-    return (exc.reason or exc.__class__.__name__).replace("_", " ").lower()
