@@ -158,6 +158,27 @@ def escalation_criteria(
     ]
 
 
+def incident_playbooks(config: Config, dependency: str, security: bool) -> list[str]:
+    """The playbook ids of an incident: the dependency's, then the security ones when relevant."""
+    dep = config.dependencies[dependency]
+    return list(dict.fromkeys([*dep.playbooks, *(config.escalation.security_playbooks if security else [])]))
+
+
+def page_links(config: Config, dependency: str, security: bool) -> list[tuple[str, str]]:
+    """(text, href) in page order: playbooks first, then the docs, the PagerDuty service page, `monitor.links`."""
+    dep = config.dependencies[dependency]
+    links = [
+        (config.playbooks[p].title, config.playbooks[p].url) for p in incident_playbooks(config, dependency, security)
+    ]
+    if dep.docs:
+        links.append((f"{dep.name} integration docs", dep.docs))
+    if dep.pagerduty_service:
+        href = f"{config.pagerduty.web_url.rstrip('/')}/service-directory/{dep.pagerduty_service}"
+        links.append((f"{dep.name} in the PagerDuty service directory", href))
+    links += [(link.text, link.href) for link in config.monitor.links]
+    return links
+
+
 def summary(config: Config, dependency: str, features: Sequence[str]) -> str:
     """`EVSS down: 4 app features impacted (Claims, Letters, ...) [production]`, at most 1024 chars."""
     name = config.dependencies[dependency].name
@@ -188,21 +209,9 @@ def build_event(decision: Decision, ctx: EventContext) -> dict[str, Any]:
     notify = list(config.escalation.notify) if postmortem else []
     if security:
         notify += [c for c in config.escalation.security_notify if c not in notify]
-    playbook_ids = [*dep.playbooks, *(config.escalation.security_playbooks if security else [])]
-    playbook_ids = list(dict.fromkeys(playbook_ids))
+    playbook_ids = incident_playbooks(config, decision.dependency, security)
     failing = ctx.evidence[0][1].outcome if ctx.evidence else "error"
-
-    links = [{"href": config.playbooks[p].url, "text": config.playbooks[p].title} for p in playbook_ids]
-    if dep.docs:
-        links.append({"href": dep.docs, "text": f"{dep.name} integration docs"})
-    if dep.pagerduty_service:
-        links.append(
-            {
-                "href": f"{config.pagerduty.web_url.rstrip('/')}/service-directory/{dep.pagerduty_service}",
-                "text": f"{dep.name} in the PagerDuty service directory",
-            }
-        )
-    links += [{"href": link.href, "text": link.text} for link in config.monitor.links]
+    links = [{"href": href, "text": text} for text, href in page_links(config, decision.dependency, security)]
 
     details: dict[str, Any] = {
         "dependency": decision.dependency,

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from monitor.config import Config, format_duration
-from monitor.incidents import escalation_criteria, severity, summary
+from monitor.incidents import escalation_criteria, page_links, severity, summary
 from monitor.store import Incident, StoreError, SyncStore, TimelineEntry
 
 __all__ = ["print_postmortem", "render_postmortem"]
@@ -178,7 +178,7 @@ def render_postmortem(
 
     add("## Documentation links")
     add("")
-    for text, href in _links(config, dependency, security):
+    for text, href in page_links(config, dependency, security):
         add(f"- [{text}]({href})")
     add("")
 
@@ -367,20 +367,6 @@ def _feature_impact(config: Config, feature_id: str) -> str:
 
 def _dependency_names(config: Config, ids: Iterable[str]) -> str:
     return ", ".join(f"{config.dependencies[d].name} `{d}`" if d in config.dependencies else f"`{d}`" for d in ids)
-
-
-def _links(config: Config, dependency: str, security: bool) -> list[tuple[str, str]]:
-    """(text, href): the dependency's playbooks (and the security ones), its docs, its PagerDuty service."""
-    dep = config.dependencies[dependency]
-    ids = list(dict.fromkeys([*dep.playbooks, *(config.escalation.security_playbooks if security else [])]))
-    links = [(config.playbooks[p].title, config.playbooks[p].url) for p in ids if p in config.playbooks]
-    if dep.docs:
-        links.append((f"{dep.name} integration docs", dep.docs))
-    if dep.pagerduty_service:
-        href = f"{config.pagerduty.web_url.rstrip('/')}/service-directory/{dep.pagerduty_service}"
-        links.append((f"{dep.name} in the PagerDuty service directory", href))
-    links += [(link.text, link.href) for link in config.monitor.links]
-    return links
 
 
 # ---------------------------------------------------------------------------------------------
