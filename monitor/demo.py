@@ -18,8 +18,6 @@ checkpoint was reached. Ctrl-C (or SIGTERM) stops the daemon and the simulators:
 from __future__ import annotations
 
 import contextlib
-import json
-import os
 import signal
 import subprocess
 import sys
@@ -27,12 +25,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
 from types import FrameType
 from typing import Any, TextIO
 
 import httpx
 
+from monitor.sim.daemon import DaemonProcess, log_time
 from monitor.sim.environment import SimulatedEnvironment
 from monitor.sim.fake_pagerduty import ReceivedEvent
 
@@ -96,109 +94,20 @@ class _Narrator:
 # -- the daemon -----------------------------------------------------------------------------------
 
 
-class _Daemon:
-    """`depmon run` as a subprocess against the environment; its JSON log lines narrated as they come."""
+class _Narration:
+    """Turns the daemon's log lines into the demo's readable lines."""
 
-    def __init__(self, env: SimulatedEnvironment, listen: str, narrator: _Narrator) -> None:
-        self._env = env
-        self._listen = listen
+    def __init__(self, env: SimulatedEnvironment, narrator: _Narrator) -> None:
         self._narrator = narrator
         self._names = {dep_id: dep.name for dep_id, dep in env.config.dependencies.items()}
-        self._lock = threading.Lock()
-        self._logs: list[dict[str, Any]] = []
         self._last_failure: dict[str, str] = {}
-        self._proc: subprocess.Popen[str] | None = None
-        self._reader: threading.Thread | None = None
-        self._client = httpx.Client(timeout=2.0, trust_env=False)
-        self.url = ""
-        self.exit_status: int | None = None
 
-    def start(self) -> bool:
-        """Start the daemon and wait until it listens; False when it exits or stays silent."""
-        env = {key: value for key, value in os.environ.items() if key != "DEPMON_CONFIG"}
-        command = [
-            sys.executable,
-            "-m",
-            "monitor.cli",
-            "run",
-            "--config",
-            str(self._env.config_dir),
-            "--state",
-            str(self._env.state_path),
-            "--listen",
-            self._listen,
-            "--log-format",
-            "json",
-        ]
-        # Its own session: Ctrl-C reaches the demo only, which stops the daemon with SIGTERM.
-        self._proc = subprocess.Popen(
-            command,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=env,
-            start_new_session=True,
-        )
-        self._reader = threading.Thread(target=self._read, args=(self._proc,), name="daemon-logs", daemon=True)
-        self._reader.start()
-        deadline = time.monotonic() + _START_TIMEOUT
-        while time.monotonic() < deadline:
-            started = self.find("daemon_started")
-            if started is not None:
-                self.url = f"http://{started['listen']}"
-                return True
-            if self._proc.poll() is not None:
-                self._reader.join(5)
-                self.exit_status = self._proc.returncode
-                return False
-            time.sleep(_POLL_SECONDS)
-        return False
+    def text(self, line: str) -> None:
+        """A line the daemon printed that is not a JSON log line."""
+        self._narrator.say("daemon", line)
 
-    def stop(self) -> int | None:
-        """SIGTERM, wait for the graceful stop (SIGKILL after a deadline); the exit status."""
-        proc = self._proc
-        if proc is None:
-            return None
-        try:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(_STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self._narrator.say("demo", f"the daemon did not stop within {_STOP_TIMEOUT:.0f}s: killed")
-                proc.kill()
-                proc.wait(5)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(5)
-            if self._reader is not None:
-                self._reader.join(5)
-            if proc.stdout is not None:
-                proc.stdout.close()
-            self._client.close()
-        self.exit_status = proc.returncode
-        return proc.returncode
-
-    # -- reading ---------------------------------------------------------------------------------
-
-    def _read(self, proc: subprocess.Popen[str]) -> None:
-        assert proc.stdout is not None
-        with contextlib.suppress(ValueError, OSError):  # the pipe closed under us at stop
-            for raw in proc.stdout:
-                try:
-                    entry = json.loads(raw)
-                except ValueError:
-                    entry = None
-                if not isinstance(entry, dict):
-                    if raw.strip():
-                        self._narrator.say("daemon", raw.rstrip())
-                    continue
-                with self._lock:
-                    self._logs.append(entry)
-                self._narrate(entry)
-
-    def _narrate(self, entry: dict[str, Any]) -> None:
+    def log(self, entry: dict[str, Any]) -> None:
+        """One JSON log line of the daemon."""
         event = entry.get("event")
         dep = str(entry.get("dependency", ""))
         name = self._names.get(dep, dep)
@@ -240,38 +149,31 @@ class _Daemon:
         if text is not None:
             self._narrator.say("daemon", text)
 
-    def find(self, event: str, **fields: Any) -> dict[str, Any] | None:
-        """The first log line of `event` whose fields match."""
-        with self._lock:
-            logs = list(self._logs)
-        for entry in logs:
-            if entry.get("event") == event and all(entry.get(k) == v for k, v in fields.items()):
-                return entry
-        return None
 
-    def logs_since(self, moment: float, event: str, **fields: Any) -> list[dict[str, Any]]:
-        """Log lines of `event` with matching fields, stamped at or after UNIX time `moment`."""
-        with self._lock:
-            logs = list(self._logs)
-        return [
-            entry
-            for entry in logs
-            if entry.get("event") == event
-            and all(entry.get(k) == v for k, v in fields.items())
-            and _stamp(entry) >= moment
-        ]
-
-    def status(self) -> dict[str, Any]:
-        """The daemon's /status document."""
-        document: dict[str, Any] = self._client.get(self.url + "/status").json()
-        return document
-
-
-def _stamp(entry: dict[str, Any]) -> float:
+def _start_daemon(env: SimulatedEnvironment, listen: str, narrator: _Narrator) -> DaemonProcess | int:
+    """The daemon, started and listening; or the exit status it ended with when it could not start."""
+    narration = _Narration(env, narrator)
+    daemon = DaemonProcess(env.config_dir, env.state_path, listen=listen, on_log=narration.log, on_text=narration.text)
     try:
-        return datetime.fromisoformat(str(entry["timestamp"])).timestamp()
-    except (KeyError, ValueError):
-        return 0.0
+        return daemon.start(_START_TIMEOUT)
+    except RuntimeError:
+        daemon.close()
+        narrator.line(
+            "depmon demo: the daemon did not start"
+            + (f" (exit status {daemon.exit_status})" if daemon.exit_status is not None else "")
+        )
+        return EXIT_USAGE if daemon.exit_status == EXIT_USAGE else EXIT_MISMATCH
+
+
+def _stop_daemon(daemon: DaemonProcess, narrator: _Narrator) -> int | None:
+    """SIGTERM and wait for the graceful stop (killed after a deadline); the exit status."""
+    try:
+        return daemon.stop(_STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        narrator.say("demo", f"the daemon did not stop within {_STOP_TIMEOUT:.0f}s: killed")
+        return None
+    finally:
+        daemon.close()
 
 
 # -- the simulated PagerDuty, narrated ----------------------------------------------------------
@@ -367,26 +269,22 @@ class _Demo:
 
     def run(self) -> int:
         with SimulatedEnvironment(environment="demo") as env:
-            daemon = _Daemon(env, self.listen, self.narrator)
+            daemon = _start_daemon(env, self.listen, self.narrator)
+            if isinstance(daemon, int):
+                return daemon
             watcher = _PageWatcher(env, self.narrator)
             try:
-                if not daemon.start():
-                    self.narrator.line(
-                        "depmon demo: the daemon did not start"
-                        + (f" (exit status {daemon.exit_status})" if daemon.exit_status is not None else "")
-                    )
-                    return EXIT_USAGE if daemon.exit_status == EXIT_USAGE else EXIT_MISMATCH
                 self._header(env, daemon)
                 watcher.start()
                 outcome = self._play(env, daemon)
                 self._wait(_SETTLE_SECONDS)
             finally:
                 watcher.stop()
-                status = daemon.stop()
+                status = _stop_daemon(daemon, self.narrator)
             self.say("demo", f"daemon stopped (exit status {status})")
             return self._summary(env, outcome, status)
 
-    def _header(self, env: SimulatedEnvironment, daemon: _Daemon) -> None:
+    def _header(self, env: SimulatedEnvironment, daemon: DaemonProcess) -> None:
         config = env.config
         line = self.narrator.line
         line("depmon demo: the real daemon against a simulated VA environment and a simulated PagerDuty")
@@ -403,7 +301,7 @@ class _Demo:
 
     # -- playing ---------------------------------------------------------------------------------
 
-    def _play(self, env: SimulatedEnvironment, daemon: _Daemon) -> _Outcome:
+    def _play(self, env: SimulatedEnvironment, daemon: DaemonProcess) -> _Outcome:
         outcome = _Outcome()
         steps = _timeline(env, daemon, self.duration, outcome)
         self.narrator.restart_clock()
@@ -444,7 +342,7 @@ class _Demo:
         if seconds > 0:
             time.sleep(seconds)
 
-    def _show_features(self, daemon: _Daemon) -> None:
+    def _show_features(self, daemon: DaemonProcess) -> None:
         try:
             features = daemon.status()["features"]
         except (httpx.HTTPError, KeyError, ValueError):
@@ -519,7 +417,7 @@ _STEP_TITLES = (
 )
 
 
-def _timeline(env: SimulatedEnvironment, daemon: _Daemon, duration: float, outcome: _Outcome) -> list[_Step]:
+def _timeline(env: SimulatedEnvironment, daemon: DaemonProcess, duration: float, outcome: _Outcome) -> list[_Step]:
     """The scripted steps of SPEC section 9, with the checkpoints each must reach."""
     config = env.config
     evss, mhv, ssoe = env.upstream("evss"), env.upstream("mhv"), env.upstream("ssoe-oauth")
@@ -548,9 +446,9 @@ def _timeline(env: SimulatedEnvironment, daemon: _Daemon, duration: float, outco
         events = [e for e in env.pagerduty.events_for(env.dedup_key("evss")) if e.action == "trigger"]
         if not events:
             return False
-        failures = daemon.logs_since(evss_failed_at[0], "probe_failed", dependency="evss")
+        failures = daemon.matching("probe_failed", since=evss_failed_at[0], dependency="evss")
         if failures:
-            outcome.detection_seconds = events[0].received_at - _stamp(failures[0])
+            outcome.detection_seconds = events[0].received_at - log_time(failures[0])
         return True
 
     def fail_evss() -> None:
