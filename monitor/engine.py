@@ -121,9 +121,13 @@ class Engine:
             log.info("probe_failed", dependency=dependency, probe=probe, outcome=result.outcome, detail=result.detail)
 
         before = slot.health
-        slot.health = observe(
-            before, result, slot.timing, parent_failing(dependency, self._depends_on, self.dependencies)
+        # A failure is held (attributed to a parent) while a parent is failing, or when the probe
+        # itself says a parent caused it: a child can notice a revoked token before the parent's
+        # own probe runs, and must not page first.
+        attributed = parent_failing(dependency, self._depends_on, self.dependencies) or (
+            result.blamed_on is not None and result.blamed_on in self._depends_on[dependency]
         )
+        slot.health = observe(before, result, slot.timing, attributed)
         if slot.health.status is not before.status or slot.health.failing != before.failing:
             if slot.health.status is not before.status:
                 log.info(

@@ -38,6 +38,9 @@ class ProbeResult:
     degraded: bool = False
     security_relevant: bool = False
     cert_not_after: float | None = None  # the certificate's expiry as a UNIX timestamp, when known
+    # The dependency this failure is the fault of, when it is not the probed one: a probe that
+    # could not get its bearer token from `ssoe-oauth` blames `ssoe-oauth`.
+    blamed_on: str | None = None
     facts: dict[str, str] = field(default_factory=dict)  # small, secret-free extra evidence
 
     @classmethod

@@ -216,13 +216,17 @@ def health_status(document: Any) -> tuple[Literal["pass", "warn", "fail"], str]:
 
 
 async def _bearer(ref: str, ctx: ProbeContext) -> str | ProbeResult:
-    """The token the oauth2 probe `ref` obtained, or an `auth` failure saying why there is none."""
+    """The token the oauth2 probe `ref` obtained, or an `auth` failure saying why there is none.
+
+    A token that cannot be had is the token issuer's failure, not the probed upstream's: the
+    result blames the dependency that owns the oauth2 probe.
+    """
     if ctx.tokens is None:
         return ProbeResult.failure(Outcome.AUTH, f"no token from {ref}: no token cache configured")
     try:
         token = await ctx.tokens.bearer(ref)
     except TokenUnavailable as exc:
-        return ProbeResult.failure(Outcome.AUTH, f"no token from {ref}: {exc}")
+        return ProbeResult.failure(Outcome.AUTH, f"no token from {ref}: {exc}", blamed_on=ref.split("/", 1)[0])
     if not token:
         return ProbeResult.failure(Outcome.AUTH, f"no token from {ref}: empty token")
     return token

@@ -176,6 +176,19 @@ class TestRootCause:
             (sim.dedup_key("ssoe-oauth"), "resolve"),
         ]
 
+    def test_revoked_and_refused_tokens_page_only_for_ssoe(
+        self, sim: SimulatedEnvironment, daemon: DaemonProcess
+    ) -> None:
+        """When SSOe revokes every token and refuses new ones, the token users notice first and still do not page."""
+        ssoe = sim.upstream("ssoe-oauth")
+        ssoe.refuse_tokens()
+        ssoe.revoke_tokens()
+        wait_for_event(sim, "ssoe-oauth", "trigger")
+        time.sleep(SETTLE)
+        assert {e.dedup_key for e in sim.pagerduty.events} == {sim.dedup_key("ssoe-oauth")}
+        for dep in SIGNED_IN_CHILDREN:
+            assert dependency(daemon, dep)["cause"] == "ssoe-oauth"
+
 
 class TestMaintenanceWindows:
     def test_a_failure_inside_a_window_pages_nobody_until_the_window_ends(

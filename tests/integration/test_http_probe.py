@@ -597,6 +597,13 @@ class TestBearer:
         )
         assert server.requests == []
 
+    async def test_missing_token_blames_the_token_owner(self) -> None:
+        """A failure to get a token names the dependency owning the oauth2 probe, not the probed one."""
+        tokens = FakeTokens(reason="token endpoint answered HTTP 401")
+        async with LoopbackServer(reply(200)) as server, probe_context(tokens=tokens) as ctx:
+            result = await run(http_spec(server.url("/profile"), bearer_from="ssoe-oauth/token"), ctx)
+        assert result.blamed_on == "ssoe-oauth"
+
     async def test_no_token_cache_is_auth(self) -> None:
         """A context without a token cache makes a bearer probe `auth`, not a crash."""
         async with probe_context() as ctx:

@@ -1,0 +1,117 @@
+"""The engine: results in, states and metrics out, with failures attributed to their root cause."""
+
+from __future__ import annotations
+
+import pytest
+
+from monitor.config import Config
+from monitor.engine import Engine
+from monitor.metrics import Metrics
+from monitor.results import Outcome, ProbeResult
+
+OK = ProbeResult.success("HTTP 200 from /health")
+
+
+def no_token(blamed_on: str | None) -> ProbeResult:
+    return ProbeResult.failure(Outcome.AUTH, "no token from ssoe-oauth/token: refused", blamed_on=blamed_on)
+
+
+@pytest.fixture
+def config() -> Config:
+    return Config.model_validate(
+        {
+            "monitor": {
+                "environment": "test",
+                "defaults": {"interval": "30s", "timeout": "5s", "failure_threshold": 3, "confirm_interval": "2s"},
+            },
+            "dependencies": {
+                "ssoe-oauth": {
+                    "name": "SSOe OAuth",
+                    "probes": [
+                        {
+                            "name": "token",
+                            "kind": "oauth2",
+                            "token_url": "https://t/token",
+                            "client_id": "i",
+                            "client_secret": "s",
+                        }
+                    ],
+                },
+                "caseflow": {
+                    "name": "Caseflow",
+                    "probes": [{"name": "health", "kind": "http", "url": "https://c/health"}],
+                },
+                "evss": {
+                    "name": "EVSS",
+                    "depends_on": ["ssoe-oauth"],
+                    "probes": [
+                        {"name": "health", "kind": "http", "url": "https://e/health", "bearer_from": "ssoe-oauth/token"}
+                    ],
+                },
+            },
+            "features": {"claims": {"name": "Claims", "requires": ["evss"], "userbase_share": 0.3}},
+        }
+    )
+
+
+def started(config: Config) -> Engine:
+    engine = Engine(config, Metrics())
+    for dep, probe in (("ssoe-oauth", "token"), ("caseflow", "health"), ("evss", "health")):
+        engine.record(dep, probe, OK)
+    return engine
+
+
+class TestAttribution:
+    def test_failures_blamed_on_a_parent_never_take_the_child_down(self, config: Config) -> None:
+        """EVSS failing for want of an SSOe token stays up while SSOe's own probe has not failed yet."""
+        engine = started(config)
+        for _ in range(5):
+            engine.record("evss", "health", no_token("ssoe-oauth"))
+        assert engine.dependencies["evss"].state == "up"
+        assert engine.root_causes() == []
+
+    def test_the_same_failures_without_blame_take_it_down(self, config: Config) -> None:
+        """Without the blame, three failures make EVSS a root cause of its own."""
+        engine = started(config)
+        for _ in range(3):
+            engine.record("evss", "health", no_token(None))
+        assert engine.dependencies["evss"].state == "down"
+        assert engine.root_causes() == ["evss"]
+
+    def test_blame_on_a_dependency_that_is_not_a_parent_counts(self, config: Config) -> None:
+        """Only a parent in depends_on can take the blame."""
+        engine = started(config)
+        for _ in range(3):
+            engine.record("caseflow", "health", no_token("ssoe-oauth"))
+        assert engine.dependencies["caseflow"].state == "down"
+
+    def test_parent_down_makes_the_child_down_with_a_cause(self, config: Config) -> None:
+        """SSOe down: EVSS is down because of it, and only SSOe is a root cause."""
+        engine = started(config)
+        failure = ProbeResult.failure(Outcome.TIMEOUT, "no complete answer within 5s")
+        for _ in range(3):
+            engine.record("ssoe-oauth", "token", failure)
+            engine.record("evss", "health", no_token("ssoe-oauth"))
+        assert engine.dependencies["evss"].cause == "ssoe-oauth"
+        assert engine.root_causes() == ["ssoe-oauth"]
+        assert engine.features["claims"].impacted_by == ("ssoe-oauth",)
+
+
+class TestScheduling:
+    def test_a_first_failure_asks_for_a_confirm_reprobe(self, config: Config) -> None:
+        """After one failure the next run is confirm_interval away, after recovery the full interval."""
+        engine = started(config)
+        assert engine.next_delay("caseflow", "health") == 30.0
+        engine.record("caseflow", "health", ProbeResult.failure(Outcome.HTTP_STATUS, "HTTP 503 from /health"))
+        assert engine.next_delay("caseflow", "health") == 2.0
+        engine.record("caseflow", "health", OK)
+        assert engine.next_delay("caseflow", "health") == 30.0
+
+    def test_ready_once_every_probe_ran(self, config: Config) -> None:
+        """Readiness waits for the last probe's first result."""
+        engine = Engine(config, Metrics())
+        engine.record("ssoe-oauth", "token", OK)
+        engine.record("caseflow", "health", OK)
+        assert not engine.ready
+        engine.record("evss", "health", OK)
+        assert engine.ready
