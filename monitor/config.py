@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -359,12 +360,19 @@ class Config(_Model):
 
     def secret_values(self) -> list[str]:
         """Every secret value in the config, to keep them out of outputs (non-empty only)."""
-        secrets = [self.pagerduty.routing_key, self.pagerduty.api_token]
+        secrets = [self.pagerduty.routing_key.get_secret_value(), self.pagerduty.api_token.get_secret_value()]
         for _, probe in self.iter_probes():
             if isinstance(probe, OAuth2ProbeSpec):
-                secrets += [probe.client_id, probe.client_secret]
-        return [s.get_secret_value() for s in secrets if s.get_secret_value()]
+                secrets += [probe.client_id.get_secret_value(), probe.client_secret.get_secret_value()]
+            if isinstance(probe, HttpProbeSpec):
+                # Credentials given as headers (`Authorization: Basic ...`, `X-Api-Key: ...`).
+                secrets += [v for k, v in probe.headers.items() if _SECRET_HEADER.search(k)]
+            if isinstance(probe, HttpProbeSpec | OAuth2ProbeSpec) and probe.proxy:
+                secrets.append(urlsplit(probe.proxy).password or "")
+        return [s for s in dict.fromkeys(secrets) if s]
 
+
+_SECRET_HEADER = re.compile(r"auth|token|key|secret|cookie|password", re.IGNORECASE)
 
 AnyProbeSpec = HttpProbeSpec | OAuth2ProbeSpec | TlsProbeSpec | TcpProbeSpec | DnsProbeSpec
 

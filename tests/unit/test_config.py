@@ -394,6 +394,29 @@ class TestSecrets:
         config = load_config(VALID / "variables.yaml", environ=environ)
         assert sorted(config.secret_values()) == sorted([routing_key, "u+token-1234", CLIENT_ID, CLIENT_SECRET])
 
+    def test_secret_values_include_credential_headers_and_proxy_passwords(self) -> None:
+        """Credential headers and a proxy URL's password count as secrets; ordinary headers do not."""
+        config = Config.model_validate(
+            {
+                "monitor": {"environment": "test"},
+                "dependencies": {
+                    "vaos": {
+                        "name": "VAOS",
+                        "probes": [
+                            {
+                                "name": "health",
+                                "kind": "http",
+                                "url": "https://vaos.example/health",
+                                "headers": {"Accept": "application/json", "X-Api-Key": "k-123456"},
+                                "proxy": "http://fwd:pr0xy-pass@127.0.0.1:3128",
+                            }
+                        ],
+                    }
+                },
+            }
+        )
+        assert sorted(config.secret_values()) == ["k-123456", "pr0xy-pass"]
+
     def test_secrets_hidden_in_model_repr(self) -> None:
         """The loaded config's repr shows no secret value."""
         config = load_config(VALID / "variables.yaml", environ=SECRETS_ENV)
