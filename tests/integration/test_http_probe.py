@@ -558,6 +558,34 @@ class TestTls:
         assert result.detail.startswith("ip address mismatch: certificate is not valid for '127.0.0.1'")
 
 
+class TestMutualTls:
+    async def test_client_certificate_is_presented(self, ca: trustme.CA, ca_file: str, tmp_path: Path) -> None:
+        """A server that requires a client certificate accepts the configured one."""
+        tls = server_tls(ca, "127.0.0.1")
+        tls.verify_mode = ssl.CERT_REQUIRED
+        ca.configure_trust(tls)
+        client = ca.issue_cert("depmon.client.example")
+        cert, key = tmp_path / "client.pem", tmp_path / "client.key"
+        client.cert_chain_pems[0].write_to_path(str(cert))
+        client.private_key_pem.write_to_path(str(key))
+        async with LoopbackServer(reply(200), tls=tls) as server, probe_context() as ctx:
+            spec = http_spec(server.url("/healthcheck"), ca_file=ca_file, client_cert=str(cert), client_key=str(key))
+            result = await run(spec, ctx)
+        assert (result.ok, result.detail) == (True, "HTTP 200 from /healthcheck")
+
+    async def test_without_a_client_certificate_the_server_refuses(self, ca: trustme.CA, ca_file: str) -> None:
+        """The same server refuses a probe with no client certificate, and the probe says so without crashing."""
+        tls = server_tls(ca, "127.0.0.1")
+        tls.verify_mode = ssl.CERT_REQUIRED
+        ca.configure_trust(tls)
+        async with LoopbackServer(reply(200), tls=tls) as server, probe_context() as ctx:
+            result = await run(http_spec(server.url("/healthcheck"), ca_file=ca_file), ctx)
+        assert result.ok is False
+        # With TLS 1.3 the server checks the client certificate after the handshake and resets.
+        assert result.outcome in (Outcome.TLS, Outcome.ERROR), result.detail
+        assert f"127.0.0.1:{server.port}" in result.detail
+
+
 class TestBearer:
     async def test_token_is_sent_and_never_shown(self) -> None:
         """The bearer token reaches the server, and a detail quoting it shows `***` instead."""
