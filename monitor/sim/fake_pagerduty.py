@@ -41,6 +41,7 @@ import argparse
 import functools
 import importlib.resources
 import json
+import math
 import signal
 import sys
 import threading
@@ -159,7 +160,7 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def _events_fault(status: int) -> Response:
+def _events_fault(status: int, retry_after: float | None = None) -> Response:
     if status == 429:
         return json_response(
             429,
@@ -167,6 +168,7 @@ def _events_fault(status: int) -> Response:
                 "status": "throttle event",
                 "message": "Requests for this service are arriving too quickly. Please retry later.",
             },
+            headers=[("Retry-After", str(math.ceil(retry_after)))] if retry_after is not None else [],
         )
     return json_response(status, {"status": "error", "message": HTTPStatus(status).phrase})
 
@@ -211,7 +213,10 @@ class FakePagerDuty:
         self._api_token = api_token
         self._web_url = web_url.rstrip("/")
         self._now = now
-        self._events_server = LoopbackServer(port=events_port, fault_response=_events_fault)
+        self._retry_after: float | None = None  # Retry-After of a programmed 429, when set
+        self._events_server = LoopbackServer(
+            port=events_port, fault_response=lambda status: _events_fault(status, self._retry_after)
+        )
         self._events_server.route("POST", "/v2/enqueue", self._enqueue)
         self._rest_server = LoopbackServer(port=api_port, fault_response=_rest_fault)
         self._rest_server.route("GET", "/maintenance_windows", self._list_windows)
@@ -325,8 +330,12 @@ class FakePagerDuty:
 
     # -- events: faults --------------------------------------------------------------------------
 
-    def fail_with(self, status: int, times: int | None = None) -> None:
-        """Answer enqueue requests with `status` (e.g. 429, 500) `times` times, or until cleared."""
+    def fail_with(self, status: int, times: int | None = None, retry_after: float | None = None) -> None:
+        """Answer enqueue requests with `status` (e.g. 429, 500) `times` times, or until cleared.
+
+        `retry_after` adds a `Retry-After` header (whole seconds) to programmed 429 answers.
+        """
+        self._retry_after = retry_after
         self._events_server.fail_with(status, times)
 
     def hang(self) -> None:

@@ -250,10 +250,11 @@ class TestDelivery:
         sim.pagerduty.fail_with(500)
         sim.upstream("evss").fail_with(503)
         wait_for(lambda: daemon.count("pagerduty_event_retry", http_status=500) >= 2, WAIT, "two 500 answers")
-        sim.pagerduty.fail_with(429, times=1)
+        sim.pagerduty.fail_with(429, times=1, retry_after=2)
         rate_limited = wait_for(lambda: daemon.find("pagerduty_event_retry", http_status=429), WAIT, "the 429 answer")
-        # Without Retry-After the outbox waits its `rate_limited` default (30 s) before trying again.
+        # PagerDuty's Retry-After is honoured: not sooner, and not the 30 s used when it sends none.
         print(f"429 answered: the outbox retries in {rate_limited['retry_in_seconds']}s")
+        assert 2 <= rate_limited["retry_in_seconds"] < 30
         wait_for_event(sim, "evss", "trigger", timeout=rate_limited["retry_in_seconds"] + WAIT)
         time.sleep(SETTLE)
         assert actions(sim, "evss") == ["trigger"]
