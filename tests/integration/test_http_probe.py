@@ -38,11 +38,6 @@ pytestmark = pytest.mark.anyio
 MiB = 1024 * 1024
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 # ---------------------------------------------------------------------------------------------
 # Loopback servers
 

@@ -10,11 +10,6 @@ from monitor.sim.loopback import LoopbackServer, Response
 from probes.context import ProbeContext
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 class TestForwardProxy:
     @pytest.mark.anyio
     async def test_requests_go_through_the_configured_proxy(self) -> None:

@@ -23,11 +23,6 @@ BAD = "PDELETED"  # configured, but PagerDuty no longer knows it
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
 def fake() -> Iterator[FakePagerDuty]:
     with FakePagerDuty() as running:
         for service in (*SERVICES, "POTHER1"):

@@ -34,11 +34,6 @@ REF = "ssoe-oauth/token"
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
 async def ctx() -> AsyncIterator[ProbeContext]:
     context = ProbeContext()
     yield context

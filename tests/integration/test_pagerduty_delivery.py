@@ -44,11 +44,6 @@ def trigger_body(summary: str = "EVSS down: 4 app features impacted [test]") -> 
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
 def fake() -> Iterator[FakePagerDuty]:
     with FakePagerDuty() as running:
         yield running

@@ -15,11 +15,6 @@ from probes.context import ProbeContext
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
 async def ctx() -> AsyncIterator[ProbeContext]:
     context = ProbeContext()
     yield context

@@ -33,11 +33,6 @@ HOUR = dt.timedelta(hours=1)
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
 def ca() -> trustme.CA:
     return trustme.CA()
 

@@ -27,11 +27,6 @@ def trigger(summary: str) -> dict[str, Any]:
     return {"payload": {"summary": summary, "source": "depmon/test", "severity": "critical"}}
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 class FakeClock:
     """UNIX time that only moves when told."""
 

@@ -15,11 +15,6 @@ TRIGGER = {"payload": {"summary": "EVSS down", "source": "depmon/test", "severit
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
 async def store() -> AsyncIterator[Store]:
     async with Store(":memory:") as opened:
         yield opened
