@@ -66,20 +66,20 @@ class ConfigError(Exception):
 # ---------------------------------------------------------------------------------------------
 # Value types
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
 def parse_duration(value: object) -> float:
-    """`500ms`, `10s`, `3m`, `1h` (or a number of seconds) -> seconds as a float."""
+    """`500ms`, `10s`, `3m`, `1h`, `90d` (or a number of seconds) -> seconds as a float."""
     if isinstance(value, bool):
-        raise ValueError("must be a duration like 500ms, 10s, 3m or 1h")
+        raise ValueError("must be a duration like 500ms, 10s, 3m, 1h or 90d")
     if isinstance(value, int | float):
         seconds = float(value)
     elif isinstance(value, str) and (match := _DURATION.match(value)):
         seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
     else:
-        raise ValueError("must be a duration like 500ms, 10s, 3m or 1h")
+        raise ValueError("must be a duration like 500ms, 10s, 3m, 1h or 90d")
     if seconds <= 0:
         raise ValueError("must be a positive duration")
     return seconds
@@ -89,7 +89,7 @@ def format_duration(seconds: float) -> str:
     """The inverse of `parse_duration`, for messages: 0.5 -> `500ms`, 90 -> `90s`."""
     if seconds < 1:
         return f"{seconds * 1000:g}ms"
-    for unit, size in (("h", 3600.0), ("m", 60.0)):
+    for unit, size in (("d", 86400.0), ("h", 3600.0), ("m", 60.0)):
         if seconds >= size and seconds % size == 0:
             return f"{seconds / size:g}{unit}"
     return f"{seconds:g}s"
@@ -233,6 +233,10 @@ class MonitorSettings(_Model):
     listen: str = "127.0.0.1:9464"
     state_path: str = "var/depmon.sqlite3"
     significant_duration: Duration = 1800.0
+    # Resolve only after the dependency stayed up this long: a blip inside the hold continues the
+    # same incident (marked flapping) instead of resolving and opening a new one.
+    resolve_hold: Duration = 120.0
+    retention: Duration = 90 * 86400.0  # delivered events and closed incidents older than this are pruned
     max_concurrent_probes: int = Field(default=200, ge=1)
     defaults: Timing = Field(default_factory=Timing)
     links: list[Link] = Field(default_factory=list)

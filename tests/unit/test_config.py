@@ -33,10 +33,10 @@ INVALID_CASES: dict[str, tuple[Mapping[str, str], tuple[str, ...]]] = {
     "unknown_probe_key": ({}, ("dependencies.evss.probes[0].retries: unknown key",)),
     "unknown_expect_key": ({}, ("dependencies.evss.probes[0].expect.latency: unknown key",)),
     "missing_environment": ({}, ("monitor.environment: required key is missing",)),
-    "bad_duration": ({}, ("monitor.defaults.interval: must be a duration like 500ms, 10s, 3m or 1h",)),
+    "bad_duration": ({}, ("monitor.defaults.interval: must be a duration like 500ms, 10s, 3m, 1h or 90d",)),
     "bad_duration_max_latency": (
         {},
-        ("dependencies.evss.probes[0].expect.max_latency: must be a duration like 500ms, 10s, 3m or 1h",),
+        ("dependencies.evss.probes[0].expect.max_latency: must be a duration like 500ms, 10s, 3m, 1h or 90d",),
     ),
     "threshold_below_one_default": ({}, ("monitor.defaults.success_threshold: must be at least 1",)),
     "threshold_below_one_probe": ({}, ("dependencies.evss.probes[0].failure_threshold: must be at least 1",)),
@@ -109,7 +109,7 @@ INVALID_CASES: dict[str, tuple[Mapping[str, str], tuple[str, ...]]] = {
     "bad_url": ({}, ("dependencies.evss.probes[0].url: must be an http:// or https:// URL",)),
     "secret_in_invalid_probe": (
         SECRETS_ENV,
-        ("dependencies.ssoe-oauth.probes[0].timeout: must be a duration like 500ms, 10s, 3m or 1h",),
+        ("dependencies.ssoe-oauth.probes[0].timeout: must be a duration like 500ms, 10s, 3m, 1h or 90d",),
     ),
     "secret_field_invalid": (
         SECRETS_ENV,
@@ -121,7 +121,7 @@ INVALID_CASES: dict[str, tuple[Mapping[str, str], tuple[str, ...]]] = {
             "monitor.environment: required key is missing",
             "monitor.listen: must be HOST:PORT, like 127.0.0.1:9464",
             "monitor.defaults.failure_threshold: must be at least 1",
-            "dependencies.evss.probes[0].interval: must be a duration like 500ms, 10s, 3m or 1h",
+            "dependencies.evss.probes[0].interval: must be a duration like 500ms, 10s, 3m, 1h or 90d",
             "alerts: unknown key",
         ),
     ),
@@ -501,11 +501,11 @@ class TestParseDuration:
     @pytest.mark.parametrize(
         ("text", "message"),
         [
-            pytest.param("10", "must be a duration like 500ms, 10s, 3m or 1h", id="no-unit"),
-            pytest.param("10d", "must be a duration like 500ms, 10s, 3m or 1h", id="unknown-unit"),
-            pytest.param("ten seconds", "must be a duration like 500ms, 10s, 3m or 1h", id="words"),
-            pytest.param(True, "must be a duration like 500ms, 10s, 3m or 1h", id="boolean"),
-            pytest.param(None, "must be a duration like 500ms, 10s, 3m or 1h", id="null"),
+            pytest.param("10", "must be a duration like 500ms, 10s, 3m, 1h or 90d", id="no-unit"),
+            pytest.param("10w", "must be a duration like 500ms, 10s, 3m, 1h or 90d", id="unknown-unit"),
+            pytest.param("ten seconds", "must be a duration like 500ms, 10s, 3m, 1h or 90d", id="words"),
+            pytest.param(True, "must be a duration like 500ms, 10s, 3m, 1h or 90d", id="boolean"),
+            pytest.param(None, "must be a duration like 500ms, 10s, 3m, 1h or 90d", id="null"),
             pytest.param("0s", "must be a positive duration", id="zero"),
             pytest.param(-5, "must be a positive duration", id="negative"),
         ],
