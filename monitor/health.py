@@ -15,10 +15,12 @@ an SSOe OAuth outage from paging once more for every dependency that needs its t
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from monitor.config import Timing
+from monitor.graph import propagate
+from monitor.graph import topological_order as topological_order  # re-exported: check.py orders probes by it
 from monitor.results import ProbeResult
 
 
@@ -113,6 +115,17 @@ def own_health(probes: Sequence[tuple[ProbeHealth, bool]]) -> DependencyState:
     return DependencyState.UP
 
 
+def evaluate_dependency(
+    probes: Sequence[tuple[ProbeHealth, bool]], down_parent: str | None, in_maintenance: bool
+) -> DependencyHealth:
+    """One dependency's state from its (probe health, critical) pairs and its first parent that is down."""
+    own = own_health(probes)
+    failing = any(h.failing for h, critical in probes if critical)
+    health, cause = (DependencyState.DOWN, down_parent) if down_parent else (own, None)
+    state = DependencyState.MAINTENANCE if in_maintenance else health
+    return DependencyHealth(state=state, health=health, cause=cause, failing=failing or bool(down_parent))
+
+
 def evaluate_dependencies(
     order: Sequence[str],
     probes: Mapping[str, Sequence[tuple[ProbeHealth, bool]]],
@@ -122,13 +135,41 @@ def evaluate_dependencies(
     """Every dependency's state, parents first (`order` is a topological order of `depends_on`)."""
     result: dict[str, DependencyHealth] = {}
     for dep in order:
-        own = own_health(probes[dep])
-        failing = any(h.failing for h, critical in probes[dep] if critical)
         down_parent = next((p for p in depends_on.get(dep, ()) if result[p].down), None)
-        health, cause = (DependencyState.DOWN, down_parent) if down_parent else (own, None)
-        state = DependencyState.MAINTENANCE if in_maintenance.get(dep) else health
-        result[dep] = DependencyHealth(state=state, health=health, cause=cause, failing=failing or bool(down_parent))
+        result[dep] = evaluate_dependency(probes[dep], down_parent, bool(in_maintenance.get(dep)))
     return result
+
+
+def reevaluate_dependencies(
+    seeds: Iterable[str],
+    rank: Mapping[str, int],
+    children: Mapping[str, Sequence[str]],
+    probes: Callable[[str], Sequence[tuple[ProbeHealth, bool]]],
+    depends_on: Mapping[str, Sequence[str]],
+    in_maintenance: Container[str],
+    states: Mapping[str, DependencyHealth],
+) -> dict[str, DependencyHealth]:
+    """The states that differ from `states` once the inputs of the `seeds` have changed.
+
+    The incremental twin of `evaluate_dependencies`: it evaluates the seeds, then, in topological
+    order (`rank`), only the children of a dependency that went down or came back (the one thing
+    of a parent a child's state depends on). A missing state counts as changed. The result is in
+    topological order; `states` is not modified.
+    """
+    changed: dict[str, DependencyHealth] = {}
+
+    def visit(dep: str) -> Sequence[str]:
+        parents = depends_on.get(dep, ())
+        down_parent = next((p for p in parents if (changed.get(p) or states[p]).down), None)
+        new = evaluate_dependency(probes(dep), down_parent, dep in in_maintenance)
+        old = states.get(dep)
+        if new == old:
+            return ()
+        changed[dep] = new
+        return children.get(dep, ()) if old is None or old.down != new.down else ()
+
+    propagate(seeds, rank, visit)
+    return changed
 
 
 def parent_failing(dep: str, depends_on: Mapping[str, Sequence[str]], states: Mapping[str, DependencyHealth]) -> bool:
@@ -143,21 +184,3 @@ def root_cause(dep: str, states: Mapping[str, DependencyHealth]) -> str:
         seen.add(cause)
         dep = cause
     return dep
-
-
-def topological_order(depends_on: Mapping[str, Sequence[str]]) -> list[str]:
-    """Nodes with their parents first; the config has already rejected cycles."""
-    order: list[str] = []
-    placed: set[str] = set()
-
-    def place(node: str) -> None:
-        if node in placed:
-            return
-        placed.add(node)
-        for parent in depends_on.get(node, ()):
-            place(parent)
-        order.append(node)
-
-    for node in depends_on:
-        place(node)
-    return order

@@ -19,7 +19,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from monitor.config import Feature
-from monitor.health import DependencyHealth, DependencyState, root_cause, topological_order
+from monitor.graph import propagate, topological_order
+from monitor.health import DependencyHealth, DependencyState, root_cause
 
 
 class FeatureState(enum.StrEnum):
@@ -61,17 +62,87 @@ def evaluate_features(
     needs: Mapping[str, FeatureNeeds], dependencies: Mapping[str, DependencyHealth]
 ) -> dict[str, FeatureHealth]:
     """Every feature's state and root causes, given every dependency's state."""
-    nodes: dict[str, FeatureHealth] = {dep: _as_node(dep, dependencies) for dep in dependencies}
-    order = topological_order({f: [*n.requires, *n.any_of] for f, n in needs.items()})
+    nodes: dict[str, FeatureHealth] = {dep: dependency_node(dep, dependencies) for dep in dependencies}
     features: dict[str, FeatureHealth] = {}
-    for feature in order:
-        if feature not in needs:
-            continue  # a dependency, already a node
-        features[feature] = nodes[feature] = _evaluate(needs[feature], nodes)
+    for feature in feature_order(needs):
+        features[feature] = nodes[feature] = evaluate_feature(needs[feature], nodes)
     return {f: features[f] for f in needs}  # config order, for people reading /status and pages
 
 
-def _as_node(dep: str, dependencies: Mapping[str, DependencyHealth]) -> FeatureHealth:
+def feature_parents(needs: Mapping[str, FeatureNeeds]) -> dict[str, list[str]]:
+    """Feature -> the dependencies and features it needs: the feature graph for `monitor.graph`."""
+    return {f: [*n.requires, *n.any_of] for f, n in needs.items()}
+
+
+def feature_order(needs: Mapping[str, FeatureNeeds]) -> list[str]:
+    """The features alone, each after the features it needs."""
+    return [f for f in topological_order(feature_parents(needs)) if f in needs]
+
+
+def reevaluate_features(
+    seeds: Iterable[str],
+    rank: Mapping[str, int],
+    needs: Mapping[str, FeatureNeeds],
+    needed_by: Mapping[str, Sequence[str]],
+    nodes: Mapping[str, FeatureHealth],
+) -> dict[str, FeatureHealth]:
+    """The features that differ from `nodes` once the nodes in `seeds` have changed.
+
+    The incremental twin of `evaluate_features`. `nodes` holds every dependency's node (already
+    the new ones) and every feature's previous state; `seeds` are changed nodes, dependencies or
+    features (a feature in `seeds` is evaluated even if nothing it needs changed). Features are
+    evaluated in topological order (`rank`), and the features needing one only when it changed.
+    `nodes` is not modified.
+    """
+    changed: dict[str, FeatureHealth] = {}
+    current = _Overlay(nodes)
+
+    def visit(feature: str) -> Sequence[str]:
+        new = evaluate_feature(needs[feature], current)
+        if new == nodes.get(feature):
+            return ()
+        changed[feature] = current[feature] = new
+        return needed_by.get(feature, ())
+
+    first = {f for node in seeds for f in ([node] if node in needs else needed_by.get(node, ()))}
+    propagate(first, rank, visit)
+    return changed
+
+
+class _Overlay(dict[str, FeatureHealth]):
+    """New values over a base mapping that is read through, never copied."""
+
+    def __init__(self, base: Mapping[str, FeatureHealth]) -> None:
+        super().__init__()
+        self._base = base
+
+    def __missing__(self, node: str) -> FeatureHealth:
+        return self._base[node]
+
+
+def dependency_nodes(
+    changed: Iterable[str], children: Mapping[str, Sequence[str]], dependencies: Mapping[str, DependencyHealth]
+) -> dict[str, FeatureHealth]:
+    """The feature-graph node of each changed dependency and of each one whose root cause runs through it.
+
+    A dependency's node depends on its own state and, when it is down because of a parent, on
+    the state of its root cause (down, or in maintenance): a change anywhere on that chain of
+    causes changes the node. So the dependencies to look at are the changed ones and their
+    descendants along `cause` links, no further.
+    """
+    result: dict[str, FeatureHealth] = {}
+    stack = list(changed)
+    while stack:
+        dep = stack.pop()
+        if dep in result:
+            continue
+        result[dep] = dependency_node(dep, dependencies)
+        stack += [child for child in children.get(dep, ()) if dependencies[child].cause == dep]
+    return result
+
+
+def dependency_node(dep: str, dependencies: Mapping[str, DependencyHealth]) -> FeatureHealth:
+    """What dependency `dep` contributes to the features that need it: its state and root cause."""
     state = dependencies[dep]
     if state.state is DependencyState.MAINTENANCE:
         return FeatureHealth(FeatureState.MAINTENANCE, (dep,))
@@ -88,7 +159,8 @@ def _as_node(dep: str, dependencies: Mapping[str, DependencyHealth]) -> FeatureH
     return FeatureHealth(FeatureState.OK)
 
 
-def _evaluate(need: FeatureNeeds, nodes: Mapping[str, FeatureHealth]) -> FeatureHealth:
+def evaluate_feature(need: FeatureNeeds, nodes: Mapping[str, FeatureHealth]) -> FeatureHealth:
+    """One feature's state and root causes from the states of the nodes it needs."""
     # Each input contributes (state, causes); the worst state wins and brings its causes.
     contributions: list[tuple[FeatureState, tuple[str, ...]]] = [
         (nodes[n].state, nodes[n].impacted_by) for n in need.requires
@@ -110,6 +182,13 @@ def _evaluate(need: FeatureNeeds, nodes: Mapping[str, FeatureHealth]) -> Feature
         if matching:
             return FeatureHealth(state, _union(matching))
     return FeatureHealth(FeatureState.OK)
+
+
+def with_own_window(feature: FeatureHealth, in_window: bool) -> FeatureHealth:
+    """A feature under a maintenance window of its own is in maintenance, unless it is down."""
+    if in_window and feature.state is not FeatureState.DOWN:
+        return FeatureHealth(FeatureState.MAINTENANCE, ())
+    return feature
 
 
 def _union(groups: Iterable[Sequence[str]]) -> tuple[str, ...]:
@@ -134,11 +213,8 @@ def features_covered(needs: Mapping[str, FeatureNeeds], covered: set[str]) -> li
     feature states agree.
     """
     nodes = set(covered)
-    order = topological_order({f: [*n.requires, *n.any_of] for f, n in needs.items()})
-    for feature in order:
-        need = needs.get(feature)
-        if need is None:
-            continue
+    for feature in feature_order(needs):
+        need = needs[feature]
         if any(n in nodes for n in need.requires) or (need.any_of and all(n in nodes for n in need.any_of)):
             nodes.add(feature)
     return [f for f in needs if f in nodes]

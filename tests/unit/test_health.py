@@ -456,37 +456,3 @@ class TestParentAttributionScenario:
                 (parent_word, child_word, states["ssoe-oauth"].state, states["evss"].state, states["evss"].cause)
             )
         assert observed == list(self.TICKS)
-
-
-class TestTopologicalOrder:
-    """`topological_order`: parents before their children."""
-
-    @pytest.mark.parametrize(
-        ("depends_on", "order"),
-        [
-            pytest.param({}, [], id="empty"),
-            pytest.param({"evss": [], "mhv": []}, ["evss", "mhv"], id="independent-in-given-order"),
-            pytest.param({"evss": ["ssoe-oauth"], "ssoe-oauth": []}, ["ssoe-oauth", "evss"], id="parent-after-child"),
-            pytest.param(
-                {"vaos": ["va-profile"], "va-profile": ["ssoe-oauth"], "ssoe-oauth": []},
-                ["ssoe-oauth", "va-profile", "vaos"],
-                id="chain",
-            ),
-            pytest.param(
-                {"claims": ["authentication", "evss"], "authentication": ["ssoe-oauth"]},
-                ["ssoe-oauth", "authentication", "evss", "claims"],
-                id="parents-not-listed-as-keys",
-            ),
-            pytest.param(
-                {"d": ["b", "c"], "b": ["a"], "c": ["a"], "a": []},
-                ["a", "b", "c", "d"],
-                id="diamond-once-each",
-            ),
-        ],
-    )
-    def test_order(self, depends_on: Mapping[str, Sequence[str]], order: list[str]) -> None:
-        """Every node comes after all of its parents, each exactly once."""
-        result = topological_order(depends_on)
-        assert result == order
-        for node, parents in depends_on.items():
-            assert all(result.index(parent) < result.index(node) for parent in parents)

@@ -1,0 +1,75 @@
+"""Pure walks over depmon's graphs, on the standard library's `graphlib`. No I/O.
+
+Both graphs are given as `node -> parents`: `depends_on` (a dependency's parents are the
+dependencies it needs) and `requires`/`any_of` (a feature's parents are the dependencies and
+features it needs). The config has rejected cycles before any of this runs.
+
+`propagate` is the walk behind incremental evaluation: it visits nodes in topological order,
+each once, starting from the ones that changed, and goes on only where a visit says its result
+changed, so a change costs what it reaches rather than the size of the graph.
+"""
+
+from __future__ import annotations
+
+import graphlib
+import heapq
+from collections.abc import Callable, Iterable, Mapping
+
+
+def topological_order(parents: Mapping[str, Iterable[str]]) -> list[str]:
+    """Every node, parents named but not listed as keys included, after all of its parents.
+
+    Ties keep the order nodes are first named in, so the result is the same on every run.
+    """
+    sorter: graphlib.TopologicalSorter[str] = graphlib.TopologicalSorter()
+    for node, node_parents in parents.items():
+        sorter.add(node, *node_parents)
+    return list(sorter.static_order())
+
+
+def children_of(parents: Mapping[str, Iterable[str]]) -> dict[str, list[str]]:
+    """The reverse edges: node -> the nodes that name it as a parent, in the order they are given.
+
+    Every node has an entry, a leaf an empty list.
+    """
+    children: dict[str, list[str]] = {}
+    for node, node_parents in parents.items():
+        children.setdefault(node, [])
+        for parent in node_parents:
+            children.setdefault(parent, []).append(node)
+    return children
+
+
+def descendants(children: Mapping[str, Iterable[str]], roots: Iterable[str]) -> set[str]:
+    """The nodes reachable from `roots` along `children` edges, the roots excluded unless reached."""
+    found: set[str] = set()
+    stack = list(roots)
+    while stack:
+        for child in children.get(stack.pop(), ()):
+            if child not in found:
+                found.add(child)
+                stack.append(child)
+    return found
+
+
+def ranks(order: Iterable[str]) -> dict[str, int]:
+    """Node -> its position in `order`: a topological order as a sort key."""
+    return {node: position for position, node in enumerate(order)}
+
+
+def propagate(seeds: Iterable[str], rank: Mapping[str, int], visit: Callable[[str], Iterable[str]]) -> None:
+    """Visit `seeds` and the nodes their visits name, each once, in the order of `rank`.
+
+    `visit(node)` does the node's work and returns the nodes to visit after it (its children
+    when its result changed, nothing when it did not). Those must rank after `node`, as children
+    do in a topological order; then every node is visited once, after every named parent.
+    """
+    queue = [(rank[node], node) for node in set(seeds)]
+    heapq.heapify(queue)
+    queued = {node for _, node in queue}
+    while queue:
+        _, node = heapq.heappop(queue)
+        for following in visit(node):
+            if following not in queued:
+                queued.add(following)
+                heapq.heappush(queue, (rank[following], following))

@@ -1,0 +1,171 @@
+"""Pure graph walks: topological order, reverse edges, descendants and the incremental walk."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import pytest
+
+from monitor.graph import children_of, descendants, propagate, ranks, topological_order
+
+# A small depends_on graph of VA.gov's shape: SSOe issues the tokens the others need.
+VA = {
+    "ssoe-oauth": [],
+    "va-profile": ["ssoe-oauth"],
+    "evss": ["ssoe-oauth"],
+    "vaos": ["va-profile"],
+    "caseflow": [],
+}
+
+
+class TestTopologicalOrder:
+    """`topological_order`: parents before their children."""
+
+    @pytest.mark.parametrize(
+        ("parents", "order"),
+        [
+            pytest.param({}, [], id="empty"),
+            pytest.param({"evss": [], "mhv": []}, ["evss", "mhv"], id="independent-in-given-order"),
+            pytest.param({"evss": ["ssoe-oauth"], "ssoe-oauth": []}, ["ssoe-oauth", "evss"], id="parent-after-child"),
+            pytest.param(
+                {"vaos": ["va-profile"], "va-profile": ["ssoe-oauth"], "ssoe-oauth": []},
+                ["ssoe-oauth", "va-profile", "vaos"],
+                id="chain",
+            ),
+            pytest.param(
+                {"claims": ["authentication", "evss"], "authentication": ["ssoe-oauth"]},
+                ["evss", "ssoe-oauth", "authentication", "claims"],
+                id="parents-not-listed-as-keys",
+            ),
+            pytest.param(
+                {"d": ["b", "c"], "b": ["a"], "c": ["a"], "a": []},
+                ["a", "b", "c", "d"],
+                id="diamond-once-each",
+            ),
+        ],
+    )
+    def test_order(self, parents: Mapping[str, Sequence[str]], order: list[str]) -> None:
+        """Every node comes after all of its parents, each exactly once, ties in the order first named."""
+        result = topological_order(parents)
+        assert result == order
+        for node, node_parents in parents.items():
+            assert all(result.index(parent) < result.index(node) for parent in node_parents)
+
+    def test_ranks(self) -> None:
+        """A rank is the position in the order: every parent ranks before its children."""
+        rank = ranks(topological_order(VA))
+        assert all(rank[parent] < rank[node] for node, parents in VA.items() for parent in parents)
+        assert sorted(rank.values()) == list(range(len(VA)))
+
+
+class TestChildrenOf:
+    """`children_of`: the reverse edges of a node -> parents map."""
+
+    @pytest.mark.parametrize(
+        ("parents", "children"),
+        [
+            pytest.param({}, {}, id="empty"),
+            pytest.param({"a": []}, {"a": []}, id="a-leaf-has-an-empty-list"),
+            pytest.param(
+                VA,
+                {
+                    "ssoe-oauth": ["va-profile", "evss"],
+                    "va-profile": ["vaos"],
+                    "evss": [],
+                    "vaos": [],
+                    "caseflow": [],
+                },
+                id="va",
+            ),
+            pytest.param(
+                {"claims": ["evss", "authentication"]},
+                {"claims": [], "evss": ["claims"], "authentication": ["claims"]},
+                id="parents-not-listed-as-keys",
+            ),
+            pytest.param(
+                {"d": ["b", "c"], "b": ["a"], "c": ["a"]},
+                {"d": [], "b": ["d"], "c": ["d"], "a": ["b", "c"]},
+                id="diamond",
+            ),
+        ],
+    )
+    def test_children(self, parents: Mapping[str, Sequence[str]], children: dict[str, list[str]]) -> None:
+        """Each node lists the nodes naming it as a parent, in the order they are given."""
+        assert children_of(parents) == children
+
+
+class TestDescendants:
+    """`descendants`: what a change of some nodes can reach."""
+
+    @pytest.mark.parametrize(
+        ("roots", "expected"),
+        [
+            pytest.param([], set(), id="none"),
+            pytest.param(["ssoe-oauth"], {"va-profile", "evss", "vaos"}, id="transitive"),
+            pytest.param(["va-profile"], {"vaos"}, id="one-branch"),
+            pytest.param(["caseflow"], set(), id="a-leaf"),
+            pytest.param(
+                ["va-profile", "ssoe-oauth"], {"va-profile", "evss", "vaos"}, id="a-root-reached-from-another"
+            ),
+            pytest.param(["unknown"], set(), id="unknown-node"),
+        ],
+    )
+    def test_descendants(self, roots: list[str], expected: set[str]) -> None:
+        """The nodes reachable along children edges, each once; a root only when another reaches it."""
+        assert descendants(children_of(VA), roots) == expected
+
+    def test_diamond_counts_once(self) -> None:
+        """A node reached along two paths is found once."""
+        children = children_of({"d": ["b", "c"], "b": ["a"], "c": ["a"]})
+        assert descendants(children, ["a"]) == {"b", "c", "d"}
+
+
+class TestPropagate:
+    """`propagate`: visit from the changed nodes, in topological order, only where a visit says to."""
+
+    def _walk(self, seeds: list[str], goes_on: set[str]) -> list[str]:
+        """The visit order, when the nodes in `goes_on` pass the change on to their children."""
+        children = children_of(VA)
+        visited: list[str] = []
+
+        def visit(node: str) -> list[str]:
+            visited.append(node)
+            return children[node] if node in goes_on else []
+
+        propagate(seeds, ranks(topological_order(VA)), visit)
+        return visited
+
+    @pytest.mark.parametrize(
+        ("seeds", "goes_on", "visited"),
+        [
+            pytest.param([], set(VA), [], id="nothing-changed"),
+            pytest.param(["caseflow"], set(VA), ["caseflow"], id="a-leaf"),
+            pytest.param(["ssoe-oauth"], set(), ["ssoe-oauth"], id="cut-off-at-the-seed"),
+            pytest.param(["ssoe-oauth"], {"ssoe-oauth"}, ["ssoe-oauth", "va-profile", "evss"], id="one-level"),
+            pytest.param(["ssoe-oauth"], set(VA), ["ssoe-oauth", "va-profile", "evss", "vaos"], id="all-the-way"),
+            pytest.param(
+                ["vaos", "ssoe-oauth"],
+                set(VA),
+                ["ssoe-oauth", "va-profile", "evss", "vaos"],
+                id="seed-order-irrelevant",
+            ),
+            pytest.param(["va-profile", "va-profile"], set(VA), ["va-profile", "vaos"], id="a-seed-twice-visited-once"),
+        ],
+    )
+    def test_visits(self, seeds: list[str], goes_on: set[str], visited: list[str]) -> None:
+        """Each node reached is visited once, after every parent that was visited."""
+        assert self._walk(seeds, goes_on) == visited
+
+    def test_a_child_waits_for_every_changed_parent(self) -> None:
+        """In a diamond, the bottom is visited once, after both sides, though the first side named it."""
+        parents = {"a": [], "b": ["a"], "c": ["a"], "d": ["b", "c"], "e": ["c"]}
+        children = children_of(parents)
+        visited: list[str] = []
+
+        def visit(node: str) -> list[str]:
+            visited.append(node)
+            return children[node]
+
+        propagate(["a"], ranks(topological_order(parents)), visit)
+        assert visited.index("d") > max(visited.index("b"), visited.index("c"))
+        assert sorted(visited) == ["a", "b", "c", "d", "e"]
