@@ -1,17 +1,24 @@
 """The daemon's live state: probe results in, dependency and feature states out.
 
 `Engine.record` is synchronous and runs on the event loop: it applies the pure threshold logic
-(`health.observe`), and only when a probe's status changes does it re-evaluate the dependency
-and feature graph (`health.evaluate_dependencies`, `impact.evaluate_features`), publish the
-new states to the metrics, log the transitions and wake whoever waits for changes (the pager).
-A result that changes nothing costs a few dictionary updates and three metric updates on
-label children resolved once at start.
+(`health.observe`), and only when a dependency's own verdict moves does it re-evaluate the graph,
+incrementally: that dependency, then in topological order only the children of a dependency that
+went down or came back (`health.reevaluate_dependencies`), then only the features above a node
+that changed (`impact.reevaluate_features`), on adjacency computed once per config. It publishes
+to the metrics and logs only what changed, and wakes whoever waits for changes (the pager). So a
+result costs what it can reach, not the size of the config, and a mass outage of N dependencies
+costs N small evaluations rather than N whole-graph ones. A result that changes nothing costs a
+few dictionary updates and three metric updates on label children resolved once at start.
+
+Maintenance windows are re-read only when the clock leaves the span in which none opens or
+closes (`windows.stable_span`), and then only the nodes whose coverage moved are re-evaluated.
 """
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -20,20 +27,28 @@ import anyio
 import structlog
 
 from monitor.config import Config, Timing
+from monitor.graph import children_of, ranks, topological_order
 from monitor.health import (
     DependencyHealth,
     DependencyState,
     ProbeHealth,
-    evaluate_dependencies,
     observe,
     own_health,
     parent_failing,
-    topological_order,
+    reevaluate_dependencies,
 )
-from monitor.impact import FeatureHealth, FeatureState, evaluate_features, needs_from_config
+from monitor.impact import (
+    FeatureHealth,
+    dependency_nodes,
+    feature_order,
+    feature_parents,
+    needs_from_config,
+    reevaluate_features,
+    with_own_window,
+)
 from monitor.metrics import Metrics
 from monitor.results import ProbeResult
-from monitor.windows import MaintenanceWindow, services_in_maintenance
+from monitor.windows import MaintenanceWindow, stable_span, windows_by_node
 
 log = structlog.get_logger("depmon.engine")
 
@@ -55,7 +70,11 @@ class _ProbeSlot:
 
 
 class Engine:
-    """Holds probe health and the derived dependency and feature states of one config."""
+    """Holds probe health and the derived dependency and feature states of one config.
+
+    `dependencies`, `features`, `dependency_since`, `feature_since` and `dependency_windows` are
+    live views: the engine updates these same dict objects in place, one entry per change.
+    """
 
     def __init__(
         self, config: Config, metrics: Metrics, clock: Callable[[], float] = time.time, one_shot: bool = False
@@ -65,9 +84,19 @@ class Engine:
         self.metrics = metrics
         self.clock = clock
         self.changed = anyio.Event()  # set on every state change; replaced once consumed
+        # Adjacency, once per config: what a change of each node can reach.
         self._depends_on = {d: list(dep.depends_on) for d, dep in config.dependencies.items()}
-        self._order = topological_order(self._depends_on)
+        self._dependency_rank = ranks(topological_order(self._depends_on))
+        self._children = children_of(self._depends_on)
         self._needs = needs_from_config(config.features)
+        self._feature_rank = ranks(feature_order(self._needs))
+        self._needed_by = children_of(feature_parents(self._needs))
+        self._dependency_owners: dict[str, list[str]] = {}
+        self._feature_owners: dict[str, list[str]] = {}
+        for service, owners in config.service_owners().items():
+            for node in owners:
+                kind = self._dependency_owners if node in config.dependencies else self._feature_owners
+                kind.setdefault(service, []).append(node)
         self._slots: dict[tuple[str, str], _ProbeSlot] = {}
         for dep_id, spec in config.iter_probes():
             labels = (dep_id, spec.name, spec.kind)
@@ -90,19 +119,35 @@ class Engine:
         for slot in self._slots.values():
             self._by_dependency[slot.dependency].append(slot)
         self.windows: list[MaintenanceWindow] = []
+        # The windows in force hold while the clock stays in this span; with no windows, forever.
+        self._window_span = (-math.inf, math.inf)
         self.dependency_windows: dict[str, MaintenanceWindow] = {}
+        self._feature_windows: set[str] = set()  # features under a window of their own
+        # Live views, updated in place rather than replaced: their keys are fixed here (one per
+        # configured node), so iterating them never raises, and every reader (the pager's
+        # `decide`, the server, `check`) reads them synchronously between two awaits, while
+        # `record` too runs on the event loop between awaits: each read sees one consistent
+        # state. A fresh dict per change (copy-on-write) would cost O(config) per change, and a
+        # mass outage O(N^2) again. A reader holding on across an await copies them first; an
+        # immutable snapshot for such readers is ARCHITECTURE item 1, a step of its own.
         self.dependencies: dict[str, DependencyHealth] = {}
         self.features: dict[str, FeatureHealth] = {}
         self.dependency_since: dict[str, float] = {}
         self.feature_since: dict[str, float] = {}
+        # The feature graph's nodes: what each dependency contributes, and each feature as the
+        # features needing it see it (before a window of its own, as `evaluate_features` does).
+        self._nodes: dict[str, FeatureHealth] = {}
         self._unprobed = len(self._slots)
-        self._own: dict[str, tuple[DependencyState, bool]] = {}
-        self._evaluate(initial=True)
+        self._own = {d: self._own_verdict(d) for d in self._by_dependency}
+        self._evaluate(self._dependency_rank, self._needs, initial=True)
+        # Published in a stable order: dependencies parents first, features in config order.
+        self.dependencies = {d: self.dependencies[d] for d in self._dependency_rank}
+        self.features = {f: self.features[f] for f in self._needs}
 
     # -- inputs -------------------------------------------------------------------------------
 
     def record(self, dependency: str, probe: str, result: ProbeResult) -> None:
-        """Take one probe result; re-evaluate the graph if the probe's status changed."""
+        """Take one probe result; re-evaluate what it can reach if the dependency's verdict moved."""
         slot = self._slots[(dependency, probe)]
         if slot.runs == 0:
             self._unprobed -= 1
@@ -140,8 +185,11 @@ class Engine:
                 )
             # The graph only needs a new evaluation when the dependency's own verdict moved: while
             # 10 probes of one dependency report in one by one, it stays `unknown` until the last.
-            if self._own_verdict(dependency) != self._own.get(dependency):
-                self._evaluate()
+            verdict = self._own_verdict(dependency)
+            if verdict != self._own[dependency]:
+                self._own[dependency] = verdict
+                dependencies, features = self._windows_moved()
+                self._evaluate([dependency, *dependencies], features)
 
     def adopt(self, old: Engine) -> None:
         """Carry over probe health from the engine of the previous config, for unchanged probes."""
@@ -152,18 +200,21 @@ class Engine:
                 self._slots[key].health = old._slots[key].health
                 self._slots[key].runs = old._slots[key].runs
         self._unprobed = sum(1 for slot in self._slots.values() if slot.runs == 0)
-        self._evaluate(initial=True)
+        self._own = {d: self._own_verdict(d) for d in self._by_dependency}
+        self._evaluate(self._dependency_rank, initial=True)
 
     def set_windows(self, windows: list[MaintenanceWindow]) -> None:
         """Take the latest maintenance windows (from the PagerDuty poller)."""
         self.windows = list(windows)
-        self._evaluate()
+        dependencies, features = self._windows_moved(force=True)
+        if dependencies or features:
+            self._evaluate(dependencies, features)
 
     def tick(self) -> None:
         """Re-check time-based inputs: a maintenance window that opened or ended since."""
-        covering = self._covering_windows()
-        if covering.keys() != self.dependency_windows.keys():
-            self._evaluate()
+        dependencies, features = self._windows_moved()
+        if dependencies or features:
+            self._evaluate(dependencies, features)
 
     # -- reads --------------------------------------------------------------------------------
 
@@ -195,31 +246,53 @@ class Engine:
 
     # -- evaluation ---------------------------------------------------------------------------
 
-    def _covering_windows(self) -> dict[str, MaintenanceWindow]:
-        now = datetime.fromtimestamp(self.clock(), UTC)
-        by_service = services_in_maintenance(self.windows, now)
-        return {
-            dep_id: by_service[dep.pagerduty_service]
-            for dep_id, dep in self.config.dependencies.items()
-            if dep.pagerduty_service and dep.pagerduty_service in by_service
-        }
+    def _windows_moved(self, force: bool = False) -> tuple[list[str], set[str]]:
+        """The dependencies and features whose maintenance coverage moved since the last look.
+
+        Costs two comparisons while the clock stays in the span where no window opens or closes
+        (unless `force`: the windows themselves changed), and then the windows and the nodes
+        they cover, never the whole config.
+        """
+        now = self.clock()
+        since, until = self._window_span
+        if not force and since <= now < until:
+            return [], set()
+        at = datetime.fromtimestamp(now, UTC)
+        self._window_span = stable_span(self.windows, at)
+        covering = windows_by_node(self.windows, at, self._dependency_owners)
+        moved = list(self.dependency_windows.keys() ^ covering.keys())
+        for dep_id in self.dependency_windows.keys() - covering.keys():
+            del self.dependency_windows[dep_id]
+        self.dependency_windows.update(covering)
+        features = set(windows_by_node(self.windows, at, self._feature_owners))
+        moved_features, self._feature_windows = features ^ self._feature_windows, features
+        return moved, moved_features
 
     def _own_verdict(self, dependency: str) -> tuple[DependencyState, bool]:
-        probes = [(s.health, s.critical) for s in self._by_dependency[dependency]]
+        probes = self._probe_healths(dependency)
         return own_health(probes), any(h.failing for h, critical in probes if critical)
 
-    def _evaluate(self, initial: bool = False) -> None:
-        self.dependency_windows = self._covering_windows()
-        self._own = {d: self._own_verdict(d) for d in self._by_dependency}
-        probes = {d: [(s.health, s.critical) for s in slots] for d, slots in self._by_dependency.items()}
-        in_maintenance = {d: True for d in self.dependency_windows}
-        dependencies = evaluate_dependencies(self._order, probes, self._depends_on, in_maintenance)
-        features = evaluate_features(self._needs, dependencies)
-        features = self._apply_feature_windows(features)
+    def _probe_healths(self, dependency: str) -> list[tuple[ProbeHealth, bool]]:
+        return [(s.health, s.critical) for s in self._by_dependency[dependency]]
+
+    def _evaluate(self, dependencies: Iterable[str], features: Iterable[str] = (), initial: bool = False) -> None:
+        """Re-evaluate what a change of `dependencies` (own verdict or window) and `features` (window) reaches.
+
+        Publishes (state, since, metrics, a log line unless `initial`) only what changed.
+        """
         now = self.clock()
-        changed = False
-        for dep_id, state in dependencies.items():
+        changed_dependencies = reevaluate_dependencies(
+            dependencies,
+            self._dependency_rank,
+            self._children,
+            self._probe_healths,
+            self._depends_on,
+            self.dependency_windows,
+            self.dependencies,
+        )
+        for dep_id, state in changed_dependencies.items():
             old = self.dependencies.get(dep_id)
+            self.dependencies[dep_id] = state
             if old is None or old.state is not state.state or old.cause != state.cause:
                 self.dependency_since[dep_id] = now
                 self.metrics.set_dependency_state(dep_id, state.state, dep_id in self.dependency_windows)
@@ -231,11 +304,20 @@ class Engine:
                         new=state.state,
                         cause=state.cause,
                     )
-                changed = True
-            elif old != state:
-                changed = True
-        for feat_id, feature in features.items():
+        nodes = dependency_nodes(changed_dependencies, self._children, self.dependencies)
+        moved = [dep_id for dep_id, node in nodes.items() if self._nodes.get(dep_id) != node]
+        self._nodes.update(nodes)
+        seeds = [*moved, *features]
+        raw = reevaluate_features(seeds, self._feature_rank, self._needs, self._needed_by, self._nodes)
+        self._nodes.update(raw)
+        changed = bool(changed_dependencies)
+        for feat_id in [*raw, *(f for f in features if f not in raw)]:
+            feature = with_own_window(self._nodes[feat_id], feat_id in self._feature_windows)
             old_feature = self.features.get(feat_id)
+            if old_feature == feature:
+                continue
+            changed = True
+            self.features[feat_id] = feature
             if old_feature is None or old_feature.state is not feature.state:
                 self.feature_since[feat_id] = now
                 self.metrics.set_feature_state(feat_id, feature.state)
@@ -247,22 +329,8 @@ class Engine:
                         new=feature.state,
                         impacted_by=list(feature.impacted_by),
                     )
-                changed = True
-            elif old_feature != feature:
-                changed = True
-        self.dependencies, self.features = dependencies, features
         if changed:
             self.changed.set()
-
-    def _apply_feature_windows(self, features: dict[str, FeatureHealth]) -> dict[str, FeatureHealth]:
-        """A feature with a maintenance window of its own is in maintenance unless it is down."""
-        now = datetime.fromtimestamp(self.clock(), UTC)
-        by_service = services_in_maintenance(self.windows, now)
-        result = dict(features)
-        for feat_id, feature in self.config.features.items():
-            if feature.pagerduty_service in by_service and result[feat_id].state is not FeatureState.DOWN:
-                result[feat_id] = FeatureHealth(FeatureState.MAINTENANCE, ())
-        return result
 
     def consume_change(self) -> anyio.Event:
         """Hand the current change event to a waiter and arm a fresh one for the next change."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -31,3 +33,35 @@ def services_in_maintenance(windows: list[MaintenanceWindow], now: datetime) -> 
             if service not in covering or covering[service].end < window.end:
                 covering[service] = window
     return covering
+
+
+def windows_by_node(
+    windows: list[MaintenanceWindow], now: datetime, owners: Mapping[str, Sequence[str]]
+) -> dict[str, MaintenanceWindow]:
+    """Dependency or feature id -> the open window covering it, through its PagerDuty service.
+
+    `owners` maps a service id to the ids whose windows it carries (`Config.service_owners`);
+    the cost is that of the windows and the services they cover, not of the config.
+    """
+    return {
+        node: window
+        for service, window in services_in_maintenance(windows, now).items()
+        for node in owners.get(service, ())
+    }
+
+
+def stable_span(windows: list[MaintenanceWindow], now: datetime) -> tuple[float, float]:
+    """The span [from, until) around `now`, in POSIX seconds, in which no window opens or closes.
+
+    The windows in force stay the same while the clock stays inside it, so a caller checks two
+    numbers instead of every window. Open-ended (infinite) on a side with no window edge.
+    """
+    after, before = math.inf, -math.inf
+    moment = now.timestamp()
+    for window in windows:
+        for edge in (window.start.timestamp(), window.end.timestamp()):
+            if edge > moment:
+                after = min(after, edge)
+            else:
+                before = max(before, edge)
+    return before, after
