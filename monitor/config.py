@@ -169,7 +169,19 @@ class HttpProbeSpec(_ProbeBase, _TlsClientOptions):
     method: Literal["GET", "HEAD", "POST", "OPTIONS"] = "GET"
     headers: dict[str, str] = Field(default_factory=dict)
     bearer_from: str | None = None
+    follow_redirects: bool | None = None  # None: follow unless the probe sends credentials
     expect: Expect = Field(default_factory=Expect)
+
+    @property
+    def follows_redirects(self) -> bool:
+        """Whether redirects are followed: as configured, else only when no credentials are sent.
+
+        Configured `headers` count as credentials whatever their names (`X-Api-Key`, `apikey`):
+        a redirect must not carry them, or the bearer token, to wherever the upstream points.
+        """
+        if self.follow_redirects is not None:
+            return self.follow_redirects
+        return not self.headers and self.bearer_from is None
 
 
 class OAuth2ProbeSpec(_ProbeBase, _TlsClientOptions):

@@ -27,6 +27,7 @@ import anyio
 import httpx
 
 from monitor.results import Outcome
+from probes._redirects import redirect_loop_detail
 from probes.context import MAX_REDIRECTS
 
 __all__ = ["describe_http_error"]
@@ -59,7 +60,7 @@ def describe_http_error(
     if verify is not None:
         return Outcome.TLS, f"{_verify_reason(verify)} ({where})", True
     if isinstance(exc, httpx.TooManyRedirects):
-        return Outcome.HTTP_STATUS, f"redirect loop: more than {max_redirects} redirects from {url.path}", False
+        return Outcome.HTTP_STATUS, redirect_loop_detail(max_redirects, url.path), False
     if isinstance(exc, httpx.ProxyError):
         # httpcore's message is the proxy's status line, e.g. "403 Forbidden"
         return Outcome.CONNECT, f"proxy {_proxy_endpoint(proxy)} refused the tunnel to {where}: {exc}", False

@@ -73,6 +73,9 @@ class ProbeContext:
         No client-side timeout: the caller of the probe owns the deadline (a cancel scope), so
         a slow drip past the deadline is cut off the same way as a server that never answers.
         `trust_env=False`: proxies come from the config, not from whatever the shell exported.
+        Redirects are not followed here: the probes follow them hop by hop, checking each
+        (`probes._redirects`). `Accept-Encoding: identity`: a body is read raw and inflated
+        within the body cap (`probes._body`) only when a server compresses anyway.
         """
         key = (options, proxy)
         client = self._clients.get(key)
@@ -81,14 +84,13 @@ class ProbeContext:
                 verify=self.ssl_context(options),
                 proxy=proxy,
                 timeout=httpx.Timeout(None),
-                follow_redirects=True,
-                max_redirects=self.max_redirects,
+                follow_redirects=False,
                 limits=httpx.Limits(
                     max_connections=self.max_connections,
                     max_keepalive_connections=self.max_keepalive_connections,
                     keepalive_expiry=self.keepalive_expiry,
                 ),
-                headers={"User-Agent": self.user_agent},
+                headers={"User-Agent": self.user_agent, "Accept-Encoding": "identity"},
                 # One client serves every probe of these options: a cookie one upstream sets must
                 # not reach, or change the answer of, another probe.
                 cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),

@@ -3,7 +3,14 @@
 The response is streamed. When no condition needs the body, the probe stops at the headers
 and closes the response (httpcore then drops that connection rather than reuse it, which
 measured cheaper at 200 concurrent probes than a large keep-alive pool). When a condition
-needs the body, it is read up to `ctx.max_body_bytes` and no further.
+needs the body, it is read up to `ctx.max_body_bytes` and no further, counted after
+decompression too (`probes._body.read_body`).
+
+Redirects are followed only when the spec says so (`follows_redirects`: by default, only by
+probes that send no credentials), by hand and hop by hop (`probes._redirects`): a hop to
+another origin carries none of the probe's headers, and https -> http or link-local targets
+are refused. A redirect that is not followed is judged by its status like any other answer,
+and the detail says where it pointed.
 
 The checks are pure functions of the answer (`evaluate_answer` and the helpers below it), so
 they are table-tested without I/O. Transport failures are translated by
@@ -25,7 +32,9 @@ import httpx
 
 from monitor.config import Expect, HttpProbeSpec, JsonCondition, format_duration
 from monitor.results import Outcome, ProbeResult
+from probes._body import parse_json, read_body
 from probes._http_errors import describe_http_error
+from probes._redirects import Refusal, next_hop, not_followed_detail, redirect_location, redirect_loop_detail, where
 from probes.context import ProbeContext, TlsOptions
 from probes.tokens import TokenUnavailable
 
@@ -74,35 +83,70 @@ async def probe(spec: HttpProbeSpec, ctx: ProbeContext) -> ProbeResult:
 async def _exchange(
     spec: HttpProbeSpec, ctx: ProbeContext, url: httpx.URL, headers: dict[str, str], started: float
 ) -> Answer | ProbeResult:
-    """One request and as much of its answer as the conditions need; a too-large body is a failure."""
+    """The request and its redirects (when followed), then as much of the answer as needed.
+
+    Each hop is checked by `probes._redirects.next_hop` before it is taken; a too-large body
+    is a failure.
+    """
     client = ctx.http_client(TlsOptions(spec.ca_file, spec.client_cert, spec.client_key), spec.proxy)
-    expect = spec.expect
+    follow = spec.follows_redirects
+    method: str = spec.method
+    target = url
+    for _ in range(ctx.max_redirects + 1):  # the request itself, then each redirect
+        async with client.stream(method, target, headers=headers) as response:
+            try:
+                location = redirect_location(response)
+            except httpx.RemoteProtocolError:
+                if follow:
+                    raise
+                location = None  # not followed anyway: judged by its status alone
+            if location is None or not follow:
+                return await _answer(response, spec.expect, ctx, where(response.url, url), location, started)
+        hop = next_hop(target, method, response.status_code, location, headers)
+        if isinstance(hop, Refusal):
+            return ProbeResult.failure(Outcome.HTTP_STATUS, hop.detail, security_relevant=hop.security_relevant)
+        method, target, headers = hop.method, hop.url, hop.headers
+    return ProbeResult.failure(Outcome.HTTP_STATUS, redirect_loop_detail(ctx.max_redirects, url.path))
+
+
+async def _answer(
+    response: httpx.Response,
+    expect: Expect,
+    ctx: ProbeContext,
+    path: str,
+    location: httpx.URL | None,
+    started: float,
+) -> Answer | ProbeResult:
+    """What the conditions need of this answer: the status, and the body when a condition reads it."""
     needs_body = expect.body_contains is not None or bool(expect.json_conditions) or expect.health_json
-    async with client.stream(spec.method, url, headers=headers) as response:
-        path = response.url.path  # after redirects: the path that gave this answer
-        if not needs_body:
-            return Answer(response.status_code, path, time.perf_counter() - started)  # to the headers
-        declared = _content_length(response)
-        body = None
-        if declared is None or declared <= ctx.max_body_bytes:
-            body = await read_capped(response, ctx.max_body_bytes)
-        if body is None:
-            if not status_expected(response.status_code, expect.status):  # the status says more
-                return Answer(response.status_code, path, time.perf_counter() - started)
-            return ProbeResult.failure(Outcome.ERROR, f"body larger than {_size(ctx.max_body_bytes)} from {path}")
-        latency = time.perf_counter() - started  # to the end of the body
-        return Answer(response.status_code, path, latency, body, response.charset_encoding)
+    if not needs_body:
+        return Answer(response.status_code, path, time.perf_counter() - started, location=location)  # to the headers
+    declared = _content_length(response)
+    body = None
+    if declared is None or declared <= ctx.max_body_bytes:
+        body = await read_body(response, ctx.max_body_bytes)
+    if body is None:
+        if not status_expected(response.status_code, expect.status):  # the status says more
+            return Answer(response.status_code, path, time.perf_counter() - started, location=location)
+        return ProbeResult.failure(Outcome.ERROR, f"body larger than {_size(ctx.max_body_bytes)} from {path}")
+    latency = time.perf_counter() - started  # to the end of the body
+    return Answer(response.status_code, path, latency, body, response.charset_encoding, location)
 
 
 @dataclass(frozen=True, slots=True)
 class Answer:
-    """What the probe saw: status, the final path (after redirects), latency and the body if read."""
+    """What the probe saw: status, where it came from, latency, the body if read.
+
+    `path` is the path of the answer (after redirects), or its whole URL when a redirect left
+    the probe's origin. `location` is where a redirect that was not followed points.
+    """
 
     status: int
     path: str
     latency: float
     body: bytes | None = None
     charset: str | None = None
+    location: httpx.URL | None = None
 
 
 def evaluate_answer(expect: Expect, answer: Answer) -> ProbeResult:
@@ -115,12 +159,15 @@ def evaluate_answer(expect: Expect, answer: Answer) -> ProbeResult:
     document: Any = None
     json_problem: str | None = None
     if expect.json_conditions or expect.health_json:
-        document, json_problem = _parse_json(answer.body or b"")
+        document, json_problem = parse_json(answer.body or b"")
 
     if not status_expected(answer.status, expect.status):
-        detail = f"HTTP {answer.status} from {answer.path}"
-        if expect.status is not None:
-            detail += f" (expected {' or '.join(str(s) for s in expect.status)})"
+        expected = "" if expect.status is None else f"expected {' or '.join(str(s) for s in expect.status)}"
+        if answer.location is not None:
+            why = ", ".join(filter(None, ("follow_redirects is off", expected)))
+            detail = not_followed_detail(answer.status, answer.location, why)
+        else:
+            detail = f"HTTP {answer.status} from {answer.path}" + (f" ({expected})" if expected else "")
         if expect.health_json and json_problem is None:
             detail += f"; {health_status(document)[1]}"
         return ProbeResult.failure(Outcome.HTTP_STATUS, detail, latency_seconds=answer.latency)
@@ -232,33 +279,9 @@ async def _bearer(ref: str, ctx: ProbeContext) -> str | ProbeResult:
     return token
 
 
-async def read_capped(response: httpx.Response, cap: int) -> bytes | None:
-    """The decoded body, or None as soon as it grows past `cap` bytes (the rest is never read)."""
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in response.aiter_bytes():
-        size += len(chunk)
-        if size > cap:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def _content_length(response: httpx.Response) -> int | None:
     value = response.headers.get("Content-Length", "")
     return int(value) if value.isascii() and value.isdigit() else None
-
-
-def _parse_json(body: bytes) -> tuple[Any, str | None]:
-    """(document, None), or (None, a short reason) for a body that is not JSON."""
-    try:
-        return json.loads(body), None
-    except json.JSONDecodeError as exc:
-        return None, f"{exc.msg} at line {exc.lineno} column {exc.colno}"
-    except UnicodeDecodeError:
-        return None, "not UTF-8, UTF-16 or UTF-32 text"
-    except RecursionError:
-        return None, "nested too deeply"
 
 
 def _text(answer: Answer) -> str:

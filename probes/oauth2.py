@@ -11,6 +11,10 @@ Each issued token is stored in the context's `TokenCache` under the probe's ref,
 probes that name it in `bearer_from`; `token_fetcher` makes the same grant for the cache when
 it needs a token between two probe runs.
 
+The grant carries the client's credentials, so a redirect from the token endpoint is never
+followed: it fails, saying where it pointed. The answer is read within `ctx.max_body_bytes`,
+after decompression too (`probes._body`).
+
 Neither the client secret nor the token ever reaches a detail, a log event or an exception
 message; text the server sends back (`error_description`) is cut short and scrubbed of both
 client credentials before it is shown.
@@ -19,7 +23,6 @@ client credentials before it is shown.
 from __future__ import annotations
 
 import base64
-import json
 from typing import Any
 from urllib.parse import quote_plus
 
@@ -27,9 +30,10 @@ import httpx
 
 from monitor.config import OAuth2ProbeSpec
 from monitor.results import Outcome, ProbeResult
+from probes._body import parse_json, read_body
 from probes._http_errors import describe_http_error
+from probes._redirects import not_followed_detail, redirect_location
 from probes.context import ProbeContext, TlsOptions
-from probes.http import read_capped
 from probes.tls import describe_certificate_failure, find_verification_error
 from probes.tokens import Grant, TokenFetcher, TokenUnavailable
 
@@ -81,14 +85,21 @@ async def _request_grant(spec: OAuth2ProbeSpec, ctx: ProbeContext) -> Grant | Pr
     form = {"grant_type": "client_credentials"}
     if spec.scope:
         form["scope"] = spec.scope
-    # httpx drops this header when a redirect leaves the token endpoint's origin.
     headers = {"Authorization": _basic_credentials(spec), "Accept": "application/json"}
     try:
         async with client.stream("POST", url, data=form, headers=headers) as response:
-            body = await read_capped(response, ctx.max_body_bytes)
+            try:
+                location = redirect_location(response)
+            except httpx.RemoteProtocolError:
+                location = None  # a redirect is a failure anyway; its status says enough
+            body = None if location is not None else await read_body(response, ctx.max_body_bytes)
             status, path = response.status_code, response.url.path
     except (httpx.HTTPError, httpx.InvalidURL) as exc:
         return await _transport_failure(exc, url, spec, ctx)
+    if location is not None:
+        # The grant carries the client's credentials: a redirect is never followed.
+        detail = not_followed_detail(status, location, "a token request is never redirected")
+        return ProbeResult.failure(Outcome.HTTP_STATUS, detail)
     if body is None:
         return ProbeResult.failure(Outcome.AUTH, f"token response larger than {ctx.max_body_bytes} bytes")
     if status in _REFUSED_STATUSES:
@@ -127,10 +138,7 @@ def _basic_credentials(spec: OAuth2ProbeSpec) -> str:
 
 
 def _json_object(body: bytes) -> dict[str, Any] | None:
-    try:
-        document = json.loads(body)
-    except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        return None
+    document, _ = parse_json(body)
     return document if isinstance(document, dict) else None
 
 

@@ -1,0 +1,203 @@
+"""Loopback HTTP plumbing for the http probe tests: an asyncio server on 127.0.0.1 answering from
+a small handler per test, and the probe's context, spec and runner with a hard stop.
+
+The handlers write raw bytes, so a test can send anything an upstream could: wrong framing,
+bogus encodings, a hang-up mid-body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http
+import json
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import trustme
+
+from monitor.config import HttpProbeSpec
+from monitor.probing import run_probe
+from monitor.results import ProbeResult
+from probes.context import ProbeContext
+from probes.tokens import TokenUnavailable
+
+# ---------------------------------------------------------------------------------------------
+# Loopback servers
+
+
+@dataclass(frozen=True)
+class Request:
+    """A request as the server saw it; header names lower-cased."""
+
+    method: str
+    target: str
+    headers: dict[str, str]
+
+
+Handler = Callable[[Request, asyncio.StreamWriter], Awaitable[bool]]
+"""Answers one request; returns whether the connection stays open for the next one."""
+
+
+class LoopbackServer:
+    """An HTTP/1.1 server on 127.0.0.1 with a free port; plain or TLS; an async context manager.
+
+    It records the requests and counts the connections it accepted; `handler` may be replaced
+    while it runs (servers that redirect to each other need both ports first). On exit it stops
+    accepting, ends the handlers still running (a server that never answers) and closes
+    every connection, so no socket outlives the test.
+    """
+
+    def __init__(self, handler: Handler, tls: ssl.SSLContext | None = None) -> None:
+        self.handler = handler
+        self._tls = tls
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.requests: list[Request] = []
+        self.connections = 0
+        self.port = 0
+
+    def url(self, target: str = "/", *, scheme: str | None = None) -> str:
+        scheme = scheme or ("https" if self._tls else "http")
+        return f"{scheme}://127.0.0.1:{self.port}{target}"
+
+    async def __aenter__(self) -> LoopbackServer:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self._tls)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        self.connections += 1
+        try:
+            while (request := await _read_request(reader)) is not None:
+                self.requests.append(request)
+                if not await self.handler(request, writer):
+                    break
+        except (ConnectionError, ssl.SSLError, asyncio.IncompleteReadError, asyncio.CancelledError):
+            pass  # the client went away, or the test is over: this task ends quietly either way
+        finally:
+            self._tasks.discard(task)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(writer.wait_closed(), 1)
+
+
+async def _read_request(reader: asyncio.StreamReader) -> Request | None:
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except asyncio.IncompleteReadError:
+        return None
+    request_line, *lines = head.decode("latin-1").rstrip("\r\n").split("\r\n")
+    method, target, _ = request_line.split(" ", 2)
+    headers = {name.strip().lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
+    if length := int(headers.get("content-length", "0")):
+        await reader.readexactly(length)
+    return Request(method, target, headers)
+
+
+def response_bytes(status: int, body: bytes = b"", headers: dict[str, str] | None = None) -> bytes:
+    """A complete HTTP/1.1 response with a Content-Length."""
+    fields = {"Content-Type": "text/plain", **(headers or {}), "Content-Length": str(len(body))}
+    head = f"HTTP/1.1 {status} {http.HTTPStatus(status).phrase}\r\n"
+    head += "".join(f"{name}: {value}\r\n" for name, value in fields.items())
+    return head.encode("latin-1") + b"\r\n" + body
+
+
+def reply(
+    status: int = 200, body: bytes = b"ok", *, headers: dict[str, str] | None = None, delay: float = 0.0
+) -> Handler:
+    """A handler that answers every request the same way, after `delay` seconds."""
+
+    async def handle(request: Request, writer: asyncio.StreamWriter) -> bool:
+        if delay:
+            await asyncio.sleep(delay)
+        writer.write(response_bytes(status, body, headers))
+        await writer.drain()
+        return True
+
+    return handle
+
+
+def reply_json(document: Any, status: int = 200, content_type: str = "application/json") -> Handler:
+    return reply(status, json.dumps(document).encode(), headers={"Content-Type": content_type})
+
+
+def routes(table: dict[str, Handler]) -> Handler:
+    """A handler that dispatches on the request path (query string ignored); 404 elsewhere."""
+
+    async def handle(request: Request, writer: asyncio.StreamWriter) -> bool:
+        handler = table.get(request.target.split("?", 1)[0], reply(404, b"not found"))
+        return await handler(request, writer)
+
+    return handle
+
+
+def redirect(location: str, status: int = 302) -> Handler:
+    """A handler that answers every request with a redirect to `location`."""
+    return reply(status, b"", headers={"Location": location})
+
+
+# ---------------------------------------------------------------------------------------------
+# Probe plumbing
+
+
+class FakeTokens:
+    """A stand-in for `probes.tokens.TokenCache`: one token, or a refusal with a reason."""
+
+    def __init__(self, token: str | None = None, reason: str = "") -> None:
+        self.token = token
+        self.reason = reason
+        self.invalidated: list[str] = []
+
+    async def bearer(self, ref: str) -> str:
+        if self.token is None:
+            raise TokenUnavailable(self.reason)
+        return self.token
+
+    def invalidate(self, ref: str) -> None:
+        self.invalidated.append(ref)
+
+
+@asynccontextmanager
+async def probe_context(**kwargs: Any) -> AsyncIterator[ProbeContext]:
+    ctx = ProbeContext(**kwargs)
+    try:
+        yield ctx
+    finally:
+        await ctx.aclose()
+
+
+def http_spec(url: str, **fields: Any) -> HttpProbeSpec:
+    return HttpProbeSpec.model_validate({"name": "healthcheck", "url": url, **fields})
+
+
+async def run(spec: HttpProbeSpec, ctx: ProbeContext, timeout: float = 5.0) -> ProbeResult:
+    """`run_probe` with a hard stop a little after its deadline, so a hung probe fails fast."""
+    with anyio.fail_after(timeout + 2):
+        return await run_probe(spec, ctx, timeout)
+
+
+async def probe_once(handler: Handler, target: str = "/healthcheck", **fields: Any) -> ProbeResult:
+    """One probe of `target` on a fresh server and context."""
+    async with LoopbackServer(handler) as server, probe_context() as ctx:
+        return await run(http_spec(server.url(target), **fields), ctx)
+
+
+def server_tls(ca: trustme.CA, *identities: str, **cert_options: Any) -> ssl.SSLContext:
+    """A server-side SSL context with a certificate from `ca` for `identities`."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ca.issue_cert(*identities, **cert_options).configure_cert(context)
+    return context
