@@ -71,10 +71,16 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--dependency", metavar="ID", action="append", help="only this dependency (repeatable)")
     check.add_argument("--json", action="store_true", help="machine-readable output")
 
-    add(
+    validate = add(
         "validate",
         "validate the configuration",
-        "Validate the configuration; print every error as FILE: key.path: message.",
+        "Validate the configuration; print every error as FILE: key.path: message. Exit 0 valid, 2 invalid.",
+    )
+    validate.add_argument(
+        "--strict",
+        action="store_true",
+        help="also fail (exit 2) when a secret a deployment needs is empty: the PagerDuty routing key and "
+        "API token, every OAuth client id and secret",
     )
 
     impact = add(
@@ -123,6 +129,14 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     secrets = config.secret_values()
 
     if command == "validate":
+        if args.strict:
+            from monitor.strict import check_strict
+
+            strict_issues = check_strict(config_path, config)
+            for issue in strict_issues:
+                print(issue, file=sys.stderr)
+            if strict_issues:
+                return EXIT_USAGE
         print(f"{config_path}: valid ({len(config.dependencies)} dependencies, {len(config.features)} features)")
         return EXIT_OK
     if command == "impact":
