@@ -1,13 +1,21 @@
 """`depmon run`: the long-lived daemon, wiring the parts together in one anyio task group.
 
-    scheduler --results--> engine --changes--> pager --events--> outbox --> PagerDuty
+    scheduler --results--> engine --changes--> pager --decisions--> store + outbox --> PagerDuty
     poller --windows--> engine;  server reads engine, pager and metrics
 
-Lifecycle: the listening socket is bound before anything starts (a port in use is exit 2, not
-a half-started daemon). SIGHUP reloads the config: a valid one replaces the engine and the
-probe loops (probe health is carried over for probes whose spec did not change); an invalid
-one is refused and the old one kept. SIGTERM/SIGINT stop it: probe loops first, then the
-outbox is drained under a grace deadline, then the server.
+Lifecycle: the signal receiver is opened first and stays open until the process exits, so no
+SIGHUP or second SIGTERM is ever fatal; then the state file's lock is taken (a second daemon on
+the same file exits 2 naming the first) and the store opened (a corrupt file is exit 2 too).
+The listening socket was bound by the caller before (a port in use is exit 2, not a
+half-started daemon).
+
+SIGHUP reloads: a valid config builds a whole new `Runtime` (engine, PagerDuty sender,
+maintenance client) which is swapped in at once, with the probe loops and the poller restarted
+on it; probe health carries over for probes whose spec did not change; the metric series of
+removed dependencies, probes and features disappear, and an open incident of a removed
+dependency is resolved with a note (the pager's ordinary decision). A config that fails to
+load or to build is refused whole and the old runtime kept. SIGTERM/SIGINT stop it: probe
+loops first, then the outbox is drained under a grace deadline, then the server.
 """
 
 from __future__ import annotations
@@ -17,10 +25,12 @@ import signal
 import socket
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
+import anyio.abc
 import structlog
 from hypercorn.asyncio.run import worker_serve
 from hypercorn.config import Config as HypercornConfig
@@ -30,17 +40,15 @@ from hypercorn.utils import wrap_app
 from monitor.config import Config, ConfigError, load_config
 from monitor.engine import Engine
 from monitor.incidents import OpenIncident
+from monitor.maintenance import MaintenancePoller
 from monitor.metrics import Metrics
 from monitor.outbox import Outbox
 from monitor.pager import Pager
 from monitor.pagerduty import EventsSender, MaintenanceClient
 from monitor.scheduler import Scheduler
 from monitor.server import create_app
-from monitor.store import Store
+from monitor.store import StateLock, Store
 from monitor.windows import MaintenanceWindow
-
-if TYPE_CHECKING:
-    from monitor.maintenance import MaintenancePoller
 from probes import ProbeContext
 from probes.oauth2 import token_fetcher
 from probes.tokens import TokenCache
@@ -72,8 +80,59 @@ def build_probe_context(config: Config) -> ProbeContext:
     return ctx
 
 
+@dataclass
+class Runtime:
+    """Everything built from one config that a reload replaces as a whole.
+
+    `sender` is None in dry run (no routing key); `maintenance` is None when no API token is set.
+    `services` maps each PagerDuty service id to the dependency or feature it covers.
+    """
+
+    config: Config
+    engine: Engine
+    sender: EventsSender | None
+    maintenance: MaintenanceClient | None
+    services: dict[str, str]
+
+    @classmethod
+    def build(cls, config: Config, metrics: Metrics) -> Runtime:
+        """Build the clients first, the engine last (it publishes metrics): a failure leaves nothing behind."""
+        pd = config.pagerduty
+        sender = EventsSender(pd.events_url, pd.routing_key) if pd.routing_key.get_secret_value() else None
+        try:
+            maintenance = MaintenanceClient(pd.api_url, pd.api_token) if pd.api_token.get_secret_value() else None
+            services = {service: owners[0] for service, owners in config.service_owners().items()}
+            engine = Engine(config, metrics)
+        except BaseException:
+            if sender is not None:
+                sender.close()
+            raise
+        return cls(config, engine, sender, maintenance, services)
+
+    def close(self) -> None:
+        """Close the PagerDuty clients."""
+        for client in (self.sender, self.maintenance):
+            if client is not None:
+                client.close()
+
+
+def _removed(old: Config, new: Config) -> tuple[set[str], set[tuple[str, str]], set[str]]:
+    """(dependencies, (dependency, probe) pairs, features) of `old` that `new` no longer has."""
+    old_probes = {(d, p.name) for d, p in old.iter_probes()}
+    new_probes = {(d, p.name) for d, p in new.iter_probes()}
+    return (
+        set(old.dependencies) - set(new.dependencies),
+        old_probes - new_probes,
+        set(old.features) - set(new.features),
+    )
+
+
 class Daemon:
-    """One running depmon: its config, live state and services."""
+    """One running depmon: its config, live state and services.
+
+    `on_secrets`, when given, is called with the secret values of every config the daemon runs
+    (the first and each reloaded one), so the log redactor learns rotated secrets.
+    """
 
     def __init__(
         self,
@@ -82,6 +141,7 @@ class Daemon:
         state_path: str,
         environ: Mapping[str, str],
         metrics: Metrics | None = None,
+        on_secrets: Callable[[list[str]], None] | None = None,
     ) -> None:
         self.config_path = config_path
         self.config = config
@@ -89,17 +149,23 @@ class Daemon:
         self.environ = environ
         self._metrics = metrics or Metrics()
         self._metrics.config_last_reload_successful.set(1)
-        self._engine = Engine(config, self._metrics)
+        self._on_secrets = on_secrets
+        self._runtime = Runtime.build(config, self._metrics)
         self._pager: Pager | None = None
+        self._outbox: Outbox | None = None
         self._alive = False
         self._windows: list[MaintenanceWindow] = []
-        self._closers: list[Callable[[], None]] = []  # synchronous clients to close at the end
+        self._monitoring: anyio.CancelScope | None = None
+        self._polling: anyio.CancelScope | None = None
+        self.poller: MaintenancePoller | None = None
+        if on_secrets is not None:
+            on_secrets(config.secret_values())
 
     # -- the View the server reads -----------------------------------------------------------
 
     @property
     def engine(self) -> Engine:
-        return self._engine
+        return self._runtime.engine
 
     @property
     def metrics(self) -> Metrics:
@@ -116,24 +182,35 @@ class Daemon:
     # -- running -----------------------------------------------------------------------------
 
     async def run(self, listener: socket.socket) -> None:
-        """Run until SIGTERM or SIGINT, then stop gracefully."""
+        """Run until SIGTERM or SIGINT, then stop gracefully.
+
+        Raises `StoreError` (`StateLocked` among them) before anything starts when the state
+        file is held by another daemon or cannot be used.
+        """
+        # First of all: from here to the end a signal is an event to handle, never fatal.
+        with (
+            anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals,
+            StateLock(self.state_path),
+        ):
+            async with Store(self.state_path) as store:
+                await store.pending_count()  # open (and migrate) now: a bad file fails here
+                await self._run(listener, store, signals)
+        log.info("daemon_stopped")
+
+    async def _run(self, listener: socket.socket, store: Store, signals: Any) -> None:
         config = self.config
-        pd = config.pagerduty
-        sender = EventsSender(pd.events_url, pd.routing_key) if pd.routing_key.get_secret_value() else None
-        if sender is None:
+        if self._runtime.sender is None:
             log.warning("pagerduty_dry_run", reason="no routing key: events are recorded and logged, not sent")
-        async with Store(self.state_path) as store:
-            outbox = Outbox(store, sender, self._metrics)
-            self._pager = Pager(self._engine, store, outbox, self._metrics)
-            stop_server, server_done = anyio.Event(), anyio.Event()
+        outbox = self._outbox = Outbox(store, self._runtime.sender, self._metrics)
+        pager = self._pager = Pager(self._runtime.engine, store, outbox, self._metrics)
+        stop_server, server_done = anyio.Event(), anyio.Event()
+        try:
             async with anyio.create_task_group() as tg:
                 await tg.start(outbox.run)
-                await tg.start(self._pager.run)
+                await tg.start(pager.run)
                 tg.start_soon(self._serve, listener, stop_server, server_done)
-                poller = self._maintenance_poller()
-                if poller is not None:
-                    tg.start_soon(poller.run)
-                monitoring = await tg.start(self._monitor)
+                self._polling = await tg.start(self._poll)
+                self._monitoring = await tg.start(self._monitor)
                 self._alive = True
                 log.info(
                     "daemon_started",
@@ -142,78 +219,95 @@ class Daemon:
                     probes=sum(len(d.probes) for d in config.dependencies.values()),
                     listen="{}:{}".format(*listener.getsockname()[:2]),
                 )
-                with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
-                    async for signum in signals:
-                        if signum == signal.SIGHUP:
-                            monitoring = await self._reload(tg, monitoring)
-                            continue
-                        log.info("daemon_stopping", signal=signal.Signals(signum).name)
-                        break
+                async for signum in signals:
+                    if signum == signal.SIGHUP:
+                        await self._reload(tg)
+                        continue
+                    log.info("daemon_stopping", signal=signal.Signals(signum).name)
+                    break
                 # Graceful stop: no new probes, let the pager write what the last states call for,
                 # deliver what the outbox holds within the grace period, then close the server.
-                monitoring.cancel()
+                self._monitoring.cancel()
+                self._polling.cancel()
                 self._alive = False
                 with anyio.CancelScope(shield=True):
-                    await self._pager.reconcile()
+                    await pager.reconcile()
                     await outbox.drain(DRAIN_GRACE_SECONDS)
                 stop_server.set()
                 with anyio.move_on_after(5, shield=True):
                     await server_done.wait()
                 tg.cancel_scope.cancel()
-            if sender is not None:
-                sender.close()
-            for close in self._closers:
-                close()
-        log.info("daemon_stopped")
+        finally:
+            self._runtime.close()
 
     async def _monitor(self, *, task_status: anyio.abc.TaskStatus[anyio.CancelScope]) -> None:
-        """The reloadable part: probe context, scheduler and engine of the current config."""
+        """The probe loops of the current runtime: probe context and scheduler."""
         with anyio.CancelScope() as scope:
             task_status.started(scope)
             ctx = build_probe_context(self.config)
             try:
-                scheduler = Scheduler(self.config, self._engine, ctx, self._metrics, rng=random.Random())
+                scheduler = Scheduler(self.config, self._runtime.engine, ctx, self._metrics, rng=random.Random())
                 await scheduler.run()
             finally:
                 with anyio.CancelScope(shield=True):
                     await ctx.aclose()
 
-    async def _reload(self, tg: anyio.abc.TaskGroup, monitoring: anyio.CancelScope) -> anyio.CancelScope:
+    async def _poll(self, *, task_status: anyio.abc.TaskStatus[anyio.CancelScope]) -> None:
+        """The maintenance poller of the current runtime (none without an API token)."""
+        with anyio.CancelScope() as scope:
+            task_status.started(scope)
+            runtime = self._runtime
+            if runtime.maintenance is None:
+                self.poller = None
+                log.info("maintenance_polling_off", reason="no PagerDuty API token")
+                return
+            self.poller = MaintenancePoller(
+                runtime.maintenance,
+                runtime.services,
+                runtime.config.pagerduty.maintenance_poll_interval,
+                self._metrics,
+                on_windows=self._take_windows,
+            )
+            await self.poller.run()
+
+    async def _reload(self, tg: anyio.abc.TaskGroup) -> None:
+        """Build a whole new runtime from the config file and swap it in, or keep the old one whole."""
         try:
             config = await anyio.to_thread.run_sync(load_config, self.config_path, self.environ)
+            runtime = Runtime.build(config, self._metrics)
         except ConfigError as exc:
             self._metrics.config_last_reload_successful.set(0)
             log.error("config_reload_refused", path=str(self.config_path), errors=[str(i) for i in exc.issues])
-            return monitoring
-        monitoring.cancel()
-        engine = Engine(config, self._metrics)
-        engine.adopt(self._engine)
-        engine.set_windows(self._windows)
-        self.config, self._engine = config, engine
-        if self._pager is not None:
-            self._pager.engine = engine
+            return
+        except Exception as exc:  # any other failure to load or build: the old runtime stays whole
+            self._metrics.config_last_reload_successful.set(0)
+            log.error("config_reload_refused", path=str(self.config_path), errors=[exc.__class__.__name__])
+            return
+        if self._monitoring is None or self._polling is None or self._pager is None or self._outbox is None:
+            raise AssertionError("reload before the daemon started")
+        # The swap: no await between here and the new loops' start, so nothing sees half of it.
+        self._monitoring.cancel()
+        self._polling.cancel()
+        old = self._runtime
+        runtime.engine.adopt(old.engine)
+        runtime.engine.set_windows(self._windows)
+        self._metrics.forget(*_removed(old.config, config))
+        self._outbox.use_sender(runtime.sender)
+        self._pager.use(runtime.engine)
+        self.config, self._runtime = config, runtime
+        # A delivery still under way on the old sender fails and is retried on the new one.
+        old.close()
+        if self._on_secrets is not None:
+            self._on_secrets(config.secret_values())
         self._metrics.config_last_reload_successful.set(1)
+        runtime.engine.changed.set()  # the pager re-decides now: a removed dependency's incident resolves
         log.info("config_reloaded", path=str(self.config_path), dependencies=len(config.dependencies))
-        started: anyio.CancelScope = await tg.start(self._monitor)
-        return started
-
-    def _maintenance_poller(self) -> MaintenancePoller | None:
-        from monitor.maintenance import MaintenancePoller
-
-        pd = self.config.pagerduty
-        if not pd.api_token.get_secret_value():
-            log.info("maintenance_polling_off", reason="no PagerDuty API token")
-            return None
-        services = {service: owners[0] for service, owners in self.config.service_owners().items()}
-        client = MaintenanceClient(pd.api_url, pd.api_token)
-        self._closers.append(client.close)
-        return MaintenancePoller(
-            client, services, pd.maintenance_poll_interval, self._metrics, on_windows=self._take_windows
-        )
+        self._monitoring = await tg.start(self._monitor)
+        self._polling = await tg.start(self._poll)
 
     async def _take_windows(self, windows: list[MaintenanceWindow]) -> None:
         self._windows = windows
-        self._engine.set_windows(windows)
+        self._runtime.engine.set_windows(windows)
 
     async def _serve(self, listener: socket.socket, stop: anyio.Event, done: anyio.Event) -> None:
         config = HypercornConfig()

@@ -1,30 +1,45 @@
-"""Pure incident decisions and PagerDuty event content (SPEC section 7). No I/O, no clock.
+"""Pure incident decisions and PagerDuty event content (SPEC sections 7, 10.5). No I/O, no clock.
 
-    decide(open incidents, situation, now) -> [Decision]       what to send
-    build_event(decision, context) -> Events API v2 body      what it says (no routing key)
+    decide(policy, open incidents, situation, now) -> [Decision]   what to do
+    build_event(decision, context) -> Events API v2 body            what it says (no routing key)
 
 One alert per root cause: a dependency down outside maintenance whose parents are not down.
-The trigger is re-sent with the same dedup key (an alert update) when the set of impacted
-features changes, and once when the incident passes `significant_duration`. Resolve when the
-dependency is up (or degraded) again; a dependency still unknown (just restarted) or in a
-maintenance window keeps its incident open.
+The rules, in the order `decide` applies them:
+
+- trigger a root cause, unless an ancestor has an unconfirmed failure: then wait (at most the
+  ancestor's confirmation time) for the ancestor's verdict, so a parent and a child failing at
+  the same moment page once, for the parent;
+- an open incident whose dependency is now down because of an ancestor is resolved with a note
+  naming the ancestor's incident (the responder keeps one page); one whose dependency was
+  removed by a reload is resolved with a note too;
+- up (or degraded) again: the `resolve_hold` starts (no event); still up when it has run out:
+  resolve. Down again inside the hold: the same incident goes on, marked flapping (no new
+  trigger, no new PagerDuty incident);
+- in maintenance: nothing is sent (no update, no escalation) while the window holds;
+- otherwise the trigger is re-sent with the same dedup key (an alert update) when the impacted
+  features change, and once, escalated, when the incident passes `significant_duration`.
+A dependency still unknown (just restarted) keeps its incident as it is.
 """
 
 from __future__ import annotations
 
 import enum
+import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from monitor.config import Config
-from monitor.health import DependencyHealth, DependencyState
+from monitor.health import DependencyHealth, DependencyState, root_cause
 from monitor.impact import FeatureHealth, impacted_features
 from monitor.results import ProbeResult
 from monitor.windows import MaintenanceWindow
 
 SUMMARY_LIMIT = 1024
+EVENT_BYTES_LIMIT = 512 * 1024  # PagerDuty refuses a larger event with a 400
+_EVENT_BYTES_BUDGET = EVENT_BYTES_LIMIT - 4096  # room for the routing key and the note of the cut
+_DETAIL_LIMIT = 2000  # characters of one evidence detail in an event
 HIGH_FREQUENCY_SHARE = 0.15  # VA: a feature used by at least 15% of monthly users is "high frequency"
 EVENT_GROUP = "va-mobile-app"
 
@@ -36,6 +51,13 @@ class Action(enum.StrEnum):
     UPDATE = "update"  # the impacted features changed: re-send the trigger
     ESCALATE = "escalate"  # open past significant_duration: re-send the trigger, escalated
     RESOLVE = "resolve"
+    HOLD = "hold"  # up again: the resolve hold starts (recorded, nothing sent)
+    FLAP = "flap"  # down again inside the hold: the same incident goes on (recorded, nothing sent)
+
+    @property
+    def sends(self) -> bool:
+        """True when the action puts an event in the outbox."""
+        return self not in (Action.HOLD, Action.FLAP)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +70,8 @@ class OpenIncident:
     features: tuple[str, ...]
     escalated: bool = False
     id: int | None = None  # the store's id, once persisted
+    up_since: float | None = None  # up again since then: the resolve hold runs
+    flapping: bool = False  # failed again inside the resolve hold
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +83,40 @@ class Decision:
     dedup_key: str
     features: tuple[str, ...] = ()
     escalated: bool = False
+    flapping: bool = False
+    up_since: float | None = None
+    note: str | None = None  # why, when the state alone does not say it (superseded, removed)
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """The config values the decisions depend on."""
+
+    environment: str
+    significant_duration: float
+    resolve_hold: float = 0.0
+
+    @classmethod
+    def from_config(cls, config: Config) -> Policy:
+        """The policy of a config's `monitor` section."""
+        m = config.monitor
+        return cls(m.environment, m.significant_duration, m.resolve_hold)
+
+
+@dataclass(frozen=True, slots=True)
+class Situation:
+    """What the decisions look at: states now, and the graph facts about them.
+
+    `since`: when each dependency entered its current state. `ancestors`: every dependency a
+    dependency depends on, transitively. `confirm_within`: how long a first failure of each
+    dependency takes, at most, to be confirmed as down or cleared.
+    """
+
+    dependencies: Mapping[str, DependencyHealth]
+    features: Mapping[str, FeatureHealth]
+    since: Mapping[str, float] = field(default_factory=dict)
+    ancestors: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    confirm_within: Mapping[str, float] = field(default_factory=dict)
 
 
 def dedup_key(environment: str, dependency: str) -> str:
@@ -66,43 +124,80 @@ def dedup_key(environment: str, dependency: str) -> str:
     return f"depmon/{environment}/{dependency}"
 
 
+def awaiting_ancestor(dependency: str, situation: Situation, now: float) -> str | None:
+    """The ancestor whose unconfirmed failure a new page of `dependency` waits for, if any.
+
+    The wait is bounded: once the dependency has been down for the ancestor's confirmation
+    time, it pages on its own (the ancestor's failure was a blip, or unrelated).
+    """
+    down_for = now - situation.since.get(dependency, now)
+    for ancestor in situation.ancestors.get(dependency, ()):
+        state = situation.dependencies.get(ancestor)
+        if state is None or not state.failing or state.down:
+            continue
+        if down_for < situation.confirm_within.get(ancestor, 0.0):
+            return ancestor
+    return None
+
+
 def decide(
-    environment: str,
-    open_incidents: Mapping[str, OpenIncident],
-    dependencies: Mapping[str, DependencyHealth],
-    features: Mapping[str, FeatureHealth],
-    now: float,
-    significant_duration: float,
+    policy: Policy, open_incidents: Mapping[str, OpenIncident], situation: Situation, now: float
 ) -> list[Decision]:
-    """The actions that bring PagerDuty in line with the current states."""
+    """The actions that bring PagerDuty in line with the current states (rules: module docstring)."""
+    env = policy.environment
+    dependencies, features = situation.dependencies, situation.features
     decisions: list[Decision] = []
     for dep, state in dependencies.items():
         if dep in open_incidents or state.state is not DependencyState.DOWN or state.cause is not None:
             continue
-        decisions.append(
-            Decision(Action.TRIGGER, dep, dedup_key(environment, dep), tuple(impacted_features(dep, features)))
-        )
+        if awaiting_ancestor(dep, situation, now) is not None:
+            continue
+        decisions.append(Decision(Action.TRIGGER, dep, dedup_key(env, dep), tuple(impacted_features(dep, features))))
     for dep, incident in open_incidents.items():
-        current_state = dependencies.get(dep)
-        if current_state is None:  # removed from the config by a reload: nothing will ever resolve it
-            decisions.append(Decision(Action.RESOLVE, dep, incident.dedup_key, incident.features, incident.escalated))
-            continue
-        state = current_state
-        if state.health in (DependencyState.UP, DependencyState.DEGRADED):
-            decisions.append(Decision(Action.RESOLVE, dep, incident.dedup_key, incident.features, incident.escalated))
-            continue
-        if state.health is not DependencyState.DOWN:
-            continue  # unknown: wait for evidence either way
-        current = tuple(impacted_features(dep, features))
-        # A child down because of its parent keeps its own incident; its features now count under the
-        # parent, so keep the last known list rather than announcing "0 features impacted".
-        if state.cause is not None:
-            current = incident.features
-        due = not incident.escalated and now - incident.opened_at >= significant_duration
-        if current != incident.features or due:
-            action = Action.ESCALATE if due else Action.UPDATE
-            decisions.append(Decision(action, dep, incident.dedup_key, current, incident.escalated or due))
+        decision = _follow_up(policy, incident, dependencies.get(dep), situation, now)
+        if decision is not None:
+            decisions.append(decision)
     return decisions
+
+
+def _follow_up(
+    policy: Policy, incident: OpenIncident, state: DependencyHealth | None, situation: Situation, now: float
+) -> Decision | None:
+    """What an open incident needs now, if anything."""
+    same = Decision(
+        Action.RESOLVE,
+        incident.dependency,
+        incident.dedup_key,
+        incident.features,
+        incident.escalated,
+        incident.flapping,
+        incident.up_since,
+    )
+    if state is None:  # removed from the config by a reload: nothing else will ever resolve it
+        return replace(same, note="the dependency was removed from the config")
+    if state.down and state.cause is not None:
+        root = root_cause(incident.dependency, situation.dependencies)
+        note = f"superseded: {root} is down and its incident {dedup_key(policy.environment, root)} is the page"
+        return replace(same, note=note)
+    if state.health in (DependencyState.UP, DependencyState.DEGRADED):
+        if incident.up_since is None and policy.resolve_hold > 0:
+            return replace(same, action=Action.HOLD, up_since=now)
+        if incident.up_since is None or now - incident.up_since >= policy.resolve_hold:
+            return same
+        return None
+    if not state.down:
+        return None  # unknown: wait for evidence either way
+    if incident.up_since is not None:
+        return replace(same, action=Action.FLAP, flapping=True, up_since=None)
+    if state.state is DependencyState.MAINTENANCE:
+        return None  # planned work: no update, no escalation while the window holds
+    current = tuple(impacted_features(incident.dependency, situation.features))
+    due = not incident.escalated and now - incident.opened_at >= policy.significant_duration
+    if current == incident.features and not due:
+        return None
+    return replace(
+        same, action=Action.ESCALATE if due else Action.UPDATE, features=current, escalated=incident.escalated or due
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -226,7 +321,7 @@ def build_event(decision: Decision, ctx: EventContext) -> dict[str, Any]:
             {
                 "probe": probe,
                 "outcome": str(result.outcome),
-                "detail": result.detail,
+                "detail": result.detail[:_DETAIL_LIMIT],
                 "at": _iso(result.at),
             }
             for probe, result in ctx.evidence
@@ -244,26 +339,63 @@ def build_event(decision: Decision, ctx: EventContext) -> dict[str, Any]:
             "channels": list(config.escalation.channels),
         },
         "owning_team_channel": dep.channel,
+        "flapping": decision.flapping,
         "upcoming_maintenance": [
             {"start": w.start.isoformat(), "end": w.end.isoformat(), "description": w.description}
             for w in ctx.upcoming_windows
         ],
     }
-    return {
-        "event_action": "trigger",
-        "dedup_key": decision.dedup_key,
-        "client": "depmon",
-        "payload": {
-            "summary": summary(config, decision.dependency, features),
-            "severity": severity(config, features, security),
-            "source": f"depmon/{config.monitor.environment}",
-            "component": decision.dependency,
-            "group": EVENT_GROUP,
-            "class": str(failing),
-            "custom_details": details,
-        },
-        "links": links,
-    }
+    return fit_event(
+        {
+            "event_action": "trigger",
+            "dedup_key": decision.dedup_key,
+            "client": "depmon",
+            "payload": {
+                "summary": summary(config, decision.dependency, features),
+                "severity": severity(config, features, security),
+                "source": f"depmon/{config.monitor.environment}",
+                "component": decision.dependency,
+                "group": EVENT_GROUP,
+                "class": str(failing),
+                "custom_details": details,
+            },
+            "links": links,
+        }
+    )
+
+
+def event_size(event: Mapping[str, Any]) -> int:
+    """Bytes of the event as JSON (what PagerDuty counts against its 512 KB limit)."""
+    return len(json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode())
+
+
+# Lists of custom_details that can grow without bound, the least useful to a responder first.
+_CUTTABLE = ("upcoming_maintenance", "evidence", "impacted_features")
+
+
+def fit_event(event: dict[str, Any]) -> dict[str, Any]:
+    """The event, its long lists cut until it fits under PagerDuty's 512 KB; the cut is said.
+
+    `custom_details.truncated` lists what was cut (`upcoming_maintenance: 12 of 5000 shown`).
+    """
+    if event_size(event) <= _EVENT_BYTES_BUDGET:
+        return event
+    details = event["payload"]["custom_details"]
+    cuts: list[str] = []
+    for key in _CUTTABLE:
+        items = details.get(key)
+        if not isinstance(items, list) or not items:
+            continue
+        total = len(items)
+        while items and event_size(event) > _EVENT_BYTES_BUDGET:
+            items = items[: len(items) // 2]
+            details[key] = items
+        if len(items) < total:
+            cuts.append(f"{key}: {len(items)} of {total} shown")
+        if event_size(event) <= _EVENT_BYTES_BUDGET:
+            break
+    details["truncated"] = "; ".join(cuts) or "nothing cut"
+    return event
 
 
 def _iso(timestamp: float) -> str:

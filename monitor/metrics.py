@@ -64,7 +64,7 @@ class Metrics:
         self.incidents_open = Gauge("depmon_incidents_open", "Open incidents (one per root cause)", registry=r)
         self.pagerduty_events = Counter(
             "depmon_pagerduty_events",
-            "PagerDuty events by action and delivery outcome (accepted, rejected, retried)",
+            "PagerDuty events by action and delivery outcome (accepted, dropped, retried)",
             ("action", "outcome"),
             registry=r,
         )
@@ -101,6 +101,34 @@ class Metrics:
             self.dependency_state.labels(dependency, candidate).set(1 if candidate == state else 0)
         self.dependency_up.labels(dependency).set(1 if state in ("up", "degraded") else 0)
         self.dependency_in_maintenance.labels(dependency).set(1 if in_maintenance else 0)
+
+    def forget(self, dependencies: set[str], probes: set[tuple[str, str]], features: set[str]) -> None:
+        """Remove every series of these dependencies, (dependency, probe) pairs and features.
+
+        A reload that removes them must not leave their last values behind: a removed
+        dependency stuck at `depmon_dependency_up 0` would keep `DepmonDependencyDown` firing.
+        """
+        by_dependency = (
+            self.probe_success,
+            self.probe_duration,
+            self.probes,
+            self.dependency_up,
+            self.dependency_state,
+            self.dependency_in_maintenance,
+            self.tls_expiry,
+            self.maintenance_windows_open,
+        )
+        for dependency in dependencies:
+            for metric in by_dependency:
+                metric.remove_by_labels({"dependency": dependency})
+        for dependency, probe in probes:
+            for metric in (self.probe_success, self.probe_duration, self.probes, self.tls_expiry):
+                metric.remove_by_labels({"dependency": dependency, "probe": probe})
+        for feature in features:
+            self.feature_state.remove_by_labels({"feature": feature})
+            self.feature_impacted.remove_by_labels({"feature": feature})
+            # Feature-level maintenance windows are published under the feature's id as `dependency`.
+            self.maintenance_windows_open.remove_by_labels({"dependency": feature})
 
     def set_feature_state(self, feature: str, state: str) -> None:
         """Publish a feature's state: the one-hot series and the impacted flag."""

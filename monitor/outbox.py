@@ -1,14 +1,20 @@
 """The PagerDuty outbox: every event is written to the store first, then delivered.
 
-`Outbox.put()` records an event and wakes the delivery loop; `Outbox.run()` is that loop. It
-sends the oldest pending event of each dedup key (so each key is delivered in order, and keys do
-not wait on each other), and decides from the `Delivery`:
+The pager writes events with its decisions (`Store.apply`) and calls `queued()`; `put()` writes
+one directly. `Outbox.run()` is the delivery loop. Each dedup key is delivered by a task of its
+own, oldest pending event first (so each key is delivered in order), and keys never wait on
+each other: a slow answer for one key holds that key only. The `Delivery` decides:
 
 - accepted: marked, done;
-- rejected (400): marked with the reason, logged as `pagerduty_event_rejected`, never retried;
-  the key's next event goes next;
-- retry (429, 5xx, network, timeout): scheduled again after an exponential backoff with full
-  jitter (`Backoff`); after a 429 at least `Retry-After`, or `rate_limited` seconds without one.
+- dropped (a 400 only: the event itself is invalid): marked with the reason, logged as
+  `pagerduty_event_dropped`, counted as outcome `dropped`, never retried; the key moves on;
+- retry (everything else: 429, 5xx, 401/403/404/407/413 from a proxy or a wrong URL, network
+  errors, timeouts): retried after an exponential backoff with full jitter (`Backoff`); after a
+  429 at least `Retry-After`, or `rate_limited` seconds without one.
+
+Retry times are kept on the monotonic clock (`clock`), so a step of the wall clock neither
+delays nor hastens them; the store's `next_attempt_at` (wall time) is informational, and a
+restarted daemon retries what is pending at once.
 
 With no routing key there is no sender (`sender=None`): events are marked `dry_run` and logged
 as `would_page`, and nothing is sent. Pending events live in the store, so a new `Outbox` over
@@ -95,7 +101,8 @@ class Wakeup:
 class Outbox:
     """The durable queue in front of PagerDuty; see the module docstring.
 
-    `clock` gives UNIX time, `rng` the jitter, `wake` the loop's sleep. At most `max_concurrent`
+    `clock` is the monotonic clock retries are scheduled on, `wall_clock` gives the UNIX times
+    written to the store, `rng` the jitter, `wake` the loop's sleep. At most `max_concurrent`
     dedup keys are sent at once; one key is never sent concurrently with itself.
     """
 
@@ -104,10 +111,11 @@ class Outbox:
         store: Store,
         sender: EventSender | None,
         metrics: Metrics,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
         wake: Wakeup | None = None,
         *,
+        wall_clock: Callable[[], float] = time.time,
         backoff: Backoff | None = None,
         max_concurrent: int = 4,
         error_pause: float = 1.0,
@@ -116,11 +124,13 @@ class Outbox:
         self._sender = sender
         self._metrics = metrics
         self._clock = clock
+        self._wall_clock = wall_clock
+        self._in_flight: set[str] = set()  # dedup keys with a delivery under way
+        self._retry_at: dict[int, float] = {}  # event id -> `clock` time before which it is not retried
         self._rng = rng if rng is not None else random.Random()
         self._wake = wake if wake is not None else Wakeup()
         self._backoff = backoff if backoff is not None else Backoff()
         self._send_slots = anyio.CapacityLimiter(max_concurrent)
-        self._delivering = anyio.Lock()  # run() and drain() never deliver the same head twice
         self._error_pause = error_pause
 
     @property
@@ -137,40 +147,51 @@ class Outbox:
         event = {key: value for key, value in body.items() if key != "routing_key"}
         event["event_action"] = action
         event["dedup_key"] = dedup_key
-        event_id = await self._store.enqueue(dedup_key, action, event, self._clock())
+        event_id = await self._store.enqueue(dedup_key, action, event, self._wall_clock())
+        self.queued()
+        return event_id
+
+    def use_sender(self, sender: EventSender | None) -> None:
+        """Deliver through `sender` from now on (a reload's new routing key or URL; None: dry run)."""
+        self._sender = sender
+        self._wake.set()
+
+    def queued(self) -> None:
+        """An event was written to the store (with a decision): deliver it."""
         self._metrics.outbox_pending.inc()
         self._wake.set()
-        return event_id
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """The delivery loop; runs until cancelled. Reports ready at once."""
         task_status.started()
-        while True:
-            delay: float | None
-            try:
-                progressed = await self._deliver_due(self._clock())
-                await self._publish_pending()
-                delay = 0.0 if progressed else await self._seconds_to_next()
-            except Exception:
-                log.exception("outbox_loop_failed")
-                self._metrics.loop_errors.labels(loop="outbox").inc()
-                delay = self._error_pause
-            if delay == 0.0:
-                await anyio.lowlevel.checkpoint()
-            else:
+        async with anyio.create_task_group() as deliveries:
+            while True:
+                delay: float | None
+                try:
+                    delay = await self._start_due(deliveries)
+                    await self._publish_pending()
+                except Exception:
+                    log.exception("outbox_loop_failed")
+                    self._metrics.loop_errors.labels(loop="outbox").inc()
+                    delay = self._error_pause
                 await self._wake.wait(delay)
 
     async def drain(self, deadline_seconds: float) -> int:
         """Deliver what is pending, backoff or not, until empty, stuck or the deadline; returns how many are left.
 
         Runs shielded from cancellation, bounded by `deadline_seconds` (plus at most one
-        sender timeout: a request already in a worker thread cannot be abandoned).
+        sender deadline: a request already in a worker thread is abandoned, not interrupted).
         """
         with anyio.move_on_after(deadline_seconds, shield=True) as scope:
             try:
-                # Each pass sends every key's head once; stop when a pass delivers nothing.
-                while await self._deliver_due(math.inf):
-                    pass
+                # Each pass sends every idle key's head once; stop when a pass settles nothing
+                # and no delivery of the run loop is still under way.
+                while True:
+                    settled = await self._deliver_pass()
+                    if not settled and not self._in_flight:
+                        break
+                    if not settled:
+                        await self._wake.wait(0.05)
             except Exception:
                 log.exception("outbox_drain_failed")
         with anyio.move_on_after(5.0, shield=True):
@@ -179,32 +200,56 @@ class Outbox:
             return left
         return -1  # the store did not answer in time
 
-    async def _seconds_to_next(self) -> float | None:
-        next_at = await self._store.next_attempt_at()
-        return None if next_at is None else max(0.0, next_at - self._clock())
+    async def _start_due(self, deliveries: anyio.abc.TaskGroup) -> float | None:
+        """Start a delivery task for each idle key whose head is due; seconds until the next one is."""
+        now = self._clock()
+        next_due: float | None = None
+        for event in await self._store.pending_heads(math.inf):
+            if event.dedup_key in self._in_flight:
+                continue
+            due = self._retry_at.get(event.id, now)
+            if due > now:
+                next_due = due if next_due is None else min(next_due, due)
+                continue
+            self._in_flight.add(event.dedup_key)
+            deliveries.start_soon(self._deliver_key, event)
+        return None if next_due is None else next_due - now
+
+    async def _deliver_key(self, event: OutboxEvent) -> bool:
+        """Deliver one key's head; the loop is woken when it is done, whatever happened."""
+        try:
+            async with self._send_slots:
+                return await self._deliver(event)
+        except Exception:
+            log.exception("outbox_delivery_failed", event_id=event.id, dedup_key=event.dedup_key)
+            self._metrics.loop_errors.labels(loop="outbox").inc()
+            self._retry_at[event.id] = self._clock() + self._error_pause
+            return False
+        finally:
+            self._in_flight.discard(event.dedup_key)
+            self._wake.set()
+
+    async def _deliver_pass(self) -> bool:
+        """Send the head of every idle key once, now; True when some event was settled."""
+        settled: list[bool] = []
+
+        async def deliver(event: OutboxEvent) -> None:
+            settled.append(await self._deliver_key(event))
+
+        async with anyio.create_task_group() as tg:
+            for event in await self._store.pending_heads(math.inf):
+                if event.dedup_key not in self._in_flight:
+                    self._in_flight.add(event.dedup_key)
+                    tg.start_soon(deliver, event)
+        return any(settled)
 
     async def _publish_pending(self) -> int:
         pending = await self._store.pending_count()
         self._metrics.outbox_pending.set(pending)
         return pending
 
-    async def _deliver_due(self, now: float) -> bool:
-        """Send each due head once; True when some event was settled (the next may be due now)."""
-        async with self._delivering:
-            heads = await self._store.pending_heads(now)
-            settled: list[bool] = []
-
-            async def deliver(event: OutboxEvent) -> None:
-                async with self._send_slots:
-                    settled.append(await self._deliver(event))
-
-            async with anyio.create_task_group() as tg:
-                for event in heads:
-                    tg.start_soon(deliver, event)
-            return any(settled)
-
     async def _deliver(self, event: OutboxEvent) -> bool:
-        """Deliver one event; True when it is settled (accepted, rejected or dry run)."""
+        """Deliver one event; True when it is settled (accepted, dropped or dry run)."""
         fields = {"event_id": event.id, "dedup_key": event.dedup_key, "action": event.action}
         if self._sender is None:
             await self._store.mark_dry_run(event.id)
@@ -216,18 +261,21 @@ class Outbox:
             log.exception("pagerduty_sender_crashed", **fields)
             delivery = Delivery("retry", None, f"sender raised {exc.__class__.__name__}")
         if delivery.status == "accepted":
-            await self._store.mark_accepted(event.id, self._clock())
+            self._retry_at.pop(event.id, None)
+            await self._store.mark_accepted(event.id, self._wall_clock())
             self._metrics.pagerduty_events.labels(action=event.action, outcome="accepted").inc()
             log.info("pagerduty_event_accepted", attempts=event.attempts + 1, **fields)
             return True
-        if delivery.status == "rejected":
-            await self._store.mark_rejected(event.id, delivery.message)
-            self._metrics.pagerduty_events.labels(action=event.action, outcome="rejected").inc()
-            log.error("pagerduty_event_rejected", reason=delivery.message, http_status=delivery.http_status, **fields)
+        if delivery.status == "dropped":
+            self._retry_at.pop(event.id, None)
+            await self._store.mark_dropped(event.id, delivery.message)
+            self._metrics.pagerduty_events.labels(action=event.action, outcome="dropped").inc()
+            log.error("pagerduty_event_dropped", reason=delivery.message, http_status=delivery.http_status, **fields)
             return True
         attempt = event.attempts + 1
         delay = self._backoff.delay(attempt, delivery, self._rng)
-        await self._store.schedule_retry(event.id, self._clock() + delay, delivery.message)
+        self._retry_at[event.id] = self._clock() + delay
+        await self._store.schedule_retry(event.id, self._wall_clock() + delay, delivery.message)
         self._metrics.pagerduty_events.labels(action=event.action, outcome="retried").inc()
         log.warning(
             "pagerduty_event_retry",

@@ -1,10 +1,15 @@
-"""The incident loop: engine states -> `incidents.decide` -> events in the outbox, incidents in the store.
+"""The incident loop: engine states -> `incidents.decide` -> one store transaction per decision.
 
 It is the only writer of incidents. It wakes on every state change of the engine and once a
-second (escalation after `significant_duration` is a matter of time, not of state), asks the
-pure `decide` what to do, and carries each decision out: the event is written to the outbox
-(durable before it is sent), the incident and its timeline to the store. Open incidents are
-loaded from the store at start, so a daemon restarted during an outage still resolves it.
+second (the resolve hold, escalation after `significant_duration` and the wait for an
+ancestor's verdict are matters of time, not of state), asks the pure `decide` what to do, and
+carries each decision out as one `IncidentWrite`: the outbox row, the incident change and the
+timeline entry commit together, so a kill at any moment leaves all of a decision or none of it.
+
+At start it reloads the incidents left open (a daemon restarted during an outage still
+resolves it) and reconciles: a trigger in the outbox without an open incident (a state file
+written by an older depmon killed between its two writes) gets one. Once an hour it prunes
+what `monitor.retention` no longer keeps.
 """
 
 from __future__ import annotations
@@ -17,15 +22,74 @@ from typing import Any
 import anyio
 import structlog
 
+from monitor.config import Config
 from monitor.engine import Engine
-from monitor.incidents import Action, Decision, EventContext, OpenIncident, build_event, decide
+from monitor.incidents import (
+    Action,
+    Decision,
+    EventContext,
+    OpenIncident,
+    Policy,
+    Situation,
+    build_event,
+    decide,
+)
 from monitor.metrics import Metrics
 from monitor.outbox import Outbox
-from monitor.store import Store
+from monitor.store import Incident, IncidentWrite, Store
 
 log = structlog.get_logger("depmon.pager")
 
 TICK_SECONDS = 1.0
+PRUNE_EVERY_SECONDS = 3600.0
+_CONFIRM_SLACK_SECONDS = 1.0
+
+
+def ancestors(config: Config) -> dict[str, tuple[str, ...]]:
+    """Every dependency's transitive `depends_on`, nearest first."""
+    result: dict[str, tuple[str, ...]] = {}
+
+    def walk(dep: str) -> tuple[str, ...]:
+        if dep not in result:
+            found: dict[str, None] = {}
+            for parent in config.dependencies[dep].depends_on:
+                found[parent] = None
+                found.update(dict.fromkeys(walk(parent)))
+            result[dep] = tuple(found)
+        return result[dep]
+
+    for dep in config.dependencies:
+        walk(dep)
+    return result
+
+
+def confirm_within(config: Config) -> dict[str, float]:
+    """The longest a first failure of each dependency takes to be confirmed as down, or cleared.
+
+    A critical probe needs `failure_threshold` runs, each at most `timeout` long, spaced by
+    `confirm_interval`; a second of slack covers the scheduler and the pager's own tick.
+    """
+    result: dict[str, float] = {}
+    for dep_id, spec in config.iter_probes():
+        if not spec.critical:
+            continue
+        t = config.timing(spec)
+        seconds = t.failure_threshold * t.timeout + (t.failure_threshold - 1) * t.confirm_interval
+        result[dep_id] = max(result.get(dep_id, 0.0), seconds + _CONFIRM_SLACK_SECONDS)
+    return result
+
+
+def _open_incident(row: Incident) -> OpenIncident:
+    return OpenIncident(
+        dependency=row.dependency,
+        dedup_key=row.dedup_key,
+        opened_at=row.opened_at,
+        features=tuple(row.features),
+        escalated=row.escalated,
+        id=row.id,
+        up_since=row.up_since,
+        flapping=row.flapping,
+    )
 
 
 class Pager:
@@ -39,28 +103,56 @@ class Pager:
         metrics: Metrics,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.engine = engine
         self.store = store
         self.outbox = outbox
         self.metrics = metrics
         self.clock = clock
         self.open: dict[str, OpenIncident] = {}
         self._errors = metrics.loop_errors.labels("pager")
+        self._pruned_at: float | None = None
+        self.use(engine)
+
+    def use(self, engine: Engine) -> None:
+        """Follow `engine` (a reload's new one) from the next reconciliation on."""
+        self.engine = engine
+        self._policy = Policy.from_config(engine.config)
+        self._ancestors = ancestors(engine.config)
+        self._confirm_within = confirm_within(engine.config)
+
+    @property
+    def _environment_prefix(self) -> str:
+        return f"depmon/{self._policy.environment}/"
 
     async def load(self) -> None:
-        """Reload the incidents left open by an earlier run of the daemon."""
-        env = self.engine.config.monitor.environment
-        for row in await self.store.open_incidents():
-            if not row.dedup_key.startswith(f"depmon/{env}/"):
-                continue  # another environment's incident in a shared state file
-            self.open[row.dependency] = OpenIncident(
-                dependency=row.dependency,
-                dedup_key=row.dedup_key,
-                opened_at=row.opened_at,
-                features=tuple(row.features),
-                escalated=row.escalated,
-                id=row.id,
+        """Reload the incidents left open by an earlier run, and open one for each orphaned trigger."""
+        for event in await self.store.orphaned_triggers():
+            if not event.dedup_key.startswith(self._environment_prefix):
+                continue
+            payload = event.body.get("payload")
+            payload = payload if isinstance(payload, dict) else {}
+            dependency = str(payload.get("component") or event.dedup_key.rsplit("/", 1)[-1])
+            details = payload.get("custom_details")
+            features = details.get("impacted_features", []) if isinstance(details, dict) else []
+            await self.store.apply(
+                IncidentWrite(
+                    dependency=dependency,
+                    dedup_key=event.dedup_key,
+                    at=event.created_at,
+                    kind="reconciled",
+                    timeline={
+                        "note": "a trigger was in the outbox without its incident (an earlier depmon stopped "
+                        "between its two writes): opened so that the recovery resolves it",
+                        "outbox_event": event.id,
+                    },
+                    features=[str(f["id"]) for f in features if isinstance(f, dict) and "id" in f],
+                    summary=str(payload.get("summary", "")),
+                    severity=str(payload.get("severity", "")),
+                )
             )
+            log.warning("incident_reconciled", dependency=dependency, dedup_key=event.dedup_key)
+        for row in await self.store.open_incidents():
+            if row.dedup_key.startswith(self._environment_prefix):  # not another environment's, in a shared file
+                self.open[row.dependency] = _open_incident(row)
         self.metrics.incidents_open.set(len(self.open))
         if self.open:
             log.info("incidents_reloaded", dependencies=sorted(self.open))
@@ -76,92 +168,118 @@ class Pager:
             try:
                 self.engine.tick()
                 await self.reconcile()
+                await self._prune_when_due()
             except Exception:  # contain it: the next change or tick tries again
                 self._errors.inc()
                 log.exception("pager_error")
 
     async def reconcile(self) -> None:
         """Decide and carry out every action the current states call for."""
-        config = self.engine.config
-        decisions = decide(
-            config.monitor.environment,
-            self.open,
-            self.engine.dependencies,
-            self.engine.features,
-            self.clock(),
-            config.monitor.significant_duration,
+        engine = self.engine
+        situation = Situation(
+            engine.dependencies, engine.features, engine.dependency_since, self._ancestors, self._confirm_within
         )
-        for decision in decisions:
+        for decision in decide(self._policy, self.open, situation, self.clock()):
             await self._carry_out(decision)
+
+    async def _prune_when_due(self) -> None:
+        now = self.clock()
+        if self._pruned_at is not None and now - self._pruned_at < PRUNE_EVERY_SECONDS:
+            return
+        self._pruned_at = now
+        events, incidents = await self.store.prune(now - self.engine.config.monitor.retention)
+        if events or incidents:
+            log.info("state_pruned", events=events, incidents=incidents)
 
     async def _carry_out(self, decision: Decision) -> None:
         now = self.clock()
         dep = decision.dependency
         incident = self.open.get(dep)
-        started_at = incident.opened_at if incident else now
-        evidence = self.engine.evidence(dep) if dep in self.engine.config.dependencies else []
+        write = self._write(decision, incident, now)
+        incident_id = await self.store.apply(write)
+        if write.event is not None:
+            self.outbox.queued()
         if decision.action is Action.RESOLVE:
-            body: dict[str, Any] = build_event(decision, EventContext(self.engine.config, {}, [], started_at))
+            self.open.pop(dep, None)
         else:
-            body = build_event(
-                decision,
-                EventContext(
-                    self.engine.config,
-                    self.engine.features,
-                    evidence,
-                    started_at,
-                    self._upcoming_windows(dep),
-                ),
+            self.open[dep] = OpenIncident(
+                dep,
+                decision.dedup_key,
+                incident.opened_at if incident else now,
+                decision.features,
+                decision.escalated,
+                incident_id,
+                decision.up_since,
+                decision.flapping,
             )
-        timeline = {
+        self.metrics.incidents_open.set(len(self.open))
+        self._log(decision, write)
+
+    def _write(self, decision: Decision, incident: OpenIncident | None, now: float) -> IncidentWrite:
+        """The store write of one decision: its event (if it sends one), incident change and timeline."""
+        engine = self.engine
+        dep = decision.dependency
+        known = dep in engine.config.dependencies
+        evidence = engine.evidence(dep) if known else []
+        event: tuple[Any, dict[str, Any]] | None = None
+        summary = severity = ""
+        if decision.action.sends:
+            started_at = incident.opened_at if incident else now
+            if decision.action is Action.RESOLVE:
+                context = EventContext(engine.config, {}, [], started_at)
+            else:
+                context = EventContext(
+                    engine.config, engine.features, evidence, started_at, self._upcoming_windows(dep)
+                )
+            body = build_event(decision, context)
+            event = (body["event_action"], body)
+            if decision.action is Action.TRIGGER:
+                summary, severity = body["payload"]["summary"], body["payload"]["severity"]
+        state = engine.dependencies.get(dep)
+        timeline: dict[str, Any] = {
             "action": str(decision.action),
             "features": list(decision.features),
-            "state": str(self.engine.dependencies[dep].state) if dep in self.engine.dependencies else None,
+            "state": str(state.state) if state else None,
             "evidence": [
                 {"probe": probe, "outcome": str(r.outcome), "detail": r.detail, "at": r.at} for probe, r in evidence
             ],
         }
-        # The event goes to the durable outbox before the incident is recorded: a crash in between
-        # then re-sends the same decision after a restart (a harmless update of the same dedup
-        # key) instead of recording an incident whose page was never queued.
-        await self.outbox.put(decision.dedup_key, body["event_action"], body)
+        if decision.note:
+            timeline["note"] = decision.note
+        if decision.action is Action.TRIGGER and incident is not None:
+            raise AssertionError(f"trigger for {dep}, which already has an open incident")
+        if decision.action is not Action.TRIGGER and incident is None:
+            raise AssertionError(f"{decision.action} for {dep}, which has no open incident")
+        return IncidentWrite(
+            dependency=dep,
+            dedup_key=decision.dedup_key,
+            at=now,
+            kind=str(decision.action),
+            timeline=timeline,
+            incident_id=incident.id if incident else None,
+            event=event,
+            features=list(decision.features),
+            summary=summary,
+            severity=severity,
+            escalated=decision.escalated,
+            flapping=decision.flapping,
+            up_since=decision.up_since,
+            resolved=decision.action is Action.RESOLVE,
+        )
+
+    def _log(self, decision: Decision, write: IncidentWrite) -> None:
+        fields = {"dependency": decision.dependency, "dedup_key": decision.dedup_key}
         if decision.action is Action.TRIGGER:
-            payload = body["payload"]
-            incident_id = await self.store.open_incident(
-                dep,
-                decision.dedup_key,
-                now,
-                features=list(decision.features),
-                summary=payload["summary"],
-                severity=payload["severity"],
-            )
-            self.open[dep] = OpenIncident(dep, decision.dedup_key, now, decision.features, False, incident_id)
-            log.warning("incident_triggered", dependency=dep, dedup_key=decision.dedup_key, summary=payload["summary"])
+            log.warning("incident_triggered", summary=write.summary, **fields)
         elif decision.action is Action.RESOLVE:
-            assert incident is not None
-            assert incident.id is not None
-            await self.store.resolve_incident(incident.id, now)
-            del self.open[dep]
-            log.info("incident_resolved", dependency=dep, dedup_key=decision.dedup_key)
+            log.info("incident_resolved", note=decision.note, **fields)
+        elif decision.action is Action.HOLD:
+            log.info("incident_resolve_hold", hold_seconds=self._policy.resolve_hold, **fields)
+        elif decision.action is Action.FLAP:
+            log.warning("incident_flapping", **fields)
         else:
-            assert incident is not None
-            assert incident.id is not None
-            await self.store.update_incident(
-                incident.id, features=list(decision.features), escalated=decision.escalated
-            )
-            self.open[dep] = OpenIncident(
-                dep, decision.dedup_key, incident.opened_at, decision.features, decision.escalated, incident.id
-            )
-            log.warning(
-                "incident_escalated" if decision.action is Action.ESCALATE else "incident_updated",
-                dependency=dep,
-                dedup_key=decision.dedup_key,
-                features=list(decision.features),
-            )
-        recorded = self.open[dep].id if dep in self.open else (incident.id if incident else None)
-        assert recorded is not None
-        await self.store.add_timeline(recorded, now, str(decision.action), timeline)
-        self.metrics.incidents_open.set(len(self.open))
+            event = "incident_escalated" if decision.action is Action.ESCALATE else "incident_updated"
+            log.warning(event, features=list(decision.features), **fields)
 
     def _upcoming_windows(self, dependency: str) -> list[Any]:
         dep = self.engine.config.dependencies.get(dependency)

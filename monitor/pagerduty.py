@@ -45,7 +45,7 @@ import pagerduty
 import structlog
 from pydantic import SecretStr
 
-from monitor.pd_transport import LoopbackRewriteTransport
+from monitor.pd_transport import BoundedTransport, LoopbackRewriteTransport
 from monitor.windows import MaintenanceWindow
 
 __all__ = [
@@ -63,6 +63,9 @@ _EVENTS_BASE_URL = "https://events.pagerduty.com"
 _REST_BASE_URL = "https://api.pagerduty.com"
 _MESSAGE_LIMIT = 300  # characters of PagerDuty's answer kept in a message
 _MAX_CONCURRENT_SENDS = 4
+_MAX_ANSWER_BYTES = 1024 * 1024  # PagerDuty's answers are a few KB; a page of 100 windows is ~100 KB
+_MAX_PAGES = 50  # 5,000 windows at 100 a page: far beyond any real query; a server that says `more` forever stops here
+_THREAD_GRACE = 2.0  # seconds past the transport's own deadline before the event loop stops waiting
 
 # The package logs retries and 5xx answers; our callers log what matters, once, with context.
 _vendor_log = logging.getLogger("depmon.pagerduty.vendor")
@@ -86,12 +89,15 @@ class MaintenanceUnavailable(PagerDutyError):
 class Delivery:
     """How one delivery attempt ended.
 
-    `status`: `accepted` (2xx), `rejected` (the event is invalid: never retry it) or `retry`
-    (429, 408, 5xx, network error, timeout). `http_status` is None when no answer came.
+    `status`: `accepted` (2xx), `dropped` (a 400: PagerDuty says the event itself is invalid, so
+    sending it again cannot help) or `retry` (everything else: 429, 5xx, network errors, timeouts,
+    and also 401/403/404/407/413, which an egress proxy, a load balancer or a wrong `events_url`
+    answer as readily as PagerDuty; dropping on them would throw away every page while they last).
+    `http_status` is None when no answer came.
     `retry_after` is PagerDuty's `Retry-After`, in seconds, when it sent one.
     """
 
-    status: Literal["accepted", "rejected", "retry"]
+    status: Literal["accepted", "dropped", "retry"]
     http_status: int | None
     message: str
     retry_after: float | None = None
@@ -105,12 +111,18 @@ class WindowsResult:
     bad_service_ids: list[str] = field(default_factory=list)
 
 
-def _connection(url: str, default_base_url: str) -> dict[str, Any]:
-    """Constructor arguments that point a `pagerduty` client at `url`."""
+def _connection(url: str, default_base_url: str, deadline: float) -> dict[str, Any]:
+    """Constructor arguments that point a `pagerduty` client at `url`, every request bounded.
+
+    The package only takes https base URLs: an http (loopback) `url` keeps the package's base URL
+    and a transport sends the requests to `url`.
+    """
     if url.startswith("http://"):
-        # The package only takes https base URLs; the transport sends the requests to `url`.
-        return {"base_url": default_base_url, "transport": LoopbackRewriteTransport(url)}
-    return {"base_url": url.rstrip("/")}
+        inner: httpx2.BaseTransport = LoopbackRewriteTransport(url)
+        base_url = default_base_url
+    else:
+        inner, base_url = httpx2.HTTPTransport(), url.rstrip("/")
+    return {"base_url": base_url, "transport": BoundedTransport(inner, deadline, _MAX_ANSWER_BYTES)}
 
 
 def _single_attempt(client: pagerduty.ApiClient, timeout: float) -> None:
@@ -174,22 +186,28 @@ class EventsSender:
 
     `send(body)` takes an event as the outbox stores it (no routing key: added here) and returns
     a `Delivery`; it never raises for a PagerDuty or network failure. `timeout` bounds each
-    request. Close it with `close()` (or `async with`).
+    operation and `deadline` the whole request (a body that drips in slowly included). Close it
+    with `close()` (or `async with`).
     """
 
-    def __init__(self, events_url: str, routing_key: SecretStr, timeout: float = 10.0) -> None:
+    def __init__(self, events_url: str, routing_key: SecretStr, timeout: float = 10.0, deadline: float = 15.0) -> None:
         key = routing_key.get_secret_value()
         if not key:
             raise ValueError("pagerduty.routing_key is empty: events are recorded and not sent (dry run)")
         self.events_url = events_url
         self._secret = key
-        self._client = pagerduty.EventsApiV2Client(key, **_connection(events_url, _EVENTS_BASE_URL))
+        self.deadline = deadline
+        self._client = pagerduty.EventsApiV2Client(key, **_connection(events_url, _EVENTS_BASE_URL, deadline))
         _single_attempt(self._client, timeout)
         self._limiter = anyio.CapacityLimiter(_MAX_CONCURRENT_SENDS)
 
     async def send(self, body: Mapping[str, Any]) -> Delivery:
-        """Send one event once; the answer decides accepted, rejected or retry."""
-        return await anyio.to_thread.run_sync(self._send, dict(body), limiter=self._limiter)
+        """Send one event once; the answer decides accepted, dropped or retry."""
+        # The transport ends the request at `deadline`; this guard only covers a phase it cannot
+        # see (a status line that drips in): the thread is abandoned and the event retried.
+        with anyio.move_on_after(self.deadline + _THREAD_GRACE):
+            return await anyio.to_thread.run_sync(self._send, dict(body), limiter=self._limiter, abandon_on_cancel=True)
+        return Delivery("retry", None, f"no answer from the PagerDuty Events API within {self.deadline:g} s")
 
     def _send(self, body: dict[str, Any]) -> Delivery:
         event = {key: value for key, value in body.items() if key not in ("routing_key", "event_action", "dedup_key")}
@@ -205,7 +223,7 @@ class EventsSender:
             return Delivery("retry", None, f"no answer from the PagerDuty Events API ({_cause(exc)})")
         except (ValueError, TypeError) as exc:
             # The package checks the action and the dedup key before sending: the event itself is bad.
-            return Delivery("rejected", None, _scrub(f"invalid event, not sent: {exc}", [self._secret]))
+            return Delivery("dropped", None, _scrub(f"invalid event, not sent: {exc}", [self._secret]))
         return Delivery("accepted", 202, "accepted by the PagerDuty Events API")
 
     def _from_answer(self, response: httpx2.Response) -> Delivery:
@@ -217,8 +235,8 @@ class EventsSender:
         message = f"PagerDuty Events API answered HTTP {status}" + (f": {detail}" if detail else "")
         if status == 429:
             return Delivery("retry", status, message, _retry_after(response, time.time()))
-        if 400 <= status < 500 and status != 408:
-            return Delivery("rejected", status, message)
+        if status == 400:
+            return Delivery("dropped", status, message)
         return Delivery("retry", status, message)
 
     def close(self) -> None:
@@ -236,6 +254,40 @@ class _BadRequest(Exception):
     """PagerDuty answered 400 to a query (an unknown service id, usually)."""
 
 
+def _bounded_int(text: str) -> int:
+    """`int()` for JSON numbers, refusing absurd lengths before Python's own 4,300-digit limit."""
+    if len(text) > 30:
+        raise ValueError("number too long")
+    return int(text)
+
+
+def _window(item: object, wanted: set[str]) -> MaintenanceWindow | None:
+    """One window entry of a REST answer, or None (logged) when it is not a readable window."""
+    if not isinstance(item, dict):
+        log.warning(
+            "maintenance_window_unreadable", window=None, error=f"entry is {type(item).__name__}, not an object"
+        )
+        return None
+    window_id = item.get("id")
+    try:
+        if not isinstance(window_id, str) or not window_id:
+            raise ValueError("no id")
+        services = item.get("services") or []
+        if not isinstance(services, list):
+            raise TypeError("services is not a list")
+        ids = (s.get("id") if isinstance(s, dict) else None for s in services)
+        return MaintenanceWindow(
+            id=window_id,
+            start=_parse_time(item.get("start_time")),
+            end=_parse_time(item.get("end_time")),
+            description=str(item.get("description") or "")[: _MESSAGE_LIMIT * 4],
+            service_ids=tuple(str(s) for s in ids if isinstance(s, str) and s in wanted),
+        )
+    except (TypeError, ValueError) as exc:
+        log.warning("maintenance_window_unreadable", window=str(window_id)[:64], error=str(exc)[:200])
+        return None
+
+
 def _parse_time(value: object) -> datetime:
     if not isinstance(value, str):
         raise ValueError(f"not an ISO 8601 time: {value!r}")
@@ -250,14 +302,17 @@ class MaintenanceClient:
     `close()` (or `async with`).
     """
 
-    def __init__(self, api_url: str, api_token: SecretStr, timeout: float = 10.0, page_size: int = 100) -> None:
+    def __init__(
+        self, api_url: str, api_token: SecretStr, timeout: float = 10.0, page_size: int = 100, deadline: float = 15.0
+    ) -> None:
         token = api_token.get_secret_value()
         if not token:
             raise ValueError("pagerduty.api_token is empty: maintenance windows are not polled")
         self.api_url = api_url
         self._secret = token
         self._page_size = page_size
-        self._client = pagerduty.RestApiV2Client(token, **_connection(api_url, _REST_BASE_URL))
+        self.deadline = deadline
+        self._client = pagerduty.RestApiV2Client(token, **_connection(api_url, _REST_BASE_URL, deadline))
         _single_attempt(self._client, timeout)
         self._limiter = anyio.CapacityLimiter(1)
 
@@ -269,9 +324,14 @@ class MaintenanceClient:
         windows of the others are kept. Any other failure raises `MaintenanceUnavailable`.
         A window keeps only the service ids that were asked for and are not bad.
         """
-        return await anyio.to_thread.run_sync(
-            self._open_windows, tuple(dict.fromkeys(service_ids)), limiter=self._limiter
-        )
+        ids = tuple(dict.fromkeys(service_ids))
+        # Each request is bounded by the transport; the whole poll (pages, and one query per id
+        # after a 400) by this guard, so a stop signal never waits on it.
+        with anyio.move_on_after(self.deadline * (len(ids) + _MAX_PAGES) + _THREAD_GRACE):
+            return await anyio.to_thread.run_sync(
+                self._open_windows, ids, limiter=self._limiter, abandon_on_cancel=True
+            )
+        raise MaintenanceUnavailable(f"PagerDuty REST API did not finish answering at {self.api_url}")
 
     def _open_windows(self, service_ids: tuple[str, ...]) -> WindowsResult:
         if not service_ids:
@@ -289,22 +349,50 @@ class MaintenanceClient:
         good = [service_id for service_id in service_ids if service_id not in bad]
         return WindowsResult(self._windows(raw, good), bad)
 
-    def _query(self, service_ids: tuple[str, ...]) -> list[dict[str, Any]]:
-        params = {"service_ids": list(service_ids), "filter": "open"}
+    def _query(self, service_ids: tuple[str, ...]) -> list[object]:
+        """Every entry of every page, paginating by hand (the package's `iter_all` loops forever
+        on `{"maintenance_windows": [], "more": true}`): stop when `more` is false, a page is
+        empty, the offset would not move, or after `_MAX_PAGES` pages."""
+        entries: list[object] = []
+        offset = 0
+        for _ in range(_MAX_PAGES):
+            params = {
+                "service_ids": list(service_ids),
+                "filter": "open",
+                "limit": self._page_size,
+                "offset": offset,
+                "total": "false",
+            }
+            page = self._page(params)
+            items = page.get("maintenance_windows")
+            if not isinstance(items, list):
+                raise MaintenanceUnavailable("PagerDuty REST API answer has no maintenance_windows list")
+            entries.extend(items)
+            if page.get("more") is not True or not items:
+                return entries
+            offset += len(items)
+        log.warning("maintenance_pages_capped", pages=_MAX_PAGES, windows=len(entries))
+        return entries
+
+    def _page(self, params: dict[str, Any]) -> dict[str, Any]:
         try:
-            return list(self._client.iter_all("maintenance_windows", params=params, page_size=self._page_size))
-        except pagerduty.Error as exc:
+            response = self._client.get("/maintenance_windows", params=params)
+        except pagerduty.Error as exc:  # a network failure, or a 401 (the package raises it at once)
             if exc.response is None:
-                raise MaintenanceUnavailable(
-                    f"PagerDuty REST API unreachable at {self.api_url} ({_cause(exc)})"
-                ) from None
-            if exc.response.status_code == 400:
-                raise _BadRequest from None
-            raise MaintenanceUnavailable(self._reason(exc.response)) from None
-        except Exception as exc:  # the package's own failures (bad JSON, warnings as errors, ...)
-            raise MaintenanceUnavailable(
-                f"PagerDuty REST API answer not understood ({exc.__class__.__name__})"
-            ) from None
+                reason = f"PagerDuty REST API unreachable at {self.api_url} ({_cause(exc)})"
+                raise MaintenanceUnavailable(reason) from None
+            response = exc.response
+        if response.status_code == 400:
+            raise _BadRequest
+        if not 200 <= response.status_code < 300:
+            raise MaintenanceUnavailable(self._reason(response))
+        try:
+            page = json.loads(response.content, parse_int=_bounded_int)
+        except (ValueError, RecursionError):
+            raise MaintenanceUnavailable("PagerDuty REST API answer is not JSON") from None
+        if not isinstance(page, dict):
+            raise MaintenanceUnavailable("PagerDuty REST API answer is not a JSON object")
+        return page
 
     def _reason(self, response: httpx2.Response) -> str:
         status = response.status_code
@@ -315,29 +403,15 @@ class MaintenanceClient:
         return reason
 
     @staticmethod
-    def _windows(raw: list[dict[str, Any]], good_ids: Sequence[str]) -> list[MaintenanceWindow]:
+    def _windows(raw: list[object], good_ids: Sequence[str]) -> list[MaintenanceWindow]:
+        """The readable windows among `raw`; each entry is judged on its own, so one malformed
+        entry (a number, a string, null, a missing time) is logged and skipped, not fatal."""
         wanted = set(good_ids)
         windows: dict[str, MaintenanceWindow] = {}
         for item in raw:
-            window_id = str(item.get("id", ""))
-            if window_id in windows:  # a window over several services comes once per queried id
-                continue
-            try:
-                services = tuple(
-                    str(service["id"]) for service in item.get("services") or [] if str(service["id"]) in wanted
-                )
-                window = MaintenanceWindow(
-                    id=window_id,
-                    start=_parse_time(item.get("start_time")),
-                    end=_parse_time(item.get("end_time")),
-                    description=str(item.get("description") or ""),
-                    service_ids=services,
-                )
-            except (KeyError, TypeError, ValueError) as exc:
-                log.warning("maintenance_window_unreadable", window=window_id, error=exc.__class__.__name__)
-                continue
-            if window.service_ids:
-                windows[window_id] = window
+            window = _window(item, wanted)
+            if window is not None and window.id not in windows and window.service_ids:
+                windows[window.id] = window  # a window over several services comes once per queried id
         return sorted(windows.values(), key=lambda window: (window.start, window.id))
 
     def close(self) -> None:

@@ -1,4 +1,16 @@
-"""An httpx2 transport that sends the `pagerduty` package's requests to a loopback server.
+"""httpx2 transports under the `pagerduty` package: a loopback rewrite, and an overall bound.
+
+`BoundedTransport` wraps whatever transport a client uses and gives every request an overall
+deadline and a cap on the answer's size. httpx2's own timeouts are per operation, so a 202
+whose body drips one byte a second would hold a worker thread (and, before, every other dedup
+key's delivery) for as long as the drip lasts; here the body read fails with
+`DeadlineExceeded` once `deadline` seconds have passed since the request started. The request
+asks for `Accept-Encoding: identity`, and an answer that is encoded anyway, or longer than
+`max_bytes`, fails with `AnswerTooLarge`/`AnswerEncoded` before it is inflated or buffered.
+Both errors are `httpx2.TransportError`s, so the package reports them like a network failure
+(`pagerduty.Error` without a response) and the caller retries.
+
+`LoopbackRewriteTransport` sends the package's requests to a loopback server.
 
 Why it exists: the official `pagerduty` client (7.x) refuses any base URL that does not start
 with `https://` (`pagerduty.UrlError`), so it cannot be pointed at `http://127.0.0.1:PORT`, where
@@ -40,11 +52,13 @@ Pitfalls found in `pagerduty` 7.2 / `httpx2` 2.16:
 from __future__ import annotations
 
 import ipaddress
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx2
 
-__all__ = ["LoopbackRewriteTransport"]
+__all__ = ["AnswerEncoded", "AnswerTooLarge", "BoundedTransport", "DeadlineExceeded", "LoopbackRewriteTransport"]
 
 
 def _is_loopback(host: str) -> bool:
@@ -101,3 +115,81 @@ class LoopbackRewriteTransport(httpx2.HTTPTransport):
             extensions=request.extensions,
         )
         return super().handle_request(rewritten)
+
+
+class DeadlineExceeded(httpx2.TimeoutException):
+    """The whole exchange took longer than the transport's overall deadline."""
+
+
+class AnswerTooLarge(httpx2.TransportError):
+    """The answer's body is longer than the transport's cap."""
+
+
+class AnswerEncoded(httpx2.TransportError):
+    """The answer is compressed although `identity` was asked for: it is not inflated."""
+
+
+class _BoundedStream(httpx2.SyncByteStream):
+    def __init__(
+        self,
+        inner: httpx2.SyncByteStream,
+        request: httpx2.Request,
+        deadline_at: float,
+        max_bytes: int,
+        clock: Callable[[], float],
+    ) -> None:
+        self._inner = inner
+        self._request = request
+        self._deadline_at = deadline_at
+        self._max_bytes = max_bytes
+        self._clock = clock
+
+    def __iter__(self) -> Iterator[bytes]:
+        seen = 0
+        for chunk in self._inner:
+            seen += len(chunk)
+            if seen > self._max_bytes:
+                raise AnswerTooLarge(f"answer longer than {self._max_bytes} bytes", request=self._request)
+            if self._clock() > self._deadline_at:
+                raise DeadlineExceeded("answer not complete within the overall deadline", request=self._request)
+            yield chunk
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+class BoundedTransport(httpx2.BaseTransport):
+    """`inner` with an overall deadline and a size cap per request (see the module docstring)."""
+
+    def __init__(
+        self,
+        inner: httpx2.BaseTransport,
+        deadline: float,
+        max_bytes: int = 1024 * 1024,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._inner = inner
+        self.deadline = deadline
+        self.max_bytes = max_bytes
+        self._clock = clock
+
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        """Send `request` through the inner transport; its body is read under the bounds."""
+        deadline_at = self._clock() + self.deadline
+        request.headers["Accept-Encoding"] = "identity"
+        response = self._inner.handle_request(request)
+        encoding = response.headers.get("content-encoding", "identity").strip().lower()
+        if encoding not in ("", "identity"):
+            response.close()
+            raise AnswerEncoded(f"answer encoded as {encoding!r} although identity was asked for", request=request)
+        declared = response.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            response.close()
+            raise AnswerTooLarge(f"answer of {declared} bytes is longer than {self.max_bytes}", request=request)
+        assert isinstance(response.stream, httpx2.SyncByteStream)
+        response.stream = _BoundedStream(response.stream, request, deadline_at, self.max_bytes, self._clock)
+        return response
+
+    def close(self) -> None:
+        """Close the inner transport."""
+        self._inner.close()

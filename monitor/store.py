@@ -35,7 +35,10 @@ import anyio.to_thread
 __all__ = [
     "SCHEMA_VERSION",
     "Incident",
+    "IncidentWrite",
     "OutboxEvent",
+    "StateLock",
+    "StateLocked",
     "Store",
     "StoreError",
     "SyncStore",
@@ -43,7 +46,7 @@ __all__ = [
 ]
 
 Action = Literal["trigger", "resolve"]
-OutboxStatus = Literal["pending", "accepted", "rejected", "dry_run"]
+OutboxStatus = Literal["pending", "accepted", "dropped", "dry_run"]
 
 # Each entry migrates the schema from version N to N+1; user_version counts the applied ones.
 _MIGRATIONS: tuple[str, ...] = (
@@ -84,6 +87,34 @@ _MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX timeline_by_incident ON timeline (incident_id, at, id);
     """,
+    # 2: a 400 is `dropped` (the only final failure); incidents remember the resolve hold and
+    # flapping; indexes for retention pruning.
+    """
+    CREATE TABLE outbox_v2 (
+        id              INTEGER PRIMARY KEY AUTOINCREMENT,
+        dedup_key       TEXT    NOT NULL,
+        action          TEXT    NOT NULL CHECK (action IN ('trigger', 'resolve')),
+        body            TEXT    NOT NULL,
+        created_at      REAL    NOT NULL,
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL    NOT NULL,
+        status          TEXT    NOT NULL DEFAULT 'pending'
+                                CHECK (status IN ('pending', 'accepted', 'dropped', 'dry_run')),
+        last_error      TEXT,
+        delivered_at    REAL
+    );
+    INSERT INTO outbox_v2
+        SELECT id, dedup_key, action, body, created_at, attempts, next_attempt_at,
+               CASE status WHEN 'rejected' THEN 'dropped' ELSE status END, last_error, delivered_at
+        FROM outbox;
+    DROP TABLE outbox;
+    ALTER TABLE outbox_v2 RENAME TO outbox;
+    CREATE INDEX outbox_pending_by_key ON outbox (dedup_key, id) WHERE status = 'pending';
+    CREATE INDEX outbox_settled_by_age ON outbox (created_at) WHERE status != 'pending';
+    ALTER TABLE incidents ADD COLUMN up_since REAL;
+    ALTER TABLE incidents ADD COLUMN flapping INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX incidents_by_resolution ON incidents (resolved_at);
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -122,11 +153,39 @@ class Incident:
     summary: str
     severity: str
     data: dict[str, Any]
+    up_since: float | None = None  # up again since then: the resolve hold runs
+    flapping: bool = False  # failed again inside the resolve hold
 
     @property
     def is_open(self) -> bool:
         """True until the incident is resolved."""
         return self.resolved_at is None
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentWrite:
+    """Everything one incident decision writes; `SyncStore.apply` commits it in one transaction.
+
+    `incident_id` None opens a new incident (at `at`); otherwise the incident's features,
+    escalation, flapping and hold are set to these values, and `resolved` closes it. `event` is
+    the outbox row (action, Events v2 body), if the decision sends one; `kind` and `timeline`
+    are the timeline entry.
+    """
+
+    dependency: str
+    dedup_key: str
+    at: float
+    kind: str
+    timeline: dict[str, Any]
+    incident_id: int | None = None
+    event: tuple[Action, dict[str, Any]] | None = None
+    features: Sequence[str] = ()
+    summary: str = ""
+    severity: str = ""
+    escalated: bool = False
+    flapping: bool = False
+    up_since: float | None = None
+    resolved: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +229,8 @@ def _incident(row: sqlite3.Row) -> Incident:
         summary=row["summary"],
         severity=row["severity"],
         data=json.loads(row["data"]),
+        up_since=row["up_since"],
+        flapping=bool(row["flapping"]),
     )
 
 
@@ -322,10 +383,10 @@ class SyncStore:
         )
         self._one_changed(cursor, "pending outbox event", event_id)
 
-    def mark_rejected(self, event_id: int, reason: str) -> None:
-        """PagerDuty refused the event (400): it is never retried; `reason` says why."""
+    def mark_dropped(self, event_id: int, reason: str) -> None:
+        """PagerDuty refused the event itself (400): it is never retried; `reason` says why."""
         cursor = self._execute(
-            "UPDATE outbox SET status = 'rejected', last_error = ?, attempts = attempts + 1 "
+            "UPDATE outbox SET status = 'dropped', last_error = ?, attempts = attempts + 1 "
             "WHERE id = ? AND status = 'pending'",
             (reason, event_id),
         )
@@ -454,6 +515,117 @@ class SyncStore:
         rows = self._rows("SELECT * FROM timeline WHERE incident_id = ? ORDER BY at, id", (incident_id,))
         return [TimelineEntry(row["incident_id"], row["at"], row["kind"], json.loads(row["data"])) for row in rows]
 
+    # -- decisions, reconciliation, retention -----------------------------------------------
+
+    def apply(self, write: IncidentWrite) -> int:
+        """Commit one decision (outbox row, incident change, timeline entry) atomically; returns the incident id.
+
+        A crash leaves either all of it or none: never a page queued without the incident that
+        will resolve it, nor an incident whose page was never queued.
+        """
+        with self._lock:
+            db = self._db()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                incident_id = self._write_incident(db, write)
+                if write.event is not None:
+                    action, body = write.event
+                    safe_body = {key: value for key, value in body.items() if key != "routing_key"}
+                    db.execute(
+                        "INSERT INTO outbox (dedup_key, action, body, created_at, next_attempt_at) "
+                        "VALUES (?, ?, ?, ?, ?)",
+                        (write.dedup_key, action, _dumps(safe_body), write.at, write.at),
+                    )
+                db.execute(
+                    "INSERT INTO timeline (incident_id, at, kind, data) VALUES (?, ?, ?, ?)",
+                    (incident_id, write.at, write.kind, _dumps(write.timeline)),
+                )
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        return incident_id
+
+    @staticmethod
+    def _write_incident(db: sqlite3.Connection, write: IncidentWrite) -> int:
+        if write.incident_id is None:
+            cursor = db.execute(
+                "INSERT INTO incidents (dependency, dedup_key, opened_at, escalated, features, summary, severity, "
+                "flapping, up_since) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    write.dependency,
+                    write.dedup_key,
+                    write.at,
+                    int(write.escalated),
+                    _dumps(list(write.features)),
+                    write.summary,
+                    write.severity,
+                    int(write.flapping),
+                    write.up_since,
+                ),
+            )
+            assert cursor.lastrowid is not None
+            return cursor.lastrowid
+        cursor = db.execute(
+            "UPDATE incidents SET features = ?, escalated = ?, flapping = ?, up_since = ?, "
+            "summary = CASE WHEN ? = '' THEN summary ELSE ? END, "
+            "severity = CASE WHEN ? = '' THEN severity ELSE ? END, "
+            "resolved_at = CASE WHEN ? THEN COALESCE(resolved_at, ?) ELSE resolved_at END "
+            "WHERE id = ?",
+            (
+                _dumps(list(write.features)),
+                int(write.escalated),
+                int(write.flapping),
+                write.up_since,
+                write.summary,
+                write.summary,
+                write.severity,
+                write.severity,
+                int(write.resolved),
+                write.at,
+                write.incident_id,
+            ),
+        )
+        if cursor.rowcount != 1:
+            raise KeyError(f"no incident with id {write.incident_id}")
+        return write.incident_id
+
+    def orphaned_triggers(self) -> list[OutboxEvent]:
+        """Triggers whose dedup key has no open incident and no later resolve in the outbox.
+
+        A state file written by an older depmon (which committed the trigger before the incident)
+        can hold these after a kill; the daemon opens an incident for each, so a recovery resolves it.
+        """
+        rows = self._rows(
+            "SELECT * FROM outbox AS o WHERE o.action = 'trigger' AND o.status != 'dropped' "
+            "AND o.id = (SELECT MAX(id) FROM outbox WHERE dedup_key = o.dedup_key) "
+            "AND NOT EXISTS (SELECT 1 FROM incidents AS i WHERE i.dedup_key = o.dedup_key AND i.resolved_at IS NULL) "
+            "ORDER BY o.id"
+        )
+        return [_outbox_event(row) for row in rows]
+
+    def prune(self, before: float) -> tuple[int, int]:
+        """Delete settled outbox rows and closed incidents (with their timelines) older than `before`.
+
+        Pending events and open incidents are never pruned. Returns (events, incidents) deleted.
+        """
+        with self._lock:
+            db = self._db()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                events = db.execute(
+                    "DELETE FROM outbox WHERE status != 'pending' AND COALESCE(delivered_at, created_at) < ?",
+                    (before,),
+                ).rowcount
+                old = "SELECT id FROM incidents WHERE resolved_at IS NOT NULL AND resolved_at < ?"
+                db.execute(f"DELETE FROM timeline WHERE incident_id IN ({old})", (before,))  # noqa: S608
+                incidents = db.execute(f"DELETE FROM incidents WHERE id IN ({old})", (before,)).rowcount  # noqa: S608
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        return events, incidents
+
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
@@ -514,9 +686,9 @@ class Store:
         """See `SyncStore.mark_accepted`."""
         await self._call(self.sync.mark_accepted, event_id, at)
 
-    async def mark_rejected(self, event_id: int, reason: str) -> None:
-        """See `SyncStore.mark_rejected`."""
-        await self._call(self.sync.mark_rejected, event_id, reason)
+    async def mark_dropped(self, event_id: int, reason: str) -> None:
+        """See `SyncStore.mark_dropped`."""
+        await self._call(self.sync.mark_dropped, event_id, reason)
 
     async def mark_dry_run(self, event_id: int) -> None:
         """See `SyncStore.mark_dry_run`."""
@@ -599,3 +771,71 @@ class Store:
     async def timeline(self, incident_id: int) -> list[TimelineEntry]:
         """See `SyncStore.timeline`."""
         return await self._call(self.sync.timeline, incident_id)
+
+    async def apply(self, write: IncidentWrite) -> int:
+        """See `SyncStore.apply`."""
+        return await self._call(self.sync.apply, write)
+
+    async def orphaned_triggers(self) -> list[OutboxEvent]:
+        """See `SyncStore.orphaned_triggers`."""
+        return await self._call(self.sync.orphaned_triggers)
+
+    async def prune(self, before: float) -> tuple[int, int]:
+        """See `SyncStore.prune`."""
+        return await self._call(self.sync.prune, before)
+
+
+class StateLocked(StoreError):
+    """Another depmon holds the state file; `holder` says who (pid and host), when known."""
+
+    def __init__(self, state_path: str, holder: str) -> None:
+        super().__init__(f"{state_path} is in use by another depmon ({holder}): one daemon per state file")
+        self.holder = holder
+
+
+class StateLock:
+    """An exclusive advisory lock (flock) on `<state_path>.lock`, held while the daemon runs.
+
+    Two daemons on one state file would both deliver the same events; the second one's
+    `acquire()` raises `StateLocked` naming the first. The lock is the kernel's: it goes with the
+    process, so a killed daemon never leaves a stale lock. CLI readers (`postmortem`) do not take it.
+    """
+
+    def __init__(self, state_path: str) -> None:
+        self.path = None if state_path == ":memory:" else Path(f"{state_path}.lock")
+        self._file: Any = None
+
+    def acquire(self) -> None:
+        """Take the lock or raise `StateLocked`."""
+        if self.path is None:
+            return
+        import fcntl  # POSIX only, like the daemon
+        import socket
+
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        handle = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 (held until release)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown process"
+            handle.close()
+            raise StateLocked(str(self.path)[: -len(".lock")], holder) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        handle.flush()
+        self._file = handle
+
+    def release(self) -> None:
+        """Let go of the lock (closing the file releases it)."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __enter__(self) -> StateLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()

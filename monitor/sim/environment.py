@@ -57,6 +57,7 @@ __all__ = [
     "SimulatedEnvironment",
 ]
 
+DEMO_RESOLVE_HOLD = 1.0  # seconds up before a resolve: the demo's timeline is second-scale
 DEMO_TIMING = Timing(interval=1.0, timeout=0.5, failure_threshold=2, success_threshold=2, confirm_interval=0.25)
 """Second-scale probe timing: an outage is confirmed in about a second."""
 
@@ -97,6 +98,7 @@ class SimulatedEnvironment:
         environment: str = "demo",
         timing: Timing = DEMO_TIMING,
         maintenance_poll_interval: float = 1.0,
+        resolve_hold: float = DEMO_RESOLVE_HOLD,
         token_lifetime: float = _TOKEN_LIFETIME_SECONDS,
         service_overrides: Mapping[str, str] | None = None,
         source: Path | None = None,
@@ -106,6 +108,7 @@ class SimulatedEnvironment:
         self.environment = environment
         self.timing = timing
         self.maintenance_poll_interval = maintenance_poll_interval
+        self.resolve_hold = resolve_hold
         self.token_lifetime = token_lifetime
         self._service_overrides = dict(service_overrides or {})
         self._source = source
@@ -318,6 +321,7 @@ class SimulatedEnvironment:
                 "success_threshold": self.timing.success_threshold,
                 "confirm_interval": format_duration(self.timing.confirm_interval),
             },
+            resolve_hold=format_duration(self.resolve_hold),
         )
         if "significant_duration" in monitor:
             monitor["significant_duration"] = format_duration(monitor["significant_duration"])

@@ -17,6 +17,7 @@ pytestmark = pytest.mark.e2e
 CONFIG = """
 monitor:
   environment: e2e
+  resolve_hold: 300ms
   defaults: {{interval: 1s, timeout: 500ms, failure_threshold: 2, success_threshold: 2, confirm_interval: 200ms}}
 dependencies:
   evss:
@@ -75,7 +76,9 @@ class TestDaemonLifecycle:
         upstream.clear_faults()
         wait_for(lambda: daemon.dependency_state("evss") == "up", 10, "evss up again")
         assert daemon.status()["features"]["claims"]["state"] == "ok"
-        assert daemon.status()["incidents"] == []
+        # The incident is resolved once evss has stayed up for resolve_hold (300 ms).
+        wait_for(lambda: daemon.status()["incidents"] == [], 5, "incident resolved after the hold")
+        assert daemon.find("incident_resolve_hold", dependency="evss") is not None
 
         started = time.monotonic()
         assert daemon.stop(timeout=5) == 0

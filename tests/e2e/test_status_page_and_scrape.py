@@ -20,6 +20,7 @@ pytestmark = pytest.mark.e2e
 CONFIG = """
 monitor:
   environment: e2e
+  resolve_hold: 300ms
   defaults: {{interval: 1s, timeout: 500ms, failure_threshold: 1, success_threshold: 1, confirm_interval: 200ms}}
 dependencies:
   evss:

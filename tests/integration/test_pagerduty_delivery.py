@@ -205,24 +205,24 @@ class TestDelivery:
         assert len(fake.events) == 1
 
     @pytest.mark.anyio
-    async def test_invalid_event_rejected_never_retried(self, fake: FakePagerDuty) -> None:
-        """An event the API refuses (400) is rejected with PagerDuty's reason, sent once, and the key moves on."""
+    async def test_invalid_event_dropped_never_retried(self, fake: FakePagerDuty) -> None:
+        """An event the API refuses (400) is dropped with PagerDuty's reason, sent once, and the key moves on."""
         with capture_logs() as logs:
             async with rig(fake) as r:
                 bad = await r.outbox.put(DEDUP_KEY, "trigger", trigger_body(summary="x" * 2000))
                 await r.outbox.put(DEDUP_KEY, "resolve", {})
                 await r.until(r.settled)
                 await anyio.sleep(0.3)  # room for a wrong retry to happen
-                rejected = await r.store.outbox_event(bad)
+                dropped = await r.store.outbox_event(bad)
         assert (fake.enqueue_requests, len(fake.rejected_events), len(fake.events)) == (2, 1, 1)
-        assert rejected.status == "rejected"
-        assert rejected.last_error is not None
-        assert "HTTP 400" in rejected.last_error
-        assert "Event object is invalid" in rejected.last_error
-        assert (r.count("rejected"), r.count("retried")) == (1, 0)
-        assert "pagerduty_event_rejected" in [entry["event"] for entry in logs]
+        assert dropped.status == "dropped"
+        assert dropped.last_error is not None
+        assert "HTTP 400" in dropped.last_error
+        assert "Event object is invalid" in dropped.last_error
+        assert (r.count("dropped"), r.count("retried")) == (1, 0)
+        assert "pagerduty_event_dropped" in [entry["event"] for entry in logs]
         assert ROUTING_KEY not in repr(logs)
-        assert ROUTING_KEY not in rejected.last_error
+        assert ROUTING_KEY not in dropped.last_error
 
     @pytest.mark.anyio
     async def test_restart_delivers_pending_exactly_once(self, fake: FakePagerDuty, tmp_path: Path) -> None:

@@ -3,25 +3,36 @@
 from __future__ import annotations
 
 import json
+import os
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import jsonschema
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from monitor.config import Config, bundled_config_path, load_config
 from monitor.health import DependencyHealth, DependencyState
 from monitor.impact import FeatureHealth, FeatureState, evaluate_features, needs_from_config
 from monitor.incidents import (
+    EVENT_BYTES_LIMIT,
     Action,
     Decision,
     EventContext,
     OpenIncident,
+    Policy,
+    Situation,
     build_event,
     decide,
+    event_size,
     severity,
     summary,
 )
+from monitor.pager import ancestors
 from monitor.results import Outcome, ProbeResult
+from monitor.windows import MaintenanceWindow
 
 SCHEMA = json.loads((Path(__file__).parents[2] / "monitor" / "schemas" / "events-v2.json").read_text())
 PUBLISHED = Path(__file__).parents[3] / "shared" / "pagerduty" / "events-v2.openapi.json"
@@ -49,26 +60,51 @@ def features(config: Config, deps: dict[str, DependencyHealth]) -> dict[str, Fea
     return evaluate_features(needs_from_config(config.features), deps)
 
 
-def run(config: Config, open_incidents: dict[str, OpenIncident], now: float = 100.0, **deps: DependencyHealth):
+def run(
+    config: Config,
+    open_incidents: dict[str, OpenIncident],
+    now: float = 100.0,
+    hold: float = 0.0,
+    since: dict[str, float] | None = None,
+    confirm: dict[str, float] | None = None,
+    **deps: DependencyHealth,
+) -> list[Decision]:
     dep_states = states(config, **deps)
-    return decide("production", open_incidents, dep_states, features(config, dep_states), now, 1800.0)
+    situation = Situation(
+        dep_states,
+        features(config, dep_states),
+        since or {},
+        ancestors(config),
+        confirm or {},
+    )
+    return decide(Policy("production", 1800.0, hold), open_incidents, situation, now)
+
+
+def key(dep: str) -> str:
+    return f"depmon/production/{dep}"
+
+
+EVSS_OPEN = OpenIncident("evss", key("evss"), 50.0, EVSS_FEATURES, id=7)
+RESOLVE_EVSS = Decision(Action.RESOLVE, "evss", key("evss"), EVSS_FEATURES)
+PARENT_FAILING = DependencyHealth(DependencyState.UP, DependencyState.UP, failing=True)  # a first, unconfirmed failure
+CHILD_OF_SSOE = DependencyHealth(DependencyState.DOWN, DependencyState.DOWN, cause="ssoe-oauth", failing=True)
 
 
 class TestDecide:
+    """The incident rules, one table row each (SPEC 7 and 10.1, issue 9)."""
+
     def test_a_root_cause_down_triggers_once_with_its_features(self, config: Config) -> None:
         """A dependency down outside maintenance with no down parent triggers one page naming its features."""
         decisions = run(config, {}, evss=DOWN)
-        assert decisions == [Decision(Action.TRIGGER, "evss", "depmon/production/evss", EVSS_FEATURES)]
+        assert decisions == [Decision(Action.TRIGGER, "evss", key("evss"), EVSS_FEATURES)]
 
     def test_an_open_incident_is_not_triggered_again(self, config: Config) -> None:
         """A dependency still down with the same features needs no event."""
-        incident = OpenIncident("evss", "depmon/production/evss", 50.0, EVSS_FEATURES)
-        assert run(config, {"evss": incident}, evss=DOWN) == []
+        assert run(config, {"evss": EVSS_OPEN}, evss=DOWN) == []
 
     def test_children_of_a_down_parent_are_not_paged(self, config: Config) -> None:
         """With SSOe OAuth down, dependencies needing its token are down with a cause and get no page."""
-        child = DependencyHealth(DependencyState.DOWN, DependencyState.DOWN, cause="ssoe-oauth", failing=True)
-        decisions = run(config, {}, ssoe_oauth=DOWN, evss=child, va_profile=child, vaos=child)
+        decisions = run(config, {}, ssoe_oauth=DOWN, evss=CHILD_OF_SSOE, va_profile=CHILD_OF_SSOE, vaos=CHILD_OF_SSOE)
         assert [d.dependency for d in decisions] == ["ssoe-oauth"]
         assert set(decisions[0].features) == set(config.features)  # every feature needs authentication
 
@@ -77,35 +113,118 @@ class TestDecide:
         assert run(config, {}, mhv=MAINT_DOWN) == []
 
     def test_recovery_resolves(self, config: Config) -> None:
-        """An open incident whose dependency is up again is resolved."""
-        incident = OpenIncident("evss", "depmon/production/evss", 50.0, EVSS_FEATURES)
-        assert run(config, {"evss": incident}) == [
-            Decision(Action.RESOLVE, "evss", "depmon/production/evss", EVSS_FEATURES)
-        ]
+        """With no resolve hold, an open incident whose dependency is up again is resolved."""
+        assert run(config, {"evss": EVSS_OPEN}) == [replace(RESOLVE_EVSS)]
 
     def test_unknown_after_restart_keeps_the_incident_open(self, config: Config) -> None:
         """A restarted daemon does not resolve before it has evidence."""
-        incident = OpenIncident("evss", "depmon/production/evss", 50.0, EVSS_FEATURES)
-        assert run(config, {"evss": incident}, evss=UNKNOWN) == []
+        assert run(config, {"evss": EVSS_OPEN}, evss=UNKNOWN) == []
 
     def test_changed_features_send_an_update(self, config: Config) -> None:
         """When more features are impacted, the trigger is re-sent with the new list."""
-        incident = OpenIncident("evss", "depmon/production/evss", 50.0, ("claims",))
+        incident = replace(EVSS_OPEN, features=("claims",))
         decisions = run(config, {"evss": incident}, evss=DOWN)
-        assert decisions == [Decision(Action.UPDATE, "evss", "depmon/production/evss", EVSS_FEATURES)]
+        assert decisions == [Decision(Action.UPDATE, "evss", key("evss"), EVSS_FEATURES)]
 
     def test_significant_duration_escalates_once(self, config: Config) -> None:
         """An incident open past significant_duration is escalated once, then left alone."""
-        incident = OpenIncident("evss", "depmon/production/evss", 0.0, EVSS_FEATURES)
+        incident = replace(EVSS_OPEN, opened_at=0.0)
         first = run(config, {"evss": incident}, now=1800.0, evss=DOWN)
-        assert first == [Decision(Action.ESCALATE, "evss", "depmon/production/evss", EVSS_FEATURES, escalated=True)]
-        escalated = OpenIncident("evss", "depmon/production/evss", 0.0, EVSS_FEATURES, escalated=True)
+        assert first == [Decision(Action.ESCALATE, "evss", key("evss"), EVSS_FEATURES, escalated=True)]
+        escalated = replace(incident, escalated=True)
         assert run(config, {"evss": escalated}, now=4000.0, evss=DOWN) == []
 
-    def test_removed_dependency_is_resolved(self, config: Config) -> None:
-        """An incident of a dependency no longer in the config (after a reload) is resolved."""
-        incident = OpenIncident("gone", "depmon/production/gone", 0.0, ())
-        assert [d.action for d in run(config, {"gone": incident})] == [Action.RESOLVE]
+    def test_removed_dependency_is_resolved_with_a_note(self, config: Config) -> None:
+        """An incident of a dependency no longer in the config (after a reload) is resolved, saying why."""
+        incident = OpenIncident("gone", key("gone"), 0.0, ())
+        [decision] = run(config, {"gone": incident})
+        assert (decision.action, decision.note) == (Action.RESOLVE, "the dependency was removed from the config")
+
+
+class TestMaintenanceOnAnOpenIncident:
+    """Issue 9, item 3: a window opening on an open incident sends nothing while it holds."""
+
+    def test_no_update_while_the_window_holds(self, config: Config) -> None:
+        """The features move to `maintenance` (0 impacted) but no update goes out."""
+        incident = replace(EVSS_OPEN, features=("claims",))
+        assert run(config, {"evss": incident}, evss=MAINT_DOWN) == []
+
+    def test_no_escalation_while_the_window_holds(self, config: Config) -> None:
+        """Past significant_duration inside a window: no escalation to the Product Owner."""
+        incident = replace(EVSS_OPEN, opened_at=0.0)
+        assert run(config, {"evss": incident}, now=5000.0, evss=MAINT_DOWN) == []
+
+    def test_ordinary_rules_once_the_window_ends(self, config: Config) -> None:
+        """The same incident outside the window escalates as usual."""
+        incident = replace(EVSS_OPEN, opened_at=0.0)
+        [decision] = run(config, {"evss": incident}, now=5000.0, evss=DOWN)
+        assert decision.action is Action.ESCALATE
+
+    def test_recovery_inside_the_window_still_resolves(self, config: Config) -> None:
+        """Resolve is the default, always: up again inside a window resolves."""
+        up_in_window = DependencyHealth(DependencyState.MAINTENANCE, DependencyState.UP)
+        assert run(config, {"evss": EVSS_OPEN}, evss=up_in_window) == [RESOLVE_EVSS]
+
+
+class TestResolveHold:
+    """SPEC 10.1 `resolve_hold`: resolve only after the dependency stayed up that long."""
+
+    def test_up_again_starts_the_hold_without_an_event(self, config: Config) -> None:
+        """The first up verdict records the start of the hold and sends nothing."""
+        [decision] = run(config, {"evss": EVSS_OPEN}, now=200.0, hold=120.0)
+        assert (decision.action, decision.up_since, decision.action.sends) == (Action.HOLD, 200.0, False)
+
+    def test_still_up_inside_the_hold_waits(self, config: Config) -> None:
+        """Before the hold has run out nothing happens."""
+        held = replace(EVSS_OPEN, up_since=200.0)
+        assert run(config, {"evss": held}, now=319.0, hold=120.0) == []
+
+    def test_up_for_the_whole_hold_resolves(self, config: Config) -> None:
+        """Once the hold has run out the incident is resolved."""
+        held = replace(EVSS_OPEN, up_since=200.0)
+        [decision] = run(config, {"evss": held}, now=320.0, hold=120.0)
+        assert decision.action is Action.RESOLVE
+
+    def test_down_inside_the_hold_continues_the_incident_as_flapping(self, config: Config) -> None:
+        """A failure inside the hold is no new trigger: the same incident goes on, marked flapping."""
+        held = replace(EVSS_OPEN, up_since=200.0)
+        [decision] = run(config, {"evss": held}, now=250.0, hold=120.0, evss=DOWN)
+        assert (decision.action, decision.flapping, decision.up_since) == (Action.FLAP, True, None)
+        assert not decision.action.sends
+
+    def test_flapping_is_carried_into_later_events(self, config: Config) -> None:
+        """An update of a flapping incident keeps the flag, which the event shows."""
+        flapping = replace(EVSS_OPEN, features=("claims",), flapping=True)
+        [decision] = run(config, {"evss": flapping}, evss=DOWN)
+        assert (decision.action, decision.flapping) == (Action.UPDATE, True)
+
+
+class TestSimultaneousFailures:
+    """Issue 9, item 8: a parent and a child failing at the same moment page once, for the parent."""
+
+    def test_child_waits_for_an_ancestor_with_an_unconfirmed_failure(self, config: Config) -> None:
+        """EVSS down while SSOe has a first failure: no page yet."""
+        decisions = run(
+            config, {}, now=105.0, since={"evss": 100.0}, confirm={"ssoe-oauth": 10.0},
+            evss=DOWN, ssoe_oauth=PARENT_FAILING,
+        )  # fmt: skip
+        assert decisions == []
+
+    def test_the_wait_is_bounded_by_the_ancestors_confirmation_time(self, config: Config) -> None:
+        """Past the ancestor's confirmation time, the child pages on its own."""
+        decisions = run(
+            config, {}, now=110.0, since={"evss": 100.0}, confirm={"ssoe-oauth": 10.0},
+            evss=DOWN, ssoe_oauth=PARENT_FAILING,
+        )  # fmt: skip
+        assert [d.action for d in decisions] == [Action.TRIGGER]
+
+    def test_a_child_page_is_resolved_when_its_parent_goes_down(self, config: Config) -> None:
+        """An open child incident is resolved with a note naming the parent's incident; the parent pages."""
+        decisions = run(config, {"evss": EVSS_OPEN}, ssoe_oauth=DOWN, evss=CHILD_OF_SSOE)
+        by_dep = {d.dependency: d for d in decisions}
+        assert by_dep["ssoe-oauth"].action is Action.TRIGGER
+        assert by_dep["evss"].action is Action.RESOLVE
+        assert by_dep["evss"].note == f"superseded: ssoe-oauth is down and its incident {key('ssoe-oauth')} is the page"
 
 
 def evidence(outcome: Outcome = Outcome.HTTP_STATUS, security: bool = False) -> list[tuple[str, ProbeResult]]:
@@ -188,3 +307,79 @@ class TestEventContent:
         body = spec["paths"]["/enqueue"]["post"]["requestBody"]["content"]["application/json"]["schema"]
         schema = {**body, "components": spec["components"]}
         jsonschema.validate({**trigger(config), "routing_key": "x" * 32}, schema)
+
+
+def window(i: int, description: str) -> MaintenanceWindow:
+    start = datetime(2026, 12, 1, tzinfo=UTC) + timedelta(hours=i)
+    return MaintenanceWindow(f"PW{i:05d}", start, start + timedelta(hours=1), description, ("PZKWB6Y",))
+
+
+class TestEventSize:
+    """SPEC 10.5: an event never exceeds PagerDuty's 512 KB; long lists are cut and the cut is said."""
+
+    def test_a_huge_list_of_upcoming_windows_is_cut_and_said(self, config: Config) -> None:
+        """5,000 upcoming windows with long descriptions fit after the cut, which custom_details names."""
+        windows = [window(i, "USER_MESSAGE:Planned work|" + "x" * 400) for i in range(5000)]
+        deps = states(config, evss=DOWN)
+        ctx = EventContext(config, features(config, deps), evidence(), 1000.0, windows)
+        event = build_event(Decision(Action.TRIGGER, "evss", key("evss"), EVSS_FEATURES), ctx)
+        details = event["payload"]["custom_details"]
+        assert event_size(event) <= EVENT_BYTES_LIMIT - 1024
+        shown = len(details["upcoming_maintenance"])
+        assert 0 < shown < 5000
+        assert details["truncated"] == f"upcoming_maintenance: {shown} of 5000 shown"
+        jsonschema.validate({**event, "routing_key": "r" * 32}, SCHEMA)
+
+    def test_a_small_event_is_not_cut(self, config: Config) -> None:
+        """An ordinary trigger carries no `truncated` note."""
+        assert "truncated" not in trigger(config)["payload"]["custom_details"]
+
+
+_text = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=3000)
+
+
+@st.composite
+def _trigger_inputs(draw: st.DrawFn) -> tuple[str, list[tuple[str, ProbeResult]], list[MaintenanceWindow], bool]:
+    dep = draw(st.sampled_from(sorted(_BUNDLED.dependencies)))
+    outcomes = [o for o in Outcome if o is not Outcome.OK]
+    results = draw(
+        st.lists(
+            st.builds(
+                lambda outcome, detail, security: ProbeResult.failure(
+                    outcome, detail or "x", at=1000.0, security_relevant=security
+                ),
+                st.sampled_from(outcomes),
+                _text,
+                st.booleans(),
+            ),
+            max_size=8,
+        )
+    )
+    evidence = [(f"probe-{i}", r) for i, r in enumerate(results)]
+    windows = [window(i, d) for i, d in enumerate(draw(st.lists(_text, max_size=draw(st.sampled_from([3, 400])))))]
+    return dep, evidence, windows, draw(st.booleans())
+
+
+_BUNDLED = load_config(bundled_config_path(), environ={})
+_EXAMPLES = int(os.environ.get("DEPMON_HYPOTHESIS_EXAMPLES", "60"))
+
+
+class TestEveryEventFits:
+    """Property: any trigger depmon can build validates against Events v2 and stays under 512 KB."""
+
+    @settings(max_examples=_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(_trigger_inputs())
+    def test_any_trigger_is_schema_valid_and_small(
+        self, inputs: tuple[str, list[tuple[str, ProbeResult]], list[MaintenanceWindow], bool]
+    ) -> None:
+        """Random evidence, windows and escalation: schema-valid, at most 512 KB, summary at most 1024."""
+        dep, evidence_, windows, escalated = inputs
+        deps = states(_BUNDLED, **{dep.replace("-", "_"): DOWN})
+        feats = features(_BUNDLED, deps)
+        impacted = tuple(f for f, h in feats.items() if h.impacted)
+        ctx = EventContext(_BUNDLED, feats, evidence_, 1000.0, windows)
+        event = build_event(Decision(Action.TRIGGER, dep, key(dep), impacted, escalated=escalated), ctx)
+        full = {**event, "routing_key": "r" * 32}
+        jsonschema.validate(full, SCHEMA)
+        assert event_size(full) <= EVENT_BYTES_LIMIT
+        assert len(event["payload"]["summary"]) <= 1024

@@ -20,7 +20,7 @@ from monitor.store import Store
 
 ACCEPTED = Delivery("accepted", 202, "accepted")
 SERVER_ERROR = Delivery("retry", 500, "PagerDuty Events API answered HTTP 500")
-INVALID = Delivery("rejected", 400, "PagerDuty Events API answered HTTP 400: Event object is invalid")
+INVALID = Delivery("dropped", 400, "PagerDuty Events API answered HTTP 400: Event object is invalid")
 
 
 def trigger(summary: str) -> dict[str, Any]:
@@ -91,7 +91,7 @@ class Harness:
         self.clock = clock
         self.metrics = Metrics()
         self.wake = FakeWakeup(clock)
-        self.outbox = Outbox(store, sender, self.metrics, clock, MaxJitter(), self.wake)
+        self.outbox = Outbox(store, sender, self.metrics, clock, MaxJitter(), self.wake, wall_clock=clock)
 
     def count(self, action: str, outcome: str) -> float:
         value = self.metrics.registry.get_sample_value(
@@ -148,7 +148,7 @@ class TestBackoff:
 
 
 class TestOutbox:
-    """Delivery in order per dedup key, retries, rejections, drain and dry run."""
+    """Delivery in order per dedup key, retries, drops, drain and dry run."""
 
     @pytest.mark.anyio
     async def test_put_writes_first_then_delivers(self, store: Store, clock: FakeClock) -> None:
@@ -191,8 +191,8 @@ class TestOutbox:
         assert sent.index("b1") < 2  # b1 went out with a1's first attempt, not after a1's backoff
 
     @pytest.mark.anyio
-    async def test_rejected_is_not_retried_and_the_key_moves_on(self, store: Store, clock: FakeClock) -> None:
-        """A 400 is recorded as rejected, logged, sent once only, and the key's next event follows."""
+    async def test_dropped_is_not_retried_and_the_key_moves_on(self, store: Store, clock: FakeClock) -> None:
+        """A 400 is recorded as dropped, logged, sent once only, and the key's next event follows."""
         sender = FakeSender(clock, lambda body, call: INVALID if body["payload"].get("summary") == "bad" else ACCEPTED)
         h = Harness(store, sender, clock)
         bad = await h.outbox.put("a", "trigger", trigger("bad"))
@@ -201,11 +201,11 @@ class TestOutbox:
             async with h.running():
                 await h.until(h.settled)
         assert sender.summaries() == ["bad", "good"]
-        rejected = await store.outbox_event(bad)
-        assert (rejected.status, rejected.last_error) == ("rejected", INVALID.message)
-        [entry] = [entry for entry in logs if entry["event"] == "pagerduty_event_rejected"]
+        dropped = await store.outbox_event(bad)
+        assert (dropped.status, dropped.last_error) == ("dropped", INVALID.message)
+        [entry] = [entry for entry in logs if entry["event"] == "pagerduty_event_dropped"]
         assert (entry["dedup_key"], entry["reason"], entry["log_level"]) == ("a", INVALID.message, "error")
-        assert (h.count("trigger", "rejected"), h.count("trigger", "accepted")) == (1, 1)
+        assert (h.count("trigger", "dropped"), h.count("trigger", "accepted")) == (1, 1)
 
     @pytest.mark.anyio
     async def test_retry_backs_off_exponentially(self, store: Store, clock: FakeClock) -> None:

@@ -68,19 +68,19 @@ class TestOutbox:
         assert (head.id, head.attempts, head.last_error) == (a1, 1, "HTTP 500")
 
     @pytest.mark.anyio
-    async def test_rejected_and_dry_run_are_not_pending(self, store: Store) -> None:
+    async def test_dropped_and_dry_run_are_not_pending(self, store: Store) -> None:
         """Rejected and dry-run events leave the queue, keeping the rejection reason."""
         with anyio.fail_after(5):
-            rejected = await store.enqueue("a", "trigger", TRIGGER, at=1.0)
+            dropped = await store.enqueue("a", "trigger", TRIGGER, at=1.0)
             dry = await store.enqueue("b", "trigger", TRIGGER, at=1.0)
-            await store.mark_rejected(rejected, "HTTP 400: Event object is invalid")
+            await store.mark_dropped(dropped, "HTTP 400: Event object is invalid")
             await store.mark_dry_run(dry)
             assert await store.pending_count() == 0
             assert await store.pending_heads(now=100.0) == []
             assert await store.next_attempt_at() is None
             events = await store.outbox_events()
         assert [(e.status, e.last_error) for e in events] == [
-            ("rejected", "HTTP 400: Event object is invalid"),
+            ("dropped", "HTTP 400: Event object is invalid"),
             ("dry_run", None),
         ]
 
@@ -91,7 +91,7 @@ class TestOutbox:
             event_id = await store.enqueue("a", "trigger", TRIGGER, at=1.0)
             await store.mark_accepted(event_id, at=2.0)
             with pytest.raises(KeyError):
-                await store.mark_rejected(event_id, "late")
+                await store.mark_dropped(event_id, "late")
 
     @pytest.mark.anyio
     async def test_pending_events_survive_restart(self, tmp_path: Path) -> None:
