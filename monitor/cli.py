@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -18,6 +19,7 @@ import anyio
 from monitor import __version__
 from monitor.config import Config, ConfigError, default_config_path, load_config, parse_listen
 from monitor.logs import configure_logging
+from monitor.store import StoreError
 
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
 
@@ -113,6 +115,10 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     environ = os.environ if environ is None else environ
     args = build_parser().parse_args(argv)
     command = args.command
+    if command == "run" and hasattr(signal, "SIGHUP"):
+        # Until the daemon's own signal receiver is open, a reload request must not kill it
+        # (SIGHUP's default action): the config being loaded is the newest anyway.
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
     if command == "demo":
         from monitor.demo import run_demo
 
@@ -182,6 +188,9 @@ def _run(config_path: Path, config: Config, listen: str | None, state: str | Non
     daemon = Daemon(config_path, config, state or config.monitor.state_path, environ)
     try:
         anyio.run(daemon.run, listener)
+    except StoreError as exc:  # another daemon holds the state file, or it cannot be used
+        print(f"depmon run: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     finally:
         listener.close()
     return EXIT_OK
