@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import http
 import json
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
+import zlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -201,3 +204,48 @@ def server_tls(ca: trustme.CA, *identities: str, **cert_options: Any) -> ssl.SSL
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ca.issue_cert(*identities, **cert_options).configure_cert(context)
     return context
+
+
+# ---------------------------------------------------------------------------------------------
+# Hostile bodies and memory
+
+
+@functools.cache
+def gzip_bomb(inflated_mib: int = 200) -> bytes:
+    """A gzip body of zeros that inflates to `inflated_mib` MiB (200 MiB: a 199 KiB body)."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    zeros = bytes(1024 * 1024)
+    return b"".join([compressor.compress(zeros) for _ in range(inflated_mib)] + [compressor.flush()])
+
+
+@dataclass
+class MemoryUse:
+    """Resident memory around a block: at its start, and the peak reached inside it (bytes)."""
+
+    before: int = 0
+    peak: int = 0
+
+    @property
+    def growth(self) -> int:
+        return self.peak - self.before
+
+
+def _status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise LookupError(field)
+
+
+@contextlib.contextmanager
+def peak_rss() -> Iterator[MemoryUse]:
+    """Measure the peak resident memory of this process inside the block (Linux).
+
+    The kernel's high-water mark (VmHWM) is reset on entry by writing 5 to
+    /proc/self/clear_refs, so the peak is this block's, not an earlier test's.
+    """
+    use = MemoryUse()
+    Path("/proc/self/clear_refs").write_text("5")
+    use.before = _status_kib("VmRSS") * 1024
+    yield use
+    use.peak = _status_kib("VmHWM") * 1024

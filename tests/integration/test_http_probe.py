@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import gzip
 import http
 import re
 import socket
@@ -16,19 +17,22 @@ import threading
 import time
 import tracemalloc
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
 import trustme
 
 from monitor.probing import run_probe
-from monitor.results import Outcome
+from monitor.results import Outcome, ProbeResult
 from probes.context import TlsOptions
 from tests.integration.http_loopback import (
     FakeTokens,
     LoopbackServer,
     Request,
+    gzip_bomb,
     http_spec,
+    peak_rss,
     probe_context,
     probe_once,
     redirect,
@@ -227,6 +231,17 @@ class TestBodyConditions:
         assert result.outcome == Outcome.CONDITION
         assert result.detail == "invalid JSON body from /healthcheck (Expecting value at line 1 column 1)"
 
+    @pytest.mark.parametrize("number", ["9" * 5000, "-" + "1" * 4301, "0." + "5" * 5000, "1" * 2000 + "e5"])
+    @pytest.mark.parametrize("expect", [{"health_json": True}, {"json": [{"path": "status", "equals": "pass"}]}])
+    async def test_huge_number_is_a_readable_condition(self, number: str, expect: dict[str, Any]) -> None:
+        """A JSON number thousands of digits long is an invalid body with a reason, not `probe raised ValueError`."""
+        body = b'{"status": "pass", "uptime": ' + number.encode() + b"}"
+        result = await probe_once(reply(200, body, headers={"Content-Type": "application/json"}), expect=expect)
+        assert (result.outcome, result.detail) == (
+            Outcome.CONDITION,
+            "invalid JSON body from /healthcheck (a number longer than 1000 characters)",
+        )
+
 
 class TestHealthJson:
     async def test_warn_is_ok_and_degraded(self) -> None:
@@ -309,6 +324,43 @@ class TestBodyCap:
             async with probe_context() as ctx:
                 result = await run(http_spec(server.url(), expect={"health_json": True}), ctx)
         assert (result.outcome, result.detail) == (Outcome.HTTP_STATUS, "HTTP 503 from /big")
+
+
+class TestCompressedBodies:
+    async def test_gzip_body_is_inflated(self) -> None:
+        """A gzip-encoded body is inflated before the conditions read it, though identity was asked for."""
+        handler = reply(200, gzip.compress(b"status: all systems go"), headers={"Content-Encoding": "gzip"})
+        async with LoopbackServer(handler) as server, probe_context() as ctx:
+            result = await run(http_spec(server.url("/healthcheck"), expect={"body_contains": "systems go"}), ctx)
+        assert (result.ok, result.detail) == (True, "HTTP 200 from /healthcheck")
+        assert server.requests[0].headers["accept-encoding"] == "identity"
+
+    async def test_gzip_bomb_to_concurrent_probes_stays_near_the_cap(self) -> None:
+        """A 199 KiB gzip body inflating to 200 MiB fails four concurrent probes at the cap, in a few MiB."""
+        bomb = gzip_bomb(200)
+        handler = reply(200, bomb, headers={"Content-Encoding": "gzip", "Content-Type": "application/json"})
+        results: list[ProbeResult] = []
+        async with LoopbackServer(handler) as server, probe_context() as ctx:
+            spec = http_spec(server.url("/healthcheck"), expect={"health_json": True})
+
+            async def probe() -> None:
+                results.append(await run(spec, ctx))
+
+            tracemalloc.start()
+            try:
+                with peak_rss() as rss:
+                    async with anyio.create_task_group() as tg:
+                        for _ in range(4):
+                            tg.start_soon(probe)
+                _, traced_peak = tracemalloc.get_traced_memory()
+            finally:
+                tracemalloc.stop()
+        assert len(bomb) < 200 * 1024
+        assert [(r.outcome, r.detail) for r in results] == [
+            (Outcome.ERROR, "body larger than 1 MiB from /healthcheck")
+        ] * 4
+        assert traced_peak < 16 * MiB, traced_peak  # inflating would take 4 x 200 MiB
+        assert rss.growth < 64 * MiB, rss
 
 
 class TestTransportFailures:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import gzip
 import json
 import ssl
 from collections.abc import AsyncIterator, Callable
@@ -27,6 +28,7 @@ from monitor.results import Outcome, ProbeResult
 from probes import oauth2
 from probes.context import ProbeContext
 from probes.tokens import Grant, TokenCache, TokenUnavailable
+from tests.integration.http_loopback import gzip_bomb, peak_rss
 
 CLIENT_ID = "depmon-client"
 SECRET = "s3cr3t+VALUE/with=odd chars"  # characters that RFC 6749 2.3.1 urlencoding changes
@@ -48,6 +50,7 @@ class Reply:
     body: bytes = b""
     delay: float = 0.0
     hang: bool = False
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -118,8 +121,9 @@ async def token_endpoint(
                 await buffered.receive()
         await anyio.sleep(answer.delay)
         status_line = f"HTTP/1.1 {answer.status} X\r\nContent-Type: application/json\r\n"
+        extra = "".join(f"{name}: {value}\r\n" for name, value in answer.headers.items())
         framing = f"Content-Length: {len(answer.body)}\r\nConnection: close\r\n\r\n"
-        await stream.send((status_line + framing).encode() + answer.body)
+        await stream.send((status_line + extra + framing).encode() + answer.body)
 
     async with listener, anyio.create_task_group() as tg:
         tg.start_soon(listener.serve, handle)
@@ -226,6 +230,29 @@ class TestOAuth2Probe:
         async with token_endpoint(fixed(Reply(200, b'{"access_token": "' + b"x" * 2048 + b'"}'))) as endpoint:
             result = await run(spec_for(endpoint.url), ctx)
         assert (result.outcome, result.detail) == (Outcome.AUTH, "token response larger than 1024 bytes")
+
+    async def test_gzip_token_response_is_inflated(self, ctx: ProbeContext) -> None:
+        """A gzip-encoded token response is inflated and its token issued."""
+        body = gzip.compress(json.dumps({"access_token": "t", "expires_in": 60}).encode())
+        async with token_endpoint(fixed(Reply(200, body, headers={"Content-Encoding": "gzip"}))) as endpoint:
+            result = await run(spec_for(endpoint.url), ctx)
+        assert (result.ok, result.detail) == (True, "token issued, expires in 60s")
+
+    async def test_gzip_bomb_is_cut_off_at_the_cap(self, ctx: ProbeContext) -> None:
+        """A 199 KiB gzip token response inflating to 200 MiB fails at the cap without inflating it."""
+        bomb = Reply(200, gzip_bomb(200), headers={"Content-Encoding": "gzip"})
+        async with token_endpoint(fixed(bomb)) as endpoint:
+            with peak_rss() as rss:
+                result = await run(spec_for(endpoint.url), ctx)
+        assert (result.outcome, result.detail) == (Outcome.AUTH, "token response larger than 1048576 bytes")
+        assert rss.growth < 32 * 1024 * 1024, rss
+
+    async def test_huge_number_is_invalid_json(self, ctx: ProbeContext) -> None:
+        """An expires_in thousands of digits long is an invalid token response, not `probe raised ValueError`."""
+        body = b'{"access_token": "t", "expires_in": ' + b"9" * 5000 + b"}"
+        async with token_endpoint(fixed(Reply(200, body))) as endpoint:
+            result = await run(spec_for(endpoint.url), ctx)
+        assert (result.outcome, result.detail) == (Outcome.AUTH, "invalid JSON from the token endpoint")
 
     async def test_hanging_endpoint_times_out(self, ctx: ProbeContext) -> None:
         """A token endpoint that never answers ends as timeout at run_probe's deadline."""
