@@ -344,3 +344,55 @@ class TestOutbox:
             async with second.running():
                 await second.until(second.settled)
         assert sender.summaries() == ["a1"]
+
+
+class TestIndependentKeys:
+    """Issue 9, items 5 and 9: one key's slow answer holds that key only; retries run on the monotonic clock."""
+
+    @pytest.mark.anyio
+    async def test_a_hanging_key_does_not_hold_the_others(self, store: Store, clock: FakeClock) -> None:
+        """While key a's delivery hangs, key b's events are delivered; a completes when released."""
+        release = anyio.Event()
+
+        class HangingSender(FakeSender):
+            async def send(self, body: Mapping[str, Any]) -> Delivery:
+                if body["dedup_key"] == "a":
+                    await release.wait()
+                return await super().send(body)
+
+        sender = HangingSender(clock)
+        h = Harness(store, sender, clock)
+        await h.outbox.put("a", "trigger", trigger("a1"))
+        for summary in ("b1", "b2", "b3"):
+            await h.outbox.put("b", "trigger", trigger(summary))
+        async with h.running():
+            await h.until(lambda: _pending_of(store, "b", 0))
+            assert sender.summaries() == ["b1", "b2", "b3"]  # delivered while a still hangs
+            release.set()
+            await h.until(h.settled)
+        assert sender.summaries() == ["b1", "b2", "b3", "a1"]
+
+    @pytest.mark.anyio
+    async def test_a_wall_clock_step_back_does_not_delay_a_retry(self, store: Store, clock: FakeClock) -> None:
+        """The wall clock jumps back an hour after a 500: the retry still comes 1 s later on the monotonic clock."""
+        wall = FakeClock(1_700_000_000.0)
+        sender = FakeSender(clock, lambda body, call: SERVER_ERROR if call == 1 else ACCEPTED)
+        h = Harness(store, sender, clock)
+        h.outbox = Outbox(store, sender, h.metrics, clock, MaxJitter(), h.wake, wall_clock=wall)
+
+        original = sender.script
+
+        def step_back(body: Mapping[str, Any], call: int) -> Delivery:
+            wall.advance(-3600.0)
+            assert original is not None
+            return original(body, call)
+
+        sender.script = step_back
+        await h.outbox.put("a", "trigger", trigger("a1"))
+        async with h.running():
+            await h.until(h.settled)
+        assert [at for at, _, _ in sender.sent] == [1_000.0, 1_001.0]
+
+
+async def _pending_of(store: Store, dedup_key: str, count: int) -> bool:
+    return len([e for e in await store.outbox_events(dedup_key) if e.status == "pending"]) == count

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
 import pytest
 
-from monitor.store import SCHEMA_VERSION, Store, StoreError, SyncStore
+from monitor import store as store_module
+from monitor.store import SCHEMA_VERSION, IncidentWrite, StateLock, StateLocked, Store, StoreError, SyncStore
 
 TRIGGER = {"payload": {"summary": "EVSS down", "source": "depmon/test", "severity": "critical"}}
 
@@ -213,3 +217,163 @@ class TestSyncStore:
         store.close()
         with pytest.raises(StoreError, match="closed"):
             store.pending_count()
+
+
+def _trigger_write(**overrides: object) -> IncidentWrite:
+    fields: dict[str, object] = {
+        "dependency": "evss",
+        "dedup_key": "depmon/test/evss",
+        "at": 100.0,
+        "kind": "trigger",
+        "timeline": {"action": "trigger"},
+        "event": ("trigger", {**TRIGGER, "routing_key": "R" * 32}),
+        "features": ["claims"],
+        "summary": "EVSS down",
+        "severity": "critical",
+    }
+    fields.update(overrides)
+    return IncidentWrite(**fields)  # type: ignore[arg-type]
+
+
+class TestDecisions:
+    """One decision, one transaction (issue 9, item 2)."""
+
+    def test_a_trigger_writes_event_incident_and_timeline_together(self) -> None:
+        """apply() opens the incident, queues the event (without the routing key) and records the timeline."""
+        with SyncStore(":memory:") as store:
+            incident_id = store.apply(_trigger_write())
+            [incident] = store.open_incidents()
+            [event] = store.outbox_events()
+            [entry] = store.timeline(incident_id)
+        assert (incident.id, incident.summary, incident.features) == (incident_id, "EVSS down", ["claims"])
+        assert (event.action, "routing_key" in event.body) == ("trigger", False)
+        assert entry.kind == "trigger"
+
+    def test_a_failure_inside_the_transaction_leaves_nothing(self) -> None:
+        """When the timeline insert fails (a body that cannot be encoded), no event and no incident remain."""
+        with SyncStore(":memory:") as store:
+            with pytest.raises(TypeError):
+                store.apply(_trigger_write(timeline={"not json": object()}))
+            assert (store.open_incidents(), store.outbox_events()) == ([], [])
+            store.apply(_trigger_write())  # the connection is usable afterwards
+            assert len(store.open_incidents()) == 1
+
+    def test_hold_and_flapping_are_kept_and_resolve_closes(self) -> None:
+        """An update sets the hold and flapping fields; a resolve closes the incident and queues the resolve."""
+        with SyncStore(":memory:") as store:
+            incident_id = store.apply(_trigger_write())
+            store.apply(_trigger_write(incident_id=incident_id, kind="hold", event=None, up_since=150.0, at=150.0))
+            [held] = store.open_incidents()
+            store.apply(_trigger_write(incident_id=incident_id, kind="flap", event=None, flapping=True, at=160.0))
+            [flapping] = store.open_incidents()
+            store.apply(
+                _trigger_write(incident_id=incident_id, kind="resolve", event=("resolve", {}), resolved=True, at=300.0)
+            )
+            closed = store.incident(incident_id)
+            kinds = [e.kind for e in store.timeline(incident_id)]
+            actions = [e.action for e in store.outbox_events()]
+        assert (held.up_since, held.flapping, held.summary) == (150.0, False, "EVSS down")
+        assert (flapping.up_since, flapping.flapping) == (None, True)
+        assert (closed.resolved_at, closed.is_open) == (300.0, False)
+        assert kinds == ["trigger", "hold", "flap", "resolve"]
+        assert actions == ["trigger", "resolve"]
+
+    def test_orphaned_triggers_are_found(self) -> None:
+        """A trigger without an open incident is an orphan; one followed by a resolve, or with its incident, is not."""
+        with SyncStore(":memory:") as store:
+            store.enqueue("depmon/test/orphan", "trigger", TRIGGER, at=1.0)
+            store.enqueue("depmon/test/resolved", "trigger", TRIGGER, at=1.0)
+            store.enqueue("depmon/test/resolved", "resolve", {}, at=2.0)
+            store.apply(_trigger_write(dedup_key="depmon/test/open"))
+            dropped = store.enqueue("depmon/test/dropped", "trigger", TRIGGER, at=1.0)
+            store.mark_dropped(dropped, "HTTP 400")
+            orphans = store.orphaned_triggers()
+        assert [o.dedup_key for o in orphans] == ["depmon/test/orphan"]
+
+    def test_prune_keeps_pending_events_and_open_incidents(self) -> None:
+        """Old delivered events and old closed incidents go; pending events and open incidents stay, however old."""
+        with SyncStore(":memory:") as store:
+            old_closed = store.apply(_trigger_write(dedup_key="depmon/test/a", at=10.0))
+            store.apply(
+                _trigger_write(
+                    incident_id=old_closed,
+                    dedup_key="depmon/test/a",
+                    kind="resolve",
+                    event=None,
+                    resolved=True,
+                    at=20.0,
+                )
+            )
+            old_open = store.apply(_trigger_write(dedup_key="depmon/test/b", at=10.0))
+            for event in store.pending_heads(now=1e9):
+                if event.dedup_key == "depmon/test/a":
+                    store.mark_accepted(event.id, at=30.0)
+            recent = store.apply(_trigger_write(dedup_key="depmon/test/c", at=500.0))
+            deleted = store.prune(before=100.0)
+            left_incidents = {i.id for i in [*store.incidents_of("evss")]}
+            left_events = [e.dedup_key for e in store.outbox_events()]
+            timeline_of_old = store.timeline(old_closed)
+        assert deleted == (1, 1)
+        assert left_incidents == {old_open, recent}
+        assert left_events == ["depmon/test/b", "depmon/test/c"]
+        assert timeline_of_old == []
+
+    def test_version_1_file_migrates_rejected_to_dropped(self, tmp_path: Path) -> None:
+        """A state file of schema 1 with a `rejected` event opens as schema 2 with that event `dropped`."""
+        path = tmp_path / "old.sqlite3"
+        connection = sqlite3.connect(path)
+        connection.executescript(store_module._MIGRATIONS[0] + "PRAGMA user_version = 1;")
+        connection.execute(
+            "INSERT INTO outbox (dedup_key, action, body, created_at, next_attempt_at, status) "
+            "VALUES ('k', 'trigger', '{}', 1.0, 1.0, 'rejected')"
+        )
+        connection.commit()
+        connection.close()
+        with SyncStore(path) as store:
+            [event] = store.outbox_events()
+            version = store.schema_version
+        assert (version, event.status) == (SCHEMA_VERSION, "dropped")
+
+
+class TestStateLock:
+    """Issue 9, item 6: one daemon per state file."""
+
+    def test_a_second_holder_is_refused_naming_the_first(self, tmp_path: Path) -> None:
+        """While one lock is held, a second acquire raises StateLocked with the holder's pid."""
+        path = str(tmp_path / "state.sqlite3")
+        with StateLock(path), pytest.raises(StateLocked) as refused:
+            StateLock(path).acquire()
+        assert f"pid {os.getpid()}" in str(refused.value)
+        assert "one daemon per state file" in str(refused.value)
+
+    def test_released_lock_can_be_taken_again(self, tmp_path: Path) -> None:
+        """After release, the next daemon takes the lock."""
+        path = str(tmp_path / "state.sqlite3")
+        with StateLock(path):
+            pass
+        with StateLock(path) as again:
+            assert again.path is not None
+
+    def test_lock_held_by_another_process(self, tmp_path: Path) -> None:
+        """A lock taken by a child process is seen by this one (flock is per open file, across processes)."""
+        path = str(tmp_path / "state.sqlite3")
+        code = (
+            "import sys, time; from monitor.store import StateLock; "
+            f"l = StateLock({path!r}); l.acquire(); print('held', flush=True); time.sleep(30)"
+        )
+        child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+        try:
+            assert child.stdout is not None
+            assert child.stdout.readline().strip() == "held"
+            second = StateLock(path)
+            with pytest.raises(StateLocked) as refused:
+                second.acquire()
+            second.release()
+            assert f"pid {child.pid}" in str(refused.value)
+        finally:
+            child.kill()
+            child.wait()
+            if child.stdout is not None:
+                child.stdout.close()
+        with StateLock(path):  # the kernel released it with the process
+            pass
