@@ -407,6 +407,134 @@ def parse_listen(value: str) -> tuple[str, int]:
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
+# Bounds that a hostile or broken config meets before any object is built (issue 11): a real
+# config is a few hundred nodes (the bundled one: 810) in a few files of tens of kilobytes.
+MAX_CONFIG_FILE_BYTES = 4 * 1024 * 1024
+MAX_NESTING = 64
+MAX_ALIAS_NODES = 10_000
+_LOC_SHOWN = 8  # key path parts named in a refusal (a 64-deep path says nothing more)
+
+
+class _Refused(Exception):
+    """A YAML document refused while composing: where (a key path) and why."""
+
+    def __init__(self, loc: tuple[str | int, ...], message: str) -> None:
+        super().__init__(message)
+        self.loc = loc
+        self.message = message
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """A SafeLoader that refuses YAML bombs while composing the node graph, before objects exist.
+
+    Each alias counts the nodes it expands to (aliases inside the aliased node included) against
+    one budget per file, so a "billion laughs" stops at its first expensive level; nesting,
+    aliases expanded, is bounded in depth (a RecursionError is never reached); an alias inside its
+    own anchor (a recursive structure) is refused.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._loc: list[str | int] = []
+        self._open_anchors: set[str] = set()
+        self._alias_nodes = 0
+        self._extents: dict[int, tuple[int, int]] = {}  # id(node) -> (nodes, height), aliases expanded
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        # `index` is a position in a sequence, or the key node of a mapping value (None for a key).
+        part = _loc_part(parent, index)
+        if part is not None:
+            self._loc.append(part)
+        try:
+            event = self.peek_event()  # type: ignore[no-untyped-call]
+            if isinstance(event, yaml.AliasEvent):
+                self._count_alias(event)
+                return super().compose_node(parent, index)
+            if len(self._loc) >= MAX_NESTING:
+                raise self._refuse(event, f"nested deeper than {MAX_NESTING} levels")
+            anchor = getattr(event, "anchor", None)
+            if anchor is not None:
+                self._open_anchors.add(anchor)
+            try:
+                return super().compose_node(parent, index)
+            finally:
+                self._open_anchors.discard(anchor)
+        finally:
+            if part is not None:
+                self._loc.pop()
+
+    def _count_alias(self, event: yaml.AliasEvent) -> None:
+        if event.anchor in self._open_anchors:
+            raise self._refuse(event, f"alias *{event.anchor} is inside its own anchor (a recursive structure)")
+        node = self.anchors.get(event.anchor)
+        if node is None:
+            return  # the composer reports the undefined alias
+        nodes, height = self._extent(node)
+        self._alias_nodes += nodes
+        if self._alias_nodes > MAX_ALIAS_NODES:
+            raise self._refuse(event, f"aliases expand to more than {MAX_ALIAS_NODES} nodes (a YAML alias bomb)")
+        if len(self._loc) + height > MAX_NESTING:
+            raise self._refuse(event, f"nested deeper than {MAX_NESTING} levels once alias *{event.anchor} is expanded")
+
+    def _extent(self, node: yaml.Node) -> tuple[int, int]:
+        """Nodes and height of a composed node with its aliases expanded (memoised: aliases share nodes)."""
+        known = self._extents.get(id(node))
+        if known is not None:
+            return known
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            children = [item for pair in node.value for item in pair]
+        nodes, height = 1, 0
+        for child in children:
+            child_nodes, child_height = self._extent(child)
+            nodes, height = nodes + child_nodes, max(height, child_height)
+        self._extents[id(node)] = extent = (nodes, height + 1)
+        return extent
+
+    def _refuse(self, event: yaml.Event, message: str) -> _Refused:
+        mark = event.start_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        return _Refused(tuple(self._loc[:_LOC_SHOWN]), where + message)  # the line says exactly where
+
+
+def _loc_part(parent: yaml.Node | None, index: object) -> str | int | None:
+    """The key path part of a node being composed: its mapping key or sequence index (None for a key)."""
+    if isinstance(parent, yaml.SequenceNode) and isinstance(index, int):
+        return index
+    if isinstance(parent, yaml.MappingNode) and isinstance(index, yaml.Node):
+        return str(index.value) if isinstance(index, yaml.ScalarNode) else "?"
+    return None
+
+
+def _load_yaml(file: Path) -> Any:
+    """One file's YAML document, bounded in size, aliases and nesting; raises ConfigError naming the file."""
+    try:
+        too_big = file.stat().st_size > MAX_CONFIG_FILE_BYTES
+        text = "" if too_big else file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([ConfigIssue(str(file), "", f"cannot read: {exc.__class__.__name__}")]) from None
+    if too_big:
+        raise ConfigError([ConfigIssue(str(file), "", f"larger than {MAX_CONFIG_FILE_BYTES // 1024 // 1024} MiB")])
+    try:
+        loader = _BoundedLoader(text)
+        try:
+            return loader.get_single_data()
+        finally:
+            loader.dispose()
+    except _Refused as exc:
+        raise ConfigError([ConfigIssue(str(file), _format_loc(exc.loc), exc.message)]) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or "not valid YAML"
+        raise ConfigError([ConfigIssue(str(file), "", f"{where}{problem}")]) from None
+    except Exception as exc:  # PyYAML's constructors raise more than YAMLError
+        # A value the constructors cannot build (an integer of 5,000 digits: ValueError; an empty
+        # `!!timestamp`: AttributeError): a problem of this file, never a traceback.
+        raise ConfigError([ConfigIssue(str(file), "", f"a value cannot be built ({exc.__class__.__name__})")]) from None
+
 
 class _Origins:
     """Which file each part of the merged document came from, for error messages."""
@@ -440,8 +568,18 @@ def default_config_path(environ: Mapping[str, str]) -> Path:
 
 
 def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
-    """Read, substitute and validate the configuration at `path` (a file or a directory)."""
+    """Read, substitute and validate the configuration at `path` (a file or a directory).
+
+    Raises ConfigError and nothing else: whatever a file holds, the answer is a config or its errors.
+    """
     environ = os.environ if environ is None else environ
+    try:
+        return _load(path, environ)
+    except (OSError, RecursionError, MemoryError) as exc:  # the last wall: the daemon's reload must survive
+        raise ConfigError([ConfigIssue(str(path), "", f"cannot be loaded: {exc.__class__.__name__}")]) from None
+
+
+def _load(path: Path, environ: Mapping[str, str]) -> Config:
     document, origins = _read_documents(path)
     issues: list[ConfigIssue] = []
     document = _substitute(document, environ, (), origins, str(path), issues)
@@ -475,15 +613,9 @@ def _read_documents(path: Path) -> tuple[dict[str, Any], _Origins]:
     issues: list[ConfigIssue] = []
     for file in files:
         try:
-            data = yaml.safe_load(file.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-            problem = getattr(exc, "problem", None) or "not valid YAML"
-            issues.append(ConfigIssue(str(file), "", f"{where}{problem}"))
-            continue
-        except (OSError, UnicodeDecodeError) as exc:
-            issues.append(ConfigIssue(str(file), "", f"cannot read: {exc.__class__.__name__}"))
+            data = _load_yaml(file)
+        except ConfigError as exc:
+            issues += exc.issues
             continue
         if data is None:
             continue

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import time
+import tracemalloc
 from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
 
+from monitor import config as config_module
+from monitor.cli import main
 from monitor.config import (
     Config,
     ConfigError,
@@ -98,6 +102,13 @@ INVALID_CASES: dict[str, tuple[Mapping[str, str], tuple[str, ...]]] = {
         ),
     ),
     "invalid_yaml": ({}, ("line 4, column 10: mapping values are not allowed here",)),
+    "yaml_alias_bomb": ({}, ("e[0]: line 7, column 8: aliases expand to more than 10000 nodes (a YAML alias bomb)",)),
+    "yaml_too_deep": ({}, ("monitor.links[0][0][0][0][0][0]: line 4, column 72: nested deeper than 64 levels",)),
+    "yaml_recursive_alias": (
+        {},
+        ("monitor.links[0]: line 4, column 17: alias *loop is inside its own anchor (a recursive structure)",),
+    ),
+    "yaml_huge_integer": ({}, ("a value cannot be built (ValueError)",)),
     "bad_listen": ({}, ("monitor.listen: must be HOST:PORT, like 127.0.0.1:9464",)),
     "bad_id": (
         {},
@@ -534,3 +545,82 @@ class TestFindCycle:
     def test_cycle(self, graph: dict[str, list[str]], cycle: list[str] | None) -> None:
         """The first cycle found is returned from its entry node back to it; None when acyclic."""
         assert find_cycle(graph) == cycle
+
+
+class TestHostileYaml:
+    """YAML bombs and unreadable files are refused quickly, as `FILE: key.path: message`, never a traceback."""
+
+    def test_billion_laughs_is_refused_in_milliseconds(self) -> None:
+        """The alias bomb fixture is refused in well under a second with a few MiB, not 6 s and 268 MiB."""
+        tracemalloc.start()
+        started = time.perf_counter()
+        try:
+            error = _load_error(INVALID / "yaml_alias_bomb.yaml", {})
+            elapsed = time.perf_counter() - started
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert "a YAML alias bomb" in str(error)
+        assert elapsed < 0.5
+        assert peak < 8 * 1024 * 1024
+
+    def test_nesting_far_beyond_the_recursion_limit_is_a_config_error(self, tmp_path: Path) -> None:
+        """A list nested 100,000 levels deep is refused at level 64 instead of raising RecursionError."""
+        path = tmp_path / "deep.yaml"
+        path.write_text("monitor: " + "[" * 100_000 + "]" * 100_000 + "\n", encoding="utf-8")
+        assert "nested deeper than 64 levels" in str(_load_error(path, {}))
+
+    def test_an_alias_that_nests_too_deep_once_expanded(self, tmp_path: Path) -> None:
+        """An alias of a 40-deep node placed 40 levels down is refused: depth counts expanded aliases."""
+        deep = "[" * 40 + "]" * 40
+        path = tmp_path / "alias-depth.yaml"
+        path.write_text(f"a: &deep {deep}\nb: {'[' * 40}*deep{']' * 40}\n", encoding="utf-8")
+        assert str(_load_error(path, {})).endswith("nested deeper than 64 levels once alias *deep is expanded")
+
+    def test_a_file_over_the_size_cap_is_refused_unread(self, tmp_path: Path) -> None:
+        """A config file over 4 MiB is one error naming it."""
+        path = tmp_path / "huge.yaml"
+        path.write_text("# " + "x" * (4 * 1024 * 1024) + "\n", encoding="utf-8")
+        assert str(_load_error(path, {})) == f"{path}: larger than 4 MiB"
+
+    def test_a_bomb_in_a_directory_names_its_file(self, tmp_path: Path) -> None:
+        """In a directory, the refusal names the file that holds the bomb."""
+        bomb = (
+            (INVALID / "yaml_alias_bomb.yaml").read_text(encoding="utf-8").replace("monitor: {environment: test}", "")
+        )
+        directory = _write(tmp_path / "config", {"monitor.yaml": MONITOR_YAML, "zz-bomb.yaml": bomb})
+        assert str(_load_error(directory, {})).startswith(f"{directory / 'zz-bomb.yaml'}: e[0]: ")
+
+    def test_a_read_error_names_the_file(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        """An OSError while reading a file is a config error naming the file and the error class."""
+        path = tmp_path / "depmon.yaml"
+        path.write_text(MONITOR_YAML, encoding="utf-8")
+
+        def refuse(self: Path, *args: object, **kwargs: object) -> str:
+            raise PermissionError(13, "Permission denied")
+
+        monkeypatch.setattr(Path, "read_text", refuse)
+        assert str(_load_error(path, {})) == f"{path}: cannot read: PermissionError"
+
+    def test_any_recursion_or_memory_error_becomes_a_config_error(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A RecursionError or MemoryError anywhere in loading is a config error naming the path."""
+        path = tmp_path / "depmon.yaml"
+        path.write_text(MONITOR_YAML, encoding="utf-8")
+        for error in (RecursionError, MemoryError):
+
+            def explode(*args: object, error: type[BaseException] = error) -> object:
+                raise error()
+
+            monkeypatch.setattr(config_module, "_read_documents", explode)
+            assert str(_load_error(path, {})) == f"{path}: cannot be loaded: {error.__name__}"
+
+    @pytest.mark.parametrize("fixture", ["yaml_alias_bomb", "yaml_too_deep", "yaml_huge_integer"])
+    def test_validate_exits_2_without_a_traceback(self, fixture: str, capsys: pytest.CaptureFixture[str]) -> None:
+        """`depmon validate` on a hostile file prints its `FILE: ...` line and exits 2, no traceback."""
+        path = INVALID / f"{fixture}.yaml"
+        assert main(["validate", "--config", str(path)], environ={}) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"{path}: ")
+        assert "Traceback" not in err
