@@ -6,7 +6,6 @@ thread). Every handler reads the current `View`; none of them changes state.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -21,13 +20,10 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Route
 
 from monitor.engine import Engine
-from monitor.impact import features_covered, needs_from_config
 from monitor.incidents import OpenIncident
 from monitor.metrics import Metrics
+from monitor.reports import app_maintenance_windows
 from monitor.statuspage import render_status_page
-
-# vets-api identifies a feature's maintenance window with a uuid5 of the feature name.
-_WINDOW_NAMESPACE = uuid.UUID("6ba7b811-9dad-11d1-80b4-00c04fd430c8")  # RFC 4122 NAMESPACE_URL
 
 
 class View(Protocol):
@@ -68,7 +64,8 @@ def create_app(view: View, clock: Callable[[], float]) -> Starlette:
 
     async def maintenance_windows(request: Request) -> Response:
         camel = request.headers.get("x-key-inflection", "").lower() == "camel"
-        return JSONResponse({"data": maintenance_records(view.engine, clock(), camel)})
+        engine = view.engine
+        return JSONResponse({"data": app_maintenance_windows(engine.config, engine.windows, clock(), camel)})
 
     async def index(request: Request) -> Response:
         return HTMLResponse(render_status_page(status_document(view, clock())))
@@ -155,52 +152,3 @@ def status_document(view: View, now: float) -> dict[str, Any]:
         "features": features,
         "incidents": incidents,
     }
-
-
-def maintenance_records(engine: Engine, now: float, camel: bool = False) -> list[dict[str, Any]]:
-    """Open windows expanded to app features, in the shape of vets-api's mobile endpoint."""
-    config = engine.config
-    at = datetime.fromtimestamp(now, UTC)
-    needs = needs_from_config(config.features)
-    service_nodes = config.service_owners()
-    by_feature: dict[str, tuple[datetime, datetime, str]] = {}
-    for window in engine.windows:
-        if not window.is_open_at(at):
-            continue
-        covered = {n for s in window.service_ids for n in service_nodes.get(s, [])}
-        for feature in features_covered(needs, covered):
-            start, end = window.start, window.end
-            if feature in by_feature:  # several windows: the feature is out from the first start to the last end
-                start, end = min(start, by_feature[feature][0]), max(end, by_feature[feature][1])
-            by_feature[feature] = (start, end, window.description)
-    records = []
-    for feature, (start, end, description) in by_feature.items():
-        attributes = {
-            "service": feature,
-            "start_time": _zulu(start),
-            "end_time": _zulu(end),
-            "description": _user_message(description),
-        }
-        if camel:
-            attributes = {_camel(k): v for k, v in attributes.items()}
-        records.append(
-            {"id": str(uuid.uuid5(_WINDOW_NAMESPACE, feature)), "type": "maintenance_window", "attributes": attributes}
-        )
-    return records
-
-
-def _zulu(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
-
-
-def _user_message(description: str) -> str | None:
-    # vets-api shows users only the text after USER_MESSAGE: (`USER_MESSAGE:Title|Body`, 255 chars).
-    marker = "USER_MESSAGE:"
-    if marker not in description:
-        return None
-    return description.split(marker, 1)[1].strip()[:255]
-
-
-def _camel(key: str) -> str:
-    head, *rest = key.split("_")
-    return head + "".join(part.title() for part in rest)
