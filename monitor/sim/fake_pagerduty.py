@@ -27,6 +27,12 @@ when `filter` is absent) = every window. Any other value is a 400.
 Faults: `fail_with`/`hang`/`go_down`/`come_back`/`clear_faults` act on the events side only,
 `rest_fail_with`/`rest_hang`/`rest_go_down`/`rest_come_back`/`rest_clear_faults` on the REST side
 only. Every request is recorded, faulted ones included (`enqueue_requests`, `rest_requests`).
+`answer_in_turn(403, 404, ...)` answers the next enqueue requests with those statuses, one each,
+in order (a proxy's or a load balancer's errors, or a 400 for one event only): the bodies are
+recorded in `faulted_events`. On the REST side, `rest_answer_with(document)` answers every
+authorized list request with a raw JSON document (`{"maintenance_windows": [], "more": true}`
+forever, say), and `add_raw_window_entries(...)` puts malformed entries (a number, a string,
+null) in front of the windows of every first page.
 
 `jsonschema` is a runtime dependency of depmon because this module needs it at import time; the
 schema itself ships inside the package, so nothing outside the installed package is read.
@@ -119,6 +125,11 @@ class ReceivedEvent:
         if self.action != "trigger" or not isinstance(payload, dict):
             return None
         return str(payload["summary"])
+
+    @property
+    def routing_key(self) -> str:
+        """The integration (routing) key the event was sent with."""
+        return str(self.body["routing_key"])
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,6 +241,10 @@ class FakePagerDuty:
         self._windows: dict[str, MaintenanceWindow] = {}
         self._window_sequence: dict[str, int] = {}
         self._next_sequence = 1
+        self._in_turn: list[int] = []  # statuses for the next enqueue requests, one each
+        self._faulted: list[tuple[int, dict[str, Any] | None]] = []  # (status, body) answered by answer_in_turn
+        self._raw_answer: Any = None  # a raw document for every list request, when set
+        self._raw_entries: list[Any] = []  # malformed entries put in front of every first page
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -351,8 +366,26 @@ class FakePagerDuty:
         self._events_server.come_back()
 
     def clear_faults(self) -> None:
-        """Undo every events fault (held requests are then served)."""
+        """Undo every events fault (held requests are then served), `answer_in_turn` included."""
+        with self._lock:
+            self._in_turn.clear()
         self._events_server.clear_faults()
+
+    def answer_in_turn(self, *statuses: int) -> None:
+        """Answer the next enqueue requests with `statuses`, one each and in order, then as usual.
+
+        A 429 gets PagerDuty's throttle body, any other status a plain error body. These answers
+        come after the faults of `fail_with`/`hang`/`go_down`, which apply first. The events so
+        answered are in `faulted_events`, not in `events` or `rejected_events`.
+        """
+        with self._lock:
+            self._in_turn.extend(statuses)
+
+    @property
+    def faulted_events(self) -> list[tuple[int, dict[str, Any] | None]]:
+        """(status, body) of each event answered by `answer_in_turn`, oldest first (None: not JSON)."""
+        with self._lock:
+            return list(self._faulted)
 
     # -- REST: data ------------------------------------------------------------------------------
 
@@ -411,8 +444,25 @@ class FakePagerDuty:
         self._rest_server.come_back()
 
     def rest_clear_faults(self) -> None:
-        """Undo every REST fault."""
+        """Undo every REST fault, raw answers and raw entries included."""
+        with self._lock:
+            self._raw_answer = None
+            self._raw_entries.clear()
         self._rest_server.clear_faults()
+
+    def rest_answer_with(self, document: Any) -> None:
+        """Answer every authorized `GET /maintenance_windows` with 200 and `document` as is (None: the windows again).
+
+        `document` may also be a function of the `Request` returning the document, to answer
+        each page differently.
+        """
+        with self._lock:
+            self._raw_answer = document
+
+    def add_raw_window_entries(self, *entries: Any) -> None:
+        """Put `entries` (any JSON value: 42, "oops", None) in front of the windows of every first page (offset 0)."""
+        with self._lock:
+            self._raw_entries.extend(entries)
 
     @property
     def rest_requests(self) -> list[Request]:
@@ -427,6 +477,17 @@ class FakePagerDuty:
     # -- handlers --------------------------------------------------------------------------------
 
     def _enqueue(self, request: Request) -> Response:
+        with self._changed:
+            status = self._in_turn.pop(0) if self._in_turn else None
+            if status is not None:
+                try:
+                    body = request.json()
+                except ValueError:
+                    body = None
+                self._faulted.append((status, body if isinstance(body, dict) else None))
+                self._changed.notify_all()
+        if status is not None:
+            return _events_fault(status, self._retry_after)
         if len(request.body) > MAX_EVENT_BYTES:
             errors = [f"the event is {len(request.body)} bytes; at most {MAX_EVENT_BYTES} are accepted"]
             return self._reject(request, "Event object is too large", errors)
@@ -475,6 +536,10 @@ class FakePagerDuty:
     def _list_windows(self, request: Request) -> Response:
         if request.header("authorization") != f"Token token={self._api_token}":
             return _rest_error(401, "Unauthorized")
+        with self._lock:
+            raw = self._raw_answer
+        if raw is not None:
+            return json_response(200, raw(request) if callable(raw) else raw)
         try:
             service_ids, state, limit, offset = self._parse_list_query(request)
         except _InvalidInput as invalid:
@@ -491,12 +556,13 @@ class FakePagerDuty:
                 if (not service_ids or set(window.service_ids) & set(service_ids)) and _in_state(window, state, now)
             ]
             matching.sort(key=lambda window: (window.start, self._window_sequence[window.id]))
-            page = [self._render_window(window) for window in matching[offset : offset + limit]]
+            windows = [self._render_window(window) for window in matching[offset : offset + limit]]
+            page = [*self._raw_entries, *windows] if offset == 0 else windows
         body = {
             "maintenance_windows": page,
             "limit": limit,
             "offset": offset,
-            "more": offset + len(page) < len(matching),
+            "more": offset + len(windows) < len(matching),
             "total": len(matching) if request.first("total") == "true" else None,
         }
         return json_response(200, body)
