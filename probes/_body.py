@@ -12,6 +12,8 @@ are still inflated, within the cap, for servers that compress anyway. Brotli, zs
 any transport failure); other tokens (`Content-Encoding: utf-8` is seen in the wild) are
 ignored, as httpx ignores them.
 
+Text an upstream sends that reaches a detail goes through `one_line`.
+
 JSON: Python's `int()` refuses more than 4,300 digits with a `ValueError` that `json.loads`
 lets through; `parse_json` bounds every number far below that and turns each way a body can
 fail to be JSON into a short reason.
@@ -25,7 +27,7 @@ from typing import Any
 
 import httpx
 
-__all__ = ["MAX_NUMBER_CHARS", "parse_json", "read_body"]
+__all__ = ["MAX_NUMBER_CHARS", "one_line", "parse_json", "read_body"]
 
 MAX_NUMBER_CHARS = 1000  # a number in a health or token document is never anywhere near this long
 
@@ -154,3 +156,14 @@ def parse_json(body: bytes) -> tuple[Any, str | None]:
         return None, f"a number longer than {MAX_NUMBER_CHARS} characters"
     except ValueError:  # anything else json or a number conversion refuses
         return None, "not valid JSON"
+
+
+def one_line(text: str, limit: int) -> str:
+    """Text from an upstream as a detail shows it: one line, printable, at most `limit` characters.
+
+    Whitespace runs become one space; other control and unprintable characters (a terminal
+    escape, U+2028) become U+FFFD, so nothing an upstream writes can restyle a terminal or
+    split a log line.
+    """
+    text = "".join(ch if ch.isprintable() else "\ufffd" for ch in " ".join(text.split()))
+    return text if len(text) <= limit else text[: limit - 1] + "…"

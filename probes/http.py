@@ -32,7 +32,7 @@ import httpx
 
 from monitor.config import Expect, HttpProbeSpec, JsonCondition, format_duration
 from monitor.results import Outcome, ProbeResult
-from probes._body import parse_json, read_body
+from probes._body import one_line, parse_json, read_body
 from probes._http_errors import describe_http_error
 from probes._redirects import Refusal, next_hop, not_followed_detail, redirect_location, redirect_loop_detail, where
 from probes.context import ProbeContext, TlsOptions
@@ -76,6 +76,9 @@ async def probe(spec: HttpProbeSpec, ctx: ProbeContext) -> ProbeResult:
         return _with_latency(answer, started, token)
     if token is not None and answer.status == 401 and ctx.tokens is not None and spec.bearer_from is not None:
         ctx.tokens.invalidate(spec.bearer_from)  # revoked or expired early: the next run fetches anew
+    if token is not None and answer.body:
+        # Before any text is cut for a detail: a token cut in two would escape `_scrub`.
+        answer = dataclasses.replace(answer, body=answer.body.replace(token.encode(), b"***"))
     result = evaluate_answer(spec.expect, answer)
     return result if token is None else dataclasses.replace(result, detail=_scrub(result.detail, token))
 
@@ -312,8 +315,7 @@ def _show(value: Any) -> str:
 
 
 def _clip(text: str) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= _SHOW_LIMIT else text[: _SHOW_LIMIT - 1] + "…"
+    return one_line(text, _SHOW_LIMIT)
 
 
 def _seconds(value: float) -> str:

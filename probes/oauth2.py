@@ -30,7 +30,7 @@ import httpx
 
 from monitor.config import OAuth2ProbeSpec
 from monitor.results import Outcome, ProbeResult
-from probes._body import parse_json, read_body
+from probes._body import one_line, parse_json, read_body
 from probes._http_errors import describe_http_error
 from probes._redirects import not_followed_detail, redirect_location
 from probes.context import ProbeContext, TlsOptions
@@ -159,7 +159,7 @@ def _server_text(text: str, limit: int, spec: OAuth2ProbeSpec) -> str:
     for secret in (spec.client_secret.get_secret_value(), spec.client_id.get_secret_value()):
         if secret:
             text = text.replace(secret, "***")
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return one_line(text, limit)
 
 
 def _expires_in(value: object) -> float:

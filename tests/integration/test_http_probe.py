@@ -269,6 +269,13 @@ class TestHealthJson:
         assert result.outcome == Outcome.HTTP_STATUS
         assert result.detail == "HTTP 503 from /healthcheck; health status 'fail': db unreachable"
 
+    async def test_control_characters_in_output_are_replaced(self) -> None:
+        """Terminal escapes and other control characters an upstream sends never reach a detail."""
+        result = await probe_once(
+            reply_json({"status": "fail", "output": "db\x1b[2J\x07down"}), expect={"health_json": True}
+        )
+        assert result.detail == "health status 'fail': db\ufffd[2J\ufffddown"
+
 
 class TestDeadline:
     async def test_server_that_never_answers_times_out_at_the_deadline(self) -> None:
@@ -488,6 +495,17 @@ class TestBearer:
         assert result.outcome == Outcome.CONDITION
         assert "s3cr3t" not in result.detail
         assert result.detail == "[JSON] seen: 'Bearer ***' != 'nobody'"
+
+    async def test_token_cut_short_in_a_detail_is_still_hidden(self) -> None:
+        """A token that an upstream echoes where a detail cuts its text shows not even its first characters."""
+        output = "x" * 45 + " Bearer s3cr3t-token-value"
+        tokens = FakeTokens("s3cr3t-token-value")
+        handler = reply_json({"status": "fail", "output": output})
+        async with LoopbackServer(handler) as server, probe_context(tokens=tokens) as ctx:
+            spec = http_spec(server.url("/profile"), bearer_from="ssoe-oauth/token", expect={"health_json": True})
+            result = await run(spec, ctx)
+        assert result.detail == "health status 'fail': " + "x" * 45 + " Bearer ***"
+        assert "s3cr" not in result.detail
 
     async def test_rejected_token_is_invalidated(self) -> None:
         """A 401 to a bearer token is `http_status` and makes the cache forget that token."""

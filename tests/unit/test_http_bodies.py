@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from probes._body import parse_json, read_body
+from probes._body import one_line, parse_json, read_body
 
 pytestmark = pytest.mark.anyio
 
@@ -130,3 +130,18 @@ class TestParseJson:
     def test_documents_and_reasons(self, body: bytes, document: object, reason: str | None) -> None:
         """A body gives its document, or None with a short reason: never an exception."""
         assert parse_json(body) == (document, reason)
+
+
+class TestOneLine:
+    @pytest.mark.parametrize(
+        ("text", "limit", "shown"),
+        [
+            ("db  down\n\tnow", 60, "db down now"),
+            ("\x1b[31mred\x07", 60, "\ufffd[31mred\ufffd"),
+            ("a\u2028b\u200bc", 60, "a b\ufffdc"),
+            ("abcdef", 4, "abc…"),
+        ],
+    )
+    def test_shows_one_printable_line(self, text: str, limit: int, shown: str) -> None:
+        """Upstream text becomes one printable line within the limit: spaces collapsed, controls replaced."""
+        assert one_line(text, limit) == shown
