@@ -1,16 +1,27 @@
-"""End-to-end test helpers: the daemon runner the demo uses, and a polling wait that fails the test."""
+"""End-to-end test helpers: the daemon runner the demo uses (and a context that runs it on a
+simulator), a polling wait that fails the test, a reader of /metrics samples and a signal sender
+timed from the daemon's spawn."""
 
 from __future__ import annotations
 
+import contextlib
+import re
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import httpx
 
 from monitor.sim.daemon import DaemonProcess
+from monitor.sim.environment import SimulatedEnvironment
 
-__all__ = ["DaemonProcess", "wait_for"]
+__all__ = ["DaemonProcess", "SignalAfterSpawn", "all_up", "metric_value", "running", "wait_for"]
+
+READY_WAIT = 15.0  # seconds a started daemon may take to be ready on a loaded 2-core machine
+
+_SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>[^}]*)\})? (?P<value>\S+)$")
+_LABEL = re.compile(r'(?P<key>[a-zA-Z_][a-zA-Z0-9_]*)="(?P<value>(?:[^"\\]|\\.)*)"')
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
@@ -26,3 +37,61 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: 
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last error: {last_error!r})")
+
+
+def all_up(daemon: DaemonProcess) -> bool:
+    """Every dependency in /status is up."""
+    return all(dep["state"] == "up" for dep in daemon.status()["dependencies"].values())
+
+
+@contextlib.contextmanager
+def running(sim: SimulatedEnvironment, ready: Callable[[DaemonProcess], bool] = all_up) -> Iterator[DaemonProcess]:
+    """`depmon run` against `sim`, started and `ready` (every dependency up, by default); killed at the end."""
+    daemon = DaemonProcess(sim.config_dir, sim.state_path)
+    try:
+        daemon.start()
+        wait_for(lambda: ready(daemon), READY_WAIT, "the daemon ready")
+        yield daemon
+    finally:
+        daemon.close()
+
+
+def metric_value(exposition: str, name: str, **labels: str) -> float | None:
+    """The value of sample `name` with (at least) `labels` in a Prometheus text exposition; None when absent."""
+    for line in exposition.splitlines():
+        match = _SAMPLE.match(line)
+        if match is None or match["name"] != name:
+            continue
+        found = {m["key"]: m["value"] for m in _LABEL.finditer(match["labels"] or "")}
+        if all(found.get(key) == value for key, value in labels.items()):
+            return float(match["value"])
+    return None
+
+
+class SignalAfterSpawn(threading.Thread):
+    """Sends `signum` to `daemon` at each of `delays` seconds after its process is spawned.
+
+    Start it just before `daemon.start()`: it waits for the process to exist, then sends the
+    signals, and keeps in `sent_at` when it actually sent each one (seconds after the spawn).
+    Join it after `start()` returns or fails.
+    """
+
+    def __init__(self, daemon: DaemonProcess, signum: int, delays: Sequence[float]) -> None:
+        super().__init__(name="signal-after-spawn", daemon=True)
+        self._daemon, self._signum, self._delays = daemon, signum, tuple(delays)
+        self.sent_at: list[float] = []
+
+    def run(self) -> None:
+        deadline = time.monotonic() + 30.0
+        while self._daemon.proc is None and time.monotonic() < deadline:
+            time.sleep(0.001)
+        proc = self._daemon.proc
+        if proc is None:
+            return
+        spawned = time.monotonic()
+        for delay in self._delays:
+            time.sleep(max(0.0, spawned + delay - time.monotonic()))
+            if proc.poll() is not None:
+                return
+            proc.send_signal(self._signum)
+            self.sent_at.append(time.monotonic() - spawned)
