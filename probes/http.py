@@ -124,12 +124,17 @@ async def _answer(
     needs_body = expect.body_contains is not None or bool(expect.json_conditions) or expect.health_json
     if not needs_body:
         return Answer(response.status_code, path, time.perf_counter() - started, location=location)  # to the headers
+    status_says_more = not status_expected(response.status_code, expect.status)
     declared = _content_length(response)
     body = None
     if declared is None or declared <= ctx.max_body_bytes:
-        body = await read_body(response, ctx.max_body_bytes)
+        try:
+            body = await read_body(response, ctx.max_body_bytes)
+        except httpx.DecodingError:
+            if not status_says_more:
+                raise
     if body is None:
-        if not status_expected(response.status_code, expect.status):  # the status says more
+        if status_says_more:  # than a body too large or undecodable
             return Answer(response.status_code, path, time.perf_counter() - started, location=location)
         return ProbeResult.failure(Outcome.ERROR, f"body larger than {_size(ctx.max_body_bytes)} from {path}")
     latency = time.perf_counter() - started  # to the end of the body

@@ -342,6 +342,19 @@ class TestCompressedBodies:
         assert (result.ok, result.detail) == (True, "HTTP 200 from /healthcheck")
         assert server.requests[0].headers["accept-encoding"] == "identity"
 
+    @pytest.mark.parametrize(
+        ("status", "outcome", "detail"),
+        [
+            (200, Outcome.ERROR, "undecodable body (Content-Encoding) from /healthcheck"),
+            (503, Outcome.HTTP_STATUS, "HTTP 503 from /healthcheck"),
+        ],
+    )
+    async def test_undecodable_body(self, status: int, outcome: Outcome, detail: str) -> None:
+        """A body that is not the gzip it claims is an error, unless a failing status already says more."""
+        handler = reply(status, b"not gzip", headers={"Content-Encoding": "gzip"})
+        result = await probe_once(handler, expect={"health_json": True})
+        assert (result.outcome, result.detail) == (outcome, detail)
+
     async def test_gzip_bomb_to_concurrent_probes_stays_near_the_cap(self) -> None:
         """A 199 KiB gzip body inflating to 200 MiB fails four concurrent probes at the cap, in a few MiB."""
         bomb = gzip_bomb(200)
