@@ -29,7 +29,8 @@ Faults: `fail_with`/`hang`/`go_down`/`come_back`/`clear_faults` act on the event
 only. Every request is recorded, faulted ones included (`enqueue_requests`, `rest_requests`).
 `answer_in_turn(403, 404, ...)` answers the next enqueue requests with those statuses, one each,
 in order (a proxy's or a load balancer's errors, or a 400 for one event only): the bodies are
-recorded in `faulted_events`. On the REST side, `rest_answer_with(document)` answers every
+recorded in `faulted_events`. `hold_events_of(dedup_key)` holds that key's events unanswered
+(a slow answer for one key only) until `release_events()`. On the REST side, `rest_answer_with(document)` answers every
 authorized list request with a raw JSON document (`{"maintenance_windows": [], "more": true}`
 forever, say), and `add_raw_window_entries(...)` puts malformed entries (a number, a string,
 null) in front of the windows of every first page.
@@ -245,11 +246,15 @@ class FakePagerDuty:
         self._faulted: list[tuple[int, dict[str, Any] | None]] = []  # (status, body) answered by answer_in_turn
         self._raw_answer: Any = None  # a raw document for every list request, when set
         self._raw_entries: list[Any] = []  # malformed entries put in front of every first page
+        self._held_keys: set[str] = set()  # dedup keys whose events are held unanswered
+        self._holding = 0  # enqueue requests held right now
+        self._stopping = False
 
     # -- lifecycle -------------------------------------------------------------------------------
 
     def start(self) -> Self:
         """Start both servers; returns the fake."""
+        self._stopping = False
         self._events_server.start()
         try:
             self._rest_server.start()
@@ -260,6 +265,9 @@ class FakePagerDuty:
 
     def stop(self) -> None:
         """Stop both servers; held requests are released and never answered."""
+        with self._changed:
+            self._stopping = True
+            self._changed.notify_all()
         try:
             self._events_server.stop()
         finally:
@@ -381,6 +389,26 @@ class FakePagerDuty:
         with self._lock:
             self._in_turn.extend(statuses)
 
+    def hold_events_of(self, *dedup_keys: str) -> None:
+        """Hold the enqueue requests of these dedup keys unanswered until `release_events()` (or `stop()`).
+
+        Requests of other keys are answered as usual: one slow key must not delay the others.
+        """
+        with self._changed:
+            self._held_keys.update(dedup_keys)
+
+    def release_events(self) -> None:
+        """Answer the held requests (recording their events, even if the client gave up) and hold no more."""
+        with self._changed:
+            self._held_keys.clear()
+            self._changed.notify_all()
+
+    @property
+    def held_requests(self) -> int:
+        """How many enqueue requests are held unanswered right now."""
+        with self._lock:
+            return self._holding
+
     @property
     def faulted_events(self) -> list[tuple[int, dict[str, Any] | None]]:
         """(status, body) of each event answered by `answer_in_turn`, oldest first (None: not JSON)."""
@@ -476,8 +504,20 @@ class FakePagerDuty:
 
     # -- handlers --------------------------------------------------------------------------------
 
-    def _enqueue(self, request: Request) -> Response:
+    def _enqueue(self, request: Request) -> Response | None:
         with self._changed:
+            if self._held_keys:
+                try:
+                    key = request.json().get("dedup_key")
+                except (ValueError, AttributeError):
+                    key = None
+                if key in self._held_keys:
+                    self._holding += 1
+                    self._changed.notify_all()
+                    self._changed.wait_for(lambda: key not in self._held_keys or self._stopping)
+                    self._holding -= 1
+                    if self._stopping:
+                        return None
             status = self._in_turn.pop(0) if self._in_turn else None
             if status is not None:
                 try:

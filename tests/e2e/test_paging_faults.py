@@ -418,6 +418,25 @@ class TestReload:
 # -- 5. PagerDuty REST answers that never end, and malformed window entries ------------------------------
 
 
+def test_an_answer_held_for_one_key_does_not_delay_another_keys_page(tmp_path: Path) -> None:
+    """While PagerDuty holds A's trigger unanswered, B's trigger is delivered at once; A's follows on release."""
+    with simulated(tmp_path, {"a": (), "b": ()}) as sim, running(sim) as daemon:
+        sim.pagerduty.hold_events_of(sim.dedup_key("a"))
+        sim.upstream("a").fail_with(503)
+        wait_for(lambda: sim.pagerduty.held_requests == 1, WAIT, "A's trigger held by PagerDuty")
+        sim.upstream("b").fail_with(503)
+        failed = wait_for(lambda: daemon.find("probe_failed", dependency="b"), WAIT, "B failing")
+        trigger = wait_for_event(sim, "b", "trigger")
+        print(f"B's trigger delivered {trigger.received_at - stamp(failed):.2f}s after B's first failure")
+        assert events_of(sim, "a") == []
+        assert sim.pagerduty.held_requests == 1
+
+        sim.pagerduty.release_events()
+        wait_for_event(sim, "a", "trigger")
+        assert actions(sim, "a") == ["trigger"]
+        assert actions(sim, "b") == ["trigger"]
+
+
 def offset_of(request: Request) -> int:
     """The `offset` of a maintenance-windows request (0 when absent)."""
     return int(request.first("offset", "0") or 0)
