@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 import pytest
 
 from monitor.config import Timing
+from monitor.graph import children_of, ranks
 from monitor.health import (
     DependencyHealth,
     DependencyState,
@@ -15,6 +16,7 @@ from monitor.health import (
     evaluate_dependencies,
     observe,
     parent_failing,
+    reevaluate_dependencies,
     root_cause,
     topological_order,
 )
@@ -340,11 +342,25 @@ class TestEvaluateDependencies:
         maintenance: set[str],
         expected: Mapping[str, tuple[str, str, str | None]],
     ) -> None:
-        """A down parent makes its child down with the parent as cause; maintenance changes state, not health."""
+        """A down parent makes its child down with the parent as cause; maintenance changes state, not health.
+
+        `reevaluate_dependencies`, from all up and given the dependencies whose probes or windows
+        moved, returns the same states, and only those that changed, in topological order.
+        """
+        graph = {dep: depends_on.get(dep, []) for dep in statuses}
+        order = topological_order(graph)
         probes = {dep: [(_probe(status), CRITICAL)] for dep, status in statuses.items()}
-        order = topological_order({dep: depends_on.get(dep, []) for dep in statuses})
         result = evaluate_dependencies(order, probes, depends_on, {dep: True for dep in maintenance})
         assert {dep: (h.state.value, h.health.value, h.cause) for dep, h in result.items()} == expected
+
+        before = evaluate_dependencies(order, {dep: [(_probe(UP), CRITICAL)] for dep in statuses}, depends_on, {})
+        seeds = {dep for dep, status in statuses.items() if status is not UP} | maintenance
+        changed = reevaluate_dependencies(
+            seeds, ranks(order), children_of(graph), probes.__getitem__, depends_on, maintenance, before
+        )
+        assert {**before, **changed} == result
+        assert changed == {dep: state for dep, state in result.items() if before[dep] != state}
+        assert list(changed) == [dep for dep in order if dep in changed]
 
     def test_down_parent_makes_child_failing(self) -> None:
         """A child of a down parent is failing, so its own children hold their counts too."""
@@ -356,6 +372,46 @@ class TestEvaluateDependencies:
         )
         assert result["evss"].failing is True
         assert result["evss"].down is True
+
+
+class TestReevaluateDependencies:
+    """`reevaluate_dependencies`: only what a change reaches (its agreement: `test_parents_and_maintenance`)."""
+
+    @pytest.mark.parametrize(
+        ("status", "visited"),
+        [
+            pytest.param(DOWN, ["ssoe-oauth", "va-profile", "evss", "vaos"], id="down-reaches-every-descendant"),
+            pytest.param(DEGRADED, ["ssoe-oauth"], id="degraded-stops-at-the-parent"),
+            pytest.param(UP, ["ssoe-oauth"], id="unchanged-stops-at-the-parent"),
+        ],
+    )
+    def test_children_only_when_down_moves(self, status: ProbeStatus, visited: list[str]) -> None:
+        """A child depends on its parents only through `down`: nothing else of theirs makes it re-evaluated."""
+        depends_on = {"ssoe-oauth": [], "va-profile": ["ssoe-oauth"], "evss": ["ssoe-oauth"], "vaos": ["va-profile"]}
+        order = topological_order(depends_on)
+        healthy = {dep: [(_probe(UP), CRITICAL)] for dep in depends_on}
+        before = evaluate_dependencies(order, healthy, depends_on, {})
+        probes = {**healthy, "ssoe-oauth": [(_probe(status), CRITICAL)]}
+        read: list[str] = []
+
+        def probes_of(dep: str) -> list[tuple[ProbeHealth, bool]]:
+            read.append(dep)
+            return probes[dep]
+
+        reevaluate_dependencies(
+            ["ssoe-oauth"], ranks(order), children_of(depends_on), probes_of, depends_on, set(), before
+        )
+        assert read == visited
+
+    def test_missing_states_are_new(self) -> None:
+        """With no previous states, every dependency reached is evaluated and returned: a first evaluation."""
+        depends_on = {"evss": ["ssoe-oauth"], "ssoe-oauth": []}
+        order = topological_order(depends_on)
+        probes = {dep: [(_probe(UP), CRITICAL)] for dep in depends_on}
+        changed = reevaluate_dependencies(
+            order, ranks(order), children_of(depends_on), probes.__getitem__, depends_on, set(), {}
+        )
+        assert changed == evaluate_dependencies(order, probes, depends_on, {})
 
 
 def _dep(health: DependencyState, cause: str | None = None, failing: bool = False) -> DependencyHealth:

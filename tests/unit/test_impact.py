@@ -7,14 +7,21 @@ from collections.abc import Mapping
 import pytest
 
 from monitor.config import Feature
+from monitor.graph import children_of, ranks
 from monitor.health import DependencyHealth, DependencyState
 from monitor.impact import (
     FeatureHealth,
     FeatureNeeds,
     FeatureState,
+    dependency_node,
+    dependency_nodes,
     evaluate_features,
+    feature_order,
+    feature_parents,
     impacted_features,
     needs_from_config,
+    reevaluate_features,
+    with_own_window,
 )
 
 
@@ -295,6 +302,105 @@ class TestEvaluateFeatures:
     def test_no_features(self) -> None:
         """No configured features give an empty result."""
         assert evaluate_features({}, HEALTHY) == {}
+
+
+# The small VA graph's depends_on, as the bundled config has it.
+VA_DEPENDS_ON = {dep: (["ssoe-oauth"] if dep in SSOE_CHILDREN else []) for dep in HEALTHY}
+# Changes of dependency states from all healthy, and the features they move.
+CHANGES = (
+    pytest.param({"evss": down()}, {"claims"}, id="evss-down"),
+    pytest.param({"mhv": down()}, {"authentication-credentials", "prescriptions"}, id="mhv-down"),
+    pytest.param(
+        {"ssoe-oauth": down(), **{child: down(cause="ssoe-oauth") for child in SSOE_CHILDREN}},
+        set(VA_FEATURES),
+        id="ssoe-oauth-down",
+    ),
+    pytest.param({"idme": degraded()}, {"authentication-credentials"}, id="one-sign-in-degraded"),
+    pytest.param(
+        {"evss": DependencyHealth(DependencyState.UP, DependencyState.UP, failing=True)},
+        set(),
+        id="failing-but-up-moves-nothing",
+    ),
+    pytest.param(
+        {"ssoe-oauth": maintenance(DependencyState.DOWN), "evss": down(cause="ssoe-oauth")},
+        set(VA_FEATURES),
+        id="ssoe-oauth-maintenance",
+    ),
+)
+
+
+class TestReevaluateFeatures:
+    """`reevaluate_features` and `dependency_nodes`: a whole evaluation's features, from what changed."""
+
+    @pytest.mark.parametrize(("overrides", "moved"), CHANGES)
+    def test_agrees_with_a_whole_evaluation(self, overrides: Mapping[str, DependencyHealth], moved: set[str]) -> None:
+        """Only the features whose state changed come back, and with them the states of a whole evaluation."""
+        before = evaluate_features(VA_FEATURES, HEALTHY)
+        dependencies = {**HEALTHY, **overrides}
+        nodes = {dep: dependency_node(dep, HEALTHY) for dep in HEALTHY} | before
+        nodes |= dependency_nodes(overrides, children_of(VA_DEPENDS_ON), dependencies)
+        changed = reevaluate_features(
+            overrides, ranks(feature_order(VA_FEATURES)), VA_FEATURES, children_of(feature_parents(VA_FEATURES)), nodes
+        )
+        assert set(changed) == moved
+        assert {**before, **changed} == evaluate_features(VA_FEATURES, dependencies)
+
+    def test_a_feature_seed_is_evaluated_even_if_nothing_it_needs_moved(self) -> None:
+        """A feature in the seeds is evaluated (a first evaluation); unchanged, it is not returned."""
+        before = evaluate_features(VA_FEATURES, HEALTHY)
+        nodes = {dep: dependency_node(dep, HEALTHY) for dep in HEALTHY}
+        rank = ranks(feature_order(VA_FEATURES))
+        needed_by = children_of(feature_parents(VA_FEATURES))
+        assert reevaluate_features(VA_FEATURES, rank, VA_FEATURES, needed_by, nodes) == before
+        assert reevaluate_features(["claims"], rank, VA_FEATURES, needed_by, nodes | before) == {}
+
+    def test_dependency_nodes_follow_the_chain_of_causes(self) -> None:
+        """The root's window opening moves the node of a grandchild down because of it, not its state."""
+        depends_on = {"ssoe-oauth": [], "va-profile": ["ssoe-oauth"], "vaos": ["va-profile"], "evss": []}
+        dependencies = {
+            "ssoe-oauth": maintenance(DependencyState.DOWN),
+            "va-profile": down(cause="ssoe-oauth"),
+            "vaos": down(cause="va-profile"),
+            "evss": down(),
+        }
+        nodes = dependency_nodes(["ssoe-oauth"], children_of(depends_on), dependencies)
+        assert nodes == {
+            "ssoe-oauth": FeatureHealth(FeatureState.MAINTENANCE, ("ssoe-oauth",)),
+            "va-profile": FeatureHealth(FeatureState.MAINTENANCE, ("ssoe-oauth",)),
+            "vaos": FeatureHealth(FeatureState.MAINTENANCE, ("ssoe-oauth",)),
+        }
+
+
+class TestWithOwnWindow:
+    """`with_own_window`: a feature under a window of its own is in maintenance, unless it is down."""
+
+    @pytest.mark.parametrize(
+        ("feature", "in_window", "expected"),
+        [
+            pytest.param(FeatureHealth(FeatureState.OK), True, FeatureHealth(FeatureState.MAINTENANCE), id="ok"),
+            pytest.param(
+                FeatureHealth(FeatureState.DEGRADED, ("mhv",)),
+                True,
+                FeatureHealth(FeatureState.MAINTENANCE),
+                id="degraded",
+            ),
+            pytest.param(
+                FeatureHealth(FeatureState.DOWN, ("evss",)),
+                True,
+                FeatureHealth(FeatureState.DOWN, ("evss",)),
+                id="down-stays-down",
+            ),
+            pytest.param(
+                FeatureHealth(FeatureState.DEGRADED, ("mhv",)),
+                False,
+                FeatureHealth(FeatureState.DEGRADED, ("mhv",)),
+                id="no-window",
+            ),
+        ],
+    )
+    def test_window(self, feature: FeatureHealth, in_window: bool, expected: FeatureHealth) -> None:
+        """Users are told about maintenance, not a degradation it explains; an outage still shows."""
+        assert with_own_window(feature, in_window) == expected
 
 
 class TestImpactedFeatures:
