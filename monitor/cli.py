@@ -18,7 +18,7 @@ import anyio
 
 from monitor import __version__
 from monitor.config import Config, ConfigError, default_config_path, load_config, parse_listen
-from monitor.logs import configure_logging
+from monitor.logs import Redactor, configure_logging
 from monitor.store import StoreError
 
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
@@ -63,6 +63,19 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--listen", metavar="HOST:PORT", default="127.0.0.1:0", help="daemon address (default: free port)"
     )
+
+    bench = sub.add_parser(
+        "bench",
+        help="measure depmon (and blackbox_exporter) at N targets to size a deployment",
+        description="Start a loopback target (nginx when installed), run the daemon against N HTTP targets "
+        "and, when installed, prometheus-blackbox-exporter at the same rate; print probes run vs scheduled, "
+        "CPU per probe, lag p99, peak RSS, /metrics time and the ratios. Exit 0.",
+    )
+    bench.add_argument("--targets", type=int, default=1000, metavar="N", help="HTTP targets (default 1000)")
+    bench.add_argument("--interval", type=float, default=2.0, metavar="SECONDS", help="probe interval (default 2)")
+    bench.add_argument("--seconds", type=float, default=30.0, metavar="S", help="measuring window (default 30)")
+    bench.add_argument("--no-blackbox", action="store_true", help="measure depmon only")
+    bench.add_argument("--json", action="store_true", help="machine-readable output")
 
     check = add(
         "check",
@@ -124,6 +137,10 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
 
         status: int = run_demo(duration=args.duration, listen=args.listen)
         return status
+    if command == "bench":
+        from monitor.bench import run_bench
+
+        return run_bench(args.targets, args.interval, args.seconds, not args.no_blackbox, args.json)
 
     config_path: Path = args.config or default_config_path(environ)
     try:
@@ -132,7 +149,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         for issue in exc.issues:
             print(issue, file=sys.stderr)
         return EXIT_USAGE
-    secrets = config.secret_values()
+    # The one redactor of the process: built from the config, fed every secret learned later.
+    redactor = Redactor(config.secret_values())
 
     if command == "validate":
         if args.strict:
@@ -152,10 +170,10 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         return EXIT_OK
     if command == "run":
         json_logs = None if args.log_format is None else args.log_format == "json"
-        configure_logging(sys.stdout, json=json_logs, secrets=secrets)
-        return _run(config_path, config, args.listen, args.state, environ)
+        configure_logging(sys.stdout, json=json_logs, redactor=redactor)
+        return _run(config_path, config, args.listen, args.state, environ, redactor)
 
-    configure_logging(sys.stderr, secrets=secrets, level=30)  # warnings only: the output is the report
+    configure_logging(sys.stderr, redactor=redactor, level=30)  # warnings only: the output is the report
     if command == "check":
         from monitor.check import run_check
 
@@ -171,7 +189,14 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     raise AssertionError(command)  # argparse admits only the commands above
 
 
-def _run(config_path: Path, config: Config, listen: str | None, state: str | None, environ: Mapping[str, str]) -> int:
+def _run(
+    config_path: Path,
+    config: Config,
+    listen: str | None,
+    state: str | None,
+    environ: Mapping[str, str],
+    redactor: Redactor,
+) -> int:
     from monitor.daemon import Daemon, bind
 
     address = listen or config.monitor.listen
@@ -185,11 +210,11 @@ def _run(config_path: Path, config: Config, listen: str | None, state: str | Non
     except OSError as exc:
         print(f"cannot listen on {address}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_USAGE
-    daemon = Daemon(config_path, config, state or config.monitor.state_path, environ)
+    daemon = Daemon(config_path, config, state or config.monitor.state_path, environ, on_secrets=redactor.update)
     try:
         anyio.run(daemon.run, listener)
     except StoreError as exc:  # another daemon holds the state file, or it cannot be used
-        print(f"depmon run: {exc}", file=sys.stderr)
+        print(f"depmon run: {redactor.scrub(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     finally:
         listener.close()

@@ -23,6 +23,7 @@ from typing import Any, TextIO
 
 from monitor.config import Config, format_duration
 from monitor.incidents import escalation_criteria, page_links, severity, summary
+from monitor.logs import Redactor
 from monitor.store import Incident, StoreError, SyncStore, TimelineEntry
 
 __all__ = ["print_postmortem", "render_postmortem"]
@@ -287,9 +288,7 @@ def print_postmortem(
         print(f"{path}: cannot read the state file ({exc})", file=err)
         return EXIT_NO_INCIDENT
     draft = render_postmortem(config, dependency, incident, timeline, index, clock())
-    for secret in config.secret_values():
-        draft = draft.replace(secret, "[redacted]")
-    out.write(draft)
+    out.write(Redactor(config.secret_values()).scrub(draft))
     return EXIT_OK
 
 

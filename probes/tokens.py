@@ -64,7 +64,8 @@ class TokenCache:
     `specs` maps each ref to its oauth2 probe spec. `clock` measures token lifetimes (monotonic
     seconds by default: wall-clock jumps must not expire or extend a token). `refresh_margin`
     fixes how long before expiry a token is renewed; by default 60 s or 10% of its lifetime,
-    whichever is smaller.
+    whichever is smaller. `on_secret`, when given, is called with every token the cache obtains
+    or is given, so the log redactor knows it before anything could log it.
     """
 
     def __init__(
@@ -73,8 +74,10 @@ class TokenCache:
         fetch: TokenFetcher,
         clock: Callable[[], float] = time.monotonic,
         refresh_margin: float | None = None,
+        on_secret: Callable[[str], None] | None = None,
     ) -> None:
         self._specs = dict(specs)
+        self._on_secret = on_secret  # told every token obtained (the log redactor's `add`)
         self._refs_by_identity = {id(spec): ref for ref, spec in self._specs.items()}
         self._fetch = fetch
         self._clock = clock
@@ -91,12 +94,13 @@ class TokenCache:
         fetch: TokenFetcher,
         clock: Callable[[], float] = time.monotonic,
         refresh_margin: float | None = None,
+        on_secret: Callable[[str], None] | None = None,
     ) -> TokenCache:
         """A cache for every oauth2 probe of `config`, by `<dependency id>/<probe name>`."""
         specs = {
             f"{dep_id}/{spec.name}": spec for dep_id, spec in config.iter_probes() if isinstance(spec, OAuth2ProbeSpec)
         }
-        return cls(specs, fetch, clock, refresh_margin)
+        return cls(specs, fetch, clock, refresh_margin, on_secret)
 
     def __repr__(self) -> str:
         return f"TokenCache(refs={sorted(self._specs)!r}, cached={sorted(self._tokens)!r})"
@@ -122,6 +126,8 @@ class TokenCache:
         """Keep a token for `ref` that was issued just now and expires in `expires_in` seconds."""
         if ref not in self._specs:
             raise KeyError(f"no oauth2 probe {ref!r} in this token cache")
+        if self._on_secret is not None:  # before anything could log it
+            self._on_secret(token)
         margin = self._refresh_margin
         if margin is None:
             margin = min(MAX_REFRESH_MARGIN, REFRESH_FRACTION * expires_in)
