@@ -249,6 +249,9 @@ class MonitorSettings(_Model):
     # same incident (marked flapping) instead of resolving and opening a new one.
     resolve_hold: Duration = 120.0
     retention: Duration = 90 * 86400.0  # delivered events and closed incidents older than this are pruned
+    # Probes of depmon's own reach (its forward proxy, a resolver, a known-good URL): when one is
+    # down, dependency failures are depmon's, not theirs (SPEC 10.3).
+    canaries: list[ProbeSpec] = Field(default_factory=list)
     max_concurrent_probes: int = Field(default=200, ge=1)
     defaults: Timing = Field(default_factory=Timing)
     links: list[Link] = Field(default_factory=list)

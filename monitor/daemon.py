@@ -21,6 +21,7 @@ loops first, then the outbox is drained under a grace deadline, then the server.
 from __future__ import annotations
 
 import random
+import resource
 import signal
 import socket
 import time
@@ -46,6 +47,7 @@ from monitor.outbox import Outbox
 from monitor.pager import Pager
 from monitor.pagerduty import EventsSender, MaintenanceClient
 from monitor.scheduler import Scheduler
+from monitor.selfwatch import LoopLagMonitor, SelfWatch
 from monitor.server import create_app
 from monitor.store import StateLock, Store
 from monitor.windows import MaintenanceWindow
@@ -85,7 +87,8 @@ class Runtime:
     """Everything built from one config that a reload replaces as a whole.
 
     `sender` is None in dry run (no routing key); `maintenance` is None when no API token is set.
-    `services` maps each PagerDuty service id to the dependency or feature it covers.
+    `services` maps each PagerDuty service id to the dependency or feature it covers. `watch` is
+    depmon's view of itself for this config (its schedule, its canaries).
     """
 
     config: Config
@@ -93,27 +96,42 @@ class Runtime:
     sender: EventsSender | None
     maintenance: MaintenanceClient | None
     services: dict[str, str]
+    watch: SelfWatch
 
     @classmethod
-    def build(cls, config: Config, metrics: Metrics) -> Runtime:
+    def build(cls, config: Config, metrics: Metrics, loop_lag: LoopLagMonitor) -> Runtime:
         """Build the clients first, the engine last (it publishes metrics): a failure leaves nothing behind."""
         pd = config.pagerduty
         sender = EventsSender(pd.events_url, pd.routing_key) if pd.routing_key.get_secret_value() else None
         try:
             maintenance = MaintenanceClient(pd.api_url, pd.api_token) if pd.api_token.get_secret_value() else None
             services = {service: owners[0] for service, owners in config.service_owners().items()}
+            watch = SelfWatch(config, metrics, loop_lag)
             engine = Engine(config, metrics)
         except BaseException:
             if sender is not None:
                 sender.close()
             raise
-        return cls(config, engine, sender, maintenance, services)
+        return cls(config, engine, sender, maintenance, services, watch)
 
     def close(self) -> None:
         """Close the PagerDuty clients."""
         for client in (self.sender, self.maintenance):
             if client is not None:
                 client.close()
+
+
+def raise_open_file_limit() -> tuple[int, int]:
+    """Raise the soft limit on open files to the hard limit; returns (old soft, new soft).
+
+    Every probe holds a socket, and an idle-connection flood against the HTTP port must not
+    starve them: the default soft limit (often 1,024) is far below what the kernel allows.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        return soft, hard
+    return soft, soft
 
 
 def _removed(old: Config, new: Config) -> tuple[set[str], set[tuple[str, str]], set[str]]:
@@ -150,7 +168,8 @@ class Daemon:
         self._metrics = metrics or Metrics()
         self._metrics.config_last_reload_successful.set(1)
         self._on_secrets = on_secrets
-        self._runtime = Runtime.build(config, self._metrics)
+        self._loop_lag = LoopLagMonitor(self._metrics)
+        self._runtime = Runtime.build(config, self._metrics, self._loop_lag)
         self._pager: Pager | None = None
         self._outbox: Outbox | None = None
         self._alive = False
@@ -201,11 +220,14 @@ class Daemon:
         config = self.config
         if self._runtime.sender is None:
             log.warning("pagerduty_dry_run", reason="no routing key: events are recorded and logged, not sent")
+        old_limit, open_files = raise_open_file_limit()
         outbox = self._outbox = Outbox(store, self._runtime.sender, self._metrics)
         pager = self._pager = Pager(self._runtime.engine, store, outbox, self._metrics)
+        pager.use(self._runtime.engine, self._runtime.watch)
         stop_server, server_done = anyio.Event(), anyio.Event()
         try:
             async with anyio.create_task_group() as tg:
+                await tg.start(self._loop_lag.run)
                 await tg.start(outbox.run)
                 await tg.start(pager.run)
                 tg.start_soon(self._serve, listener, stop_server, server_done)
@@ -218,6 +240,8 @@ class Daemon:
                     dependencies=len(config.dependencies),
                     probes=sum(len(d.probes) for d in config.dependencies.values()),
                     listen="{}:{}".format(*listener.getsockname()[:2]),
+                    open_files_limit=open_files,
+                    open_files_limit_was=old_limit,
                 )
                 async for signum in signals:
                     if signum == signal.SIGHUP:
@@ -241,13 +265,18 @@ class Daemon:
             self._runtime.close()
 
     async def _monitor(self, *, task_status: anyio.abc.TaskStatus[anyio.CancelScope]) -> None:
-        """The probe loops of the current runtime: probe context and scheduler."""
+        """The probe loops of the current runtime: probe context, scheduler and self watch."""
         with anyio.CancelScope() as scope:
             task_status.started(scope)
-            ctx = build_probe_context(self.config)
+            runtime = self._runtime
+            ctx = build_probe_context(runtime.config)
             try:
-                scheduler = Scheduler(self.config, self._runtime.engine, ctx, self._metrics, rng=random.Random())
-                await scheduler.run()
+                scheduler = Scheduler(
+                    runtime.config, runtime.engine, ctx, self._metrics, rng=random.Random(), watch=runtime.watch
+                )
+                async with anyio.create_task_group() as tg:
+                    await tg.start(runtime.watch.run)
+                    await tg.start(scheduler.run)
             finally:
                 with anyio.CancelScope(shield=True):
                     await ctx.aclose()
@@ -274,7 +303,7 @@ class Daemon:
         """Build a whole new runtime from the config file and swap it in, or keep the old one whole."""
         try:
             config = await anyio.to_thread.run_sync(load_config, self.config_path, self.environ)
-            runtime = Runtime.build(config, self._metrics)
+            runtime = Runtime.build(config, self._metrics, self._loop_lag)
         except ConfigError as exc:
             self._metrics.config_last_reload_successful.set(0)
             log.error("config_reload_refused", path=str(self.config_path), errors=[str(i) for i in exc.issues])
@@ -292,8 +321,10 @@ class Daemon:
         runtime.engine.adopt(old.engine)
         runtime.engine.set_windows(self._windows)
         self._metrics.forget(*_removed(old.config, config))
+        for canary in {c.name for c in old.config.monitor.canaries} - {c.name for c in config.monitor.canaries}:
+            self._metrics.canary_up.remove(canary)
         self._outbox.use_sender(runtime.sender)
-        self._pager.use(runtime.engine)
+        self._pager.use(runtime.engine, runtime.watch)
         self.config, self._runtime = config, runtime
         # A delivery still under way on the old sender fails and is retried on the new one.
         old.close()

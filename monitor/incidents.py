@@ -119,6 +119,9 @@ class Situation:
     confirm_within: Mapping[str, float] = field(default_factory=dict)
 
 
+SELF = "self"  # depmon's own page: `depmon/<environment>/self` (SPEC 10.3); decided like a dependency's
+
+
 def dedup_key(environment: str, dependency: str) -> str:
     """`depmon/<environment>/<dependency>`: the same across restarts and replicas."""
     return f"depmon/{environment}/{dependency}"
@@ -362,6 +365,35 @@ def build_event(decision: Decision, ctx: EventContext) -> dict[str, Any]:
             "links": links,
         }
     )
+
+
+def build_self_event(decision: Decision, environment: str, condition: str, reason: str) -> dict[str, Any]:
+    """The page of depmon's own trouble: overloaded, or cannot see out. Never a dependency's page."""
+    if decision.action is Action.RESOLVE:
+        return {"event_action": "resolve", "dedup_key": decision.dedup_key}
+    text = f"{reason} [{environment}]"
+    return {
+        "event_action": "trigger",
+        "dedup_key": decision.dedup_key,
+        "client": "depmon",
+        "payload": {
+            "summary": text if len(text) <= SUMMARY_LIMIT else text[: SUMMARY_LIMIT - 3] + "...",
+            "severity": "critical",
+            "source": f"depmon/{environment}",
+            "component": "depmon",
+            "group": EVENT_GROUP,
+            "class": condition,
+            "custom_details": {
+                "condition": condition,
+                "reason": reason,
+                "environment": environment,
+                "effect": "while this holds, dependency failures are inconclusive: they count toward no "
+                "threshold and page nobody",
+                "escalated": decision.escalated,
+                "flapping": decision.flapping,
+            },
+        },
+    }
 
 
 def event_size(event: Mapping[str, Any]) -> int:

@@ -91,6 +91,24 @@ class Metrics:
         self.config_last_reload_successful = Gauge(
             "depmon_config_last_reload_successful", "1 if the last config (re)load succeeded", registry=r
         )
+        self.overloaded = Gauge(
+            "depmon_overloaded", "1 while depmon cannot run its scheduled probes on time", registry=r
+        )
+        self.event_loop_lag = Histogram(
+            "depmon_event_loop_lag_seconds",
+            "How late the event loop wakes a 100 ms sleeper",
+            buckets=_LAG_BUCKETS,
+            registry=r,
+        )
+        self.probes_inconclusive = Counter(
+            "depmon_probes_inconclusive",
+            "Failed probe runs that counted toward no threshold: depmon's own trouble, not the upstream's",
+            ("dependency", "probe", "reason"),
+            registry=r,
+        )
+        self.canary_up = Gauge(
+            "depmon_canary_up", "1 while the canary (a probe of depmon's own reach) is not down", ("canary",), registry=r
+        )
         self.build_info = Gauge("depmon_build_info", "depmon build information", ("version",), registry=r)
         self.build_info.labels(version=__version__).set(1)
         self.loop_errors = Counter("depmon_loop_errors", "Exceptions contained by a daemon loop", ("loop",), registry=r)

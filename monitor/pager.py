@@ -25,6 +25,7 @@ import structlog
 from monitor.config import Config
 from monitor.engine import Engine
 from monitor.incidents import (
+    SELF,
     Action,
     Decision,
     EventContext,
@@ -32,10 +33,12 @@ from monitor.incidents import (
     Policy,
     Situation,
     build_event,
+    build_self_event,
     decide,
 )
 from monitor.metrics import Metrics
 from monitor.outbox import Outbox
+from monitor.selfwatch import SelfState, SelfWatch
 from monitor.store import Incident, IncidentWrite, Store
 
 log = structlog.get_logger("depmon.pager")
@@ -110,11 +113,16 @@ class Pager:
         self.open: dict[str, OpenIncident] = {}
         self._errors = metrics.loop_errors.labels("pager")
         self._pruned_at: float | None = None
+        self.watch: SelfWatch | None = None
         self.use(engine)
 
-    def use(self, engine: Engine) -> None:
-        """Follow `engine` (a reload's new one) from the next reconciliation on."""
+    def use(self, engine: Engine, watch: SelfWatch | None = None) -> None:
+        """Follow `engine` and `watch` (a reload's new ones) from the next reconciliation on.
+
+        Without a watch there is no self page (tests of the dependency rules, `depmon check`).
+        """
         self.engine = engine
+        self.watch = watch
         self._policy = Policy.from_config(engine.config)
         self._ancestors = ancestors(engine.config)
         self._confirm_within = confirm_within(engine.config)
@@ -176,8 +184,11 @@ class Pager:
     async def reconcile(self) -> None:
         """Decide and carry out every action the current states call for."""
         engine = self.engine
+        dependencies: dict[str, Any] = dict(engine.dependencies)
+        if self.watch is not None:
+            dependencies[SELF] = self.watch.state.as_dependency()
         situation = Situation(
-            engine.dependencies, engine.features, engine.dependency_since, self._ancestors, self._confirm_within
+            dependencies, engine.features, engine.dependency_since, self._ancestors, self._confirm_within
         )
         for decision in decide(self._policy, self.open, situation, self.clock()):
             await self._carry_out(decision)
@@ -223,7 +234,13 @@ class Pager:
         evidence = engine.evidence(dep) if known else []
         event: tuple[Any, dict[str, Any]] | None = None
         summary = severity = ""
-        if decision.action.sends:
+        if decision.action.sends and dep == SELF:
+            verdict = self.watch.state if self.watch is not None else SelfState()
+            body = build_self_event(decision, self._policy.environment, str(verdict.condition), verdict.reason)
+            event = (body["event_action"], body)
+            if decision.action is Action.TRIGGER:
+                summary, severity = body["payload"]["summary"], body["payload"]["severity"]
+        elif decision.action.sends:
             started_at = incident.opened_at if incident else now
             if decision.action is Action.RESOLVE:
                 context = EventContext(engine.config, {}, [], started_at)

@@ -8,11 +8,17 @@ asks for `confirm_interval` instead of the full interval, so an outage is confir
 
 The deadline of a run belongs to `run_probe`; the slot from the concurrency limiter is taken
 before the deadline starts, so waiting for a slot shows as scheduler lag, not as a timeout.
+
+With a `SelfWatch`, every run is also reported to it (lag, local causes), the canaries run as
+loops of their own, and a failed result that measured depmon rather than the upstream (see
+`monitor.selfwatch.inconclusive`) is counted in `depmon_probes_inconclusive_total` and not given
+to the engine: it counts toward no threshold.
 """
 
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Callable
 
 import anyio
@@ -22,6 +28,8 @@ from monitor.config import AnyProbeSpec, Config
 from monitor.engine import Engine
 from monitor.metrics import Metrics
 from monitor.probing import run_probe
+from monitor.results import ProbeResult
+from monitor.selfwatch import SelfWatch, inconclusive
 from probes import ProbeContext
 
 log = structlog.get_logger("depmon.scheduler")
@@ -38,8 +46,10 @@ class Scheduler:
         metrics: Metrics,
         rng: random.Random | None = None,
         clock: Callable[[], float] = anyio.current_time,
+        watch: SelfWatch | None = None,
     ) -> None:
         self.config = config
+        self.watch = watch
         self.engine = engine
         self.ctx = ctx
         self.metrics = metrics
@@ -54,6 +64,9 @@ class Scheduler:
         async with anyio.create_task_group() as tg:
             for dep_id, spec in self.config.iter_probes():
                 tg.start_soon(self._loop, dep_id, spec, name=f"probe {dep_id}/{spec.name}")
+            if self.watch is not None:
+                for canary in self.watch.canaries:
+                    tg.start_soon(self._canary_loop, self.watch, canary, name=f"canary {canary.name}")
             task_status.started()
 
     async def _loop(self, dependency: str, spec: AnyProbeSpec) -> None:
@@ -63,10 +76,11 @@ class Scheduler:
             await anyio.sleep_until(next_at)
             try:
                 async with self.limiter:
-                    started = self.clock()
-                    self._lag.observe(max(0.0, started - next_at))
+                    late = max(0.0, self.clock() - next_at)
+                    self._lag.observe(late)
+                    started = time.monotonic()
                     result = await run_probe(spec, self.ctx, timing.timeout)
-                self.engine.record(dependency, spec.name, result)
+                self._take(dependency, spec.name, result, timing.timeout, late, started)
                 delay = self.engine.next_delay(dependency, spec.name)
             except Exception:  # contain it: one broken probe must not stop the others
                 self._loop_errors.inc()
@@ -77,3 +91,42 @@ class Scheduler:
             if next_at < now - timing.interval:
                 # Far behind (the machine was suspended or overloaded): skip missed runs, do not burst.
                 next_at = now
+
+    def _take(
+        self, dependency: str, probe: str, result: ProbeResult, timeout: float, late: float, started: float
+    ) -> None:
+        """Hand a result to the engine, unless it measured depmon rather than the upstream."""
+        watch = self.watch
+        if watch is not None:
+            watch.meter.ran(late)
+            watch.dependency_result(dependency, result)
+            reason = inconclusive(
+                result,
+                timeout,
+                late,
+                watch.loop_stall_since(started),
+                watch.state,
+                watch.canary_failing,
+                watch.thresholds,
+            )
+            if reason is not None:
+                self.metrics.probes_inconclusive.labels(dependency, probe, reason).inc()
+                log.info("probe_inconclusive", dependency=dependency, probe=probe, reason=reason, detail=result.detail)
+                return
+        self.engine.record(dependency, probe, result)
+
+    async def _canary_loop(self, watch: SelfWatch, spec: AnyProbeSpec) -> None:
+        """A canary: like a probe loop, but its results go to the self watch."""
+        timing = self.config.timing(spec)
+        next_at = self.clock() + self.rng.uniform(0, min(timing.interval, 1.0))
+        while True:
+            await anyio.sleep_until(next_at)
+            try:
+                result = await run_probe(spec, self.ctx, timing.timeout)
+                watch.canary_result(spec.name, result)
+                delay = timing.interval if result.ok else timing.confirm_interval
+            except Exception:
+                self._loop_errors.inc()
+                log.exception("canary_loop_error", canary=spec.name)
+                delay = timing.interval
+            next_at = max(next_at + delay, self.clock() - timing.interval)
