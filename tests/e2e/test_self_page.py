@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -126,3 +127,54 @@ class TestCannotSeeOut:
         )
         keys = {e.dedup_key for e in events if e.action == "trigger"}
         assert keys == {f"depmon/e2e/d{i}" for i in range(DEPENDENCIES)}
+
+
+OVERLOAD_CONFIG = """
+monitor:
+  environment: e2e
+  max_concurrent_probes: 2
+  defaults: {{interval: 1s, timeout: 900ms, failure_threshold: 2, success_threshold: 1, confirm_interval: 200ms}}
+pagerduty:
+  routing_key: {routing_key}
+  events_url: {events_url}
+dependencies:
+{dependencies}
+features:
+  claims: {{name: Claims, requires: [d0], userbase_share: 0.3}}
+"""
+
+
+class TestOverloaded:
+    def test_a_schedule_it_cannot_keep_pages_depmon_not_the_dependencies(
+        self, tmp_path: Path, pagerduty: FakePagerDuty
+    ) -> None:
+        """40 probes a second through 2 slots of 200 ms answers: one self page saying so, no dependency page."""
+
+        def slow(request: object) -> Response:
+            time.sleep(0.2)
+            return Response(200, b'{"status": "pass"}')
+
+        with LoopbackServer() as upstream:
+            upstream.route("GET", "/health", slow)
+            dependencies = "\n".join(
+                f'  d{i}: {{name: D{i}, probes: [{{name: health, kind: http, url: "{upstream.url}/health"}}]}}'
+                for i in range(40)
+            )
+            config = tmp_path / "depmon.yaml"
+            config.write_text(
+                OVERLOAD_CONFIG.format(
+                    routing_key=ROUTING_KEY, events_url=pagerduty.events_url, dependencies=dependencies
+                )
+            )
+            daemon = DaemonProcess(config, tmp_path / "state.sqlite3")
+            try:
+                daemon.start()
+                events = pagerduty.wait_for(lambda got: any(e.dedup_key == "depmon/e2e/self" for e in got), timeout=40)
+                [page] = [e for e in events if e.dedup_key == "depmon/e2e/self"]
+                assert page.summary is not None
+                assert page.summary.startswith("depmon cannot keep up: 40 probes/s scheduled")
+                assert metric_value(daemon.get("/metrics").text, "depmon_overloaded") == 1
+                assert daemon.get("/healthz").status_code == 200
+            finally:
+                daemon.close()
+        assert [e.dedup_key for e in pagerduty.events if e.action == "trigger"] == ["depmon/e2e/self"]
