@@ -28,9 +28,9 @@ test: $(BIN)/depmon tools
 tools:
 	@scripts/install-test-tools
 
-## bench: the 2,000-probe scheduler benchmark (not part of `make test`)
+## bench: `depmon bench`, depmon and blackbox_exporter (when installed) at 1,000 targets every 2 s (not in `make test`)
 bench: $(BIN)/depmon
-	$(BIN)/python tests/benchmarks/bench_scheduler.py
+	$(BIN)/depmon bench
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache
