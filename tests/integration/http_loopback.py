@@ -173,6 +173,10 @@ class FakeTokens:
     def invalidate(self, ref: str) -> None:
         self.invalidated.append(ref)
 
+    def ref_for(self, spec: object) -> str | None:
+        """No oauth2 probe of a test's making is this cache's: what an oauth2 probe gets issued is not kept."""
+        return None
+
 
 @asynccontextmanager
 async def probe_context(**kwargs: Any) -> AsyncIterator[ProbeContext]:
