@@ -244,6 +244,44 @@ _DUE_HEADS = _HEADS + " AND o.next_attempt_at <= ? ORDER BY o.id"
 _EARLIEST_HEAD = "SELECT MIN(next_attempt_at) FROM (" + _HEADS + ")"  # noqa: S608 (constant text)
 
 
+def _private_directory(directory: Path) -> None:
+    """Create the state file's missing directories as 0700; an existing one is left as it is (a mount
+    point or a StateDirectory that Kubernetes or systemd made is the operator's)."""
+    missing = []
+    current = directory
+    while not current.exists() and current != current.parent:
+        missing.append(current)
+        current = current.parent
+    directory.mkdir(parents=True, exist_ok=True)
+    for created in missing:
+        os.chmod(created, 0o700)
+
+
+def _private_file(path: Path, *, create: bool) -> None:
+    """Make `path` 0600; when asked, create it empty first so it is never readable by others."""
+    if create:
+        try:
+            handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass
+        else:
+            os.fchmod(handle, 0o600)  # the umask may have taken bits away from the owner
+            os.close(handle)
+            return
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return
+    if mode & 0o077:
+        os.chmod(path, 0o600)
+
+
+def _reason(exc: OSError | sqlite3.Error) -> str:
+    if isinstance(exc, OSError):
+        return exc.strerror or exc.__class__.__name__
+    return str(exc) or exc.__class__.__name__
+
+
 class SyncStore:
     """The state file with blocking methods; safe to share between threads (calls are serialized)."""
 
@@ -264,10 +302,20 @@ class SyncStore:
         return self._connection
 
     def _open(self) -> sqlite3.Connection:
-        if self.state_path != ":memory:":
-            Path(self.state_path).parent.mkdir(parents=True, exist_ok=True)
-        # isolation_level=None: autocommit; multi-statement changes use explicit transactions.
-        connection = sqlite3.connect(self.state_path, check_same_thread=False, isolation_level=None)
+        """Open (creating and migrating) the state file; raises StoreError saying why it cannot be used.
+
+        The state holds incidents and PagerDuty event bodies: a directory depmon creates is 0700 and
+        the file with its -wal and -shm companions 0600, whatever the umask (chmod after create).
+        """
+        private = self.state_path != ":memory:"
+        try:
+            if private:
+                _private_directory(Path(self.state_path).parent)
+                _private_file(Path(self.state_path), create=True)
+            # isolation_level=None: autocommit; multi-statement changes use explicit transactions.
+            connection = sqlite3.connect(self.state_path, check_same_thread=False, isolation_level=None)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"{self.state_path}: cannot open the state file ({_reason(exc)})") from exc
         try:
             connection.row_factory = sqlite3.Row
             connection.execute("PRAGMA journal_mode = WAL")
@@ -276,9 +324,18 @@ class SyncStore:
             connection.execute("PRAGMA foreign_keys = ON")
             connection.execute("PRAGMA busy_timeout = 5000")
             self._migrate(connection)
+            if private:
+                for suffix in ("-wal", "-shm"):
+                    _private_file(Path(self.state_path + suffix), create=False)
+        except sqlite3.OperationalError as exc:  # a full disk, a read-only file, an I/O error
+            connection.close()
+            raise StoreError(f"{self.state_path}: cannot use the state file ({_reason(exc)})") from exc
         except sqlite3.DatabaseError as exc:
             connection.close()
-            raise StoreError(f"{self.state_path}: not a usable depmon state file ({exc})") from exc
+            raise StoreError(f"{self.state_path}: not a usable depmon state file ({_reason(exc)})") from exc
+        except OSError as exc:
+            connection.close()
+            raise StoreError(f"{self.state_path}: cannot make the state file private ({_reason(exc)})") from exc
         except BaseException:
             connection.close()
             raise
