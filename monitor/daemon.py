@@ -47,7 +47,7 @@ from monitor.outbox import Outbox
 from monitor.pager import Pager
 from monitor.pagerduty import EventsSender, MaintenanceClient
 from monitor.scheduler import Scheduler
-from monitor.selfwatch import LoopLagMonitor, SelfWatch
+from monitor.selfwatch import LoopLagMonitor, SelfState, SelfWatch
 from monitor.server import create_app
 from monitor.store import StateLock, Store
 from monitor.windows import MaintenanceWindow
@@ -197,6 +197,10 @@ class Daemon:
     @property
     def open_incidents(self) -> dict[str, OpenIncident]:
         return dict(self._pager.open) if self._pager else {}
+
+    @property
+    def self_state(self) -> SelfState:
+        return self._runtime.watch.state
 
     # -- running -----------------------------------------------------------------------------
 

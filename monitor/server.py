@@ -10,6 +10,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+import anyio.to_thread
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.exposition import generate_latest
 from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS_CONTENT_TYPE
@@ -23,6 +24,7 @@ from monitor.engine import Engine
 from monitor.incidents import OpenIncident
 from monitor.metrics import Metrics
 from monitor.reports import app_maintenance_windows
+from monitor.selfwatch import SelfState
 from monitor.statuspage import render_status_page
 
 
@@ -37,6 +39,8 @@ class View(Protocol):
     def alive(self) -> bool: ...
     @property
     def open_incidents(self) -> dict[str, OpenIncident]: ...
+    @property
+    def self_state(self) -> SelfState: ...
 
 
 def create_app(view: View, clock: Callable[[], float]) -> Starlette:
@@ -44,10 +48,13 @@ def create_app(view: View, clock: Callable[[], float]) -> Starlette:
 
     async def metrics(request: Request) -> Response:
         registry = view.metrics.registry
+        # Rendered in a worker thread: at 10,000 series it takes long enough to stall the probes'
+        # event loop, and a scrape must not make probes time out (prometheus_client locks its own).
         if "application/openmetrics-text" in request.headers.get("accept", ""):
-            body = generate_openmetrics(registry)  # type: ignore[no-untyped-call]
+            body = await anyio.to_thread.run_sync(generate_openmetrics, registry)
             return Response(body, media_type=OPENMETRICS_CONTENT_TYPE)
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+        body = await anyio.to_thread.run_sync(generate_latest, registry)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     async def healthz(request: Request) -> Response:
         if view.alive:
@@ -141,13 +148,17 @@ def status_document(view: View, now: float) -> dict[str, Any]:
             "opened_at": _iso(incident.opened_at),
             "features": list(incident.features),
             "escalated": incident.escalated,
+            "flapping": incident.flapping,
+            "resolving_since": _iso(incident.up_since),
         }
         for incident in view.open_incidents.values()
     ]
+    verdict = view.self_state
     return {
         "environment": config.monitor.environment,
         "generated_at": _iso(now),
         "ready": engine.ready,
+        "self": {"condition": str(verdict.condition), "reason": verdict.reason or None},
         "dependencies": dependencies,
         "features": features,
         "incidents": incidents,

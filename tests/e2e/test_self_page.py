@@ -174,6 +174,9 @@ class TestOverloaded:
                 assert page.summary is not None
                 assert page.summary.startswith("depmon cannot keep up: 40 probes/s scheduled")
                 assert metric_value(daemon.get("/metrics").text, "depmon_overloaded") == 1
+                verdict = daemon.status()["self"]
+                assert verdict["condition"] == "overloaded"
+                assert verdict["reason"].startswith("depmon cannot keep up")
                 assert daemon.get("/healthz").status_code == 200
             finally:
                 daemon.close()

@@ -15,6 +15,7 @@ from monitor.engine import Engine
 from monitor.incidents import OpenIncident
 from monitor.metrics import Metrics
 from monitor.reports import app_maintenance_windows
+from monitor.selfwatch import SelfState
 from monitor.server import create_app
 from monitor.windows import MaintenanceWindow
 
@@ -159,6 +160,7 @@ class _View:
     metrics: Metrics = field(default_factory=Metrics)
     alive: bool = True
     open_incidents: dict[str, OpenIncident] = field(default_factory=dict)
+    self_state: SelfState = field(default_factory=SelfState)
 
 
 class TestRoute:
