@@ -13,6 +13,7 @@ Incident Response Play when an incident may occur again).
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import sys
 import time
@@ -22,15 +23,13 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from monitor.config import Config, format_duration
-from monitor.incidents import escalation_criteria, page_links, severity, summary
+from monitor.incidents import IncidentFacts, escalation_criteria, page_links, severity, summary
 from monitor.logs import Redactor
 from monitor.store import Incident, StoreError, SyncStore, TimelineEntry
 
 __all__ = ["print_postmortem", "render_postmortem"]
 
 EXIT_OK, EXIT_NO_INCIDENT = 0, 1
-PLAYS_PLAYBOOK = "mobile-incident-plays"
-SECURITY_OUTCOME = "tls"  # certificate expired, untrusted or for the wrong host: the Security Incident Procedure
 TBD = "TBD"
 
 # What each kind of timeline entry (the pager's action) means to a reader of the postmortem.
@@ -55,11 +54,16 @@ def render_postmortem(
     features = _impacted_features(incident, timeline)
     known = [f for f in features if f in config.features]
     evidence = _evidence(timeline)
-    security = any(str(item.get("outcome")) == SECURITY_OUTCOME for item in evidence)
+    # The one security fact: the probes' own flag, as the pager recorded it in the timeline.
+    security = any(bool(entry.data.get("security_relevant")) for entry in timeline)
     escalated = incident.escalated or any(entry.kind == "escalate" for entry in timeline)
-    criteria = escalation_criteria(config, dependency, known, escalated, security)
+    down = {str(f) for entry in timeline for f in entry.data.get("features_down") or ()}
+    facts = IncidentFacts(
+        dependency, tuple(known), tuple(f for f in known if f in down), security, escalated, earlier_incidents
+    )
+    criteria = escalation_criteria(config, facts)
     title = incident.summary or summary(config, dependency, known)
-    level = incident.severity or severity(config, known, security)
+    level = incident.severity or severity(config, facts)
     ended = incident.resolved_at if incident.resolved_at is not None else now
     lasted = _duration(ended - incident.opened_at)
     owner = dep.channel or "the team that owns it"
@@ -106,7 +110,7 @@ def render_postmortem(
     add("### How")
     add("")
     probes = list(dict.fromkeys(str(item.get("probe")) for item in evidence))
-    watched = ", ".join(f"`{dependency}/{p}`" for p in probes) or f"the probes of `{dependency}`"
+    watched = ", ".join(_code(f"{dependency}/{p}") for p in probes) or f"the probes of `{dependency}`"
     add(
         f"depmon, the dependency health monitor, detected it with {watched} and paged through PagerDuty "
         f"(dedup key `{incident.dedup_key}`)."
@@ -152,7 +156,8 @@ def render_postmortem(
     add("")
     add(f"{dep.name} (`{dependency}`) was down.")
     for item in _latest_per_probe(evidence):
-        add(f"- `{dependency}/{item.get('probe')}`: {_evidence_text(item)}")
+        probe = _code(f"{dependency}/{item.get('probe')}")
+        add(f"- {probe}: {_evidence_text(item)}")
     if dep.depends_on:
         add("")
         add(
@@ -179,7 +184,7 @@ def render_postmortem(
 
     add("## Documentation links")
     add("")
-    for text, href in page_links(config, dependency, security):
+    for text, href in page_links(config, facts):
         add(f"- [{text}]({href})")
     add("")
 
@@ -235,8 +240,8 @@ def render_postmortem(
     noun = "incident" if earlier_incidents == 1 else "incidents"
     add(f"Recurrence: {earlier_incidents} earlier {noun} of {dep.name} recorded by depmon.")
     if earlier_incidents >= 1:
-        plays = config.playbooks.get(PLAYS_PLAYBOOK)
-        where = f" ([{plays.title}]({plays.url}))" if plays else ""
+        plays = [config.playbooks[p] for p in config.escalation.recurrence_playbooks]
+        where = "".join(f" ([{play.title}]({play.url}))" for play in plays)
         add(
             "It has happened before, so it may occur again: the seed asks to add the incident and the steps "
             f"to resolve it as a Mobile Incident Response Play{where}."
@@ -324,9 +329,10 @@ def _latest_per_probe(evidence: Iterable[dict[str, Any]]) -> list[dict[str, Any]
 
 
 def _evidence_text(item: dict[str, Any]) -> str:
+    """`outcome `http_status` (`HTTP 503 from /health`)`: the upstream's words inside code spans."""
     detail = str(item.get("detail") or "").strip()
-    outcome = f"outcome `{item.get('outcome')}`"
-    return f"{outcome} ({detail})" if detail else outcome
+    outcome = f"outcome {_code(item.get('outcome'))}"
+    return f"{outcome} ({_code(detail)})" if detail else outcome
 
 
 def _details(config: Config, entry: TimelineEntry) -> str:
@@ -342,7 +348,7 @@ def _details(config: Config, entry: TimelineEntry) -> str:
         parts.append(f"{label}: {', '.join(names)}")
     for item in entry.data.get("evidence") or ():
         if isinstance(item, dict):
-            parts.append(f"{item.get('probe')}: {_evidence_text(item)}")
+            parts.append(f"{_code(item.get('probe'))}: {_evidence_text(item)}")
     return "; ".join(parts) or "-"
 
 
@@ -352,13 +358,13 @@ def _details(config: Config, entry: TimelineEntry) -> str:
 
 def _feature_name(config: Config, feature_id: str) -> str:
     feature = config.features.get(feature_id)
-    return feature.name if feature else feature_id
+    return feature.name if feature else _code(feature_id)
 
 
 def _feature_impact(config: Config, feature_id: str) -> str:
     feature = config.features.get(feature_id)
     if feature is None:
-        return f"`{feature_id}` (no longer in the config)"
+        return f"{_code(feature_id)} (no longer in the config)"
     if feature.userbase_share <= 0:
         return f"{feature.name}: share of monthly users unknown"
     return f"{feature.name}: about {_percent(feature.userbase_share)}% of monthly users use {feature.name}"
@@ -391,7 +397,7 @@ def _utc(timestamp: float) -> str:
 def _at_text(at: object) -> str:
     if isinstance(at, int | float) and at > 0:
         return _utc(float(at))
-    return str(at) if at else "time not recorded"
+    return _code(at) if at else "time not recorded"
 
 
 def _duration(seconds: float) -> str:
@@ -408,5 +414,22 @@ def _duration(seconds: float) -> str:
 
 
 def _cell(text: str) -> str:
-    """Text safe inside a Markdown table cell."""
+    """Text safe inside a Markdown table cell (GitHub's tables take `\\|` inside code spans too)."""
     return " ".join(text.split()).replace("|", "\\|")
+
+
+_BACKTICKS = re.compile(r"`+")
+
+
+def _code(text: object) -> str:
+    """Text recorded from outside (a probe's detail, a health body's `output`) as one code span.
+
+    Inside a code span nothing renders: no link, image, raw HTML, autolink or emphasis, so an
+    upstream cannot plant `[click](https://evil.example)` or `<img onerror=...>` in the draft.
+    Whitespace is collapsed to keep it on one line; the fence is longer than any run of backticks
+    inside, and a space pads content that starts or ends with one.
+    """
+    body = " ".join(str(text).split())
+    fence = "`" * (max((len(run) for run in _BACKTICKS.findall(body)), default=0) + 1)
+    pad = " " if body.startswith("`") or body.endswith("`") or not body else ""
+    return f"{fence}{pad}{body}{pad}{fence}"

@@ -130,7 +130,7 @@ class TestRenderPostmortem:
         """Detection names the depmon probe and the time and detail of the first failing result."""
         detection = _section(_render(config, state, 2), "Detection")
         assert "`evss/base`" in detection
-        assert "2025-03-11 08:59:56 UTC: outcome `http_status` ([STATUS] (503) == 200)" in detection
+        assert "2025-03-11 08:59:56 UTC: outcome `http_status` (`[STATUS] (503) == 200`)" in detection
 
     def test_impact_lists_features_with_userbase_estimate(self, config: Config, state: Path) -> None:
         """Impact lists each feature with its share of monthly users, and the severity."""
@@ -289,3 +289,51 @@ class TestPostmortemCommand:
         """An unknown dependency exits 1 naming the known ids."""
         assert monitor.cli.main(["postmortem", "nope", "--state", str(state)], environ={}) == 1
         assert "known: ssoe-oauth" in capsys.readouterr().err
+
+
+def _draft_with_detail(config: Config, tmp_path: Path, detail: str) -> str:
+    """The draft of one EVSS incident whose only evidence has this detail."""
+    path = tmp_path / "depmon.sqlite3"
+    with SyncStore(path) as store:
+        failure = {"probe": "base", "outcome": "condition", "detail": detail, "at": FIRST_OPENED}
+        incident_id = store.open_incident("evss", "depmon/production/evss", FIRST_OPENED, features=EVSS_FEATURES)
+        store.add_timeline(incident_id, FIRST_OPENED, "trigger", _entry("trigger", EVSS_FEATURES, "down", [failure]))
+    return _render(config, path, 1)
+
+
+HOSTILE = "[click](https://evil.example) <img src=x onerror=alert(1)> ![i](https://evil.example/i.png) `x` | **b**"
+
+
+class TestUpstreamText:
+    """Text from upstreams (probe details, health `output`) cannot plant Markdown or HTML in the draft."""
+
+    @pytest.fixture
+    def hostile_draft(self, config: Config, tmp_path: Path) -> str:
+        """A draft whose evidence detail is the hostile string, for a failure with a newline in it too."""
+        return _draft_with_detail(config, tmp_path, HOSTILE + "\nline two")
+
+    def test_detail_is_one_code_span_wherever_it_appears(self, hostile_draft: str) -> None:
+        """Each occurrence of the detail sits in a double-backtick code span, on one line."""
+        span = f"``{HOSTILE} line two``"
+        assert hostile_draft.count("evil.example/i.png") == hostile_draft.count(span) + hostile_draft.count(
+            span.replace("|", "\\|")
+        )
+        assert hostile_draft.count(span) >= 2  # Detection and Root causes
+        assert span.replace("|", "\\|") in _section(hostile_draft, "Timeline")  # the table cell escapes the pipe
+
+    def test_github_renders_no_link_image_or_html(self, hostile_draft: str) -> None:
+        """GitHub's Markdown (cmark-gfm, raw HTML allowed) renders the detail as code: no link, image or tag."""
+        cmarkgfm = pytest.importorskip("cmarkgfm", reason="cmarkgfm renders GitHub Markdown (pip install cmarkgfm)")
+        from cmarkgfm.cmark import Options
+
+        html = cmarkgfm.github_flavored_markdown_to_html(hostile_draft, options=Options.CMARK_OPT_UNSAFE)
+        assert 'href="https://evil.example' not in html
+        assert "<img" not in html
+        assert "<strong>b</strong>" not in html
+        assert "<code>[click](https://evil.example) &lt;img src=x onerror=alert(1)&gt;" in html
+        assert html.count("| **b** line two</code>") >= 3  # the table cell's pipe is literal inside the code
+
+    def test_backticks_in_the_detail_cannot_close_the_span(self, config: Config, tmp_path: Path) -> None:
+        """A detail with a run of backticks gets a longer fence, and one starting with a backtick is padded."""
+        draft = _draft_with_detail(config, tmp_path, "``[x](https://evil.example)")
+        assert "(``` ``[x](https://evil.example) ```)" in draft
