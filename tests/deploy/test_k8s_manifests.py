@@ -39,6 +39,9 @@ def _kustomization() -> dict[str, Any]:
 
 MANIFEST_FILES = [K8S / name for name in _kustomization()["resources"]]
 OBJECTS = [doc for path in MANIFEST_FILES for doc in _documents(path)]
+# Kept as an example, outside the kustomization: re-applying the kit must not overwrite the real Secret.
+SECRET_EXAMPLE_FILE = K8S / "secret.example.yaml"
+(SECRET_EXAMPLE,) = _documents(SECRET_EXAMPLE_FILE)
 OBJECT_IDS = [f"{doc['kind']}/{doc['metadata']['name']}" for doc in OBJECTS]
 
 
@@ -204,7 +207,7 @@ class TestManifestSchemas:
     """Every object of the kustomization against its schema."""
 
     @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
-    @pytest.mark.parametrize("doc", OBJECTS, ids=OBJECT_IDS)
+    @pytest.mark.parametrize("doc", [*OBJECTS, SECRET_EXAMPLE], ids=[*OBJECT_IDS, "Secret/example"])
     def test_object_is_valid(self, kubernetes_validate: ModuleType, doc: dict[str, Any], version: str) -> None:
         """The object validates (built-in kinds strictly against Kubernetes 1.30 and 1.37, CRDs structurally)."""
         validate(kubernetes_validate, doc, version)
@@ -235,20 +238,26 @@ class TestManifestSchemas:
 class TestKustomization:
     """deploy/k8s/kustomization.yaml."""
 
-    def test_lists_every_manifest(self) -> None:
-        """Every YAML manifest in deploy/k8s is a resource of the kustomization, and each exists."""
+    def test_lists_every_manifest_but_the_example_secret(self) -> None:
+        """Every YAML manifest in deploy/k8s but the example Secret is a resource of the kustomization."""
         on_disk = {p.name for p in K8S.glob("*.yaml") if p.name != "kustomization.yaml"}
-        assert set(_kustomization()["resources"]) == on_disk
+        assert set(_kustomization()["resources"]) == on_disk - {SECRET_EXAMPLE_FILE.name}
+
+    def test_does_not_apply_the_example_secret(self) -> None:
+        """No Secret is applied by the kit: re-applying it cannot overwrite depmon-secrets with placeholders."""
+        assert SECRET_EXAMPLE_FILE.name not in _kustomization()["resources"]
+        assert "Secret" not in {doc["kind"] for doc in OBJECTS}
+        assert SECRET_EXAMPLE["kind"] == "Secret"
 
     def test_has_one_object_of_each_kind(self) -> None:
-        """The kit is one each of ConfigMap, Secret, PVC, Deployment, Service, PDB, ServiceMonitor, PrometheusRule."""
+        """The kit is one each of ConfigMap, PVC, Deployment, Service, NetworkPolicy, PDB and the two operator kinds."""
         assert sorted(doc["kind"] for doc in OBJECTS) == sorted(
             [
                 "ConfigMap",
-                "Secret",
                 "PersistentVolumeClaim",
                 "Deployment",
                 "Service",
+                "NetworkPolicy",
                 "PodDisruptionBudget",
                 "ServiceMonitor",
                 "PrometheusRule",
@@ -264,6 +273,7 @@ class TestKustomization:
         assert result.returncode == 0, result.stderr
         rendered = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
         assert len(rendered) == len(OBJECTS)
+        assert "Secret" not in {doc["kind"] for doc in rendered}
         for doc in rendered:
             assert doc["metadata"]["labels"]["app.kubernetes.io/part-of"] == "va-mobile-app"
             validate(kubernetes_validate, doc, KUBERNETES_VERSIONS[-1])
@@ -315,7 +325,7 @@ class TestDeployment:
     def test_secrets_come_from_depmon_secrets(self) -> None:
         """PagerDuty and SSOe credentials come from the depmon-secrets Secret, which has those keys."""
         env = _env(_container())
-        secret = _one("Secret")
+        secret = SECRET_EXAMPLE
         names = ["PAGERDUTY_ROUTING_KEY", "PAGERDUTY_API_TOKEN", "SSOE_CLIENT_ID", "SSOE_CLIENT_SECRET"]
         for name in names:
             ref = env[name]["valueFrom"]["secretKeyRef"]
@@ -363,6 +373,40 @@ class TestWiring:
         selector = _one("PodDisruptionBudget")["spec"]["selector"]["matchLabels"]
         pod_labels = _one("Deployment")["spec"]["template"]["metadata"]["labels"]
         assert selector.items() <= pod_labels.items()
+
+
+class TestNetworkPolicy:
+    """deploy/k8s/networkpolicy.yaml: only Prometheus reaches depmon's port; depmon reaches out."""
+
+    def test_selects_the_pods_for_both_directions(self) -> None:
+        """The policy selects the Deployment's pods and governs their ingress and egress."""
+        spec = _one("NetworkPolicy")["spec"]
+        pod_labels = _one("Deployment")["spec"]["template"]["metadata"]["labels"]
+        assert spec["podSelector"]["matchLabels"].items() <= pod_labels.items()
+        assert sorted(spec["policyTypes"]) == ["Egress", "Ingress"]
+
+    def test_only_prometheus_pods_in_the_monitoring_namespace_on_the_http_port(self) -> None:
+        """One ingress rule, one peer with both selectors (AND, not OR), on the container's http port only."""
+        (rule,) = _one("NetworkPolicy")["spec"]["ingress"]
+        (peer,) = rule["from"]
+        assert peer == {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+            "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+        }
+        (port,) = rule["ports"]
+        assert port["protocol"] == "TCP"
+        assert port["port"] in {p["name"] for p in _container()["ports"]}
+
+    def test_egress_reaches_dns_and_anywhere_but_instance_metadata(self) -> None:
+        """DNS is open, any other address (upstreams, PagerDuty) on any port, except the metadata endpoints."""
+        egress = _one("NetworkPolicy")["spec"]["egress"]
+        dns = [rule for rule in egress if {p["port"] for p in rule.get("ports", [])} == {53}]
+        assert dns
+        assert {p["protocol"] for p in dns[0]["ports"]} == {"UDP", "TCP"}
+        anywhere = [rule for rule in egress if "ports" not in rule]
+        assert len(anywhere) == 1
+        blocks = {peer["ipBlock"]["cidr"]: peer["ipBlock"].get("except", []) for peer in anywhere[0]["to"]}
+        assert blocks == {"0.0.0.0/0": ["169.254.169.254/32"], "::/0": ["fd00:ec2::254/128"]}
 
 
 def _generator() -> Any:
@@ -440,7 +484,7 @@ class TestConfigMapExample:
 
     def test_placeholder_routing_key_is_refused(self, tmp_path: Path) -> None:
         """With the Secret example's placeholders depmon refuses the config, so an unfilled Secret fails loudly."""
-        env = dict(_one("Secret")["stringData"])
+        env = dict(SECRET_EXAMPLE["stringData"])
         result = _validate_config(_one("ConfigMap")["data"]["depmon.yaml"], env, tmp_path)
         assert result.returncode == 2
         assert "routing_key" in result.stdout + result.stderr
@@ -454,4 +498,4 @@ class TestConfigMapExample:
 
     def test_secret_example_holds_only_placeholders(self) -> None:
         """Every value of the Secret example is an obvious placeholder."""
-        assert all(value.startswith("REPLACE-ME") for value in _one("Secret")["stringData"].values())
+        assert all(value.startswith("REPLACE-ME") for value in SECRET_EXAMPLE["stringData"].values())
