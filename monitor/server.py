@@ -6,19 +6,22 @@ thread). Every handler reads the current `View`; none of them changes state.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import anyio.to_thread
+from hypercorn.config import Config as HypercornConfig
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.exposition import generate_latest
 from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS_CONTENT_TYPE
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from monitor.engine import Engine
 from monitor.incidents import OpenIncident
@@ -26,6 +29,15 @@ from monitor.metrics import Metrics
 from monitor.reports import app_maintenance_windows
 from monitor.selfwatch import SelfState
 from monitor.statuspage import render_status_page
+
+# depmon's own surface (issue 11): a flood must not take the daemon's file descriptors or its event
+# loop. A connection that sends nothing is closed after IDLE_CONNECTION_SECONDS (hypercorn's idle
+# timer runs from accept until a whole request head has arrived, so a slow sender is closed too);
+# past MAX_CONCURRENT_REQUESTS, a request is answered 503 at once.
+MAX_CONCURRENT_REQUESTS = 32
+IDLE_CONNECTION_SECONDS = 5.0
+READ_TIMEOUT_SECONDS = 10
+ALWAYS_SERVED = ("/healthz", "/readyz")  # constant answers the kubelet must get, even under a flood
 
 
 class View(Protocol):
@@ -43,8 +55,8 @@ class View(Protocol):
     def self_state(self) -> SelfState: ...
 
 
-def create_app(view: View, clock: Callable[[], float]) -> Starlette:
-    """The ASGI app of the daemon's endpoints."""
+def create_app(view: View, clock: Callable[[], float], max_requests: int = MAX_CONCURRENT_REQUESTS) -> Starlette:
+    """The ASGI app of the daemon's endpoints, at most `max_requests` at once (see `RequestCap`)."""
 
     async def metrics(request: Request) -> Response:
         registry = view.metrics.registry
@@ -85,7 +97,8 @@ def create_app(view: View, clock: Callable[[], float]) -> Starlette:
             Route("/readyz", readyz),
             Route("/status", status),
             Route("/maintenance_windows", maintenance_windows),
-        ]
+        ],
+        middleware=[Middleware(RequestCap, limit=max_requests)],
     )
 
 
@@ -163,3 +176,50 @@ def status_document(view: View, now: float) -> dict[str, Any]:
         "features": features,
         "incidents": incidents,
     }
+
+
+class RequestCap:
+    """ASGI middleware: at most `limit` HTTP requests in flight; beyond that, an immediate 503.
+
+    `/healthz` and `/readyz` are always served: they cost nothing, and a scrape flood must not get
+    the daemon restarted by its liveness probe. `refused` counts the requests turned away.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int = MAX_CONCURRENT_REQUESTS, exempt: Collection[str] = ALWAYS_SERVED):
+        self.app = app
+        self.limit = limit
+        self.exempt = frozenset(exempt)
+        self.active = 0
+        self.refused = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in self.exempt:
+            await self.app(scope, receive, send)
+            return
+        if self.active >= self.limit:  # one event loop: no lock needed between the test and the increment
+            self.refused += 1
+            busy = PlainTextResponse(
+                "depmon is busy: too many requests at once\n",
+                status_code=503,
+                headers={"Retry-After": "1", "Connection": "close"},
+            )
+            await busy(scope, receive, send)
+            return
+        self.active += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.active -= 1
+
+
+def server_config() -> HypercornConfig:
+    """The hypercorn settings of depmon's server: short idle and read timeouts, no logs of its own."""
+    config = HypercornConfig()
+    config.accesslog = None
+    config.errorlog = None  # our own logs say what matters (stdlib records go through structlog anyway)
+    config.graceful_timeout = 2.0
+    config.keep_alive_timeout = IDLE_CONNECTION_SECONDS
+    config.read_timeout = READ_TIMEOUT_SECONDS
+    config.h11_max_incomplete_size = 16 * 1024  # a request head larger than this is refused
+    config.backlog = 128
+    return config
