@@ -147,6 +147,8 @@ def _refusal(document: dict[str, Any] | None, spec: OAuth2ProbeSpec) -> str | No
     if document is None or not isinstance(document.get("error"), str):
         return None
     error = _server_text(document["error"], _MAX_ERROR_CODE, spec)
+    if not error:  # `"error": ""` names no refusal: the caller's own words say more
+        return None
     description = document.get("error_description")
     if isinstance(description, str) and description.strip():
         return f"token refused: {error} ({_server_text(description, _MAX_ERROR_DESCRIPTION, spec)})"

@@ -210,6 +210,7 @@ class TestOAuth2Probe:
             (b'["access_token"]', "invalid JSON from the token endpoint"),
             (b'{"token_type": "Bearer"}', "no access_token in the token response"),
             (b'{"access_token": ""}', "no access_token in the token response"),
+            (b'{"error": " \\n "}', "no access_token in the token response"),
         ],
     )
     async def test_garbage_answer_is_auth(self, ctx: ProbeContext, body: bytes, detail: str) -> None:
