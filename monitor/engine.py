@@ -73,7 +73,9 @@ class Engine:
     """Holds probe health and the derived dependency and feature states of one config.
 
     `dependencies`, `features`, `dependency_since`, `feature_since` and `dependency_windows` are
-    live views: the engine updates these same dict objects in place, one entry per change.
+    live views: the engine updates these same dict objects in place, one entry per change (see
+    `__init__` for why). The keys of `dependencies` and `features` never change; those of
+    `dependency_windows` come and go with the windows.
     """
 
     def __init__(
@@ -95,8 +97,8 @@ class Engine:
         self._feature_owners: dict[str, list[str]] = {}
         for service, owners in config.service_owners().items():
             for node in owners:
-                kind = self._dependency_owners if node in config.dependencies else self._feature_owners
-                kind.setdefault(service, []).append(node)
+                by_service = self._dependency_owners if node in config.dependencies else self._feature_owners
+                by_service.setdefault(service, []).append(node)
         self._slots: dict[tuple[str, str], _ProbeSlot] = {}
         for dep_id, spec in config.iter_probes():
             labels = (dep_id, spec.name, spec.kind)
@@ -127,8 +129,9 @@ class Engine:
         # configured node), so iterating them never raises, and every reader (the pager's
         # `decide`, the server, `check`) reads them synchronously between two awaits, while
         # `record` too runs on the event loop between awaits: each read sees one consistent
-        # state. A fresh dict per change (copy-on-write) would cost O(config) per change, and a
-        # mass outage O(N^2) again. A reader holding on across an await copies them first; an
+        # state (the server hands only the metric registry to a worker thread, never these).
+        # A fresh dict per change (copy-on-write) would cost O(config) per change, and a mass
+        # outage O(N^2) again. A reader holding on across an await copies them first; an
         # immutable snapshot for such readers is ARCHITECTURE item 1, a step of its own.
         self.dependencies: dict[str, DependencyHealth] = {}
         self.features: dict[str, FeatureHealth] = {}
