@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import os
 import re
+import zoneinfo
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -238,6 +240,39 @@ class Link(_Model):
     href: str = Field(pattern=_URL_PATTERN)
 
 
+_WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+
+
+def _workdays() -> list[Weekday]:
+    return ["mon", "tue", "wed", "thu", "fri"]
+
+
+class BusinessHours(_Model):
+    """When the team covers pages at full urgency (VA: business hours only)."""
+
+    timezone: str = "America/New_York"
+    days: list[Weekday] = Field(default_factory=_workdays)
+    start: str = Field(default="09:00", pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+    end: str = Field(default="20:00", pattern=r"^([01][0-9]|2[0-4]):[0-5][0-9]$")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (an IANA name like America/New_York)") from None
+        return value
+
+    def contains(self, moment: float) -> bool:
+        """True when UNIX time `moment` falls inside these hours, in their time zone (DST included)."""
+        local = datetime.fromtimestamp(moment, zoneinfo.ZoneInfo(self.timezone))
+        if _WEEKDAYS[local.weekday()] not in self.days:
+            return False
+        return self.start <= local.strftime("%H:%M") < self.end
+
+
 class MonitorSettings(_Model):
     """The `monitor:` section."""
 
@@ -252,6 +287,8 @@ class MonitorSettings(_Model):
     # Probes of depmon's own reach (its forward proxy, a resolver, a known-good URL): when one is
     # down, dependency failures are depmon's, not theirs (SPEC 10.3).
     canaries: list[ProbeSpec] = Field(default_factory=list)
+    # Outside these hours only sev-1 pages at full urgency (SPEC 10.5); none: always full urgency.
+    business_hours: BusinessHours | None = None
     max_concurrent_probes: int = Field(default=200, ge=1)
     defaults: Timing = Field(default_factory=Timing)
     links: list[Link] = Field(default_factory=list)
@@ -311,6 +348,10 @@ class Escalation(_Model):
     notify: list[str] = Field(default_factory=list)
     security_notify: list[str] = Field(default_factory=list)
     security_playbooks: list[str] = Field(default_factory=list)
+    # Attached when a postmortem is required (the Postmortem Repository and Template), and when
+    # the dependency has paged before (the Mobile Incident Response Plays: "add it as a Play").
+    postmortem_playbooks: list[str] = Field(default_factory=list)
+    recurrence_playbooks: list[str] = Field(default_factory=list)
     channels: list[str] = Field(default_factory=list)
 
 
@@ -754,7 +795,8 @@ def check_references(config: Config) -> list[tuple[Loc, str]]:
 
     for key in ("notify", "security_notify"):
         known(getattr(config.escalation, key), config.contacts, ("escalation", key), "contact")
-    known(config.escalation.security_playbooks, config.playbooks, ("escalation", "security_playbooks"), "playbook")
+    for key in ("security_playbooks", "postmortem_playbooks", "recurrence_playbooks"):
+        known(getattr(config.escalation, key), config.playbooks, ("escalation", key), "playbook")
 
     oauth_probes = {
         f"{dep_id}/{probe.name}" for dep_id, probe in config.iter_probes() if isinstance(probe, OAuth2ProbeSpec)

@@ -32,7 +32,7 @@ from typing import Any
 
 from monitor.config import Config
 from monitor.health import DependencyHealth, DependencyState, root_cause
-from monitor.impact import FeatureHealth, impacted_features
+from monitor.impact import FeatureHealth, FeatureState, impacted_features
 from monitor.results import ProbeResult
 from monitor.windows import MaintenanceWindow
 
@@ -217,13 +217,35 @@ class Criterion:
 
 @dataclass(frozen=True, slots=True)
 class EventContext:
-    """The facts an event is built from, gathered by the caller at decision time."""
+    """The facts an event is built from, gathered by the caller at decision time.
+
+    `now` is when the event is built (business hours are judged at it); `earlier_incidents`
+    counts the dependency's previous incidents (a recurrence attaches the Plays).
+    """
 
     config: Config
     features: Mapping[str, FeatureHealth]
     evidence: Sequence[tuple[str, ProbeResult]]  # (probe name, last failing result)
     started_at: float
     upcoming_windows: Sequence[MaintenanceWindow] = field(default_factory=tuple)
+    now: float | None = None
+    earlier_incidents: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentFacts:
+    """What is known about one incident; the escalation criteria, severity and playbooks follow from it.
+
+    The page, the resolve's timeline and the postmortem all judge from these facts, so they
+    agree: `security` is the probes' own `security_relevant` flag, recorded in the timeline.
+    """
+
+    dependency: str
+    features: tuple[str, ...]  # impacted (degraded or down)
+    features_down: tuple[str, ...]  # of those, the ones taken fully down
+    security: bool = False
+    escalated: bool = False  # open past `significant_duration`
+    earlier_incidents: int = 0
 
 
 def is_security_relevant(evidence: Sequence[tuple[str, ProbeResult]]) -> bool:
@@ -231,43 +253,99 @@ def is_security_relevant(evidence: Sequence[tuple[str, ProbeResult]]) -> bool:
     return any(result.security_relevant for _, result in evidence)
 
 
-def severity(config: Config, features: Sequence[str], security: bool) -> str:
-    """`critical` for a high-frequency feature or a security issue, else `error`."""
-    high = any(config.features[f].userbase_share >= HIGH_FREQUENCY_SHARE for f in features)
-    return "critical" if high or security else "error"
+def incident_facts(
+    dependency: str,
+    features: Sequence[str],
+    states: Mapping[str, FeatureHealth],
+    evidence: Sequence[tuple[str, ProbeResult]],
+    escalated: bool,
+    earlier_incidents: int = 0,
+) -> IncidentFacts:
+    """The facts of an incident at decision time, from the feature states and the evidence."""
+    down = tuple(f for f in features if f in states and states[f].state is FeatureState.DOWN)
+    return IncidentFacts(
+        dependency, tuple(features), down, is_security_relevant(evidence), escalated, earlier_incidents
+    )
 
 
-def escalation_criteria(
-    config: Config, dependency: str, features: Sequence[str], escalated: bool, security: bool
-) -> list[Criterion]:
-    """The seed's six criteria for notifying the Product Owner and writing a postmortem."""
-    dep = config.dependencies[dependency]
+def high_frequency(config: Config, facts: IncidentFacts) -> bool:
+    """VA: an impacted feature used by at least 15% of monthly users."""
+    return any(config.features[f].userbase_share >= HIGH_FREQUENCY_SHARE for f in facts.features)
+
+
+def high_impact(facts: IncidentFacts) -> bool:
+    """VA: a feature taken down (not only degraded), or a security-relevant failure."""
+    return bool(facts.features_down) or facts.security
+
+
+def va_severity(config: Config, facts: IncidentFacts) -> str:
+    """`sev-1` high impact and high frequency, `sev-2` one of the two, `sev-3` neither (SPEC 10.5)."""
+    count = int(high_impact(facts)) + int(high_frequency(config, facts))
+    return ("sev-3", "sev-2", "sev-1")[count]
+
+
+def severity(config: Config, facts: IncidentFacts) -> str:
+    """`critical` for a high-frequency feature or a security issue, else `error` (SPEC 7)."""
+    return "critical" if high_frequency(config, facts) or facts.security else "error"
+
+
+def paged_severity(config: Config, facts: IncidentFacts, now: float) -> str:
+    """The severity sent: outside `business_hours` only sev-1 stays as it is, the rest is `warning`.
+
+    A default PagerDuty service maps `warning` to low urgency: nobody is woken for a sev-2 at
+    3 a.m. when the team covers business hours only.
+    """
+    hours = config.monitor.business_hours
+    if hours is None or hours.contains(now) or va_severity(config, facts) == "sev-1":
+        return severity(config, facts)
+    return "warning"
+
+
+def escalation_criteria(config: Config, facts: IncidentFacts) -> list[Criterion]:
+    """The seed's six criteria, as facts about this incident (the rules: config/README.md)."""
+    dep = config.dependencies[facts.dependency]
     return [
-        Criterion("Incident requires the use of a playbook", bool(dep.playbooks)),
-        Criterion(
-            "Occurs for a significant portion of the userbase",
-            any(config.features[f].userbase_share >= HIGH_FREQUENCY_SHARE for f in features),
-        ),
-        Criterion("Persists for a significant period of time", escalated),
-        Criterion("Involves the security of a system or a Veteran's data", security),
-        # An external system is fixed by the team that owns it: that is out-of-team coordination.
-        Criterion("Requires out-of-team coordination to fix", dep.channel is not None),
-        Criterion("Requires an out-of-band deployment", None),
+        Criterion("Incident requires the use of a playbook", bool(specific_playbooks(config, facts))),
+        Criterion("Occurs for a significant portion of the userbase", high_frequency(config, facts)),
+        Criterion("Persists for a significant period of time", facts.escalated),
+        Criterion("Involves the security of a system or a Veteran's data", facts.security),
+        # The owning team must be engaged once it lasts: known only when the incident persists.
+        Criterion("Requires out-of-team coordination to fix", facts.escalated and dep.channel is not None),
+        Criterion("Requires an out-of-band deployment", None),  # never guessed: the responder decides
     ]
 
 
-def incident_playbooks(config: Config, dependency: str, security: bool) -> list[str]:
-    """The playbook ids of an incident: the dependency's, then the security ones when relevant."""
-    dep = config.dependencies[dependency]
-    return list(dict.fromkeys([*dep.playbooks, *(config.escalation.security_playbooks if security else [])]))
+def postmortem_required(config: Config, facts: IncidentFacts) -> bool:
+    """The seed: any criterion that holds requires notifying the Product Owner and a postmortem."""
+    return any(c.holds for c in escalation_criteria(config, facts))
 
 
-def page_links(config: Config, dependency: str, security: bool) -> list[tuple[str, str]]:
+def specific_playbooks(config: Config, facts: IncidentFacts) -> list[str]:
+    """The playbooks this incident calls for beyond the dependency's general ones: the security
+    playbooks of a security-relevant failure, and those of the impacted features (the VAOS
+    playbook when Appointments is impacted)."""
+    ids = [*(config.escalation.security_playbooks if facts.security else [])]
+    for feature in facts.features:
+        ids += config.features[feature].playbooks
+    return list(dict.fromkeys(ids))
+
+
+def incident_playbooks(config: Config, facts: IncidentFacts) -> list[str]:
+    """Every playbook of an incident, in page order: the dependency's, the specific ones, the
+    postmortem's when one is required, the Plays when the dependency has paged before."""
+    dep = config.dependencies[facts.dependency]
+    ids = [*dep.playbooks, *specific_playbooks(config, facts)]
+    if postmortem_required(config, facts):
+        ids += config.escalation.postmortem_playbooks
+    if facts.earlier_incidents:
+        ids += config.escalation.recurrence_playbooks
+    return list(dict.fromkeys(ids))
+
+
+def page_links(config: Config, facts: IncidentFacts) -> list[tuple[str, str]]:
     """(text, href) in page order: playbooks first, then the docs, the PagerDuty service page, `monitor.links`."""
-    dep = config.dependencies[dependency]
-    links = [
-        (config.playbooks[p].title, config.playbooks[p].url) for p in incident_playbooks(config, dependency, security)
-    ]
+    dep = config.dependencies[facts.dependency]
+    links = [(config.playbooks[p].title, config.playbooks[p].url) for p in incident_playbooks(config, facts)]
     if dep.docs:
         links.append((f"{dep.name} integration docs", dep.docs))
     if dep.pagerduty_service:
@@ -300,16 +378,20 @@ def build_event(decision: Decision, ctx: EventContext) -> dict[str, Any]:
         return {"event_action": "resolve", "dedup_key": decision.dedup_key}
 
     dep = config.dependencies[decision.dependency]
-    security = is_security_relevant(ctx.evidence)
     features = decision.features
-    criteria = escalation_criteria(config, decision.dependency, features, decision.escalated, security)
+    facts = incident_facts(
+        decision.dependency, features, ctx.features, ctx.evidence, decision.escalated, ctx.earlier_incidents
+    )
+    security = facts.security
+    criteria = escalation_criteria(config, facts)
     postmortem = any(c.holds for c in criteria)
     notify = list(config.escalation.notify) if postmortem else []
     if security:
         notify += [c for c in config.escalation.security_notify if c not in notify]
-    playbook_ids = incident_playbooks(config, decision.dependency, security)
+    playbook_ids = incident_playbooks(config, facts)
     failing = ctx.evidence[0][1].outcome if ctx.evidence else "error"
-    links = [{"href": href, "text": text} for text, href in page_links(config, decision.dependency, security)]
+    links = [{"href": href, "text": text} for text, href in page_links(config, facts)]
+    now = ctx.now if ctx.now is not None else ctx.started_at
 
     details: dict[str, Any] = {
         "dependency": decision.dependency,
@@ -330,6 +412,7 @@ def build_event(decision: Decision, ctx: EventContext) -> dict[str, Any]:
             for probe, result in ctx.evidence
         ],
         "started_at": _iso(ctx.started_at),
+        "va_severity": va_severity(config, facts),
         "playbooks": [config.playbooks[p].title for p in playbook_ids],
         "escalation": {
             "notify": [
@@ -355,7 +438,7 @@ def build_event(decision: Decision, ctx: EventContext) -> dict[str, Any]:
             "client": "depmon",
             "payload": {
                 "summary": summary(config, decision.dependency, features),
-                "severity": severity(config, features, security),
+                "severity": paged_severity(config, facts, now),
                 "source": f"depmon/{config.monitor.environment}",
                 "component": decision.dependency,
                 "group": EVENT_GROUP,

@@ -35,6 +35,7 @@ from monitor.incidents import (
     build_event,
     build_self_event,
     decide,
+    incident_facts,
 )
 from monitor.metrics import Metrics
 from monitor.outbox import Outbox
@@ -206,7 +207,10 @@ class Pager:
         now = self.clock()
         dep = decision.dependency
         incident = self.open.get(dep)
-        write = self._write(decision, incident, now)
+        earlier = 0
+        if decision.action in (Action.TRIGGER, Action.UPDATE, Action.ESCALATE) and dep != SELF:
+            earlier = len(await self.store.incidents_of(dep)) - (1 if incident else 0)
+        write = self._write(decision, incident, now, earlier)
         incident_id = await self.store.apply(write)
         if write.event is not None:
             self.outbox.queued()
@@ -226,7 +230,9 @@ class Pager:
         self.metrics.incidents_open.set(len(self.open))
         self._log(decision, write)
 
-    def _write(self, decision: Decision, incident: OpenIncident | None, now: float) -> IncidentWrite:
+    def _write(
+        self, decision: Decision, incident: OpenIncident | None, now: float, earlier_incidents: int = 0
+    ) -> IncidentWrite:
         """The store write of one decision: its event (if it sends one), incident change and timeline."""
         engine = self.engine
         dep = decision.dependency
@@ -246,7 +252,13 @@ class Pager:
                 context = EventContext(engine.config, {}, [], started_at)
             else:
                 context = EventContext(
-                    engine.config, engine.features, evidence, started_at, self._upcoming_windows(dep)
+                    engine.config,
+                    engine.features,
+                    evidence,
+                    started_at,
+                    self._upcoming_windows(dep),
+                    now=now,
+                    earlier_incidents=earlier_incidents,
                 )
             body = build_event(decision, context)
             event = (body["event_action"], body)
@@ -261,6 +273,11 @@ class Pager:
                 {"probe": probe, "outcome": str(r.outcome), "detail": r.detail, "at": r.at} for probe, r in evidence
             ],
         }
+        if known:
+            # The facts the postmortem judges from, exactly as the page did (one security fact).
+            facts = incident_facts(dep, decision.features, engine.features, evidence, decision.escalated)
+            timeline["security_relevant"] = facts.security
+            timeline["features_down"] = list(facts.features_down)
         if decision.note:
             timeline["note"] = decision.note
         if decision.action is Action.TRIGGER and incident is not None:

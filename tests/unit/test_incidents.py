@@ -7,6 +7,7 @@ import os
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import jsonschema
 import pytest
@@ -21,14 +22,19 @@ from monitor.incidents import (
     Action,
     Decision,
     EventContext,
+    IncidentFacts,
     OpenIncident,
     Policy,
     Situation,
     build_event,
     decide,
+    escalation_criteria,
     event_size,
+    paged_severity,
+    postmortem_required,
     severity,
     summary,
+    va_severity,
 )
 from monitor.pager import ancestors
 from monitor.results import Outcome, ProbeResult
@@ -262,7 +268,8 @@ class TestEventContent:
         details = payload["custom_details"]
         assert [f["id"] for f in details["impacted_features"]] == list(EVSS_FEATURES)
         assert details["evidence"][0]["detail"] == "HTTP 503 from /healthcheck"
-        assert details["playbooks"] == ["Mobile Incident Response Playbook"]
+        assert details["playbooks"] == ["Mobile Incident Response Playbook", "Postmortem Repository and Template"]
+        assert details["va_severity"] == "sev-1"
         assert details["owning_team_channel"] == "#evss-prod"
         assert details["escalation"]["postmortem_required"] is True
         assert "Occurs for a significant portion of the userbase" in details["escalation"]["criteria_met"]
@@ -283,7 +290,8 @@ class TestEventContent:
 
     def test_low_share_features_give_severity_error(self, config: Config) -> None:
         """Features used by fewer than 15% of users, without a security issue, page as `error`."""
-        assert severity(config, ["immunizations"], security=False) == "error"
+        facts = IncidentFacts("lighthouse", ("immunizations",), ("immunizations",))
+        assert severity(config, facts) == "error"
 
     def test_resolve_is_minimal(self, config: Config) -> None:
         """A resolve carries the action and dedup key only."""
@@ -383,3 +391,132 @@ class TestEveryEventFits:
         jsonschema.validate(full, SCHEMA)
         assert event_size(full) <= EVENT_BYTES_LIMIT
         assert len(event["payload"]["summary"]) <= 1024
+
+
+def facts(
+    dep: str = "caseflow",
+    features: tuple[str, ...] = ("appeals",),
+    down: tuple[str, ...] = (),
+    security: bool = False,
+    escalated: bool = False,
+    earlier: int = 0,
+) -> IncidentFacts:
+    return IncidentFacts(dep, features, down, security, escalated, earlier)
+
+
+def held(config: Config, f: IncidentFacts) -> dict[str, bool | None]:
+    return {c.text: c.holds for c in escalation_criteria(config, f)}
+
+
+PLAYBOOK = "Incident requires the use of a playbook"
+USERBASE = "Occurs for a significant portion of the userbase"
+PERSISTS = "Persists for a significant period of time"
+SECURITY = "Involves the security of a system or a Veteran's data"
+OUT_OF_TEAM = "Requires out-of-team coordination to fix"
+OUT_OF_BAND = "Requires an out-of-band deployment"
+
+
+class TestEscalationCriteria:
+    """Issue 12: each seed criterion is a fact about this incident, shown where it holds and where it does not."""
+
+    @pytest.mark.parametrize(
+        ("case", "criterion", "holds"),
+        [
+            (facts(), PLAYBOOK, False),  # Caseflow's playbooks are the general ones
+            (facts("vaos", ("appointments",)), PLAYBOOK, True),  # Appointments names the VAOS playbook
+            (facts(security=True), PLAYBOOK, True),  # the Security Incident Procedure
+            (facts(), USERBASE, False),  # Appeals: below 15%
+            (facts("evss", ("claims",)), USERBASE, True),
+            (facts(), PERSISTS, False),
+            (facts(escalated=True), PERSISTS, True),
+            (facts(), SECURITY, False),
+            (facts(security=True), SECURITY, True),
+            (facts(), OUT_OF_TEAM, False),  # a blip: the owning team need not be engaged
+            (facts(escalated=True), OUT_OF_TEAM, True),  # it lasts: Caseflow's team must be engaged
+            (facts(escalated=True), OUT_OF_BAND, None),  # never guessed
+        ],
+    )
+    def test_table(self, config: Config, case: IncidentFacts, criterion: str, holds: bool | None) -> None:
+        """The criterion holds exactly when the incident's facts say so."""
+        assert held(config, case)[criterion] is holds
+
+    def test_a_self_recovering_blip_of_a_small_feature_needs_no_postmortem(self, config: Config) -> None:
+        """Appeals degraded by Caseflow for two minutes: the seed's 'use your best judgement' case."""
+        assert not postmortem_required(config, facts(down=("appeals",)))
+
+
+class TestVaSeverity:
+    """SPEC 10.5: sev-1 high impact and high frequency, sev-2 one of them, sev-3 neither."""
+
+    @pytest.mark.parametrize(
+        ("case", "expected"),
+        [
+            (facts("evss", ("claims",), down=("claims",)), "sev-1"),  # down + frequent
+            (facts("evss", ("claims",), security=True), "sev-1"),  # security + frequent
+            (facts("evss", ("claims",)), "sev-2"),  # frequent, only degraded
+            (facts(down=("appeals",)), "sev-2"),  # down, infrequent
+            (facts(security=True), "sev-2"),  # security, infrequent
+            (facts(), "sev-3"),  # degraded, infrequent
+        ],
+    )
+    def test_every_combination(self, config: Config, case: IncidentFacts, expected: str) -> None:
+        """Impact (a feature down, or security) x frequency (a feature used by 15% or more)."""
+        assert va_severity(config, case) == expected
+
+
+def _at(local: str) -> float:
+    return datetime.fromisoformat(local).replace(tzinfo=ZoneInfo("America/New_York")).timestamp()
+
+
+class TestUrgency:
+    """SPEC 10.5: full urgency in business hours; outside them only sev-1 stays critical."""
+
+    @pytest.mark.parametrize(
+        ("moment", "case", "expected"),
+        [
+            (_at("2026-11-30T10:00"), facts(down=("appeals",)), "error"),  # Monday morning, sev-2
+            (_at("2026-11-30T21:00"), facts(down=("appeals",)), "warning"),  # Monday night, sev-2
+            (_at("2026-11-28T10:00"), facts(down=("appeals",)), "warning"),  # Saturday
+            (_at("2026-11-30T21:00"), facts("evss", ("claims",), down=("claims",)), "critical"),  # sev-1 at night
+            (_at("2026-11-30T21:00"), facts("evss", ("claims",)), "warning"),  # sev-2 critical, at night
+            # The DST change of 2026-03-08: 08:30 EDT is before 09:00, 09:30 EDT after it.
+            (_at("2026-03-09T08:30"), facts(down=("appeals",)), "warning"),
+            (_at("2026-03-09T09:30"), facts(down=("appeals",)), "error"),
+            (_at("2026-11-02T08:59"), facts(down=("appeals",)), "warning"),  # the day after the change back
+            (_at("2026-11-02T09:00"), facts(down=("appeals",)), "error"),
+        ],
+    )
+    def test_table(self, config: Config, moment: float, case: IncidentFacts, expected: str) -> None:
+        """The sent severity follows VA business hours in New York time, DST included."""
+        assert paged_severity(config, case, moment) == expected
+
+
+class TestBundledPages:
+    """Issue 12 on the bundled config: what the demo's pages say."""
+
+    def test_caseflow_pages_as_sev_2_without_a_postmortem(self, config: Config) -> None:
+        """A Caseflow outage (Appeals down, low frequency) is sev-2, no postmortem, nobody notified."""
+        details = trigger(config, "caseflow", ("appeals",))["payload"]["custom_details"]
+        assert details["va_severity"] == "sev-2"
+        assert details["escalation"]["postmortem_required"] is False
+        assert details["escalation"]["notify"] == []
+        assert "Postmortem Repository and Template" not in details["playbooks"]
+
+    @pytest.mark.parametrize("dep", ["evss", "ssoe-oauth"])
+    def test_evss_and_ssoe_page_as_sev_1_naming_the_product_owner(self, config: Config, dep: str) -> None:
+        """EVSS (Claims) and SSOe (every feature) are sev-1 with a postmortem and the Product Owner named."""
+        deps = states(config, **{dep.replace("-", "_"): DOWN})
+        feats = features(config, deps)
+        impacted = tuple(f for f, h in feats.items() if h.impacted)
+        ctx = EventContext(config, feats, evidence(), 1000.0)
+        details = build_event(Decision(Action.TRIGGER, dep, key(dep), impacted), ctx)["payload"]["custom_details"]
+        assert details["va_severity"] == "sev-1"
+        assert details["escalation"]["postmortem_required"] is True
+        assert details["escalation"]["notify"][0].startswith("Product Owner (Ryan Thurlwell")
+
+    def test_a_recurrence_attaches_the_plays(self, config: Config) -> None:
+        """A dependency that paged before gets the Mobile Incident Response Plays link."""
+        deps = states(config, caseflow=DOWN)
+        ctx = EventContext(config, features(config, deps), evidence(), 1000.0, earlier_incidents=2)
+        event = build_event(Decision(Action.TRIGGER, "caseflow", key("caseflow"), ("appeals",)), ctx)
+        assert "Mobile Incident Response Plays" in event["payload"]["custom_details"]["playbooks"]

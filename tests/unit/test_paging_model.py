@@ -80,8 +80,8 @@ ANSWERS = {
 }
 
 
-class SimulatedKill(BaseException):
-    """The process dies here (BaseException: no `except Exception` may swallow it)."""
+class SimulatedKill(Exception):
+    """The process dies here: the reconciliation stops at this write (nothing on its path catches it)."""
 
 
 class Clock:

@@ -39,11 +39,28 @@ def config() -> Config:
     return load_config(bundled_config_path(), environ={})
 
 
-def _entry(action: str, features: list[str], state: str, evidence: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"action": action, "features": features, "state": state, "evidence": evidence}
+def _entry(
+    action: str, features: list[str], state: str, evidence: list[dict[str, Any]], security: bool = False
+) -> dict[str, Any]:
+    return {
+        "action": action,
+        "features": features,
+        "state": state,
+        "evidence": evidence,
+        "security_relevant": security,
+        "features_down": features if state == "down" else [],
+    }
 
 
-def _record(store: SyncStore, opened: float, *, escalate: bool, resolve: bool, outcome: str = "http_status") -> int:
+def _record(
+    store: SyncStore,
+    opened: float,
+    *,
+    escalate: bool,
+    resolve: bool,
+    outcome: str = "http_status",
+    security: bool = False,
+) -> int:
     """One EVSS incident written the way the pager writes it: trigger, then escalate, then resolve."""
     detail = "[STATUS] (503) == 200" if outcome == "http_status" else "certificate has expired"
     failure = {"probe": "base", "outcome": outcome, "detail": detail, "at": opened - 4}
@@ -56,7 +73,7 @@ def _record(store: SyncStore, opened: float, *, escalate: bool, resolve: bool, o
         "Disability Rating) [production]",
         severity="critical",
     )
-    store.add_timeline(incident_id, opened, "trigger", _entry("trigger", EVSS_FEATURES, "down", [failure]))
+    store.add_timeline(incident_id, opened, "trigger", _entry("trigger", EVSS_FEATURES, "down", [failure], security))
     if escalate:
         store.update_incident(incident_id, features=EVSS_FEATURES, escalated=True)
         store.add_timeline(incident_id, opened + 1800, "escalate", _entry("escalate", EVSS_FEATURES, "down", [failure]))
@@ -178,9 +195,9 @@ class TestRenderPostmortem:
         assert PLAYS_URL not in draft
 
     def test_escalation_criteria_held(self, config: Config, state: Path) -> None:
-        """The escalated incident holds playbook, userbase, duration and coordination; not security."""
+        """The escalated incident holds userbase, duration and coordination; not a specific playbook, not security."""
         escalation = _section(_render(config, state, 2), "Escalation")
-        assert "| Incident requires the use of a playbook | yes |" in escalation
+        assert "| Incident requires the use of a playbook | no |" in escalation
         assert "| Occurs for a significant portion of the userbase | yes |" in escalation
         assert "| Persists for a significant period of time | yes |" in escalation
         assert "| Involves the security of a system or a Veteran's data | no |" in escalation
@@ -193,16 +210,28 @@ class TestRenderPostmortem:
         escalation = _section(_render(config, state, 1), "Escalation")
         assert "| Persists for a significant period of time | no |" in escalation
 
-    def test_tls_evidence_is_a_security_criterion(self, config: Config, tmp_path: Path) -> None:
-        """A `tls` outcome holds the security criterion, links the Security Incident Procedure and notifies the ISO."""
+    def test_a_security_relevant_failure_is_a_security_criterion(self, config: Config, tmp_path: Path) -> None:
+        """The page's security fact holds the criterion, links the Security Incident Procedure and notifies the ISO."""
         with SyncStore(tmp_path / "s.sqlite3") as store:
-            _record(store, FIRST_OPENED, escalate=False, resolve=True, outcome="tls")
+            _record(store, FIRST_OPENED, escalate=False, resolve=True, outcome="tls", security=True)
             incident = store.incidents_of("evss")[0]
             timeline = store.timeline(incident.id)
         draft = render_postmortem(config, "evss", incident, timeline, 0, NOW)
         assert "| Involves the security of a system or a Veteran's data | yes |" in draft
         assert "[Security Incident Procedure](" in _section(draft, "Documentation links")
         assert "Information System Owner (ISO) (Chris Johnston, DSVA Slack)" in _section(draft, "Escalation")
+
+    def test_a_tls_handshake_failure_without_the_security_flag_is_not_security(
+        self, config: Config, tmp_path: Path
+    ) -> None:
+        """A `tls` outcome the probe did not flag (wrong version number) names no ISO: one rule for page and draft."""
+        with SyncStore(tmp_path / "s.sqlite3") as store:
+            _record(store, FIRST_OPENED, escalate=False, resolve=True, outcome="tls", security=False)
+            incident = store.incidents_of("evss")[0]
+            timeline = store.timeline(incident.id)
+        draft = render_postmortem(config, "evss", incident, timeline, 0, NOW)
+        assert "| Involves the security of a system or a Veteran's data | no |" in draft
+        assert "Information System Owner" not in draft
 
 
 class TestPrintPostmortem:
