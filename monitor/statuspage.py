@@ -1,11 +1,15 @@
 """`GET /`: a small self-contained HTML status page (no external assets, refreshes itself).
 
 Features first (what on-call and the product owner ask about), then dependencies, maintenance
-windows and open incidents. Rendered from the same document as `/status`.
+windows and open incidents. Rendered from the same document as `/status`, for a person: names
+rather than ids, and times as "down for 12 min" with the UTC time beside it (the raw timestamp
+stays in the `<time datetime>` attribute).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 from html import escape
 from typing import Any
 
@@ -29,21 +33,24 @@ def _state(state: str) -> str:
 
 def render_status_page(doc: dict[str, Any]) -> str:
     """The HTML page for a `/status` document."""
+    names = _names(doc)
+    now = doc["generated_at"]
     features = "".join(
         f"<tr data-feature='{escape(fid)}'><td>{escape(f['name'])}</td><td>{_state(f['state'])}</td>"
-        f"<td>{escape(', '.join(f['impacted_by']))}</td><td class=muted>{escape(f['since'] or '')}</td></tr>"
+        f"<td>{escape(_named(f['impacted_by'], names))}</td><td>{state_for(f['state'], f['since'], now)}</td></tr>"
         for fid, f in doc["features"].items()
     )
     dependencies = "".join(
         f"<tr data-dependency='{escape(did)}'><td>{escape(d['name'])}</td><td>{_state(d['state'])}</td>"
-        f"<td>{escape(d['cause'] or '')}</td><td>{_evidence(d['probes'])}</td>"
-        f"<td class=muted>{escape(d['since'] or '')}</td></tr>"
+        f"<td>{escape(_named([d['cause']] if d['cause'] else [], names))}</td><td>{_evidence(d['probes'])}</td>"
+        f"<td>{state_for(d['state'], d['since'], now)}</td></tr>"
         for did, d in doc["dependencies"].items()
     )
     windows = (
         "".join(
-            f"<tr><td>{escape(d['name'])}</td><td>{escape(d['maintenance']['start_time'])}</td>"
-            f"<td>{escape(d['maintenance']['end_time'])}</td><td>{escape(d['maintenance']['description'])}</td></tr>"
+            f"<tr><td>{escape(d['name'])}</td><td>{escape(utc_time(d['maintenance']['start_time']))}</td>"
+            f"<td>{escape(utc_time(d['maintenance']['end_time']))}</td>"
+            f"<td>{escape(d['maintenance']['description'])}</td></tr>"
             for d in doc["dependencies"].values()
             if d["maintenance"]
         )
@@ -51,8 +58,9 @@ def render_status_page(doc: dict[str, Any]) -> str:
     )
     incidents = (
         "".join(
-            f"<tr><td>{escape(i['dependency'])}</td><td>{escape(i['opened_at'] or '')}</td>"
-            f"<td>{escape(', '.join(i['features']))}</td><td>{'yes' if i['escalated'] else 'no'}</td></tr>"
+            f"<tr><td>{escape(names.get(i['dependency'], i['dependency']))}</td>"
+            f"<td>{state_for('open', i['opened_at'], now)}</td>"
+            f"<td>{escape(_named(i['features'], names))}</td><td>{'yes' if i['escalated'] else 'no'}</td></tr>"
             for i in doc["incidents"]
         )
         or "<tr><td colspan=4 class=muted>none open</td></tr>"
@@ -61,16 +69,16 @@ def render_status_page(doc: dict[str, Any]) -> str:
 <html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="{REFRESH_SECONDS}">
 <title>depmon: {escape(doc["environment"])}</title><style>{_STYLE}</style></head>
 <body><h1>VA mobile app dependencies: {escape(doc["environment"])}</h1>
-<p class=muted>Generated {escape(doc["generated_at"] or "")}; refreshes every {REFRESH_SECONDS} s.
+<p class=muted>Generated {escape(utc_time(doc["generated_at"], seconds=True))}; refreshes every {REFRESH_SECONDS} s.
 <a href="/status">JSON</a> · <a href="/metrics">metrics</a> · <a href="/maintenance_windows">maintenance windows</a></p>
-<h2>App features</h2><table id="features"><tr><th>Feature</th><th>State</th><th>Impacted by</th><th>Since</th></tr>
+<h2>App features</h2><table id="features"><tr><th>Feature</th><th>State</th><th>Impacted by</th><th>For</th></tr>
 {features}</table>
 <h2>Dependencies</h2><table id="dependencies"><tr><th>Dependency</th><th>State</th><th>Cause</th><th>Evidence</th>
-<th>Since</th></tr>{dependencies}</table>
+<th>For</th></tr>{dependencies}</table>
 <h2>Maintenance windows</h2><table id="windows">
 <tr><th>Dependency</th><th>Start</th><th>End</th><th>Description</th></tr>
 {windows}</table>
-<h2>Open incidents</h2><table id="incidents"><tr><th>Dependency</th><th>Opened</th><th>Features</th><th>Escalated</th>
+<h2>Open incidents</h2><table id="incidents"><tr><th>Dependency</th><th>Open</th><th>Features</th><th>Escalated</th>
 </tr>{incidents}</table></body></html>
 """
 
@@ -78,3 +86,58 @@ def render_status_page(doc: dict[str, Any]) -> str:
 def _evidence(probes: dict[str, Any]) -> str:
     failing = [f"{name}: {p['detail']}" for name, p in probes.items() if p["ok"] is False and p["detail"]]
     return escape("; ".join(failing))
+
+
+def _names(doc: Mapping[str, Any]) -> dict[str, str]:
+    """Dependency and feature id -> the name a person reads."""
+    nodes = {**doc["features"], **doc["dependencies"]}
+    return {node_id: node["name"] for node_id, node in nodes.items()}
+
+
+def _named(ids: Iterable[str], names: Mapping[str, str]) -> str:
+    return ", ".join(names.get(node_id, node_id) for node_id in ids)
+
+
+def _moment(iso: str) -> datetime:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone(UTC)
+
+
+def utc_time(iso: str | None, seconds: bool = False) -> str:
+    """`2026-11-27T11:48:12.345678Z` -> `2026-11-27 11:48 UTC` (with `:12` when `seconds`).
+
+    Text that is not an ISO 8601 time is returned as it is; None is the empty string.
+    """
+    if not iso:
+        return ""
+    try:
+        return _moment(iso).strftime("%Y-%m-%d %H:%M:%S UTC" if seconds else "%Y-%m-%d %H:%M UTC")
+    except ValueError:
+        return iso
+
+
+def duration(seconds: float) -> str:
+    """A duration as a person says it: `under 1 min`, `12 min`, `3 h 5 min`, `2 d 4 h`."""
+    minutes = int(max(seconds, 0) // 60)
+    if minutes < 1:
+        return "under 1 min"
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    days, hours = divmod(hours, 24)
+    return f"{days} d {hours} h" if hours else f"{days} d"
+
+
+def state_for(state: str, since: str | None, now: str | None) -> str:
+    """HTML: `down for 12 min` and, beside it, the UTC time it started; empty without `since`."""
+    if not since:
+        return ""
+    try:
+        elapsed = duration((_moment(now or since) - _moment(since)).total_seconds())
+    except ValueError:
+        return escape(since)
+    return (
+        f"{escape(state)} for {elapsed} "
+        f'<time class=muted datetime="{escape(since)}">(since {escape(utc_time(since))})</time>'
+    )
