@@ -142,17 +142,16 @@ async def run_maintenance(config: Config, out: TextIO) -> int:
     if not pd.api_token.get_secret_value():
         print("no PagerDuty API token (pagerduty.api_token): maintenance windows cannot be read", file=out)
         return 1
-    services = {service: ", ".join(owners) for service, owners in config.service_owners().items()}
+    owners = config.service_owners()
     client = MaintenanceClient(pd.api_url, pd.api_token)
     try:
-        result = await client.open_windows(list(services))
+        result = await client.open_windows(list(owners))
     except MaintenanceUnavailable as exc:
         print(f"PagerDuty maintenance windows cannot be read: {exc}", file=out)
         return 1
     finally:
         client.close()
     needs = needs_from_config(config.features)
-    owners = config.service_owners()
     now = datetime.now(UTC)
     if not result.windows:
         print("no open or upcoming maintenance windows", file=out)
@@ -165,7 +164,8 @@ async def run_maintenance(config: Config, out: TextIO) -> int:
         print(f"    features: {', '.join(config.features[f].name for f in features) or '-'}", file=out)
     for bad in result.bad_service_ids:
         print(
-            f"warning: PagerDuty refused service id {bad} ({services.get(bad, '?')}); check its pagerduty_service",
+            f"warning: PagerDuty refused service id {bad} ({', '.join(owners.get(bad, ['?']))}); "
+            "check its pagerduty_service",
             file=out,
         )
     return 0
