@@ -252,5 +252,6 @@ class TestBuildContext:
         with zipfile.ZipFile(wheel) as archive:
             names = archive.namelist()
             entry_points = archive.read(next(n for n in names if n.endswith(".dist-info/entry_points.txt")))
-        assert "depmon = monitor.cli:main" in entry_points.decode()
+        assert "depmon = monitor.entry:main" in entry_points.decode()  # SIGHUP ignored before the heavy imports
+        assert "monitor/entry.py" in names
         assert any(n.startswith("monitor/bundled/") and n.endswith(".yaml") for n in names)

@@ -450,7 +450,7 @@ def _validate_config(config_text: str, env: dict[str, str], tmp_path: Path) -> s
     (tmp_path / "depmon.yaml").write_text(config_text, encoding="utf-8")
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("PAGERDUTY_", "SSOE_", "PD_SERVICE_", "DEPMON_"))}
     return subprocess.run(
-        # The console script's entry point (pyproject: depmon = monitor.cli:main).
+        # The CLI the console script runs (pyproject: depmon = monitor.entry:main, which calls monitor.cli.main).
         [
             sys.executable,
             "-c",
