@@ -1,20 +1,25 @@
-"""`GET /maintenance_windows`: open and upcoming windows as vets-api's mobile endpoint serves them (SPEC 10.7)."""
+"""The app's view of maintenance windows: `GET /maintenance_windows` as vets-api's mobile endpoint serves them
+(SPEC 10.7), and the features `depmon maintenance` lists for a window."""
 
 from __future__ import annotations
 
+import io
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import anyio
 import pytest
 from starlette.testclient import TestClient
 
+from monitor import pagerduty
 from monitor.config import Config, bundled_config_path, load_config
 from monitor.engine import Engine
 from monitor.incidents import OpenIncident
 from monitor.metrics import Metrics
-from monitor.reports import app_maintenance_windows
+from monitor.reports import app_maintenance_windows, run_maintenance
 from monitor.selfwatch import SelfState
 from monitor.server import create_app
 from monitor.windows import MaintenanceWindow
@@ -180,3 +185,35 @@ class TestRoute:
         body = client.get("/maintenance_windows", headers=headers).json()
         assert services(body["data"]) == EVSS_FEATURES
         assert list(body["data"][0]["attributes"]) == keys
+
+
+class _FakeClient:
+    """Stands for `MaintenanceClient`: answers every query with the windows it was given."""
+
+    windows: list[MaintenanceWindow] = []
+
+    def __init__(self, *args: object) -> None:
+        pass
+
+    async def open_windows(self, service_ids: Sequence[str]) -> pagerduty.WindowsResult:
+        return pagerduty.WindowsResult([w for w in self.windows if set(w.service_ids) & set(service_ids)])
+
+    def close(self) -> None:
+        pass
+
+
+class TestMaintenanceCommand:
+    def test_a_service_shared_by_two_dependencies_lists_the_features_of_both(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A window on a service id two dependencies share covers the features of both."""
+        environ = {"PAGERDUTY_API_TOKEN": "token", "PD_SERVICE_VETEXT": EVSS}
+        config = load_config(bundled_config_path(), environ=environ)
+        monkeypatch.setattr(pagerduty, "MaintenanceClient", _FakeClient)
+        monkeypatch.setattr(_FakeClient, "windows", [window(EVSS, description="EVSS and VEText upgrade")])
+        out = io.StringIO()
+        assert anyio.run(run_maintenance, config, out) == 0
+        assert out.getvalue().splitlines()[0].endswith("]  evss, vetext")
+        assert "features: Claims, Letters, Direct Deposit Benefits, Disability Rating, Push Notifications" in (
+            out.getvalue()
+        )
