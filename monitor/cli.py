@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -128,10 +127,6 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     environ = os.environ if environ is None else environ
     args = build_parser().parse_args(argv)
     command = args.command
-    if command == "run" and hasattr(signal, "SIGHUP"):
-        # Until the daemon's own signal receiver is open, a reload request must not kill it
-        # (SIGHUP's default action): the config being loaded is the newest anyway.
-        signal.signal(signal.SIGHUP, signal.SIG_IGN)
     if command == "demo":
         from monitor.demo import run_demo
 

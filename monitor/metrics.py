@@ -107,7 +107,10 @@ class Metrics:
             registry=r,
         )
         self.canary_up = Gauge(
-            "depmon_canary_up", "1 while the canary (a probe of depmon's own reach) is not down", ("canary",), registry=r
+            "depmon_canary_up",
+            "1 while the canary (a probe of depmon's own reach) is not down",
+            ("canary",),
+            registry=r,
         )
         self.build_info = Gauge("depmon_build_info", "depmon build information", ("version",), registry=r)
         self.build_info.labels(version=__version__).set(1)

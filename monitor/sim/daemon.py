@@ -78,7 +78,7 @@ class DaemonProcess:
             [
                 sys.executable,
                 "-m",
-                "monitor.cli",
+                "monitor.entry",
                 "run",
                 "--config",
                 str(self.config),
