@@ -41,6 +41,8 @@ from pydantic import (
     field_validator,
 )
 
+from monitor.graph import descendants, find_cycle
+
 # ---------------------------------------------------------------------------------------------
 # Errors
 
@@ -409,6 +411,14 @@ class Config(_Model):
             for probe in dependency.probes:
                 yield dep_id, probe
 
+    def ancestors(self) -> dict[str, tuple[str, ...]]:
+        """Each dependency's transitive `depends_on`, sorted (cycles were refused at load).
+
+        Walking the `depends_on` edges upward from a dependency reaches exactly its ancestors.
+        """
+        parents = {dep_id: dep.depends_on for dep_id, dep in self.dependencies.items()}
+        return {dep_id: tuple(sorted(descendants(parents, [dep_id]))) for dep_id in parents}
+
     def service_owners(self) -> dict[str, list[str]]:
         """PagerDuty service id -> the dependency and feature ids whose windows it carries."""
         owners: dict[str, list[str]] = {}
@@ -452,9 +462,12 @@ def parse_listen(value: str) -> tuple[str, int]:
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 # Bounds that a hostile or broken config meets before any object is built (issue 11): a real
-# config is a few hundred nodes (the bundled one: 810) in a few files of tens of kilobytes.
-MAX_CONFIG_FILE_BYTES = 4 * 1024 * 1024
+# config is a few hundred nodes (the bundled one: 810) in a few files of tens of kilobytes. The
+# YAML parser is pure Python (~10,000 nodes a second on a busy small machine), so the node budget,
+# not the file size, is what keeps a load short: a 1 MB flat list of 500,000 numbers took 54 s.
+MAX_CONFIG_FILE_BYTES = 1024 * 1024
 MAX_NESTING = 64
+MAX_NODES = 20_000  # per file, aliases expanded
 MAX_ALIAS_NODES = 10_000
 _LOC_SHOWN = 8  # key path parts named in a refusal (a 64-deep path says nothing more)
 
@@ -472,7 +485,8 @@ class _BoundedLoader(yaml.SafeLoader):
     """A SafeLoader that refuses YAML bombs while composing the node graph, before objects exist.
 
     Each alias counts the nodes it expands to (aliases inside the aliased node included) against
-    one budget per file, so a "billion laughs" stops at its first expensive level; nesting,
+    one budget per file, so a "billion laughs" stops at its first expensive level; every node,
+    aliases expanded, counts against a larger budget, so a huge flat list stops early too; nesting,
     aliases expanded, is bounded in depth (a RecursionError is never reached); an alias inside its
     own anchor (a recursive structure) is refused.
     """
@@ -482,6 +496,7 @@ class _BoundedLoader(yaml.SafeLoader):
         self._loc: list[str | int] = []
         self._open_anchors: set[str] = set()
         self._alias_nodes = 0
+        self._nodes = 0
         self._extents: dict[int, tuple[int, int]] = {}  # id(node) -> (nodes, height), aliases expanded
 
     def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
@@ -496,6 +511,7 @@ class _BoundedLoader(yaml.SafeLoader):
                 return super().compose_node(parent, index)
             if len(self._loc) >= MAX_NESTING:
                 raise self._refuse(event, f"nested deeper than {MAX_NESTING} levels")
+            self._count_nodes(event, 1)
             anchor = getattr(event, "anchor", None)
             if anchor is not None:
                 self._open_anchors.add(anchor)
@@ -514,11 +530,17 @@ class _BoundedLoader(yaml.SafeLoader):
         if node is None:
             return  # the composer reports the undefined alias
         nodes, height = self._extent(node)
+        self._count_nodes(event, nodes)
         self._alias_nodes += nodes
         if self._alias_nodes > MAX_ALIAS_NODES:
             raise self._refuse(event, f"aliases expand to more than {MAX_ALIAS_NODES} nodes (a YAML alias bomb)")
         if len(self._loc) + height > MAX_NESTING:
             raise self._refuse(event, f"nested deeper than {MAX_NESTING} levels once alias *{event.anchor} is expanded")
+
+    def _count_nodes(self, event: yaml.Event, nodes: int) -> None:
+        self._nodes += nodes
+        if self._nodes > MAX_NODES:
+            raise self._refuse(event, f"more than {MAX_NODES} values in one file")
 
     def _extent(self, node: yaml.Node) -> tuple[int, int]:
         """Nodes and height of a composed node with its aliases expanded (memoised: aliases share nodes)."""
@@ -862,26 +884,3 @@ def _timeout_message(timing: Timing, probe: _ProbeBase | None) -> str:
         return format_duration(getattr(timing, key)) + (" from monitor.defaults" if inherited else "")
 
     return f"timeout ({value('timeout')}) must be shorter than the interval ({value('interval')})"
-
-
-def find_cycle(graph: Mapping[str, list[str]]) -> list[str] | None:
-    """A cycle in `graph` as a path that starts and ends on the same node, or None."""
-    state: dict[str, int] = {}  # 1 visiting, 2 done
-    stack: list[str] = []
-
-    def visit(node: str) -> list[str] | None:
-        state[node] = 1
-        stack.append(node)
-        for nxt in graph.get(node, []):
-            if state.get(nxt) == 1:
-                return [*stack[stack.index(nxt) :], nxt]
-            if nxt in graph and state.get(nxt) is None and (found := visit(nxt)):
-                return found
-        stack.pop()
-        state[node] = 2
-        return None
-
-    for node in graph:
-        if state.get(node) is None and (found := visit(node)):
-            return found
-    return None

@@ -27,6 +27,28 @@ def topological_order(parents: Mapping[str, Iterable[str]]) -> list[str]:
     return list(sorter.static_order())
 
 
+def find_cycle(parents: Mapping[str, Iterable[str]]) -> list[str] | None:
+    """A cycle as a closed path, each node followed by one of its parents (`[a, b, a]`), or None.
+
+    The path starts at the cycle's node listed first in `parents`: the same cycle is reported
+    the same way whichever node graphlib happens to find it from.
+    """
+    sorter: graphlib.TopologicalSorter[str] = graphlib.TopologicalSorter()
+    for node, node_parents in parents.items():
+        sorter.add(node, *node_parents)
+    try:
+        sorter.prepare()
+    except graphlib.CycleError as error:
+        # graphlib lists each node before its child; a config error reads from child to parent.
+        cycle: list[str] = list(reversed(error.args[1]))[:-1]
+    else:
+        return None
+    position = {node: index for index, node in enumerate(parents)}
+    start = min(range(len(cycle)), key=lambda i: position.get(cycle[i], len(position)))
+    path = cycle[start:] + cycle[:start]
+    return [*path, path[0]]
+
+
 def children_of(parents: Mapping[str, Iterable[str]]) -> dict[str, list[str]]:
     """The reverse edges: node -> the nodes that name it as a parent, in the order they are given.
 

@@ -276,6 +276,25 @@ class TestCauseChains:
         assert engine.features["appointments"].state == "down"
 
 
+class TestAdopt:
+    """A reload's engine takes over probe health and evaluates it whole, once."""
+
+    def test_adopted_states_equal_a_full_evaluation(self) -> None:
+        """The new engine's states are those of its probes' adopted health, as a whole evaluation gives them."""
+        clock = Clock()
+        old = all_up(wide_config(3), clock)
+        for dep in ("g0-head", "g1-child2", "g2-child0"):
+            old.record(dep, "health", FAIL)
+        new = Engine(wide_config(4), Metrics(), clock=clock)  # one more group: its probes start unknown
+        new.adopt(old)
+        expected = Reference.of(new, clock.now)
+        assert new.dependencies == expected.dependencies
+        assert new.features == expected.features
+        assert new.dependencies["g0-child1"].cause == "g0-head"
+        assert new.dependencies["g3-head"].state == "unknown"
+        assert not new.ready
+
+
 class TestLiveViews:
     """`dependencies` and `features` are the same dicts for the engine's life, with fixed keys."""
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from itertools import pairwise
 
 import pytest
 
-from monitor.graph import children_of, descendants, propagate, ranks, topological_order
+from monitor.graph import children_of, descendants, find_cycle, propagate, ranks, topological_order
 
 # A small depends_on graph of VA.gov's shape: SSOe issues the tokens the others need.
 VA = {
@@ -56,6 +57,31 @@ class TestTopologicalOrder:
         rank = ranks(topological_order(VA))
         assert all(rank[parent] < rank[node] for node, parents in VA.items() for parent in parents)
         assert sorted(rank.values()) == list(range(len(VA)))
+
+
+class TestFindCycle:
+    """`find_cycle`: a cycle along parent edges, as a closed path."""
+
+    @pytest.mark.parametrize(
+        ("parents", "cycle"),
+        [
+            pytest.param({}, None, id="empty"),
+            pytest.param({"a": ["b"], "b": ["c"], "c": []}, None, id="chain"),
+            pytest.param({"a": ["b", "c"], "b": ["d"], "c": ["d"], "d": []}, None, id="diamond"),
+            pytest.param({"a": ["outside"]}, None, id="parent-not-listed"),
+            pytest.param({"a": ["a"]}, ["a", "a"], id="self-loop"),
+            pytest.param({"a": ["b"], "b": ["a"]}, ["a", "b", "a"], id="two-nodes"),
+            pytest.param({"x": ["a"], "a": ["b"], "b": ["c"], "c": ["a"]}, ["a", "b", "c", "a"], id="behind-a-tail"),
+            pytest.param({"b": ["c"], "a": ["b"], "c": ["a"]}, ["b", "c", "a", "b"], id="from-the-node-listed-first"),
+            pytest.param(VA, None, id="va"),
+        ],
+    )
+    def test_cycle(self, parents: Mapping[str, Sequence[str]], cycle: list[str] | None) -> None:
+        """Each node of the path is followed by one of its parents, and the path closes; None when acyclic."""
+        found = find_cycle(parents)
+        assert found == cycle
+        if found:
+            assert all(parent in parents[node] for node, parent in pairwise(found))
 
 
 class TestChildrenOf:
