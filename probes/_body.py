@@ -39,6 +39,10 @@ class _TooLarge(Exception):
     """A layer of the body grew past the cap."""
 
 
+class _Undecodable(Exception):
+    """A layer is not what its Content-Encoding says (or is one this module does not inflate)."""
+
+
 class _Inflater:
     """One gzip or deflate layer, inflating at most `cap` bytes in all."""
 
@@ -76,10 +80,6 @@ class _Inflater:
         if self._produced > self._cap:
             raise _TooLarge
         return out
-
-
-class _Undecodable(Exception):
-    """A layer is not what its Content-Encoding says (or is one this module does not inflate)."""
 
 
 def _layers(response: httpx.Response, cap: int) -> list[_Inflater]:
