@@ -461,13 +461,13 @@ def parse_listen(value: str) -> tuple[str, int]:
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
-# Bounds that a hostile or broken config meets before any object is built (issue 11): a real
-# config is a few hundred nodes (the bundled one: 810) in a few files of tens of kilobytes. The
-# YAML parser is pure Python (~10,000 nodes a second on a busy small machine), so the node budget,
-# not the file size, is what keeps a load short: a 1 MB flat list of 500,000 numbers took 54 s.
-MAX_CONFIG_FILE_BYTES = 1024 * 1024
+# Bounds that a hostile or broken config meets before any object is built (issue 11). The bundled
+# config is 810 nodes in 31 KB; the largest depmon is sized for (10,000 dependencies, `depmon
+# bench`) is about 192,000 nodes in 2 MB. The YAML parser is pure Python (a 1 MB flat list of
+# 500,000 numbers took 54 s and 377 MB), so the node budget is what bounds a load's time and memory.
+MAX_CONFIG_FILE_BYTES = 8 * 1024 * 1024
 MAX_NESTING = 64
-MAX_NODES = 20_000  # per file, aliases expanded
+MAX_NODES = 250_000  # per file, aliases expanded
 MAX_ALIAS_NODES = 10_000
 _LOC_SHOWN = 8  # key path parts named in a refusal (a 64-deep path says nothing more)
 

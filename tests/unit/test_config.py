@@ -578,10 +578,20 @@ class TestHostileYaml:
         assert str(_load_error(path, {})).endswith("nested deeper than 64 levels once alias *deep is expanded")
 
     def test_a_file_over_the_size_cap_is_refused_unread(self, tmp_path: Path) -> None:
-        """A config file over 4 MiB is one error naming it."""
+        """A config file over 8 MiB is one error naming it."""
         path = tmp_path / "huge.yaml"
-        path.write_text("# " + "x" * (4 * 1024 * 1024) + "\n", encoding="utf-8")
-        assert str(_load_error(path, {})) == f"{path}: larger than 4 MiB"
+        path.write_text("# " + "x" * (8 * 1024 * 1024) + "\n", encoding="utf-8")
+        assert str(_load_error(path, {})) == f"{path}: larger than 8 MiB"
+
+    def test_a_huge_flat_list_stops_at_the_node_budget(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Composing stops at the node budget (250,000; 2,000 here to keep the test fast), before the rest is read."""
+        monkeypatch.setattr(config_module, "MAX_NODES", 2_000)
+        path = tmp_path / "wide.yaml"
+        path.write_text("monitor: [" + "1," * 500_000 + "1]\n", encoding="utf-8")
+        started = time.perf_counter()
+        error = str(_load_error(path, {}))
+        assert error == f"{path}: monitor[1997]: line 1, column 4005: more than 2000 values in one file"
+        assert time.perf_counter() - started < 2  # the other 498,000 values are never parsed
 
     def test_a_bomb_in_a_directory_names_its_file(self, tmp_path: Path) -> None:
         """In a directory, the refusal names the file that holds the bomb."""
