@@ -314,6 +314,20 @@ def depmon_config(url: str, targets: int, interval: float, listen: str, state_pa
     }
 
 
+def config_files(document: Mapping[str, Any], per_file: int = 500) -> dict[str, dict[str, Any]]:
+    """A config document split into a directory's files, at most `per_file` entries per section each.
+
+    The config loader bounds the values of one file (a hostile-config guard); a directory of
+    `*.yaml` files is merged section by section, so thousands of dependencies load as a directory.
+    """
+    files: dict[str, dict[str, Any]] = {"00-monitor.yaml": {"monitor": document["monitor"]}}
+    for section in ("dependencies", "features"):
+        items = list(document.get(section, {}).items())
+        for n, start in enumerate(range(0, len(items), per_file)):
+            files[f"{section}-{n:04d}.yaml"] = {section: dict(items[start : start + per_file])}
+    return files
+
+
 def probe_timeout(interval: float) -> float:
     """The probe timeout of both monitors: half the interval (depmon wants it shorter), at most 2 s."""
     return min(2.0, interval / 2)
@@ -593,8 +607,11 @@ def measure_depmon(url: str, targets: int, interval: float, seconds: float, work
     """Run `depmon run` on a generated config and measure it over `seconds` of steady state."""
     port = free_port()
     base = f"http://{HOST}:{port}"
-    config = work / "depmon.yaml"
-    config.write_text(yaml.safe_dump(depmon_config(url, targets, interval, f"{HOST}:{port}", str(work / "state"))))
+    config = work / "depmon-config"
+    config.mkdir()
+    document = depmon_config(url, targets, interval, f"{HOST}:{port}", str(work / "depmon.sqlite3"))
+    for name, part in config_files(document).items():
+        (config / name).write_text(yaml.safe_dump(part))
     log_path = work / "depmon.log"
     argv = [sys.executable, "-m", "monitor.cli", "run", "--config", str(config), "--log-format", "json"]
     argv += ["--state", str(work / "depmon.sqlite3")]

@@ -13,6 +13,7 @@ from monitor.bench import (
     Scrape,
     blackbox_probe_result,
     bucket_delta,
+    config_files,
     cpu_seconds,
     depmon_config,
     histogram_quantile,
@@ -185,6 +186,24 @@ class TestInputs:
         assert len(config.dependencies) == 12
         assert len(config.features) == 3
         assert config.monitor.defaults.timeout < config.monitor.defaults.interval
+
+    def test_a_large_config_is_split_into_files_that_merge_back(self) -> None:
+        """1,200 dependencies in files of 500 each: the sections merge back to the whole document."""
+        document = depmon_config("http://127.0.0.1:8080", 1200, 2.0, "127.0.0.1:9464", "/tmp/state")
+        files = config_files(document, per_file=500)
+        assert sorted(files) == [
+            "00-monitor.yaml",
+            "dependencies-0000.yaml",
+            "dependencies-0001.yaml",
+            "dependencies-0002.yaml",
+            "features-0000.yaml",
+        ]
+        merged: dict[str, dict[str, object]] = {}
+        for part in files.values():
+            for section, entries in part.items():
+                merged.setdefault(section, {}).update(entries)
+        assert merged == document
+        assert max(len(part.get("dependencies", {})) for part in files.values()) == 500
 
     def test_probe_timeout_is_below_the_interval(self) -> None:
         """Half the interval, at most 2 s."""
