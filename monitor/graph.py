@@ -2,7 +2,7 @@
 
 Both graphs are given as `node -> parents`: `depends_on` (a dependency's parents are the
 dependencies it needs) and `requires`/`any_of` (a feature's parents are the dependencies and
-features it needs). The config has rejected cycles before any of this runs.
+features it needs). The config refuses cycles (`find_cycle`) before any other walk runs.
 
 `propagate` is the walk behind incremental evaluation: it visits nodes in topological order,
 each once, starting from the ones that changed, and goes on only where a visit says its result
@@ -21,10 +21,7 @@ def topological_order(parents: Mapping[str, Iterable[str]]) -> list[str]:
 
     Ties keep the order nodes are first named in, so the result is the same on every run.
     """
-    sorter: graphlib.TopologicalSorter[str] = graphlib.TopologicalSorter()
-    for node, node_parents in parents.items():
-        sorter.add(node, *node_parents)
-    return list(sorter.static_order())
+    return list(_sorter(parents).static_order())
 
 
 def find_cycle(parents: Mapping[str, Iterable[str]]) -> list[str] | None:
@@ -33,11 +30,8 @@ def find_cycle(parents: Mapping[str, Iterable[str]]) -> list[str] | None:
     The path starts at the cycle's node listed first in `parents`: the same cycle is reported
     the same way whichever node graphlib happens to find it from.
     """
-    sorter: graphlib.TopologicalSorter[str] = graphlib.TopologicalSorter()
-    for node, node_parents in parents.items():
-        sorter.add(node, *node_parents)
     try:
-        sorter.prepare()
+        _sorter(parents).prepare()
     except graphlib.CycleError as error:
         # graphlib lists each node before its child; a config error reads from child to parent.
         cycle: list[str] = list(reversed(error.args[1]))[:-1]
@@ -47,6 +41,13 @@ def find_cycle(parents: Mapping[str, Iterable[str]]) -> list[str] | None:
     start = min(range(len(cycle)), key=lambda i: position.get(cycle[i], len(position)))
     path = cycle[start:] + cycle[:start]
     return [*path, path[0]]
+
+
+def _sorter(parents: Mapping[str, Iterable[str]]) -> graphlib.TopologicalSorter[str]:
+    sorter: graphlib.TopologicalSorter[str] = graphlib.TopologicalSorter()
+    for node, node_parents in parents.items():
+        sorter.add(node, *node_parents)
+    return sorter
 
 
 def children_of(parents: Mapping[str, Iterable[str]]) -> dict[str, list[str]]:
