@@ -142,9 +142,13 @@ class Scrape:
             if not any(labels.get(k) == v for k, v in exclude.items())
         )
 
-    def count(self, name: str, value: float) -> int:
-        """How many series of `name` have exactly `value`."""
-        return sum(1 for _, v in self.samples.get(name, ()) if v == value)
+    def count(self, name: str, value: float, **only: str) -> int:
+        """How many series of `name` with all the `only` labels have exactly `value`."""
+        return sum(
+            1
+            for labels, v in self.samples.get(name, ())
+            if v == value and all(labels.get(k) == want for k, want in only.items())
+        )
 
     def buckets(self, histogram: str) -> dict[float, float]:
         """The cumulative buckets of an unlabelled histogram: upper bound -> count."""
@@ -173,7 +177,7 @@ class Figures:
     pages: int | None = None
     self_pages: int | None = None
     overloaded: bool | None = None
-    not_up_at_end: int | None = None
+    down_at_end: int | None = None
     notes: tuple[str, ...] = ()
 
     @property
@@ -203,7 +207,7 @@ class Figures:
             "pages": self.pages,
             "self_pages": self.self_pages,
             "overloaded": self.overloaded,
-            "not_up_at_end": self.not_up_at_end,
+            "down_at_end": self.down_at_end,
             "notes": list(self.notes),
         }
 
@@ -272,7 +276,7 @@ def render_text(report: Report) -> str:
     d = report.depmon
     row("depmon pages (self)", [f"{d.pages} ({d.self_pages})", *(["-"] * (len(monitors) - 1))])
     row("depmon overloaded", [_yes_no(d.overloaded), *(["-"] * (len(monitors) - 1))])
-    row("dependencies not up at end", [str(d.not_up_at_end), *(["-"] * (len(monitors) - 1))])
+    row("dependencies down at end", [str(d.down_at_end), *(["-"] * (len(monitors) - 1))])
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines = [
         f"depmon bench: {report.targets} HTTP targets every {report.interval:g} s "
@@ -636,12 +640,12 @@ def measure_depmon(url: str, targets: int, interval: float, seconds: float, work
             pending: list[concurrent.futures.Future[tuple[str, float]]] = []
             while (now := time.monotonic()) < deadline:
                 time.sleep(min(PROGRESS_EVERY_SECONDS, deadline - now))
+                watch.tick()
                 if time.monotonic() >= deadline:
                     break
                 if time.monotonic() >= next_scrape and all(f.done() for f in pending):
                     pending.append(scraper.submit(_scrape, client, f"{base}/metrics"))
                     next_scrape += SCRAPE_EVERY_SECONDS
-                watch.tick()
             middle = [f.result() for f in pending]  # each bounded by the client's timeout
         for text, took in middle:
             slowest = max(slowest, took)
@@ -672,7 +676,7 @@ def measure_depmon(url: str, targets: int, interval: float, seconds: float, work
         pages=pages,
         self_pages=own,
         overloaded=overloaded,
-        not_up_at_end=after.count("depmon_dependency_up", 0.0),
+        down_at_end=after.count("depmon_dependency_state", 1.0, state="down"),
         notes=tuple(notes),
     )
 

@@ -23,6 +23,7 @@ FIGURES = (
     "pages",
     "self_pages",
     "overloaded",
+    "down_at_end",
 )
 
 
@@ -52,5 +53,6 @@ class TestBenchCommand:
         assert depmon["peak_rss_mb"] > 0
         assert depmon["failed"] == 0
         assert depmon["pages"] == 0
+        assert depmon["down_at_end"] == 0
         assert "bench: depmon" in result.stderr  # progress goes to stderr, the report to stdout
         assert "Traceback" not in result.stderr

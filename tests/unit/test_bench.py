@@ -123,6 +123,8 @@ class TestScrape:
         scrape = Scrape.parse(METRICS)
         assert scrape.buckets("depmon_scheduler_lag_seconds") == {0.01: 50.0, 0.1: 99.0, math.inf: 100.0}
         assert scrape.count("depmon_dependency_up", 0.0) == 1
+        assert scrape.count("depmon_dependency_up", 1.0, dependency="a") == 1
+        assert scrape.count("depmon_dependency_up", 1.0, dependency="b") == 0
         assert scrape.total("no_such_metric") == 0.0
 
 
