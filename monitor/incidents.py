@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import enum
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -105,11 +106,14 @@ class Policy:
 
 @dataclass(frozen=True, slots=True)
 class Situation:
-    """What the decisions look at: states now, and the graph facts about them.
+    """What the decisions look at: states now, and the graph and timing facts about them.
 
     `since`: when each dependency entered its current state. `ancestors`: every dependency a
     dependency depends on, transitively. `confirm_within`: how long a first failure of each
-    dependency takes, at most, to be confirmed as down or cleared.
+    dependency takes, at most, to be confirmed as down or cleared. `last_result` and
+    `last_failure`: when each dependency's latest result and latest failure were taken.
+    `recheck_within`: how long until all of a dependency's probes have run again (its interval
+    plus its confirmation time).
     """
 
     dependencies: Mapping[str, DependencyHealth]
@@ -117,6 +121,9 @@ class Situation:
     since: Mapping[str, float] = field(default_factory=dict)
     ancestors: Mapping[str, Sequence[str]] = field(default_factory=dict)
     confirm_within: Mapping[str, float] = field(default_factory=dict)
+    last_result: Mapping[str, float] = field(default_factory=dict)
+    last_failure: Mapping[str, float] = field(default_factory=dict)
+    recheck_within: Mapping[str, float] = field(default_factory=dict)
 
 
 SELF = "self"  # depmon's own page: `depmon/<environment>/self` (SPEC 10.3); decided like a dependency's
@@ -128,17 +135,32 @@ def dedup_key(environment: str, dependency: str) -> str:
 
 
 def awaiting_ancestor(dependency: str, situation: Situation, now: float) -> str | None:
-    """The ancestor whose unconfirmed failure a new page of `dependency` waits for, if any.
+    """The ancestor whose verdict a new page of `dependency` waits for, if any.
 
-    The wait is bounded: once the dependency has been down for the ancestor's confirmation
-    time, it pages on its own (the ancestor's failure was a blip, or unrelated).
+    A parent and a child failing at the same moment must page once, for the parent; the child
+    may notice first. So a child down outside its parent's outage waits while an ancestor
+    (1) has an unconfirmed failure, (2) has not been probed since the child's failure began (the
+    scheduler probes it at once), or (3) recovered after the child's latest failure, which was
+    then the ancestor's ("only failures that persist after the parent is up again count").
+    Each wait is bounded, by the ancestor's confirmation time for (1) and (2) and by the
+    child's own re-check time for (3): past it, the child pages on its own.
     """
-    down_for = now - situation.since.get(dependency, now)
+    down_since = situation.since.get(dependency, now)
+    waited = now - down_since
+    streak_began = down_since - situation.confirm_within.get(dependency, 0.0)
     for ancestor in situation.ancestors.get(dependency, ()):
         state = situation.dependencies.get(ancestor)
-        if state is None or not state.failing or state.down:
+        if state is None or state.down:
             continue
-        if down_for < situation.confirm_within.get(ancestor, 0.0):
+        bound = situation.confirm_within.get(ancestor, 0.0)
+        if waited < bound and (state.failing or situation.last_result.get(ancestor, math.inf) < streak_began):
+            return ancestor
+        recovered = situation.since.get(ancestor)
+        if (
+            recovered is not None
+            and situation.last_failure.get(dependency, math.inf) < recovered
+            and now - recovered < situation.recheck_within.get(dependency, 0.0)
+        ):
             return ancestor
     return None
 

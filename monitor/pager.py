@@ -15,7 +15,7 @@ what `monitor.retention` no longer keeps.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,6 +24,7 @@ import structlog
 
 from monitor.config import Config
 from monitor.engine import Engine
+from monitor.health import ProbeHealth
 from monitor.incidents import (
     SELF,
     Action,
@@ -39,6 +40,7 @@ from monitor.incidents import (
 )
 from monitor.metrics import Metrics
 from monitor.outbox import Outbox
+from monitor.results import ProbeResult
 from monitor.selfwatch import SelfState, SelfWatch
 from monitor.store import Incident, IncidentWrite, Store
 
@@ -47,24 +49,6 @@ log = structlog.get_logger("depmon.pager")
 TICK_SECONDS = 1.0
 PRUNE_EVERY_SECONDS = 3600.0
 _CONFIRM_SLACK_SECONDS = 1.0
-
-
-def ancestors(config: Config) -> dict[str, tuple[str, ...]]:
-    """Every dependency's transitive `depends_on`, nearest first."""
-    result: dict[str, tuple[str, ...]] = {}
-
-    def walk(dep: str) -> tuple[str, ...]:
-        if dep not in result:
-            found: dict[str, None] = {}
-            for parent in config.dependencies[dep].depends_on:
-                found[parent] = None
-                found.update(dict.fromkeys(walk(parent)))
-            result[dep] = tuple(found)
-        return result[dep]
-
-    for dep in config.dependencies:
-        walk(dep)
-    return result
 
 
 def confirm_within(config: Config) -> dict[str, float]:
@@ -81,6 +65,40 @@ def confirm_within(config: Config) -> dict[str, float]:
         seconds = t.failure_threshold * t.timeout + (t.failure_threshold - 1) * t.confirm_interval
         result[dep_id] = max(result.get(dep_id, 0.0), seconds + _CONFIRM_SLACK_SECONDS)
     return result
+
+
+def longest_intervals(config: Config) -> dict[str, float]:
+    """Each dependency's longest probe interval: how long until all of its probes have run again."""
+    result: dict[str, float] = {}
+    for dep_id, spec in config.iter_probes():
+        result[dep_id] = max(result.get(dep_id, 0.0), config.timing(spec).interval)
+    return result
+
+
+class ProbeTimes(Mapping[str, float]):
+    """Dependency -> the latest `at` of what `pick` takes from each of its probes, read on access.
+
+    A live view of the engine: the decisions ask for a handful of dependencies, so nothing is
+    computed for the others.
+    """
+
+    def __init__(self, engine: Engine, pick: Callable[[ProbeHealth], ProbeResult | None]) -> None:
+        self._engine = engine
+        self._pick = pick
+
+    def __getitem__(self, dependency: str) -> float:
+        if dependency not in self._engine.config.dependencies:
+            raise KeyError(dependency)
+        times = [r.at for _, h in self._engine.probes_of(dependency) if (r := self._pick(h)) is not None]
+        if not times:
+            raise KeyError(dependency)
+        return max(times)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._engine.config.dependencies)
+
+    def __len__(self) -> int:
+        return len(self._engine.config.dependencies)
 
 
 def _open_incident(row: Incident) -> OpenIncident:
@@ -125,8 +143,12 @@ class Pager:
         self.engine = engine
         self.watch = watch
         self._policy = Policy.from_config(engine.config)
-        self._ancestors = ancestors(engine.config)
+        self._ancestors = engine.config.ancestors()
         self._confirm_within = confirm_within(engine.config)
+        self._recheck_within = {
+            dep: interval + self._confirm_within.get(dep, 0.0)
+            for dep, interval in longest_intervals(engine.config).items()
+        }
 
     @property
     def _environment_prefix(self) -> str:
@@ -189,7 +211,14 @@ class Pager:
         if self.watch is not None:
             dependencies[SELF] = self.watch.state.as_dependency()
         situation = Situation(
-            dependencies, engine.features, engine.dependency_since, self._ancestors, self._confirm_within
+            dependencies,
+            engine.features,
+            engine.dependency_since,
+            self._ancestors,
+            self._confirm_within,
+            last_result=ProbeTimes(engine, lambda health: health.last),
+            last_failure=ProbeTimes(engine, lambda health: health.last_failure),
+            recheck_within=self._recheck_within,
         )
         for decision in decide(self._policy, self.open, situation, self.clock()):
             await self._carry_out(decision)

@@ -13,6 +13,11 @@ With a `SelfWatch`, every run is also reported to it (lag, local causes), the ca
 loops of their own, and a failed result that measured depmon rather than the upstream (see
 `monitor.selfwatch.inconclusive`) is counted in `depmon_probes_inconclusive_total` and not given
 to the engine: it counts toward no threshold.
+
+When a dependency's probe fails for the first time, the critical probes of its ancestors are
+run at once instead of at their next tick: a parent and a child failing together are then told
+apart in milliseconds, and the child's page waits for the parent's verdict (see
+`incidents.awaiting_ancestor`).
 """
 
 from __future__ import annotations
@@ -56,6 +61,12 @@ class Scheduler:
         self.rng = rng or random.Random()
         self.clock = clock
         self.limiter = anyio.CapacityLimiter(config.monitor.max_concurrent_probes)
+        self._ancestors = config.ancestors()
+        self._critical: dict[str, list[str]] = {}
+        for dep_id, spec in config.iter_probes():
+            if spec.critical:
+                self._critical.setdefault(dep_id, []).append(spec.name)
+        self._expedite: dict[tuple[str, str], anyio.Event] = {}
         self._lag = metrics.scheduler_lag
         self._loop_errors = metrics.loop_errors.labels("probe")
 
@@ -73,7 +84,8 @@ class Scheduler:
         timing = self.config.timing(spec)
         next_at = self.clock() + self.rng.uniform(0, timing.interval)
         while True:
-            await anyio.sleep_until(next_at)
+            if await self._sleep_until(dependency, spec.name, next_at):
+                next_at = self.clock()  # expedited: a child failed, this ancestor's verdict is wanted now
             try:
                 async with self.limiter:
                     late = max(0.0, self.clock() - next_at)
@@ -91,6 +103,27 @@ class Scheduler:
             if next_at < now - timing.interval:
                 # Far behind (the machine was suspended or overloaded): skip missed runs, do not burst.
                 next_at = now
+
+    async def _sleep_until(self, dependency: str, probe: str, deadline: float) -> bool:
+        """Sleep until `deadline`, or until the probe is expedited (then True)."""
+        key = (dependency, probe)
+        event = self._expedite.get(key)
+        if event is None:
+            event = self._expedite[key] = anyio.Event()
+        with anyio.move_on_after(max(0.0, deadline - self.clock())):
+            await event.wait()
+        if event.is_set():
+            self._expedite[key] = anyio.Event()
+            return True
+        return False
+
+    def expedite_ancestors(self, dependency: str) -> None:
+        """Run the critical probes of `dependency`'s ancestors now."""
+        for ancestor in self._ancestors.get(dependency, ()):
+            for probe in self._critical.get(ancestor, ()):
+                event = self._expedite.get((ancestor, probe))
+                if event is not None:
+                    event.set()
 
     def _take(
         self, dependency: str, probe: str, result: ProbeResult, timeout: float, late: float, started: float
@@ -114,6 +147,12 @@ class Scheduler:
                 log.info("probe_inconclusive", dependency=dependency, probe=probe, reason=reason, detail=result.detail)
                 return
         self.engine.record(dependency, probe, result)
+        if (
+            not result.ok
+            and self._ancestors.get(dependency)
+            and self.engine.probe_health(dependency, probe).failures == 1
+        ):
+            self.expedite_ancestors(dependency)
 
     async def _canary_loop(self, watch: SelfWatch, spec: AnyProbeSpec) -> None:
         """A canary: like a probe loop, but its results go to the self watch."""

@@ -695,13 +695,6 @@ class TestSimultaneousFailures:
             assert race.parent_actions == ("trigger", "resolve"), race
             assert race.child_actions == ("trigger", "resolve") * (len(race.child_actions) // 2), race
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="BUG: a child whose own probe confirms the outage before its parent's next scheduled probe has "
-        "run pages (decide() waits only for an ancestor already failing); its page is resolved as superseded when "
-        "the parent goes down and, its own probe still down, it pages again when the parent recovers first: two "
-        "or three pages for one root cause, in 15 to 50 % of the races in our runs",
-    )
     def test_a_parent_and_child_failing_together_page_once_for_the_parent(self, races: list[Race]) -> None:
         """In 30 races of a parent and its child failing together, the child never pages: one page, the parent's."""
         assert len(races) >= 20

@@ -36,7 +36,6 @@ from monitor.incidents import (
     summary,
     va_severity,
 )
-from monitor.pager import ancestors
 from monitor.results import Outcome, ProbeResult
 from monitor.windows import MaintenanceWindow
 
@@ -73,6 +72,9 @@ def run(
     hold: float = 0.0,
     since: dict[str, float] | None = None,
     confirm: dict[str, float] | None = None,
+    last_result: dict[str, float] | None = None,
+    last_failure: dict[str, float] | None = None,
+    recheck: dict[str, float] | None = None,
     **deps: DependencyHealth,
 ) -> list[Decision]:
     dep_states = states(config, **deps)
@@ -80,8 +82,11 @@ def run(
         dep_states,
         features(config, dep_states),
         since or {},
-        ancestors(config),
+        config.ancestors(),
         confirm or {},
+        last_result or {},
+        last_failure or {},
+        recheck or {},
     )
     return decide(Policy("production", 1800.0, hold), open_incidents, situation, now)
 
@@ -223,6 +228,28 @@ class TestSimultaneousFailures:
             evss=DOWN, ssoe_oauth=PARENT_FAILING,
         )  # fmt: skip
         assert [d.action for d in decisions] == [Action.TRIGGER]
+
+    def test_child_waits_for_an_ancestor_not_probed_since_its_failure_began(self, config: Config) -> None:
+        """EVSS went down at 100 (its streak began at 98); SSOe's latest result is from 95: wait for it."""
+        waiting = run(
+            config, {}, now=101.0, since={"evss": 100.0}, confirm={"evss": 2.0, "ssoe-oauth": 10.0},
+            last_result={"ssoe-oauth": 95.0}, evss=DOWN,
+        )  # fmt: skip
+        fresh = run(
+            config, {}, now=101.0, since={"evss": 100.0}, confirm={"evss": 2.0, "ssoe-oauth": 10.0},
+            last_result={"ssoe-oauth": 99.0}, evss=DOWN,
+        )  # fmt: skip
+        assert (waiting, [d.action for d in fresh]) == ([], [Action.TRIGGER])
+
+    def test_a_child_down_from_before_its_parent_recovered_waits_for_fresh_evidence(self, config: Config) -> None:
+        """SSOe came back at 200; EVSS's last failure (170) was SSOe's: no page until EVSS is re-checked."""
+        kwargs = {"since": {"evss": 150.0, "ssoe-oauth": 200.0}, "recheck": {"evss": 40.0}}
+        early = run(config, {}, now=210.0, last_failure={"evss": 170.0}, evss=DOWN, **kwargs)  # type: ignore[arg-type]
+        fresh = run(config, {}, now=210.0, last_failure={"evss": 205.0}, evss=DOWN, **kwargs)  # type: ignore[arg-type]
+        late = run(config, {}, now=241.0, last_failure={"evss": 170.0}, evss=DOWN, **kwargs)  # type: ignore[arg-type]
+        assert early == []
+        assert [d.action for d in fresh] == [Action.TRIGGER]  # a failure after the recovery counts
+        assert [d.action for d in late] == [Action.TRIGGER]  # bounded by the re-check time
 
     def test_a_child_page_is_resolved_when_its_parent_goes_down(self, config: Config) -> None:
         """An open child incident is resolved with a note naming the parent's incident; the parent pages."""
