@@ -202,6 +202,10 @@ class Daemon:
     def self_state(self) -> SelfState:
         return self._runtime.watch.state
 
+    @property
+    def maintenance_status(self) -> dict[str, Any] | None:
+        return self.poller.status() if self.poller is not None else None
+
     # -- running -----------------------------------------------------------------------------
 
     async def run(self, listener: socket.socket) -> None:

@@ -6,7 +6,9 @@ A successful poll hands the windows to `on_windows` and publishes
 windows known stay in force (PagerDuty being unreachable must not end a maintenance and page
 people for a planned outage), and the growing age of the last success tells the dashboards.
 Service ids PagerDuty does not know are logged (`maintenance_bad_service_id`, once per poll) and
-kept in `bad_service_ids`; the other services keep working.
+kept in `bad_service_ids`; the other services keep working. `depmon_maintenance_service_ok{service}`
+is 1 for each id PagerDuty answered for in the last poll, 0 for an unknown id or after a failed
+poll; `status()` gives the same for /status.
 """
 
 from __future__ import annotations
@@ -79,11 +81,25 @@ class MaintenancePoller:
             )
         self.last_windows = list(result.windows)
         self.last_success_at = now
+        for service in self._services:
+            self._metrics.maintenance_service_ok.labels(service).set(0 if service in self.bad_service_ids else 1)
         self.last_error = None
         self._publish(now)
         if self._on_windows is not None:
             await self._on_windows(list(result.windows))
         return list(result.windows)
+
+    def status(self) -> dict[str, object]:
+        """The poller's state for /status: when it last read PagerDuty, why not since, each service id."""
+        ok = self.last_error is None and self.last_success_at is not None
+        return {
+            "last_success_at": self.last_success_at,
+            "last_error": self.last_error,
+            "services": {
+                service: {"covers": covers, "ok": ok and service not in self.bad_service_ids}
+                for service, covers in self._services.items()
+            },
+        }
 
     def _publish(self, now: float) -> None:
         """Windows in effect now per dependency (0 for the ones without), and the success time."""
@@ -107,6 +123,8 @@ class MaintenancePoller:
                 await self.poll_once()
             except MaintenanceUnavailable as exc:
                 self.last_error = exc.reason
+                for service in self._services:
+                    self._metrics.maintenance_service_ok.labels(service).set(0)
                 log.warning(
                     "maintenance_poll_failed",
                     reason=exc.reason,

@@ -82,6 +82,12 @@ class Metrics:
             "When maintenance windows were last read from PagerDuty (0: never)",
             registry=r,
         )
+        self.maintenance_service_ok = Gauge(
+            "depmon_maintenance_service_ok",
+            "1 when PagerDuty answered for the service id in the last poll, 0 when the id is unknown or unreadable",
+            ("service",),
+            registry=r,
+        )
         self.scheduler_lag = Histogram(
             "depmon_scheduler_lag_seconds",
             "How late probe runs start against their schedule",

@@ -53,6 +53,8 @@ class View(Protocol):
     def open_incidents(self) -> dict[str, OpenIncident]: ...
     @property
     def self_state(self) -> SelfState: ...
+    @property
+    def maintenance_status(self) -> dict[str, Any] | None: ...
 
 
 def create_app(view: View, clock: Callable[[], float], max_requests: int = MAX_CONCURRENT_REQUESTS) -> Starlette:
@@ -106,6 +108,13 @@ def _iso(timestamp: float | None) -> str | None:
     if timestamp is None:
         return None
     return datetime.fromtimestamp(timestamp, UTC).isoformat().replace("+00:00", "Z")
+
+
+def _maintenance_polling(status: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The poller's state with ISO times; None when polling is off (no API token)."""
+    if status is None:
+        return None
+    return {**status, "last_success_at": _iso(status["last_success_at"])}
 
 
 def status_document(view: View, now: float) -> dict[str, Any]:
@@ -172,6 +181,7 @@ def status_document(view: View, now: float) -> dict[str, Any]:
         "generated_at": _iso(now),
         "ready": engine.ready,
         "self": {"condition": str(verdict.condition), "reason": verdict.reason or None},
+        "maintenance_polling": _maintenance_polling(view.maintenance_status),
         "dependencies": dependencies,
         "features": features,
         "incidents": incidents,

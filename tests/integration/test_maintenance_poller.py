@@ -201,6 +201,12 @@ class TestMaintenancePoller:
         [entry] = [entry for entry in logs if entry["event"] == "maintenance_bad_service_id"]
         assert (entry["service_ids"], entry["covers"]) == ([BAD], ["caseflow"])
         assert gauge(metrics, "depmon_maintenance_windows_open", {"dependency": "evss"}) == 1
+        # SPEC 10.4: the bad id is visible to the dashboards and in /status, not only in a log line.
+        assert gauge(metrics, "depmon_maintenance_service_ok", {"service": BAD}) == 0
+        assert gauge(metrics, "depmon_maintenance_service_ok", {"service": EVSS}) == 1
+        services = poller.status()["services"]
+        assert services[BAD] == {"covers": "caseflow", "ok": False}  # type: ignore[index]
+        assert services[EVSS] == {"covers": "evss", "ok": True}  # type: ignore[index]
 
     @pytest.mark.anyio
     async def test_rest_down_keeps_last_windows_and_age_grows(self, fake: FakePagerDuty) -> None:
@@ -228,6 +234,8 @@ class TestMaintenancePoller:
         assert poller.last_error is not None
         assert "unreachable" in poller.last_error
         assert gauge(metrics, "depmon_loop_errors_total", {"loop": "maintenance"}) is None
+        assert gauge(metrics, "depmon_maintenance_service_ok", {"service": EVSS}) == 0  # unreadable
+        assert poller.status()["last_error"] == poller.last_error
 
     @pytest.mark.anyio
     async def test_loop_contains_unexpected_failures(self, fake: FakePagerDuty) -> None:

@@ -166,6 +166,7 @@ class _View:
     alive: bool = True
     open_incidents: dict[str, OpenIncident] = field(default_factory=dict)
     self_state: SelfState = field(default_factory=SelfState)
+    maintenance_status: dict[str, Any] | None = None
 
 
 class TestRoute:
