@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.deploy.conftest import series_names
+
 ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS = ROOT / "deploy" / "prometheus"
 RULES_FILE = PROMETHEUS / "rules" / "depmon.rules.yml"
@@ -28,7 +30,26 @@ EXPECTED_ALERTS = {
     "MaintenanceDataStale",
     "CertificateExpiringSoon",
     "ProbeFlapping",
+    "DepmonPagerDutyEventsDropped",
+    "DepmonOverloaded",
+    "DepmonCannotSeeOut",
 }
+
+# SPEC section 10.4, copied: the second round's metrics (name -> type). The row that only adds
+# the `dropped` outcome to depmon_pagerduty_events_total names no type and is not repeated here.
+SPEC_10_4_METRICS: dict[str, str] = {
+    "depmon_overloaded": "gauge",
+    "depmon_event_loop_lag_seconds": "histogram",
+    "depmon_probes_inconclusive_total": "counter",
+    "depmon_canary_up": "gauge",
+    "depmon_silenced": "gauge",
+    "depmon_maintenance_service_ok": "gauge",
+    "depmon_replica_leader": "gauge",
+    "depmon_dependency_down_replicas": "gauge",
+}
+# depmon_pagerduty_events_total's outcomes (SPEC 7 and 10.4, README changelog, issue 9): `rejected`
+# is gone, and `dropped` counts a 400 only.
+PAGERDUTY_OUTCOMES = {"accepted", "dropped", "retried"}
 
 
 def _load_rules() -> dict[str, Any]:
@@ -40,6 +61,23 @@ def _alerts() -> dict[str, dict[str, Any]]:
 
 
 ALERTS = _alerts()
+
+
+@pytest.fixture
+def allowed_series(allowed_series: set[str]) -> set[str]:
+    """What a rule or a panel may select: SPEC section 6 (conftest's copy), section 10.4, Prometheus's own."""
+    return allowed_series | series_names(SPEC_10_4_METRICS)
+
+
+def _spec_text() -> str:
+    spec = next((p for p in SPEC_CANDIDATES if p.is_file()), None)
+    if spec is None:
+        pytest.skip(f"SPEC.md not found at {', '.join(map(str, SPEC_CANDIDATES))}")
+    return spec.read_text(encoding="utf-8")
+
+
+def _metric_table(section: str) -> dict[str, str]:
+    return dict(re.findall(r"^\|\s*`(depmon_\w+)`\s*\|\s*(gauge|counter|histogram)\b", section, re.MULTILINE))
 
 
 def _run(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -62,7 +100,7 @@ class TestRulesFile:
         assert f"SUCCESS: {len(ALERTS)} rules found" in result.stdout
 
     def test_defines_exactly_the_operations_alerts(self) -> None:
-        """The rules file defines the seven alerts of the operations kit and nothing else."""
+        """The rules file defines the alerts of the operations kit (EXPECTED_ALERTS) and nothing else."""
         assert set(ALERTS) == EXPECTED_ALERTS
 
     @pytest.mark.parametrize("alert", sorted(EXPECTED_ALERTS))
@@ -141,20 +179,20 @@ class TestRuleMetricNames:
 
     @pytest.mark.parametrize("alert", sorted(EXPECTED_ALERTS))
     def test_rule_selects_only_spec_metrics(self, alert: str, allowed_series: set[str], metric_names_of: Any) -> None:
-        """Every metric an alert expression selects is in SPEC section 6 (or Prometheus's own `up`)."""
+        """Every metric an alert expression selects is in SPEC section 6 or 10.4 (or Prometheus's own `up`)."""
         names = metric_names_of(ALERTS[alert]["expr"])
         assert names, "no metric found in the expression"
         assert names <= allowed_series, names - allowed_series
 
     def test_spec_metric_list_matches_the_spec(self, spec_metrics: dict[str, str]) -> None:
         """The test suite's copy of the metric table equals SPEC.md section 6."""
-        spec = next((p for p in SPEC_CANDIDATES if p.is_file()), None)
-        if spec is None:
-            pytest.skip(f"SPEC.md not found at {', '.join(map(str, SPEC_CANDIDATES))}")
-        text = spec.read_text(encoding="utf-8")
-        section = text.split("## 6.", 1)[1].split("\n## ", 1)[0]
-        table = dict(re.findall(r"^\|\s*`(depmon_\w+)`\s*\|\s*(gauge|counter|histogram)\b", section, re.MULTILINE))
-        assert table == spec_metrics
+        section = _spec_text().split("## 6.", 1)[1].split("\n## ", 1)[0]
+        assert _metric_table(section) == spec_metrics
+
+    def test_second_round_metric_list_matches_the_spec(self) -> None:
+        """The test suite's copy of the second round's metric table equals SPEC.md section 10.4."""
+        section = _spec_text().split("### 10.4", 1)[1].split("\n### ", 1)[0]
+        assert _metric_table(section) == SPEC_10_4_METRICS
 
     def test_daemon_registers_every_metric_used(self, metric_names_of: Any, series_names_of: Any) -> None:
         """monitor.metrics registers every depmon_ series the rules and the dashboard select."""
@@ -168,6 +206,30 @@ class TestRuleMetricNames:
         exprs += [target["expr"] for panel in dashboard["panels"] for target in panel.get("targets", [])]
         used = {name for expr in exprs for name in metric_names_of(expr) if name.startswith("depmon_")}
         assert used <= series_names_of(exposed), used - series_names_of(exposed)
+
+
+class TestPagerDutyOutcomes:
+    """The outcome label of depmon_pagerduty_events_total: `dropped` (a 400 only), no `rejected`."""
+
+    def test_dropped_alert_selects_the_dropped_outcome(self) -> None:
+        """DepmonPagerDutyEventsDropped counts outcome `dropped` and pages (critical), without waiting."""
+        rule = ALERTS["DepmonPagerDutyEventsDropped"]
+        assert 'outcome="dropped"' in rule["expr"]
+        assert "for" not in rule
+        assert rule["labels"]["severity"] == "critical"
+        assert "pagerduty_event_dropped" in rule["annotations"]["description"]
+
+    def test_rules_dashboard_and_runbooks_name_only_current_outcomes(self) -> None:
+        """No rule, panel or runbook selects or mentions an outcome depmon no longer exports."""
+        dashboard = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+        exprs = [rule["expr"] for rule in ALERTS.values()]
+        exprs += [target["expr"] for panel in dashboard["panels"] for target in panel.get("targets", [])]
+        pagerduty = [expr for expr in exprs if "depmon_pagerduty_events_total" in expr]
+        selected = {value for expr in pagerduty for value in re.findall(r'outcome\s*[!=]~?\s*"([^"]*)"', expr)}
+        assert pagerduty
+        assert selected <= PAGERDUTY_OUTCOMES, selected
+        for text in (RULES_FILE, DASHBOARD, DEPLOY_README):
+            assert "rejected" not in text.read_text(encoding="utf-8"), text
 
 
 class TestPromqlMetricNames:
