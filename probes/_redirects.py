@@ -9,7 +9,8 @@ when a redirect leaves the origin, so a configured `X-Api-Key` would go wherever
 - a hop from https to http, to a link-local address (169.254.0.0/16, fe80::/10, the cloud
   metadata services) or to a scheme other than http(s) is refused: the probe fails saying so.
 
-Names only, no DNS: a hostname that resolves to a metadata address is not caught here.
+A hop to a host name is also refused when the name resolves to such an address
+(`resolved_refusal`; not DNS rebinding, which would need the connection's own address).
 
 Every detail shows a URL as `scheme://host:port/path`: never its credentials or query string.
 """
@@ -17,8 +18,10 @@ Every detail shows a URL as `scheme://host:port/path`: never its credentials or 
 from __future__ import annotations
 
 import ipaddress
+import socket
 from dataclasses import dataclass
 
+import anyio
 import httpx
 
 __all__ = [
@@ -28,6 +31,7 @@ __all__ = [
     "not_followed_detail",
     "redirect_location",
     "redirect_loop_detail",
+    "resolved_refusal",
     "show_url",
     "where",
 ]
@@ -39,6 +43,7 @@ _METADATA_HOSTS = frozenset(
     {"metadata.google.internal", "metadata.goog", "metadata", "instance-data", "instance-data.ec2.internal"}
 )
 _METADATA_ADDRESSES = frozenset({ipaddress.ip_address("100.100.100.200"), ipaddress.ip_address("fd00:ec2::254")})
+_getaddrinfo = anyio.getaddrinfo  # a module attribute, so tests can answer for names they make up
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +88,35 @@ def next_hop(current: httpx.URL, method: str, status: int, target: httpx.URL, he
     if (status == 303 and method != "HEAD") or (status in (301, 302) and method == "POST"):
         method = "GET"
     return Hop(target, method, headers if same_origin(current, target) else {})
+
+
+async def resolved_refusal(status: int, hop: Hop) -> Refusal | None:
+    """A refusal when the host name of `hop` resolves to a link-local or metadata address.
+
+    For names only (`next_hop` has checked addresses), and for direct connections only (behind
+    a proxy the proxy resolves). The connection resolves the name again, so a name that changes
+    its answer in between (DNS rebinding) gets through; a name that plainly points at the
+    metadata service (`169.254.169.254.nip.io`) does not. A name that does not resolve is left
+    to the request, whose failure says so.
+    """
+    host = hop.url.host
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    else:
+        return None
+    try:
+        infos = await _getaddrinfo(host, _port(hop.url), type=socket.SOCK_STREAM)
+    except OSError:
+        return None
+    for *_, sockaddr in infos:
+        address = str(sockaddr[0])
+        reason = _forbidden_host(address)
+        if reason is not None:
+            detail = f"HTTP {status} redirect to {show_url(hop.url)} refused ({reason}: {host} resolves to {address})"
+            return Refusal(detail)
+    return None
 
 
 def refused_target(current: httpx.URL, target: httpx.URL) -> str | None:

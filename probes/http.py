@@ -34,7 +34,16 @@ from monitor.config import Expect, HttpProbeSpec, JsonCondition, format_duration
 from monitor.results import Outcome, ProbeResult
 from probes._body import one_line, parse_json, read_body
 from probes._http_errors import describe_http_error
-from probes._redirects import Refusal, next_hop, not_followed_detail, redirect_location, redirect_loop_detail, where
+from probes._redirects import (
+    Hop,
+    Refusal,
+    next_hop,
+    not_followed_detail,
+    redirect_location,
+    redirect_loop_detail,
+    resolved_refusal,
+    where,
+)
 from probes.context import ProbeContext, TlsOptions
 from probes.tokens import TokenUnavailable
 
@@ -106,6 +115,8 @@ async def _exchange(
             if location is None or not follow:
                 return await _answer(response, spec.expect, ctx, where(response.url, url), location, started)
         hop = next_hop(target, method, response.status_code, location, headers)
+        if isinstance(hop, Hop) and spec.proxy is None and hop.url.host != target.host:
+            hop = await resolved_refusal(response.status_code, hop) or hop
         if isinstance(hop, Refusal):
             return ProbeResult.failure(Outcome.HTTP_STATUS, hop.detail, security_relevant=hop.security_relevant)
         method, target, headers = hop.method, hop.url, hop.headers

@@ -7,6 +7,7 @@ names fails the test (respx's `assert_all_mocked`).
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +17,8 @@ import respx
 
 from monitor.config import HttpProbeSpec, OAuth2ProbeSpec, load_config
 from monitor.results import Outcome, ProbeResult
-from probes import http, oauth2
-from probes._redirects import Hop, Refusal, next_hop, refused_target, same_origin, show_url
+from probes import _redirects, http, oauth2
+from probes._redirects import Hop, Refusal, next_hop, refused_target, resolved_refusal, same_origin, show_url
 from probes.context import ProbeContext
 from probes.tokens import TokenUnavailable
 
@@ -138,6 +139,50 @@ class TestNextHop:
         assert shown.endswith("…")
 
 
+ADDRESSES = {"rebind.example": "169.254.169.254", "rebind6.example": "fe80::1", "internal.example": "10.0.0.5"}
+
+
+async def _resolve(host: str, port: int, **kwargs: Any) -> list[tuple[Any, ...]]:
+    """Made-up names for made-up addresses; other names resolve to a documentation address."""
+    if host == "nowhere.example":
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+    address = ADDRESSES.get(host, "192.0.2.10")
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    return [(family, socket.SOCK_STREAM, 6, "", (address, port))]
+
+
+@pytest.fixture(autouse=True)
+def _no_dns(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test here asks a real resolver: the redirect check resolves names through `_resolve`."""
+    monkeypatch.setattr(_redirects, "_getaddrinfo", _resolve)
+
+
+class TestResolvedRefusal:
+    @pytest.mark.anyio
+    @pytest.mark.parametrize(
+        ("url", "detail"),
+        [
+            (
+                "http://rebind.example/x",
+                "HTTP 302 redirect to http://rebind.example/x refused"
+                " (a link-local address: rebind.example resolves to 169.254.169.254)",
+            ),
+            (
+                "https://rebind6.example/",
+                "HTTP 302 redirect to https://rebind6.example/ refused"
+                " (a link-local address: rebind6.example resolves to fe80::1)",
+            ),
+            ("https://internal.example/", None),
+            ("https://nowhere.example/", None),
+            ("https://10.0.0.5/", None),
+        ],
+    )
+    async def test_names_resolving_to_link_local_are_refused(self, url: str, detail: str | None) -> None:
+        """A redirect to a name that resolves to a link-local address is refused; other names and failures pass."""
+        refusal = await resolved_refusal(302, Hop(httpx.URL(url), "GET", {}))
+        assert (refusal.detail if refusal else None) == detail
+
+
 class TestProbeOnRespx:
     @pytest.mark.anyio
     @pytest.mark.parametrize(
@@ -182,6 +227,15 @@ class TestProbeOnRespx:
         assert (result.outcome, result.security_relevant) == (Outcome.HTTP_STATUS, True)
         assert result.detail.startswith("HTTP 302 redirect to http://")
         assert result.detail.endswith(("(a link-local address)", "(a cloud metadata service)"))
+
+    @pytest.mark.anyio
+    async def test_name_pointing_at_metadata_is_never_contacted(self) -> None:
+        """A redirect to a host name that resolves to the metadata address fails without a request to it."""
+        with respx.mock as router:
+            router.get(API).mock(return_value=_redirect("https://rebind.example/latest/meta-data/"))
+            result = await _probe()
+        assert (result.outcome, result.security_relevant) == (Outcome.HTTP_STATUS, True)
+        assert result.detail.endswith("(a link-local address: rebind.example resolves to 169.254.169.254)")
 
     @pytest.mark.anyio
     async def test_redirect_limit(self) -> None:
