@@ -12,6 +12,9 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.deploy.conftest import series_names
+from tests.deploy.test_prometheus_rules import SPEC_10_4_METRICS
+
 ROOT = Path(__file__).resolve().parents[2]
 GRAFANA = ROOT / "deploy" / "grafana"
 DASHBOARD_FILE = GRAFANA / "dashboards" / "depmon.json"
@@ -27,9 +30,35 @@ def _dashboard() -> dict[str, Any]:
 
 DASHBOARD = _dashboard()
 PANELS = DASHBOARD["panels"]
+QUERY_PANELS = [panel for panel in PANELS if panel["type"] != "row"]
 TARGETS = [(panel, target) for panel in PANELS for target in panel.get("targets", [])]
 TARGET_IDS = [f"panel{panel['id']}-{target['refId']}" for panel, target in TARGETS]
 VARIABLES = {var["name"]: var for var in DASHBOARD["templating"]["list"]}
+
+# The "depmon itself" row (issue 10): what each of its panels must query.
+SELF_ROW_TITLE = "depmon itself"
+SELF_ROW_NEEDLES = {
+    "overloaded": "depmon_overloaded{",
+    "event-loop lag p99": "histogram_quantile(0.99, sum by (le, instance) (rate(depmon_event_loop_lag_seconds_bucket{",
+    "inconclusive runs by reason": "sum by (reason) (rate(depmon_probes_inconclusive_total{",
+    "canaries": "depmon_canary_up{",
+    "PagerDuty events dropped": 'outcome="dropped"',
+}
+
+
+@pytest.fixture
+def allowed_series(allowed_series: set[str]) -> set[str]:
+    """What a panel may select: SPEC section 6 (conftest's copy), section 10.4, Prometheus's own."""
+    return allowed_series | series_names(SPEC_10_4_METRICS)
+
+
+def _row_panels(title: str) -> list[dict[str, Any]]:
+    """The panels under the expanded row `title`: below it and above the next row."""
+    (row,) = [p for p in PANELS if p["type"] == "row" and p["title"] == title]
+    top = row["gridPos"]["y"]
+    later_rows = [p["gridPos"]["y"] for p in PANELS if p["type"] == "row" and p["gridPos"]["y"] > top]
+    bottom = min(later_rows, default=float("inf"))
+    return [p for p in QUERY_PANELS if top < p["gridPos"]["y"] < bottom]
 
 
 def concrete(expr: str) -> str:
@@ -79,9 +108,9 @@ class TestDashboardModel:
         assert "__inputs" not in DASHBOARD
         assert "${DS_" not in text
 
-    @pytest.mark.parametrize("panel", PANELS, ids=[str(p["id"]) for p in PANELS])
+    @pytest.mark.parametrize("panel", QUERY_PANELS, ids=[str(p["id"]) for p in QUERY_PANELS])
     def test_panel_and_targets_use_the_datasource_variable(self, panel: dict[str, Any]) -> None:
-        """Every panel and every query of it point at {type: prometheus, uid: ${datasource}}."""
+        """Every panel but a row, and every query of it, point at {type: prometheus, uid: ${datasource}}."""
         assert panel["datasource"] == PANEL_DATASOURCE
         assert panel["targets"], "panel without a query"
         for target in panel["targets"]:
@@ -125,11 +154,42 @@ class TestDashboardModel:
             ("depmon_pagerduty_outbox_pending", "outbox"),
             ("rate(depmon_pagerduty_events_total", "outbox"),
             ("depmon_scheduler_lag_seconds_bucket", "scheduler lag"),
+            ("depmon_overloaded", "depmon itself: overloaded"),
+            ("depmon_event_loop_lag_seconds_bucket", "depmon itself: event-loop lag"),
+            ("rate(depmon_probes_inconclusive_total", "depmon itself: inconclusive probe runs"),
+            ("depmon_canary_up", "depmon itself: canaries"),
+            ('depmon_pagerduty_events_total{instance=~"$instance", outcome="dropped"}', "depmon itself: dropped"),
         ],
     )
     def test_has_the_operations_panels(self, needle: str, what: str) -> None:
         """The dashboard queries what the operations panels need (feature, dependency, latency, ...)."""
         assert any(needle in target["expr"] for _, target in TARGETS), what
+
+    def test_rows_are_expanded_and_hold_no_panels_of_their_own(self) -> None:
+        """Rows are expanded, so the panels under them sit in the top-level list the tests read."""
+        rows = [p for p in PANELS if p["type"] == "row"]
+        assert rows
+        for row in rows:
+            assert row["collapsed"] is False
+            assert row["panels"] == []
+            assert (row["gridPos"]["x"], row["gridPos"]["w"], row["gridPos"]["h"]) == (0, 24, 1)
+
+    @pytest.mark.parametrize("what", sorted(SELF_ROW_NEEDLES))
+    def test_depmon_itself_row_has_the_panel(self, what: str) -> None:
+        """The "depmon itself" row holds one panel for each view of depmon's own health (issue 10)."""
+        needle = SELF_ROW_NEEDLES[what]
+        matching = [p for p in _row_panels(SELF_ROW_TITLE) if any(needle in t["expr"] for t in p["targets"])]
+        assert len(matching) == 1, what
+
+    @pytest.mark.parametrize(
+        ("metric", "codes"),
+        [("depmon_overloaded", {"ok": 0, "overloaded": 1}), ("depmon_canary_up", {"down": 0, "up": 1})],
+    )
+    def test_self_gauges_are_named_on_a_state_timeline(self, metric: str, codes: dict[str, float]) -> None:
+        """The 1/0 gauges of depmon itself show as named states over time, not as bare numbers."""
+        panel = _state_panel(metric)
+        assert panel["type"] == "state-timeline"
+        assert _state_codes(panel) == codes
 
     def test_dependency_states_are_shown_on_a_state_timeline(self) -> None:
         """The dependency state panel is a state-timeline."""
@@ -170,7 +230,7 @@ class TestDashboardQueries:
     def test_query_selects_only_spec_metrics(
         self, panel: dict[str, Any], target: dict[str, Any], allowed_series: set[str], metric_names_of: Any
     ) -> None:
-        """Every metric a panel selects is in SPEC section 6 (histograms as _bucket, counters with _total)."""
+        """Every metric a panel selects is in SPEC section 6 or 10.4 (histograms as _bucket, counters with _total)."""
         names = metric_names_of(concrete(target["expr"]))
         assert names, "no metric found in the query"
         assert names <= allowed_series, names - allowed_series
@@ -179,7 +239,7 @@ class TestDashboardQueries:
     def test_variable_query_selects_only_spec_metrics(
         self, name: str, allowed_series: set[str], metric_names_of: Any
     ) -> None:
-        """A template variable's label_values() query reads a metric of SPEC section 6."""
+        """A template variable's label_values() query reads a metric of SPEC section 6 or 10.4."""
         definition = VARIABLES[name]["definition"]
         match = re.fullmatch(r"label_values\((.+),\s*(\w+)\)", definition)
         assert match, definition
@@ -187,7 +247,7 @@ class TestDashboardQueries:
 
 
 def _state_panel(metric: str) -> dict[str, Any]:
-    (panel,) = [p for p in PANELS if any(metric in t["expr"] for t in p["targets"])]
+    (panel,) = [p for p in QUERY_PANELS if any(metric in t["expr"] for t in p["targets"])]
     return panel
 
 
