@@ -1,4 +1,4 @@
-"""Durable state in one SQLite file: the PagerDuty outbox, incidents and their timelines.
+"""Durable state in one SQLite file: the PagerDuty outbox, incidents and their timelines, feature history.
 
 One implementation, two faces:
 
@@ -114,6 +114,15 @@ _MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE incidents ADD COLUMN up_since REAL;
     ALTER TABLE incidents ADD COLUMN flapping INTEGER NOT NULL DEFAULT 0;
     CREATE INDEX incidents_by_resolution ON incidents (resolved_at);
+    """,
+    # 3: each feature's state changes, for the status page's last 24 hours.
+    """
+    CREATE TABLE feature_history (
+        feature TEXT NOT NULL,
+        state   TEXT NOT NULL,
+        at      REAL NOT NULL
+    );
+    CREATE INDEX feature_history_by_feature ON feature_history (feature, at);
     """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -242,6 +251,34 @@ _HEADS = """
 """
 _DUE_HEADS = _HEADS + " AND o.next_attempt_at <= ? ORDER BY o.id"
 _EARLIEST_HEAD = "SELECT MIN(next_attempt_at) FROM (" + _HEADS + ")"  # noqa: S608 (constant text)
+
+# The features that have history, one index seek each (a loose index scan: SQLite would otherwise
+# read every row to find the distinct names), so reads and pruning cost features, not rows.
+_HISTORY_FEATURES = """
+    WITH RECURSIVE features (feature) AS (
+        SELECT MIN(feature) FROM feature_history
+        UNION ALL
+        SELECT (SELECT MIN(feature) FROM feature_history WHERE feature > features.feature)
+        FROM features WHERE features.feature IS NOT NULL
+    )
+"""
+# The last change of each feature before a time: the state in force then.
+_LAST_CHANGE_BEFORE = """
+    SELECT (SELECT rowid FROM feature_history AS h WHERE h.feature = features.feature AND h.at < ?
+            ORDER BY h.at DESC, h.rowid DESC LIMIT 1)
+    FROM features WHERE features.feature IS NOT NULL
+"""
+# Constant text only (S608): the parameters are bound, never formatted in.
+_HISTORY_SINCE = f"""{_HISTORY_FEATURES}
+    SELECT feature, state, at, rowid AS seq FROM feature_history WHERE rowid IN ({_LAST_CHANGE_BEFORE})
+    UNION ALL
+    SELECT h.feature, h.state, h.at, h.rowid FROM features JOIN feature_history AS h
+        ON h.feature = features.feature AND h.at >= ?
+    ORDER BY feature, at, seq
+"""  # noqa: S608
+_PRUNE_HISTORY = f"""{_HISTORY_FEATURES}
+    DELETE FROM feature_history WHERE at < ? AND rowid NOT IN ({_LAST_CHANGE_BEFORE})
+"""  # noqa: S608
 
 
 def _private_directory(directory: Path) -> None:
@@ -572,6 +609,52 @@ class SyncStore:
         rows = self._rows("SELECT * FROM timeline WHERE incident_id = ? ORDER BY at, id", (incident_id,))
         return [TimelineEntry(row["incident_id"], row["at"], row["kind"], json.loads(row["data"])) for row in rows]
 
+    # -- feature history --------------------------------------------------------------------
+
+    def record_feature_states(self, changes: Sequence[tuple[str, str, float]]) -> int:
+        """Append (feature, state, at) changes in one transaction; returns how many rows were written.
+
+        A change that repeats the state already recorded last for its feature is skipped: the
+        daemon records every feature's state at start and after a reload, most of them unchanged.
+        """
+        written = 0
+        with self._lock:
+            db = self._db()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                last: dict[str, str | None] = {}
+                for feature, state, at in changes:
+                    if feature not in last:
+                        row = db.execute(
+                            "SELECT state FROM feature_history WHERE feature = ? ORDER BY at DESC, rowid DESC LIMIT 1",
+                            (feature,),
+                        ).fetchone()
+                        last[feature] = None if row is None else row["state"]
+                    if last[feature] == state:
+                        continue
+                    db.execute(
+                        "INSERT INTO feature_history (feature, state, at) VALUES (?, ?, ?)", (feature, state, at)
+                    )
+                    last[feature] = state
+                    written += 1
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        return written
+
+    def feature_history(self, since: float) -> dict[str, list[tuple[float, str]]]:
+        """Feature -> its (at, state) changes from `since` on, in time order.
+
+        Each list starts with the state in force at `since` (the last change before it, with its
+        own earlier time) when there is one; a feature with no change before `since` starts
+        with its first change after it.
+        """
+        history: dict[str, list[tuple[float, str]]] = {}
+        for row in self._rows(_HISTORY_SINCE, (since, since)):
+            history.setdefault(row["feature"], []).append((row["at"], row["state"]))
+        return history
+
     # -- decisions, reconciliation, retention -----------------------------------------------
 
     def apply(self, write: IncidentWrite) -> int:
@@ -662,9 +745,11 @@ class SyncStore:
         return [_outbox_event(row) for row in rows]
 
     def prune(self, before: float) -> tuple[int, int]:
-        """Delete settled outbox rows and closed incidents (with their timelines) older than `before`.
+        """Delete settled outbox rows and closed incidents (with their timelines) older than `before`,
+        and the feature history before it.
 
-        Pending events and open incidents are never pruned. Returns (events, incidents) deleted.
+        Pending events and open incidents are never pruned, nor each feature's last change before
+        `before` (the state in force then). Returns (events, incidents) deleted.
         """
         with self._lock:
             db = self._db()
@@ -677,6 +762,7 @@ class SyncStore:
                 old = "SELECT id FROM incidents WHERE resolved_at IS NOT NULL AND resolved_at < ?"
                 db.execute(f"DELETE FROM timeline WHERE incident_id IN ({old})", (before,))  # noqa: S608
                 incidents = db.execute(f"DELETE FROM incidents WHERE id IN ({old})", (before,)).rowcount  # noqa: S608
+                db.execute(_PRUNE_HISTORY, (before, before))
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
@@ -836,6 +922,14 @@ class Store:
     async def orphaned_triggers(self) -> list[OutboxEvent]:
         """See `SyncStore.orphaned_triggers`."""
         return await self._call(self.sync.orphaned_triggers)
+
+    async def record_feature_states(self, changes: Sequence[tuple[str, str, float]]) -> int:
+        """See `SyncStore.record_feature_states`."""
+        return await self._call(self.sync.record_feature_states, changes)
+
+    async def feature_history(self, since: float) -> dict[str, list[tuple[float, str]]]:
+        """See `SyncStore.feature_history`."""
+        return await self._call(self.sync.feature_history, since)
 
     async def prune(self, before: float) -> tuple[int, int]:
         """See `SyncStore.prune`."""

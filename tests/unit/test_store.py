@@ -377,3 +377,69 @@ class TestStateLock:
                 child.stdout.close()
         with StateLock(path):  # the kernel released it with the process
             pass
+
+
+class TestFeatureHistory:
+    """Schema 3: each feature's state changes, for the status page's last 24 hours."""
+
+    def test_changes_come_back_per_feature_in_time_order(self) -> None:
+        """Recorded changes read back per feature as (at, state), oldest first."""
+        with SyncStore(":memory:") as store:
+            store.record_feature_states([("claims", "ok", 10.0), ("appeals", "ok", 10.0), ("claims", "down", 20.0)])
+            store.record_feature_states([("claims", "ok", 30.0)])
+            history = store.feature_history(since=0.0)
+        assert history == {"claims": [(10.0, "ok"), (20.0, "down"), (30.0, "ok")], "appeals": [(10.0, "ok")]}
+
+    def test_the_state_in_force_at_since_comes_first(self) -> None:
+        """Only the last change before `since` is returned of the older ones, with its own time."""
+        with SyncStore(":memory:") as store:
+            store.record_feature_states([("claims", "ok", 10.0), ("claims", "down", 20.0), ("claims", "ok", 30.0)])
+            history = store.feature_history(since=25.0)
+            later = store.feature_history(since=100.0)
+        assert history == {"claims": [(20.0, "down"), (30.0, "ok")]}
+        assert later == {"claims": [(30.0, "ok")]}
+
+    def test_a_repeated_state_is_not_recorded(self) -> None:
+        """A change repeating the feature's last recorded state is skipped, within a batch and across batches."""
+        with SyncStore(":memory:") as store:
+            first = store.record_feature_states([("claims", "ok", 10.0), ("claims", "ok", 11.0)])
+            second = store.record_feature_states([("claims", "ok", 12.0), ("claims", "down", 13.0)])
+            history = store.feature_history(since=0.0)
+        assert (first, second) == (1, 1)
+        assert history == {"claims": [(10.0, "ok"), (13.0, "down")]}
+
+    def test_a_batch_is_one_transaction(self) -> None:
+        """A batch that fails part way leaves none of its changes behind."""
+        with SyncStore(":memory:") as store:
+            with pytest.raises(sqlite3.IntegrityError):
+                store.record_feature_states([("claims", "ok", 10.0), ("appeals", "ok", None)])  # type: ignore[list-item]
+            history = store.feature_history(since=0.0)
+        assert history == {}
+
+    def test_prune_keeps_the_state_in_force(self) -> None:
+        """Pruning deletes changes before `before` except each feature's last one, and nothing after it."""
+        with SyncStore(":memory:") as store:
+            store.record_feature_states(
+                [("claims", "ok", 10.0), ("claims", "down", 20.0), ("appeals", "ok", 15.0), ("claims", "ok", 300.0)]
+            )
+            store.prune(before=100.0)
+            history = store.feature_history(since=0.0)
+        assert history == {"claims": [(20.0, "down"), (300.0, "ok")], "appeals": [(15.0, "ok")]}
+
+    def test_version_2_file_gains_the_history_table(self, tmp_path: Path) -> None:
+        """A state file of schema 2 opens at the current schema and records feature history."""
+        path = tmp_path / "old.sqlite3"
+        connection = sqlite3.connect(path)
+        connection.executescript(store_module._MIGRATIONS[0] + store_module._MIGRATIONS[1] + "PRAGMA user_version = 2;")
+        connection.close()
+        with SyncStore(path) as store:
+            store.record_feature_states([("claims", "ok", 1.0)])
+            assert (store.schema_version, store.feature_history(0.0)) == (SCHEMA_VERSION, {"claims": [(1.0, "ok")]})
+
+    @pytest.mark.anyio
+    async def test_async_twins(self, store: Store) -> None:
+        """The async store records and reads the history through its worker thread."""
+        with anyio.fail_after(5):
+            await store.record_feature_states([("claims", "down", 5.0)])
+            history = await store.feature_history(since=0.0)
+        assert history == {"claims": [(5.0, "down")]}
