@@ -19,6 +19,7 @@ Exceptions::
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -957,25 +958,35 @@ class StateLock:
         self._file: Any = None
 
     def acquire(self) -> None:
-        """Take the lock or raise `StateLocked`."""
+        """Take the lock or raise `StateLocked`; a lock file that cannot be written is a `StoreError`."""
         if self.path is None:
             return
         import fcntl  # POSIX only, like the daemon
         import socket
 
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        handle = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 (held until release)
+        state_path = str(self.path)[: -len(".lock")]
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            handle = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 (held until release)
+        except OSError as exc:
+            raise StoreError(f"{state_path}: cannot write the lock file ({exc.strerror or exc})") from exc
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             handle.seek(0)
             holder = handle.read().strip() or "unknown process"
             handle.close()
-            raise StateLocked(str(self.path)[: -len(".lock")], holder) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
-        handle.flush()
+            raise StateLocked(state_path, holder) from None
+        try:
+            os.chmod(self.path, 0o600)
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+            handle.flush()
+        except OSError as exc:
+            with contextlib.suppress(OSError):  # closing flushes, which fails the same way
+                handle.close()
+            raise StoreError(f"{state_path}: cannot write the lock file ({exc.strerror or exc})") from exc
         self._file = handle
 
     def release(self) -> None:

@@ -166,15 +166,10 @@ class TestDepmonRun:
         assert f"{state}: not a usable depmon state file (file is not a database)" in result.stderr
         assert "Traceback" not in result.stdout + result.stderr
 
-    @pytest.mark.xfail(
-        reason="StateLock.acquire (store.py, outside SyncStore._open) lets ENOSPC out as a bare OSError: "
-        "it must raise StoreError",
-        strict=True,
-    )
     def test_full_disk(self, tiny_disk: Path) -> None:
         """A state file on a full disk is exit 2 saying the disk is full."""
         _fill(tiny_disk)
         result = _depmon_run(tiny_disk / "state.sqlite3")
         assert result.returncode == 2, result.stdout + result.stderr
-        assert "database or disk is full" in result.stderr
+        assert "cannot write the lock file (No space left on device)" in result.stderr
         assert "Traceback" not in result.stdout + result.stderr
