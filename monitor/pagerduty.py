@@ -33,7 +33,7 @@ import email.utils
 import json
 import logging
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -45,6 +45,7 @@ import pagerduty
 import structlog
 from pydantic import SecretStr
 
+from monitor.logs import Redactor
 from monitor.pd_transport import BoundedTransport, LoopbackRewriteTransport
 from monitor.windows import MaintenanceWindow
 
@@ -135,13 +136,6 @@ def _single_attempt(client: pagerduty.ApiClient, timeout: float) -> None:
     client.log = _vendor_log
 
 
-def _scrub(text: str, secrets: Iterable[str]) -> str:
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "**********")
-    return text
-
-
 def _answer_detail(response: httpx2.Response) -> str:
     """PagerDuty's own words from an error answer: `message` and `errors`, else the raw text."""
     try:
@@ -195,7 +189,7 @@ class EventsSender:
         if not key:
             raise ValueError("pagerduty.routing_key is empty: events are recorded and not sent (dry run)")
         self.events_url = events_url
-        self._secret = key
+        self._redactor = Redactor([key])  # PagerDuty's answer may echo the routing key
         self.deadline = deadline
         self._client = pagerduty.EventsApiV2Client(key, **_connection(events_url, _EVENTS_BASE_URL, deadline))
         _single_attempt(self._client, timeout)
@@ -223,7 +217,7 @@ class EventsSender:
             return Delivery("retry", None, f"no answer from the PagerDuty Events API ({_cause(exc)})")
         except (ValueError, TypeError) as exc:
             # The package checks the action and the dedup key before sending: the event itself is bad.
-            return Delivery("dropped", None, _scrub(f"invalid event, not sent: {exc}", [self._secret]))
+            return Delivery("dropped", None, self._redactor.scrub(f"invalid event, not sent: {exc}"))
         return Delivery("accepted", 202, "accepted by the PagerDuty Events API")
 
     def _from_answer(self, response: httpx2.Response) -> Delivery:
@@ -231,7 +225,7 @@ class EventsSender:
         if 200 <= status < 300:
             # PagerDuty took the event; only the answer's body was not what the package expected.
             return Delivery("accepted", status, "accepted by the PagerDuty Events API")
-        detail = _scrub(_answer_detail(response), [self._secret])
+        detail = self._redactor.scrub(_answer_detail(response))
         message = f"PagerDuty Events API answered HTTP {status}" + (f": {detail}" if detail else "")
         if status == 429:
             return Delivery("retry", status, message, _retry_after(response, time.time()))
@@ -309,7 +303,7 @@ class MaintenanceClient:
         if not token:
             raise ValueError("pagerduty.api_token is empty: maintenance windows are not polled")
         self.api_url = api_url
-        self._secret = token
+        self._redactor = Redactor([token])  # PagerDuty's answer may echo the API token
         self._page_size = page_size
         self.deadline = deadline
         self._client = pagerduty.RestApiV2Client(token, **_connection(api_url, _REST_BASE_URL, deadline))
@@ -396,7 +390,7 @@ class MaintenanceClient:
 
     def _reason(self, response: httpx2.Response) -> str:
         status = response.status_code
-        detail = _scrub(_answer_detail(response), [self._secret])
+        detail = self._redactor.scrub(_answer_detail(response))
         reason = f"PagerDuty REST API answered HTTP {status}" + (f": {detail}" if detail else "")
         if status in (401, 403):
             reason += " (check pagerduty.api_token)"
