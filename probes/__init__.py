@@ -8,6 +8,7 @@ config models in `monitor.config` name the same kinds, so an unknown kind is a c
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -17,7 +18,9 @@ from probes.context import ProbeContext
 Prober = Callable[[Any, ProbeContext], Awaitable[ProbeResult]]
 
 
+@functools.cache
 def _registry() -> dict[str, Prober]:
+    """Kind -> probe function, built once (it is looked up on every probe run)."""
     from probes import dns, http, oauth2, tcp, tls
 
     return {"http": http.probe, "oauth2": oauth2.probe, "tls": tls.probe, "tcp": tcp.probe, "dns": dns.probe}
