@@ -1,7 +1,8 @@
 """`depmon run`: the long-lived daemon, wiring the parts together in one anyio task group.
 
     scheduler --results--> engine --changes--> pager --decisions--> store + outbox --> PagerDuty
-    poller --windows--> engine;  server reads engine, pager and metrics
+    poller --windows--> engine;  server reads engine, pager, metrics and the feature history
+    engine --feature state changes--> history loop --every second--> store
 
 Lifecycle: the signal receiver is opened first and stays open until the process exits, so no
 SIGHUP or second SIGTERM is ever fatal; then the state file's lock is taken (a second daemon on
@@ -25,7 +26,7 @@ import resource
 import signal
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ from hypercorn.utils import wrap_app
 
 from monitor.config import Config, ConfigError, load_config
 from monitor.engine import Engine
+from monitor.impact import FeatureState
 from monitor.incidents import OpenIncident
 from monitor.maintenance import MaintenancePoller
 from monitor.metrics import Metrics
@@ -58,6 +60,8 @@ from probes.tokens import TokenCache
 log = structlog.get_logger("depmon.daemon")
 
 DRAIN_GRACE_SECONDS = 10.0
+HISTORY_FLUSH_SECONDS = 1.0  # feature state changes reach the state file this often
+HISTORY_FINAL_FLUSH_SECONDS = 5.0  # the last write at shutdown gives up after this
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -99,15 +103,24 @@ class Runtime:
     watch: SelfWatch
 
     @classmethod
-    def build(cls, config: Config, metrics: Metrics, loop_lag: LoopLagMonitor) -> Runtime:
-        """Build the clients first, the engine last (it publishes metrics): a failure leaves nothing behind."""
+    def build(
+        cls,
+        config: Config,
+        metrics: Metrics,
+        loop_lag: LoopLagMonitor,
+        on_feature_change: Callable[[str, str, float], None] | None = None,
+    ) -> Runtime:
+        """Build the clients first, the engine last (it publishes metrics): a failure leaves nothing behind.
+
+        `on_feature_change` is the engine's hook for each feature state change (see `Engine`).
+        """
         pd = config.pagerduty
         sender = EventsSender(pd.events_url, pd.routing_key) if pd.routing_key.get_secret_value() else None
         try:
             maintenance = MaintenanceClient(pd.api_url, pd.api_token) if pd.api_token.get_secret_value() else None
             services = {service: owners[0] for service, owners in config.service_owners().items()}
             watch = SelfWatch(config, metrics, loop_lag)
-            engine = Engine(config, metrics)
+            engine = Engine(config, metrics, on_feature_change=on_feature_change)
         except BaseException:
             if sender is not None:
                 sender.close()
@@ -119,6 +132,40 @@ class Runtime:
         for client in (self.sender, self.maintenance):
             if client is not None:
                 client.close()
+
+
+class FeatureChanges:
+    """Feature state changes not yet written to the state file: (feature, state, at), oldest first.
+
+    The engine's hook appends and the daemon's history loop takes, both on the event loop (no lock
+    needed). A batch the store could not write goes back in front; at most `limit` changes are
+    kept (the oldest dropped first), so a state file that refuses writes cannot grow memory.
+    """
+
+    def __init__(self, limit: int = 10_000) -> None:
+        self.limit = limit
+        self._changes: list[tuple[str, str, float]] = []
+
+    def append(self, feature: str, state: str, at: float) -> None:
+        """Keep one change (the engine's `on_feature_change`)."""
+        self._changes.append((feature, state, at))
+        if len(self._changes) > self.limit:
+            del self._changes[: len(self._changes) - self.limit]
+
+    def take(self) -> list[tuple[str, str, float]]:
+        """Every change kept, which are no longer kept."""
+        changes, self._changes = self._changes, []
+        return changes
+
+    def give_back(self, changes: list[tuple[str, str, float]]) -> None:
+        """Put back a batch that was not written, in front of the changes kept since."""
+        self._changes[:0] = changes
+        if len(self._changes) > self.limit:
+            del self._changes[: len(self._changes) - self.limit]
+
+    def pending(self) -> list[tuple[str, str, float]]:
+        """A copy of the changes kept."""
+        return list(self._changes)
 
 
 def raise_open_file_limit() -> tuple[int, int]:
@@ -169,7 +216,9 @@ class Daemon:
         self._metrics.config_last_reload_successful.set(1)
         self._on_secrets = on_secrets
         self._loop_lag = LoopLagMonitor(self._metrics)
-        self._runtime = Runtime.build(config, self._metrics, self._loop_lag)
+        self._feature_changes = FeatureChanges()
+        self._runtime = Runtime.build(config, self._metrics, self._loop_lag, self._feature_changes.append)
+        self._store: Store | None = None
         self._pager: Pager | None = None
         self._outbox: Outbox | None = None
         self._alive = False
@@ -206,6 +255,22 @@ class Daemon:
     def maintenance_status(self) -> dict[str, Any] | None:
         return self.poller.status() if self.poller is not None else None
 
+    async def feature_history(self, since: float) -> dict[str, list[tuple[float, str]]]:
+        """Feature -> (at, state) changes from `since` on (`SyncStore.feature_history`), with those
+        not written yet; without the stored ones while the store is closed or unreadable (logged)."""
+        pending = self._feature_changes.pending()
+        history: dict[str, list[tuple[float, str]]] = {}
+        if self._store is not None:
+            try:
+                history = await self._store.feature_history(since)
+            except Exception as exc:  # the page is served without the stored history
+                log.warning("feature_history_unreadable", reason=str(exc) or exc.__class__.__name__)
+        for feature, state, at in pending:
+            history.setdefault(feature, []).append((at, state))
+        for changes in history.values():
+            changes.sort(key=lambda change: change[0])  # stable: a batch written meanwhile repeats, in order
+        return history
+
     # -- running -----------------------------------------------------------------------------
 
     async def run(self, listener: socket.socket) -> None:
@@ -233,9 +298,12 @@ class Daemon:
         pager = self._pager = Pager(self._runtime.engine, store, outbox, self._metrics)
         pager.use(self._runtime.engine, self._runtime.watch)
         stop_server, server_done = anyio.Event(), anyio.Event()
+        self._store = store
+        self._note_feature_states()
         try:
             async with anyio.create_task_group() as tg:
                 await tg.start(self._loop_lag.run)
+                await tg.start(self._record_history, store)
                 await tg.start(outbox.run)
                 await tg.start(pager.run)
                 tg.start_soon(self._serve, listener, stop_server, server_done)
@@ -270,7 +338,48 @@ class Daemon:
                     await server_done.wait()
                 tg.cancel_scope.cancel()
         finally:
+            self._store = None
             self._runtime.close()
+
+    async def _record_history(self, store: Store, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        """Write the feature state changes to the store every second, and once more when cancelled.
+
+        At that last write every feature becomes `unknown`: depmon stops watching, and until it
+        runs again the history must not show the last state as if it were still observed.
+        """
+        task_status.started()
+        try:
+            while True:
+                await anyio.sleep(HISTORY_FLUSH_SECONDS)
+                await self._flush_history(store)
+        finally:
+            self._note_feature_states(FeatureState.UNKNOWN)
+            with anyio.move_on_after(HISTORY_FINAL_FLUSH_SECONDS, shield=True):
+                await self._flush_history(store)
+
+    async def _flush_history(self, store: Store) -> None:
+        """One batch to the store; a failure is logged and the batch kept for the next try."""
+        changes = self._feature_changes.take()
+        if not changes:
+            return
+        try:
+            await store.record_feature_states(changes)
+        except Exception as exc:  # contained: the history loop must not stop the daemon
+            self._feature_changes.give_back(changes)
+            log.warning("feature_history_write_failed", changes=len(changes), reason=str(exc) or exc.__class__.__name__)
+        except BaseException:  # cancelled before the write: keep the batch for the final flush
+            self._feature_changes.give_back(changes)
+            raise
+
+    def _note_feature_states(self, state: str | None = None, removed: Iterable[str] = ()) -> None:
+        """Add each feature's current state (or `state`) to the history now, and `unknown` for
+        `removed` features: at start and after a reload (the store skips the unchanged ones)."""
+        engine = self._runtime.engine
+        now = engine.clock()
+        for feature, health in engine.features.items():
+            self._feature_changes.append(feature, state or str(health.state), now)
+        for feature in removed:
+            self._feature_changes.append(feature, FeatureState.UNKNOWN, now)
 
     async def _monitor(self, *, task_status: anyio.abc.TaskStatus[anyio.CancelScope]) -> None:
         """The probe loops of the current runtime: probe context, scheduler and self watch."""
@@ -311,7 +420,7 @@ class Daemon:
         """Build a whole new runtime from the config file and swap it in, or keep the old one whole."""
         try:
             config = await anyio.to_thread.run_sync(load_config, self.config_path, self.environ)
-            runtime = Runtime.build(config, self._metrics, self._loop_lag)
+            runtime = Runtime.build(config, self._metrics, self._loop_lag, self._feature_changes.append)
         except ConfigError as exc:
             self._metrics.config_last_reload_successful.set(0)
             log.error("config_reload_refused", path=str(self.config_path), errors=[str(i) for i in exc.issues])
@@ -334,6 +443,7 @@ class Daemon:
         self._outbox.use_sender(runtime.sender)
         self._pager.use(runtime.engine, runtime.watch)
         self.config, self._runtime = config, runtime
+        self._note_feature_states(removed=sorted(set(old.config.features) - set(config.features)))
         # A delivery still under way on the old sender fails and is retried on the new one.
         old.close()
         if self._on_secrets is not None:

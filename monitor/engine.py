@@ -79,12 +79,23 @@ class Engine:
     """
 
     def __init__(
-        self, config: Config, metrics: Metrics, clock: Callable[[], float] = time.time, one_shot: bool = False
+        self,
+        config: Config,
+        metrics: Metrics,
+        clock: Callable[[], float] = time.time,
+        one_shot: bool = False,
+        on_feature_change: Callable[[str, str, float], None] | None = None,
     ) -> None:
-        """`one_shot`: thresholds of 1, for `depmon check`, where each probe runs once."""
+        """`one_shot`: thresholds of 1, for `depmon check`, where each probe runs once.
+
+        `on_feature_change(feature, state, at)` is called, on the event loop, each time a
+        feature's state changes after the initial evaluation (where `feature_state_changed` is
+        logged): the daemon keeps the changes for the status page's history. It must not block.
+        """
         self.config = config
         self.metrics = metrics
         self.clock = clock
+        self._on_feature_change = on_feature_change
         self.changed = anyio.Event()  # set on every state change; replaced once consumed
         # Adjacency, once per config: what a change of each node can reach.
         self._depends_on = {d: list(dep.depends_on) for d, dep in config.dependencies.items()}
@@ -332,6 +343,8 @@ class Engine:
                         new=feature.state,
                         impacted_by=list(feature.impacted_by),
                     )
+                    if self._on_feature_change is not None:
+                        self._on_feature_change(feat_id, str(feature.state), now)
         if changed:
             self.changed.set()
 

@@ -6,7 +6,7 @@ thread). Every handler reads the current `View`; none of them changes state.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -24,6 +24,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from monitor.engine import Engine
+from monitor.impact import FeatureState
 from monitor.incidents import OpenIncident
 from monitor.metrics import Metrics
 from monitor.reports import app_maintenance_windows
@@ -38,6 +39,10 @@ MAX_CONCURRENT_REQUESTS = 32
 IDLE_CONNECTION_SECONDS = 5.0
 READ_TIMEOUT_SECONDS = 10
 ALWAYS_SERVED = ("/healthz", "/readyz")  # constant answers the kubelet must get, even under a flood
+HISTORY_SECONDS = 24 * 3600  # the status page's feature history: the last 24 hours
+
+FeatureHistory = Mapping[str, Sequence[tuple[float, str]]]
+"""Feature -> its (at, state) changes in time order, the first one possibly before the window."""
 
 
 class View(Protocol):
@@ -55,6 +60,10 @@ class View(Protocol):
     def self_state(self) -> SelfState: ...
     @property
     def maintenance_status(self) -> dict[str, Any] | None: ...
+    async def feature_history(self, since: float) -> dict[str, list[tuple[float, str]]]:
+        """Feature -> (at, state) changes from `since` on, starting with the state in force then;
+        read from the state file in a worker thread, never blocking the event loop."""
+        ...
 
 
 def create_app(view: View, clock: Callable[[], float], max_requests: int = MAX_CONCURRENT_REQUESTS) -> Starlette:
@@ -80,8 +89,12 @@ def create_app(view: View, clock: Callable[[], float], max_requests: int = MAX_C
             return PlainTextResponse("ready\n")
         return PlainTextResponse("waiting for every probe to run once\n", status_code=503)
 
+    async def document() -> dict[str, Any]:
+        history = await view.feature_history(clock() - HISTORY_SECONDS)
+        return status_document(view, clock(), history)  # read after the await: one consistent state
+
     async def status(request: Request) -> Response:
-        return JSONResponse(status_document(view, clock()))
+        return JSONResponse(await document())
 
     async def maintenance_windows(request: Request) -> Response:
         camel = request.headers.get("x-key-inflection", "").lower() == "camel"
@@ -89,7 +102,7 @@ def create_app(view: View, clock: Callable[[], float], max_requests: int = MAX_C
         return JSONResponse({"data": app_maintenance_windows(engine.config, engine.windows, clock(), camel)})
 
     async def index(request: Request) -> Response:
-        return HTMLResponse(render_status_page(status_document(view, clock())))
+        return HTMLResponse(render_status_page(await document()))
 
     return Starlette(
         routes=[
@@ -117,8 +130,39 @@ def _maintenance_polling(status: dict[str, Any] | None) -> dict[str, Any] | None
     return {**status, "last_success_at": _iso(status["last_success_at"])}
 
 
-def status_document(view: View, now: float) -> dict[str, Any]:
-    """The `/status` JSON (SPEC section 5)."""
+def history_segments(
+    changes: Sequence[tuple[float, str]], current: tuple[float, str] | None, since: float, now: float
+) -> list[dict[str, str | None]]:
+    """The states of one feature from `since` to `now` as {from, to, state} segments covering the span.
+
+    `changes` are its recorded (at, state) changes in time order; `current` is the engine's
+    (since, state), which ends the span even when its change is not recorded yet. Time before
+    the first known state is `unknown`; equal neighbours merge and empty segments are dropped.
+    """
+    points = list(changes)
+    if current is not None and (not points or points[-1][1] != current[1]):
+        points.append((max(current[0], points[-1][0]) if points else current[0], current[1]))
+    spans: list[tuple[float, float, str]] = []
+    start, state = since, str(FeatureState.UNKNOWN)
+    for at, new_state in points:
+        at = min(max(at, since), now)
+        if at > start and new_state != state:
+            spans.append((start, at, state))
+            start = at
+        state = new_state
+    if now > start:
+        spans.append((start, now, state))
+    merged: list[tuple[float, float, str]] = []
+    for span in spans:
+        if merged and merged[-1][2] == span[2]:
+            merged[-1] = (merged[-1][0], span[1], span[2])
+        else:
+            merged.append(span)
+    return [{"from": _iso(begin), "to": _iso(end), "state": what} for begin, end, what in merged]
+
+
+def status_document(view: View, now: float, history: FeatureHistory | None = None) -> dict[str, Any]:
+    """The `/status` JSON (SPEC section 5); `history` gives each feature's `history_24h`."""
     engine = view.engine
     config = engine.config
     dependencies: dict[str, Any] = {}
@@ -154,15 +198,22 @@ def status_document(view: View, now: float) -> dict[str, Any]:
             ),
             "probes": probes,
         }
-    features = {
-        feat_id: {
+    features: dict[str, Any] = {}
+    for feat_id, feature in config.features.items():
+        feature_state = str(engine.features[feat_id].state)
+        since = engine.feature_since.get(feat_id)
+        features[feat_id] = {
             "name": feature.name,
-            "state": str(engine.features[feat_id].state),
-            "since": _iso(engine.feature_since.get(feat_id)),
+            "state": feature_state,
+            "since": _iso(since),
             "impacted_by": list(engine.features[feat_id].impacted_by),
+            "history_24h": history_segments(
+                (history or {}).get(feat_id, ()),
+                (since, feature_state) if since is not None else None,
+                now - HISTORY_SECONDS,
+                now,
+            ),
         }
-        for feat_id, feature in config.features.items()
-    }
     incidents = [
         {
             "dedup_key": incident.dedup_key,
