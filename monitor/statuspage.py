@@ -3,12 +3,14 @@
 Features first (what on-call and the product owner ask about), then dependencies, maintenance
 windows and open incidents. Rendered from the same document as `/status`, for a person: names
 rather than ids, and times as "down for 12 min" with the UTC time beside it (the raw timestamp
-stays in the `<time datetime>` attribute).
+stays in the `<time datetime>` attribute). Each feature shows its last 24 hours as a strip of
+colored segments, each as wide as it lasted, with a tooltip ("down 10:32-10:47 UTC"), the same
+text as the strip's accessible name, and the time spent in each state written beside it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from html import escape
 from typing import Any
@@ -24,7 +26,14 @@ text-align:left;vertical-align:top} th{background:#eee}
 .ok,.up{background:#d6f5d6;color:#0b4d0b} .degraded{background:#fff1c2;color:#6b4e00}
 .down{background:#f9d0d0;color:#7a0000} .maintenance{background:#d6e4ff;color:#0b2e73}
 .unknown{background:#e4e4e4;color:#444} .muted{color:#666;font-size:.9rem}
+td.history{width:36%} .strip{display:flex;height:1.2rem;min-width:12rem;border-radius:.2rem;overflow:hidden}
+.seg{flex-basis:0;min-width:2px;background:#aeb0b5} .key .seg{display:inline-block;width:.9rem;height:.9rem;
+vertical-align:middle;margin:0 .25rem 0 .6rem;border-radius:.15rem}
+.seg.ok,.seg.up{background:#2e8540} .seg.degraded{background:#f0a30a} .seg.down{background:#d83933}
+.seg.maintenance{background:#0071bc} .strip-total{margin-top:.2rem}
 """
+# Worst first: the order of the time-in-state totals and of the legend.
+_HISTORY_STATES = ("down", "degraded", "maintenance", "ok", "unknown")
 
 
 def _state(state: str) -> str:
@@ -37,7 +46,8 @@ def render_status_page(doc: dict[str, Any]) -> str:
     now = doc["generated_at"]
     features = "".join(
         f"<tr data-feature='{escape(fid)}'><td>{escape(f['name'])}</td><td>{_state(f['state'])}</td>"
-        f"<td>{escape(_named(f['impacted_by'], names))}</td><td>{state_for(f['state'], f['since'], now)}</td></tr>"
+        f"<td>{escape(_named(f['impacted_by'], names))}</td><td>{state_for(f['state'], f['since'], now)}</td>"
+        f"<td class=history>{history_strip(f['name'], f.get('history_24h') or [])}</td></tr>"
         for fid, f in doc["features"].items()
     )
     dependencies = "".join(
@@ -71,7 +81,8 @@ def render_status_page(doc: dict[str, Any]) -> str:
 <body><h1>VA mobile app dependencies: {escape(doc["environment"])}</h1>
 <p class=muted>Generated {escape(utc_time(doc["generated_at"], seconds=True))}; refreshes every {REFRESH_SECONDS} s.
 <a href="/status">JSON</a> · <a href="/metrics">metrics</a> · <a href="/maintenance_windows">maintenance windows</a></p>
-<h2>App features</h2><table id="features"><tr><th>Feature</th><th>State</th><th>Impacted by</th><th>For</th></tr>
+<h2>App features</h2><p class="muted key">Last 24 hours, oldest on the left:{_legend()}</p>
+<table id="features"><tr><th>Feature</th><th>State</th><th>Impacted by</th><th>For</th><th>Last 24 hours</th></tr>
 {features}</table>
 <h2>Dependencies</h2><table id="dependencies"><tr><th>Dependency</th><th>State</th><th>Cause</th><th>Evidence</th>
 <th>For</th></tr>{dependencies}</table>
@@ -81,6 +92,54 @@ def render_status_page(doc: dict[str, Any]) -> str:
 <h2>Open incidents</h2><table id="incidents"><tr><th>Dependency</th><th>Open</th><th>Features</th><th>Escalated</th>
 </tr>{incidents}</table></body></html>
 """
+
+
+def history_strip(name: str, segments: Sequence[Mapping[str, Any]]) -> str:
+    """HTML: a feature's `history_24h` segments as a strip, its accessible name and the time in each state.
+
+    Each segment is as wide as it lasted (2 px at least, so a short outage stays visible) and has
+    the tooltip `down 10:32-10:47 UTC`; the strip is an image named by the same texts in order,
+    and below it the time spent in each state, worst first. Empty without a readable segment.
+    """
+    spans: list[str] = []
+    texts: list[str] = []
+    totals: dict[str, float] = {}
+    for segment in segments:
+        try:
+            begin, end = _moment(segment["from"]), _moment(segment["to"])
+        except (KeyError, TypeError, ValueError, AttributeError):
+            continue
+        state = str(segment.get("state"))
+        seconds = max((end - begin).total_seconds(), 0.0)
+        text = f"{state} {_span(begin, end)}"
+        texts.append(text)
+        totals[state] = totals.get(state, 0.0) + seconds
+        spans.append(
+            f'<span class="seg {escape(state)}" data-state="{escape(state)}" style="flex-grow:{seconds:.0f}" '
+            f'title="{escape(text)}"></span>'
+        )
+    if not spans:
+        return ""
+    label = f"{name}, last 24 hours: {'; '.join(texts)}"
+    ranked = sorted(totals, key=lambda s: _HISTORY_STATES.index(s) if s in _HISTORY_STATES else len(_HISTORY_STATES))
+    total = ", ".join(f"{state} {duration(totals[state])}" for state in ranked)
+    return (
+        f'<div class="strip" role="img" aria-label="{escape(label)}">{"".join(spans)}</div>'
+        f'<div class="muted strip-total">{escape(total)}</div>'
+    )
+
+
+def _span(begin: datetime, end: datetime) -> str:
+    """`10:32-10:47 UTC`; with seconds inside one minute, with dates across midnight."""
+    if begin.date() != end.date():
+        return f"{begin:%b %d %H:%M}-{end:%b %d %H:%M} UTC"
+    if begin.replace(second=0, microsecond=0) == end.replace(second=0, microsecond=0):
+        return f"{begin:%H:%M:%S}-{end:%H:%M:%S} UTC"
+    return f"{begin:%H:%M}-{end:%H:%M} UTC"
+
+
+def _legend() -> str:
+    return "".join(f'<span class="seg {state}" aria-hidden="true"></span>{state}' for state in _HISTORY_STATES)
 
 
 def _evidence(probes: dict[str, Any]) -> str:

@@ -1,15 +1,18 @@
-"""The status page reads as a person does: names rather than ids, "down for 12 min" with the UTC time beside it."""
+"""The status page reads as a person does: names rather than ids, "down for 12 min" with the UTC time beside it,
+the last 24 hours as a strip."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
 
-from monitor.statuspage import duration, render_status_page, state_for, utc_time
+from monitor.statuspage import duration, history_strip, render_status_page, state_for, utc_time
 
 NOW = "2026-11-27T12:00:00.000000Z"
 SINCE = "2026-11-27T11:48:12.345678Z"  # 11 min 47.6 s before NOW
+DAY_AGO = "2026-11-26T12:00:00.000000Z"
 
 
 def _doc() -> dict[str, Any]:
@@ -38,7 +41,18 @@ def _doc() -> dict[str, Any]:
             },
         },
         "features": {
-            "claims": {"name": "Claims", "state": "down", "since": SINCE, "impacted_by": ["evss"]},
+            "claims": {
+                "name": "Claims",
+                "state": "down",
+                "since": SINCE,
+                "impacted_by": ["evss"],
+                "history_24h": [
+                    {"from": DAY_AGO, "to": "2026-11-27T10:32:00Z", "state": "ok"},
+                    {"from": "2026-11-27T10:32:00Z", "to": "2026-11-27T10:47:00Z", "state": "down"},
+                    {"from": "2026-11-27T10:47:00Z", "to": SINCE, "state": "ok"},
+                    {"from": SINCE, "to": NOW, "state": "down"},
+                ],
+            },
             "letters_and_documents": {"name": "Letters", "state": "ok", "since": None, "impacted_by": []},
         },
         "incidents": [
@@ -124,6 +138,74 @@ class TestPage:
         assert "Claims, Letters" in incidents
         assert "claims" not in incidents.replace("data-feature", "")
         assert "open for 11 min" in incidents
+
+
+class TestHistoryStrip:
+    """Each feature's last 24 hours as a strip of colored segments, readable without the colors."""
+
+    @pytest.fixture
+    def strip(self) -> str:
+        return _row(render_status_page(_doc()), "data-feature='claims'")
+
+    def test_segments_in_time_order_as_wide_as_they_lasted(self, strip: str) -> None:
+        """The Claims strip holds ok, down, ok, down in that order, each growing by its seconds."""
+        assert re.findall(r'data-state="(\w+)" style="flex-grow:(\d+)"', strip) == [
+            ("ok", str(22 * 3600 + 32 * 60)),
+            ("down", str(15 * 60)),
+            ("ok", "3672"),  # 10:47:00 to 11:48:12.3
+            ("down", "708"),
+        ]
+
+    def test_each_segment_has_a_tooltip_in_utc(self, strip: str) -> None:
+        """A segment's title reads `down 10:32-10:47 UTC`, with the dates when it crosses midnight."""
+        titles = re.findall(r'title="([^"]*)"', strip)
+        assert titles == [
+            "ok Nov 26 12:00-Nov 27 10:32 UTC",
+            "down 10:32-10:47 UTC",
+            "ok 10:47-11:48 UTC",
+            "down 11:48-12:00 UTC",
+        ]
+
+    def test_a_segment_inside_one_minute_shows_seconds(self) -> None:
+        """A 40-second blip reads with seconds, not as `10:32-10:32`."""
+        segment = {"from": "2026-11-27T10:32:05Z", "to": "2026-11-27T10:32:45Z", "state": "down"}
+        assert 'title="down 10:32:05-10:32:45 UTC"' in history_strip("Claims", [segment])
+
+    def test_the_strip_has_a_text_alternative(self, strip: str) -> None:
+        """The strip is an image named by the feature and every segment's text, for a screen reader."""
+        assert (
+            'role="img" aria-label="Claims, last 24 hours: ok Nov 26 12:00-Nov 27 10:32 UTC; '
+            'down 10:32-10:47 UTC; ok 10:47-11:48 UTC; down 11:48-12:00 UTC"'
+        ) in strip
+
+    def test_time_in_each_state_is_written_worst_first(self, strip: str) -> None:
+        """Below the strip, the time spent in each state: down first, then ok."""
+        assert '<div class="muted strip-total">down 26 min, ok 23 h 33 min</div>' in strip
+
+    def test_the_legend_names_every_color(self) -> None:
+        """The legend above the features names each state the strip can show."""
+        page = render_status_page(_doc())
+        legend = page[page.index('class="muted key"') : page.index("</p>", page.index('class="muted key"'))]
+        assert [state for state in ("down", "degraded", "maintenance", "ok", "unknown") if state in legend] == [
+            "down",
+            "degraded",
+            "maintenance",
+            "ok",
+            "unknown",
+        ]
+
+    def test_a_feature_without_history_has_an_empty_cell(self) -> None:
+        """A document without `history_24h` (or with unreadable times) renders no strip and no error."""
+        assert history_strip("Claims", []) == ""
+        assert history_strip("Claims", [{"from": "yesterday", "to": NOW, "state": "ok"}]) == ""
+        assert 'class="strip"' not in _row(render_status_page(_doc()), "data-feature='letters_and_documents'")
+
+    def test_dynamic_values_are_escaped(self) -> None:
+        """A hostile state or name cannot leave its attribute."""
+        hostile = '"><script>alert(1)</script>'
+        strip = history_strip(hostile, [{"from": DAY_AGO, "to": NOW, "state": hostile}])
+        assert "<script>" not in strip
+        assert "&quot;&gt;&lt;script&gt;" in strip
 
 
 def _row(page: str, marker: str) -> str:
