@@ -38,6 +38,7 @@ __all__ = [
     "Incident",
     "IncidentWrite",
     "OutboxEvent",
+    "Silence",
     "StateLock",
     "StateLocked",
     "Store",
@@ -125,6 +126,18 @@ _MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX feature_history_by_feature ON feature_history (feature, at);
     """,
+    # 4: silences (`depmon silence`): no page for a dependency until `ends_at`.
+    """
+    CREATE TABLE silences (
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,
+        dependency TEXT    NOT NULL,
+        created_at REAL    NOT NULL,
+        ends_at    REAL    NOT NULL,
+        reason     TEXT    NOT NULL,
+        expired_at REAL
+    );
+    CREATE INDEX silences_by_end ON silences (ends_at);
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -196,6 +209,22 @@ class IncidentWrite:
     flapping: bool = False
     up_since: float | None = None
     resolved: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Silence:
+    """No page for `dependency` from `created_at` until `ends_at` (or until expired by hand)."""
+
+    id: int
+    dependency: str
+    created_at: float
+    ends_at: float
+    reason: str
+    expired_at: float | None = None
+
+    def active_at(self, now: float) -> bool:
+        """True while the silence holds at UNIX time `now`."""
+        return self.created_at <= now < self.ends_at and (self.expired_at is None or now < self.expired_at)
 
 
 @dataclass(frozen=True, slots=True)
@@ -656,6 +685,32 @@ class SyncStore:
             history.setdefault(row["feature"], []).append((row["at"], row["state"]))
         return history
 
+    # -- silences ---------------------------------------------------------------------------
+
+    def add_silence(self, dependency: str, created_at: float, ends_at: float, reason: str) -> int:
+        """Record a silence; returns its id."""
+        cursor = self._execute(
+            "INSERT INTO silences (dependency, created_at, ends_at, reason) VALUES (?, ?, ?, ?)",
+            (dependency, created_at, ends_at, reason),
+        )
+        assert cursor.lastrowid is not None
+        return cursor.lastrowid
+
+    def silences(self, active_at: float | None = None) -> list[Silence]:
+        """Every silence, oldest first, or only those active at `active_at`."""
+        rows = self._rows("SELECT * FROM silences ORDER BY id")
+        found = [
+            Silence(r["id"], r["dependency"], r["created_at"], r["ends_at"], r["reason"], r["expired_at"]) for r in rows
+        ]
+        return found if active_at is None else [s for s in found if s.active_at(active_at)]
+
+    def expire_silence(self, silence_id: int, at: float) -> None:
+        """End a silence now (KeyError for an unknown id; expiring twice keeps the first time)."""
+        cursor = self._execute(
+            "UPDATE silences SET expired_at = COALESCE(expired_at, ?) WHERE id = ?", (at, silence_id)
+        )
+        self._one_changed(cursor, "silence", silence_id)
+
     # -- decisions, reconciliation, retention -----------------------------------------------
 
     def apply(self, write: IncidentWrite) -> int:
@@ -747,7 +802,7 @@ class SyncStore:
 
     def prune(self, before: float) -> tuple[int, int]:
         """Delete settled outbox rows and closed incidents (with their timelines) older than `before`,
-        and the feature history before it.
+        and the feature history and the silences that ended before it.
 
         Pending events and open incidents are never pruned, nor each feature's last change before
         `before` (the state in force then). Returns (events, incidents) deleted.
@@ -764,6 +819,7 @@ class SyncStore:
                 db.execute(f"DELETE FROM timeline WHERE incident_id IN ({old})", (before,))  # noqa: S608
                 incidents = db.execute(f"DELETE FROM incidents WHERE id IN ({old})", (before,)).rowcount  # noqa: S608
                 db.execute(_PRUNE_HISTORY, (before, before))
+                db.execute("DELETE FROM silences WHERE MIN(ends_at, COALESCE(expired_at, ends_at)) < ?", (before,))
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
@@ -915,6 +971,10 @@ class Store:
     async def timeline(self, incident_id: int) -> list[TimelineEntry]:
         """See `SyncStore.timeline`."""
         return await self._call(self.sync.timeline, incident_id)
+
+    async def silences(self, active_at: float | None = None) -> list[Silence]:
+        """See `SyncStore.silences`."""
+        return await self._call(self.sync.silences, active_at)
 
     async def apply(self, write: IncidentWrite) -> int:
         """See `SyncStore.apply`."""

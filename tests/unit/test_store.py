@@ -443,3 +443,30 @@ class TestFeatureHistory:
             await store.record_feature_states([("claims", "down", 5.0)])
             history = await store.feature_history(since=0.0)
         assert history == {"claims": [(5.0, "down")]}
+
+
+class TestSilences:
+    """Silences live in the state store (SPEC 10.2)."""
+
+    def test_add_list_expire(self) -> None:
+        """A silence is active until it ends or is expired; expiring keeps the first time."""
+        with SyncStore(":memory:") as store:
+            first = store.add_silence("evss", created_at=100.0, ends_at=400.0, reason="EVSS deploy")
+            second = store.add_silence("caseflow", created_at=100.0, ends_at=200.0, reason="known")
+            assert [s.id for s in store.silences(active_at=150.0)] == [first, second]
+            assert [s.id for s in store.silences(active_at=250.0)] == [first]
+            store.expire_silence(first, at=300.0)
+            store.expire_silence(first, at=350.0)
+            assert store.silences(active_at=310.0) == []
+            [expired, _] = store.silences()
+        assert (expired.expired_at, expired.reason) == (300.0, "EVSS deploy")
+
+    def test_unknown_id_and_pruning(self) -> None:
+        """Expiring an unknown id is a KeyError; prune drops silences that ended before the cut."""
+        with SyncStore(":memory:") as store:
+            store.add_silence("evss", created_at=1.0, ends_at=10.0, reason="old")
+            kept = store.add_silence("evss", created_at=1.0, ends_at=1000.0, reason="long")
+            with pytest.raises(KeyError):
+                store.expire_silence(99, at=5.0)
+            store.prune(before=100.0)
+            assert [s.id for s in store.silences()] == [kept]
