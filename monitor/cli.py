@@ -109,6 +109,20 @@ def build_parser() -> argparse.ArgumentParser:
         "Exit 1 when PagerDuty cannot be read.",
     )
 
+    silence = sub.add_parser(
+        "silence",
+        help="no page for a dependency for a while",
+        description="Silence a dependency: no page for it until the silence ends; one still down then pages. "
+        "The running daemon sees it within a second. Exit 2 for an unknown dependency or bad input.",
+    )
+    silence.add_argument("dependency", metavar="DEPENDENCY", nargs="?", help="the dependency id to silence")
+    silence.add_argument("--for", dest="duration", metavar="DURATION", help="how long, e.g. 30m or 2h")
+    silence.add_argument("--reason", metavar="TEXT", help="why (shown on /status and in the incident timeline)")
+    silence.add_argument("--list", dest="list_them", action="store_true", help="list the silences in force")
+    silence.add_argument("--expire", type=int, metavar="ID", help="end silence ID now")
+    silence.add_argument("--state", metavar="PATH", help="SQLite state file (default: from the config)")
+    silence.add_argument("--config", type=Path, metavar="PATH", help="config file or directory")
+
     postmortem = sub.add_parser(
         "postmortem",
         help="print a postmortem draft for an incident",
@@ -181,6 +195,20 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         from monitor.postmortem import print_postmortem
 
         return print_postmortem(config, args.dependency, args.incident, args.state, sys.stdout)
+    if command == "silence":
+        from monitor.silence import run_silence
+
+        return run_silence(
+            config,
+            args.state,
+            args.dependency,
+            args.duration,
+            args.reason,
+            args.list_them,
+            args.expire,
+            sys.stdout,
+            sys.stderr,
+        )
     raise AssertionError(command)  # argparse admits only the commands above
 
 

@@ -51,7 +51,7 @@ from monitor.pagerduty import EventsSender, MaintenanceClient
 from monitor.scheduler import Scheduler
 from monitor.selfwatch import LoopLagMonitor, SelfState, SelfWatch
 from monitor.server import create_app
-from monitor.store import StateLock, Store
+from monitor.store import Silence, StateLock, Store
 from monitor.windows import MaintenanceWindow
 from probes import ProbeContext
 from probes.oauth2 import token_fetcher
@@ -250,6 +250,10 @@ class Daemon:
     @property
     def self_state(self) -> SelfState:
         return self._runtime.watch.state
+
+    @property
+    def silences(self) -> list[Silence]:
+        return list(self._pager.silences) if self._pager else []
 
     @property
     def maintenance_status(self) -> dict[str, Any] | None:

@@ -15,7 +15,8 @@ The rules, in the order `decide` applies them:
 - up (or degraded) again: the `resolve_hold` starts (no event); still up when it has run out:
   resolve. Down again inside the hold: the same incident goes on, marked flapping (no new
   trigger, no new PagerDuty incident);
-- in maintenance: nothing is sent (no update, no escalation) while the window holds;
+- in maintenance or silenced: nothing is sent (no trigger, update or escalation) while the
+  window or the silence holds; still down when it ends, the ordinary rules apply;
 - otherwise the trigger is re-sent with the same dedup key (an alert update) when the impacted
   features change, and once, escalated, when the incident passes `significant_duration`.
 A dependency still unknown (just restarted) keeps its incident as it is.
@@ -26,7 +27,7 @@ from __future__ import annotations
 import enum
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -113,7 +114,7 @@ class Situation:
     dependency takes, at most, to be confirmed as down or cleared. `last_result` and
     `last_failure`: when each dependency's latest result and latest failure were taken.
     `recheck_within`: how long until all of a dependency's probes have run again (its interval
-    plus its confirmation time).
+    plus its confirmation time). `silenced`: dependencies no page may be sent for.
     """
 
     dependencies: Mapping[str, DependencyHealth]
@@ -124,6 +125,7 @@ class Situation:
     last_result: Mapping[str, float] = field(default_factory=dict)
     last_failure: Mapping[str, float] = field(default_factory=dict)
     recheck_within: Mapping[str, float] = field(default_factory=dict)
+    silenced: Collection[str] = frozenset()  # dependencies under a `depmon silence`
 
 
 SELF = "self"  # depmon's own page: `depmon/<environment>/self` (SPEC 10.3); decided like a dependency's
@@ -175,6 +177,8 @@ def decide(
     for dep, state in dependencies.items():
         if dep in open_incidents or state.state is not DependencyState.DOWN or state.cause is not None:
             continue
+        if dep in situation.silenced:
+            continue  # silenced: no page; still down when the silence ends, it pages then
         if awaiting_ancestor(dep, situation, now) is not None:
             continue
         decisions.append(Decision(Action.TRIGGER, dep, dedup_key(env, dep), tuple(impacted_features(dep, features))))
@@ -214,8 +218,8 @@ def _follow_up(
         return None  # unknown: wait for evidence either way
     if incident.up_since is not None:
         return replace(same, action=Action.FLAP, flapping=True, up_since=None)
-    if state.state is DependencyState.MAINTENANCE:
-        return None  # planned work: no update, no escalation while the window holds
+    if state.state is DependencyState.MAINTENANCE or incident.dependency in situation.silenced:
+        return None  # planned work or a silence: no update, no escalation while it holds
     current = tuple(impacted_features(incident.dependency, situation.features))
     due = not incident.escalated and now - incident.opened_at >= policy.significant_duration
     if current == incident.features and not due:

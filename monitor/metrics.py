@@ -82,6 +82,12 @@ class Metrics:
             "When maintenance windows were last read from PagerDuty (0: never)",
             registry=r,
         )
+        self.silenced = Gauge(
+            "depmon_silenced",
+            "1 while a `depmon silence` keeps the dependency from paging",
+            ("dependency",),
+            registry=r,
+        )
         self.maintenance_service_ok = Gauge(
             "depmon_maintenance_service_ok",
             "1 when PagerDuty answered for the service id in the last poll, 0 when the id is unknown or unreadable",
@@ -144,6 +150,7 @@ class Metrics:
             self.dependency_in_maintenance,
             self.tls_expiry,
             self.maintenance_windows_open,
+            self.silenced,
         )
         for dependency in dependencies:
             for metric in by_dependency:

@@ -42,7 +42,7 @@ from monitor.metrics import Metrics
 from monitor.outbox import Outbox
 from monitor.results import ProbeResult
 from monitor.selfwatch import SelfState, SelfWatch
-from monitor.store import Incident, IncidentWrite, Store
+from monitor.store import Incident, IncidentWrite, Silence, Store
 
 log = structlog.get_logger("depmon.pager")
 
@@ -133,6 +133,8 @@ class Pager:
         self._errors = metrics.loop_errors.labels("pager")
         self._pruned_at: float | None = None
         self.watch: SelfWatch | None = None
+        self.silences: list[Silence] = []  # active now, as last read from the store (about once a second)
+        self._silenced: set[str] = set()  # the dependencies silenced at the last reconciliation
         self.use(engine)
 
     def use(self, engine: Engine, watch: SelfWatch | None = None) -> None:
@@ -198,14 +200,52 @@ class Pager:
             self.engine.consume_change()
             try:
                 self.engine.tick()
+                await self._refresh_silences()
                 await self.reconcile()
                 await self._prune_when_due()
             except Exception:  # contain it: the next change or tick tries again
                 self._errors.inc()
                 log.exception("pager_error")
 
+    async def _refresh_silences(self) -> None:
+        """Read the silences in force (a `depmon silence` is seen within a second, without a reload)."""
+        now = self.clock()
+        self.silences = await self.store.silences(active_at=now)
+        silenced = {s.dependency for s in self.silences}
+        for dep in self.engine.config.dependencies:
+            self.metrics.silenced.labels(dep).set(1 if dep in silenced else 0)
+
+    async def _record_silence_changes(self, silenced: set[str], now: float) -> None:
+        """Every silence that starts or ends during an open incident goes into its timeline."""
+        for dep in sorted((silenced ^ self._silenced) & self.open.keys()):
+            incident = self.open[dep]
+            started = dep in silenced
+            silence = next((s for s in self.silences if s.dependency == dep), None)
+            await self.store.apply(
+                IncidentWrite(
+                    dependency=dep,
+                    dedup_key=incident.dedup_key,
+                    at=now,
+                    kind="silenced" if started else "silence_ended",
+                    timeline={
+                        "action": "silenced" if started else "silence_ended",
+                        "silence": None
+                        if silence is None
+                        else {"id": silence.id, "until": silence.ends_at, "reason": silence.reason},
+                    },
+                    incident_id=incident.id,
+                    features=list(incident.features),
+                    escalated=incident.escalated,
+                    flapping=incident.flapping,
+                    up_since=incident.up_since,
+                )
+            )
+        self._silenced = silenced
+
     async def reconcile(self) -> None:
         """Decide and carry out every action the current states call for."""
+        silenced = {s.dependency for s in self.silences if s.active_at(self.clock())}
+        await self._record_silence_changes(silenced, self.clock())
         engine = self.engine
         dependencies: dict[str, Any] = dict(engine.dependencies)
         if self.watch is not None:
@@ -219,6 +259,7 @@ class Pager:
             last_result=ProbeTimes(engine, lambda health: health.last),
             last_failure=ProbeTimes(engine, lambda health: health.last_failure),
             recheck_within=self._recheck_within,
+            silenced=silenced,
         )
         for decision in decide(self._policy, self.open, situation, self.clock()):
             await self._carry_out(decision)

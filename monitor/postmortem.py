@@ -38,6 +38,11 @@ _EVENT_TEXT = {
     "update": "Updated: impacted features changed",
     "escalate": "Escalated: open past the significant duration",
     "resolve": "Resolved: PagerDuty incident resolved",
+    "hold": "Up again: the resolve hold started",
+    "flap": "Failed again inside the resolve hold (flapping)",
+    "silenced": "Silenced (depmon silence): no page while it holds",
+    "silence_ended": "Silence ended",
+    "reconciled": "Reopened from an orphaned trigger at start-up",
 }
 
 
@@ -349,6 +354,11 @@ def _details(config: Config, entry: TimelineEntry) -> str:
     for item in entry.data.get("evidence") or ():
         if isinstance(item, dict):
             parts.append(f"{_code(item.get('probe'))}: {_evidence_text(item)}")
+    silence = entry.data.get("silence")
+    if isinstance(silence, dict):
+        parts.append(f"silence {silence.get('id')}: {_code(silence.get('reason'))}")
+    if entry.data.get("note"):
+        parts.append(_code(entry.data["note"]))
     return "; ".join(parts) or "-"
 
 

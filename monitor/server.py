@@ -30,6 +30,7 @@ from monitor.metrics import Metrics
 from monitor.reports import app_maintenance_windows
 from monitor.selfwatch import SelfState
 from monitor.statuspage import render_status_page
+from monitor.store import Silence
 
 # depmon's own surface (issue 11): a flood must not take the daemon's file descriptors or its event
 # loop. A connection that sends nothing is closed after IDLE_CONNECTION_SECONDS (hypercorn's idle
@@ -60,6 +61,8 @@ class View(Protocol):
     def self_state(self) -> SelfState: ...
     @property
     def maintenance_status(self) -> dict[str, Any] | None: ...
+    @property
+    def silences(self) -> list[Silence]: ...
     async def feature_history(self, since: float) -> dict[str, list[tuple[float, str]]]:
         """Feature -> (at, state) changes from `since` on, starting with the state in force then;
         read from the state file in a worker thread, never blocking the event loop."""
@@ -233,6 +236,16 @@ def status_document(view: View, now: float, history: FeatureHistory | None = Non
         "ready": engine.ready,
         "self": {"condition": str(verdict.condition), "reason": verdict.reason or None},
         "maintenance_polling": _maintenance_polling(view.maintenance_status),
+        "silences": [
+            {
+                "id": s.id,
+                "dependency": s.dependency,
+                "since": _iso(s.created_at),
+                "until": _iso(s.ends_at),
+                "reason": s.reason,
+            }
+            for s in view.silences
+        ],
         "dependencies": dependencies,
         "features": features,
         "incidents": incidents,

@@ -75,6 +75,7 @@ def run(
     last_result: dict[str, float] | None = None,
     last_failure: dict[str, float] | None = None,
     recheck: dict[str, float] | None = None,
+    silenced: frozenset[str] = frozenset(),
     **deps: DependencyHealth,
 ) -> list[Decision]:
     dep_states = states(config, **deps)
@@ -87,6 +88,7 @@ def run(
         last_result or {},
         last_failure or {},
         recheck or {},
+        silenced,
     )
     return decide(Policy("production", 1800.0, hold), open_incidents, situation, now)
 
@@ -175,6 +177,22 @@ class TestMaintenanceOnAnOpenIncident:
         """Resolve is the default, always: up again inside a window resolves."""
         up_in_window = DependencyHealth(DependencyState.MAINTENANCE, DependencyState.UP)
         assert run(config, {"evss": EVSS_OPEN}, evss=up_in_window) == [RESOLVE_EVSS]
+
+
+class TestSilences:
+    """SPEC 10.2: a silenced dependency sends no page; one still down when the silence ends pages."""
+
+    def test_a_silenced_dependency_does_not_page(self, config: Config) -> None:
+        """EVSS down under a silence: no trigger; the same states without it: one."""
+        assert run(config, {}, silenced=frozenset({"evss"}), evss=DOWN) == []
+        assert [d.action for d in run(config, {}, evss=DOWN)] == [Action.TRIGGER]
+
+    def test_an_open_incident_under_a_silence_sends_no_update_or_escalation_but_resolves(self, config: Config) -> None:
+        """Silenced during an incident: no update, no escalation; up again, it still resolves."""
+        silenced = frozenset({"evss"})
+        changed = replace(EVSS_OPEN, features=("claims",), opened_at=0.0)
+        assert run(config, {"evss": changed}, now=5000.0, silenced=silenced, evss=DOWN) == []
+        assert run(config, {"evss": EVSS_OPEN}, silenced=silenced) == [RESOLVE_EVSS]
 
 
 class TestResolveHold:

@@ -167,6 +167,7 @@ class _View:
     open_incidents: dict[str, OpenIncident] = field(default_factory=dict)
     self_state: SelfState = field(default_factory=SelfState)
     maintenance_status: dict[str, Any] | None = None
+    silences: list[Any] = field(default_factory=list)
 
 
 class TestRoute:

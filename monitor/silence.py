@@ -1,0 +1,117 @@
+"""`depmon silence`: no page for a dependency for a while (SPEC 10.2).
+
+    depmon silence DEPENDENCY --for DURATION --reason TEXT   add one; prints its id and end
+    depmon silence --list                                     the silences in force
+    depmon silence --expire ID                                end one now
+
+Silences live in the state store, so the running daemon sees a new one within a second, without
+a reload: its pager reads them once a second, pages nobody for a silenced dependency, and pages
+a dependency still down when its silence ends. A silence that starts or ends during an open
+incident goes into that incident's timeline.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TextIO
+
+from monitor.config import Config, format_duration, parse_duration
+from monitor.store import StoreError, SyncStore
+
+__all__ = ["run_silence"]
+
+EXIT_OK, EXIT_USAGE = 0, 2
+
+
+def _when(moment: float) -> str:
+    return datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def run_silence(
+    config: Config,
+    state_path: str | None,
+    dependency: str | None,
+    duration: str | None,
+    reason: str | None,
+    list_them: bool,
+    expire: int | None,
+    out: TextIO,
+    err: TextIO,
+    clock: Callable[[], float] = time.time,
+) -> int:
+    """Carry out one `depmon silence` call; returns the exit status (2 for bad input)."""
+    path = state_path or config.monitor.state_path
+    now = clock()
+    try:
+        if list_them:
+            return _list(path, now, out)
+        if expire is not None:
+            return _expire(path, expire, now, out, err)
+        return _add(config, path, dependency, duration, reason, now, out, err)
+    except StoreError as exc:
+        print(f"depmon silence: {exc}", file=err)
+        return EXIT_USAGE
+
+
+def _add(
+    config: Config,
+    path: str,
+    dependency: str | None,
+    duration: str | None,
+    reason: str | None,
+    now: float,
+    out: TextIO,
+    err: TextIO,
+) -> int:
+    if dependency is None or duration is None or not reason:
+        print("depmon silence: give DEPENDENCY --for DURATION --reason TEXT, or --list, or --expire ID", file=err)
+        return EXIT_USAGE
+    if dependency not in config.dependencies:
+        known = ", ".join(sorted(config.dependencies))
+        print(f"depmon silence: unknown dependency {dependency!r} (known: {known})", file=err)
+        return EXIT_USAGE
+    try:
+        seconds = parse_duration(duration)
+    except ValueError as exc:
+        print(f"depmon silence: --for {duration!r}: {exc}", file=err)
+        return EXIT_USAGE
+    Path(path).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with SyncStore(path) as store:
+        silence_id = store.add_silence(dependency, now, now + seconds, reason)
+    name = config.dependencies[dependency].name
+    print(
+        f"silence {silence_id}: no page for {name} for {format_duration(seconds)}, until {_when(now + seconds)} "
+        f"(reason: {reason}); end it with `depmon silence --expire {silence_id}`",
+        file=out,
+    )
+    return EXIT_OK
+
+
+def _list(path: str, now: float, out: TextIO) -> int:
+    if not Path(path).exists():
+        print("no silence in force", file=out)
+        return EXIT_OK
+    with SyncStore(path) as store:
+        active = store.silences(active_at=now)
+    if not active:
+        print("no silence in force", file=out)
+    for s in active:
+        print(f"{s.id}\t{s.dependency}\tuntil {_when(s.ends_at)}\t{s.reason}", file=out)
+    return EXIT_OK
+
+
+def _expire(path: str, silence_id: int, now: float, out: TextIO, err: TextIO) -> int:
+    if not Path(path).exists():
+        print(f"depmon silence: {path}: no state file, so no silence {silence_id}", file=err)
+        return EXIT_USAGE
+    with SyncStore(path) as store:
+        try:
+            store.expire_silence(silence_id, now)
+        except KeyError:
+            print(f"depmon silence: no silence with id {silence_id}", file=err)
+            return EXIT_USAGE
+    print(f"silence {silence_id} ended", file=out)
+    return EXIT_OK
