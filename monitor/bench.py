@@ -601,7 +601,10 @@ class _Watch:
         self.last = (time.monotonic(), _proc_cpu(self.pid))
 
     def tick(self, extra: str = "") -> None:
-        now, cpu = time.monotonic(), _proc_cpu(self.pid)
+        now = time.monotonic()
+        if now - self.last[0] < 1.0:  # the window's last sliver: the previous line said it
+            return
+        cpu = _proc_cpu(self.pid)
         share = (cpu - self.last[1]) / max(now - self.last[0], 1e-9)
         self.last = (now, cpu)
         self.progress(f"{self.name} {now - self.started:4.0f}/{self.total:g} s, CPU {share:.0%} of a core{extra}")
