@@ -5,13 +5,16 @@
     the timeline sets faults, waits for what the daemon and the fake PagerDuty show, narrates
 
 The timeline, scaled to `duration` (60 s by default): all healthy; EVSS fails (one page naming
-Claims, Letters, Direct Deposit Benefits, Disability Rating, with the playbook links); MHV enters
-a maintenance window and fails (no page, its features in maintenance); SSOe OAuth times out (one
-page listing every signed-in feature, none for EVSS, VA Profile and VAOS, whose probes need its
-token); everything recovers (each open alert resolved). Each step waits for its checkpoints
+Claims, Letters, Direct Deposit Benefits, Disability Rating, with the playbook links); Caseflow
+fails (Appeals, a low-frequency feature: a sev-2 page with no postmortem required, where EVSS's
+is sev-1 and names the Product Owner); MHV enters a maintenance window and fails (no page, its
+features in maintenance); SSOe OAuth times out (one page listing every signed-in feature, none
+for EVSS, VA Profile and VAOS, whose probes need its token); everything recovers (each open
+alert resolved). Each step waits for its checkpoints
 (with a timeout derived from the duration) rather than sleeping blindly, then dwells until its
 share of the duration is over. The closing summary compares the pages expected with the pages
-the fake PagerDuty received, per dedup key; the exit status is 0 only when they match and every
+the fake PagerDuty received, per dedup key, and shows each page's VA severity and whether it
+requires a postmortem; the exit status is 0 only when they match the script and every
 checkpoint was reached. Ctrl-C (or SIGTERM) stops the daemon and the simulators: exit 130.
 """
 
@@ -45,6 +48,9 @@ _POLL_SECONDS = 0.1
 _SIGNED_IN_CHILDREN = ("evss", "va-profile", "vaos")  # their probes present the SSOe token
 _EVSS_FEATURES = ("Claims", "Letters", "Direct Deposit Benefits", "Disability Rating")
 _PLAYBOOK = "mobile-incident-response"
+# What each page must say at its trigger (issue 12): (custom_details.va_severity, postmortem required).
+_PAGE_ESCALATION = {"evss": ("sev-1", True), "caseflow": ("sev-2", False), "ssoe-oauth": ("sev-1", True)}
+_PRODUCT_OWNER = "product-owner"  # the contact a required postmortem notifies (config/people.yaml)
 
 
 def run_demo(duration: float = 60.0, listen: str = "127.0.0.1:0", out: TextIO | None = None) -> int:
@@ -359,10 +365,44 @@ class _Demo:
 
     # -- the summary -----------------------------------------------------------------------------
 
+    def _escalation(self, env: SimulatedEnvironment, events: list[ReceivedEvent]) -> list[tuple[str, bool]]:
+        """Print each scripted page's VA severity, postmortem and whom it notifies; one check per page."""
+        config = env.config
+        owner = config.contacts[_PRODUCT_OWNER]
+        pages = {dep: _first_trigger(env, events, dep) for dep in _PAGE_ESCALATION}
+        width = max(len(env.dedup_key(dep)) for dep in pages)
+        line = self.narrator.line
+        line("Pages at their trigger: custom_details.va_severity and escalation")
+        line(f"  {'dedup key':<{width}}  severity  postmortem    notify")
+        checks: list[tuple[str, bool]] = []
+        for dep, body in pages.items():
+            details = (body.get("payload") or {}).get("custom_details") or {}
+            escalation = details.get("escalation") or {}
+            severity, postmortem = details.get("va_severity"), escalation.get("postmortem_required")
+            notify = [str(who) for who in escalation.get("notify") or []]
+            owner_named = any(who.startswith(f"{owner.role} ({owner.name}") for who in notify)
+            line(
+                f"  {env.dedup_key(dep):<{width}}  {severity or '-':<8}  "
+                f"{'required' if postmortem else 'not required' if postmortem is False else '-':<12}  "
+                f"{', '.join(notify) or '-'}"
+            )
+            want_severity, want_postmortem = _PAGE_ESCALATION[dep]
+            name = config.dependencies[dep].name
+            if want_postmortem:
+                text = f"{name} page: {want_severity}, postmortem required, the {owner.role} named"
+                ok = severity == want_severity and postmortem is True and owner_named
+            else:
+                text = f"{name} page: {want_severity}, no postmortem required"
+                ok = severity == want_severity and postmortem is False
+            checks.append((text, ok))
+        return checks
+
     def _summary(self, env: SimulatedEnvironment, outcome: _Outcome, exit_status: int | None) -> int:
         line = self.narrator.line
-        # EVSS pages for its own failure (step 2), then counts under SSOe's page (step 5).
-        expected = {env.dedup_key("evss"): (1, 1), env.dedup_key("ssoe-oauth"): (1, 1), env.dedup_key("mhv"): (0, 0)}
+        # EVSS pages for its own failure (step 2), then counts under SSOe's page (step 6); Caseflow
+        # (step 3) is no child of SSOe: its page stays open until everything recovers.
+        expected = {env.dedup_key(dep): (1, 1) for dep in _PAGE_ESCALATION}
+        expected[env.dedup_key("mhv")] = (0, 0)
         expected.update({env.dedup_key(dep): (0, 0) for dep in _SIGNED_IN_CHILDREN if dep != "evss"})
         events = env.pagerduty.events
         received: dict[str, tuple[int, int]] = {}
@@ -383,10 +423,12 @@ class _Demo:
             verdict = "ok" if want == got else "MISMATCH"
             pages_match = pages_match and want == got
             line(f"  {key:<{width}}  {want[0]} / {want[1]}     {got[0]} / {got[1]}     {verdict}")
+        escalation_checks = self._escalation(env, events)
 
         checks = [
             ("the pages match the script", pages_match),
             *_content_checks(env, events),
+            *escalation_checks,
             ("no event rejected by PagerDuty (all schema-valid)", not env.pagerduty.rejected_events),
             ("every timeline checkpoint reached", not outcome.missed),
             ("the daemon stopped cleanly (exit status 0)", exit_status == 0),
@@ -410,6 +452,7 @@ class _Demo:
 _STEP_TITLES = (
     "All healthy",
     "EVSS fails",
+    "Caseflow fails (Appeals, a low-frequency feature)",
     "MHV enters a maintenance window",
     "MHV fails inside its maintenance window",
     "SSOe OAuth times out",
@@ -421,6 +464,7 @@ def _timeline(env: SimulatedEnvironment, daemon: DaemonProcess, duration: float,
     """The scripted steps of SPEC section 9, with the checkpoints each must reach."""
     config = env.config
     evss, mhv, ssoe = env.upstream("evss"), env.upstream("mhv"), env.upstream("ssoe-oauth")
+    caseflow = env.upstream("caseflow")
     window: list[str] = []
     evss_failed_at: list[float] = []
 
@@ -466,7 +510,7 @@ def _timeline(env: SimulatedEnvironment, daemon: DaemonProcess, duration: float,
             env.pagerduty.remove_window(window.pop())
 
     def recover() -> None:
-        for upstream in (ssoe, evss, mhv):
+        for upstream in (ssoe, evss, caseflow, mhv):
             upstream.clear_faults()
 
     bearer_probes = [
@@ -476,7 +520,7 @@ def _timeline(env: SimulatedEnvironment, daemon: DaemonProcess, duration: float,
     ]
     every_feature = tuple(feature.name for feature in config.features.values())
     children = ", ".join(config.dependencies[dep].name for dep in _SIGNED_IN_CHILDREN)
-    shares = (0.12, 0.18, 0.1, 0.15, 0.25, 0.2)
+    shares = (0.1, 0.16, 0.1, 0.09, 0.13, 0.24, 0.18)
     phases: tuple[tuple[_Phase, ...], ...] = (
         (
             _Phase(
@@ -495,6 +539,16 @@ def _timeline(env: SimulatedEnvironment, daemon: DaemonProcess, duration: float,
                 (
                     _Checkpoint("PagerDuty received one page for EVSS", evss_page_timed),
                     _Checkpoint(f"{', '.join(_EVSS_FEATURES)} down", features_down(_EVSS_FEATURES)),
+                ),
+            ),
+        ),
+        (
+            _Phase(
+                "Caseflow's endpoint answers HTTP 503",
+                lambda: caseflow.fail_with(503),
+                (
+                    _Checkpoint("PagerDuty received one page for Caseflow", paged("caseflow", "trigger")),
+                    _Checkpoint("Appeals down", features_down(("Appeals",))),
                 ),
             ),
         ),
@@ -544,7 +598,7 @@ def _timeline(env: SimulatedEnvironment, daemon: DaemonProcess, duration: float,
         ),
         (
             _Phase(
-                "SSOe, EVSS and MHV answer again",
+                "SSOe, EVSS, Caseflow and MHV answer again",
                 recover,
                 (_Checkpoint("MHV healthy again, inside its window", lambda: dependencies()["mhv"]["health"] == "up"),),
             ),
@@ -555,6 +609,7 @@ def _timeline(env: SimulatedEnvironment, daemon: DaemonProcess, duration: float,
                     _Checkpoint(f"all {len(config.dependencies)} dependencies up", all_up),
                     _Checkpoint(f"all {len(config.features)} app features ok", all_ok),
                     _Checkpoint("PagerDuty received the resolve for EVSS", paged("evss", "resolve")),
+                    _Checkpoint("PagerDuty received the resolve for Caseflow", paged("caseflow", "resolve")),
                     _Checkpoint("PagerDuty received the resolve for SSOe OAuth", paged("ssoe-oauth", "resolve")),
                 ),
             ),
@@ -563,15 +618,16 @@ def _timeline(env: SimulatedEnvironment, daemon: DaemonProcess, duration: float,
     return [_Step(title, share, phase) for title, share, phase in zip(_STEP_TITLES, shares, phases, strict=True)]
 
 
+def _first_trigger(env: SimulatedEnvironment, events: list[ReceivedEvent], dependency: str) -> dict[str, Any]:
+    """The body of a dependency's first trigger, or {} when it never paged."""
+    key = env.dedup_key(dependency)
+    return next((e.body for e in events if e.dedup_key == key and e.action == "trigger"), {})
+
+
 def _content_checks(env: SimulatedEnvironment, events: list[ReceivedEvent]) -> list[tuple[str, bool]]:
     """What the two pages must say: the features they name and the playbook they link first."""
     config = env.config
-
-    def first_trigger(dependency: str) -> dict[str, Any]:
-        key = env.dedup_key(dependency)
-        return next((e.body for e in events if e.dedup_key == key and e.action == "trigger"), {})
-
-    evss, ssoe = first_trigger("evss"), first_trigger("ssoe-oauth")
+    evss, ssoe = _first_trigger(env, events, "evss"), _first_trigger(env, events, "ssoe-oauth")
     summary = str((evss.get("payload") or {}).get("summary", ""))
     playbook = config.playbooks[_PLAYBOOK].url
     ssoe_features = [

@@ -15,7 +15,8 @@ DURATION = 30  # seconds of timeline; the run adds the daemon's start and stop
 
 class TestDemoCommand:
     def test_the_scripted_timeline_produces_the_expected_pages_and_exits_0(self) -> None:
-        """A short demo run ends with every page matching the script, every check passing and exit status 0."""
+        """A short demo run ends with every page matching the script, each page's VA severity and postmortem as
+        the script says (Caseflow sev-2 without one, EVSS and SSOe sev-1 naming the Product Owner), and exit 0."""
         env = {key: value for key, value in os.environ.items() if key != "DEPMON_CONFIG"}
         result = subprocess.run(
             [sys.executable, "-m", "monitor.cli", "demo", "--duration", str(DURATION)],
@@ -28,16 +29,30 @@ class TestDemoCommand:
         assert result.returncode == 0, output + result.stderr
         assert "/status" in output
         assert "/metrics" in output
-        assert "[step 6/6," in output
+        assert "[step 7/7," in output
         summary = output[output.index("Summary:") :]
         for line in (
             "depmon/demo/evss        1 / 1     1 / 1     ok",
+            "depmon/demo/caseflow    1 / 1     1 / 1     ok",
             "depmon/demo/ssoe-oauth  1 / 1     1 / 1     ok",
             "depmon/demo/mhv         0 / 0     0 / 0     ok",
             "depmon/demo/va-profile  0 / 0     0 / 0     ok",
             "depmon/demo/vaos        0 / 0     0 / 0     ok",
         ):
             assert line in summary
+        escalation = summary[summary.index("Pages at their trigger:") : summary.index("Checks")]
+        for line in (
+            "depmon/demo/evss        sev-1     required      Product Owner (Ryan Thurlwell, DSVA Slack)",
+            "depmon/demo/caseflow    sev-2     not required  -",
+            "depmon/demo/ssoe-oauth  sev-1     required      Product Owner (Ryan Thurlwell, DSVA Slack)",
+        ):
+            assert line in escalation
+        for check in (
+            "ok    EVSS page: sev-1, postmortem required, the Product Owner named",
+            "ok    Caseflow page: sev-2, no postmortem required",
+            "ok    SSOe OAuth page: sev-1, postmortem required, the Product Owner named",
+        ):
+            assert check in summary
         assert "FAIL" not in summary
         assert "MISMATCH" not in summary
         assert "Result: PASS" in summary
