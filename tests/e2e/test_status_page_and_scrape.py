@@ -1,18 +1,24 @@
-"""The status page in headless Chromium, and a real Prometheus server scraping a running daemon."""
+"""The status page in headless Chromium (a screenshot with the feature history), and Prometheus scraping a daemon."""
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import socket
+import struct
 import subprocess
+import time
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from monitor.sim.loopback import LoopbackServer, Response
+from monitor.store import SyncStore
 from tests.e2e.harness import DaemonProcess, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -25,24 +31,58 @@ monitor:
 dependencies:
   evss:
     name: EVSS
-    probes: [{{name: health, kind: http, url: "{url}/health"}}]
+    probes: [{{name: health, kind: http, url: "{url}/evss"}}]
   caseflow:
     name: Caseflow
-    probes: [{{name: health, kind: http, url: "{url}/health"}}]
+    probes: [{{name: health, kind: http, url: "{url}/caseflow"}}]
 features:
   claims: {{name: Claims, requires: [evss], userbase_share: 0.3}}
   appeals: {{name: Appeals, requires: [caseflow], userbase_share: 0.05}}
 """
+HOUR = 3600.0
+# Claims and Appeals before this run, as an earlier daemon left them in the state file: Claims
+# had an outage, a maintenance window and a degraded spell over the day.
+EARLIER = ("ok", "down", "ok", "maintenance", "ok", "degraded", "ok")
+EARLIER_OFFSETS = (23 * HOUR, 9 * HOUR, 8.3 * HOUR, 5 * HOUR, 4.5 * HOUR, 2 * HOUR, 1.7 * HOUR)
+# The history strip's colors (monitor/statuspage.py), as Chromium paints them.
+COLORS = {
+    "ok": (0x2E, 0x85, 0x40),
+    "degraded": (0xF0, 0xA3, 0x0A),
+    "down": (0xD8, 0x39, 0x33),
+    "maintenance": (0x00, 0x71, 0xBC),
+    "unknown": (0xAE, 0xB0, 0xB5),
+}
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+    "--force-device-scale-factor=1",
+)
 
 
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[tuple[DaemonProcess, LoopbackServer]]:
+    """The daemon, every probe run once, on a state file holding the earlier day's feature history."""
     upstream = LoopbackServer()
-    upstream.route("GET", "/health", lambda request: Response(200, b"ok"))
+    upstream.route("GET", "/evss", lambda request: Response(200, b"ok"))
+    upstream.route("GET", "/caseflow", lambda request: Response(200, b"ok"))
+    state = tmp_path / "state.sqlite3"
+    now = time.time()
+    with SyncStore(state) as store:
+        store.record_feature_states(
+            [("claims", s, now - ago) for s, ago in zip(EARLIER, EARLIER_OFFSETS, strict=True)]
+            + [("appeals", "ok", now - 23 * HOUR)]
+        )
     with upstream:
         config = tmp_path / "depmon.yaml"
         config.write_text(CONFIG.format(url=upstream.url))
-        process = DaemonProcess(config, tmp_path / "state.sqlite3")
+        process = DaemonProcess(config, state)
         try:
             process.start()
             wait_for(lambda: process.get("/readyz").status_code == 200, 10, "readiness")
@@ -51,48 +91,136 @@ def daemon(tmp_path: Path) -> Iterator[tuple[DaemonProcess, LoopbackServer]]:
             process.close()
 
 
+@pytest.fixture
+def chromium() -> str:
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found is None:
+        pytest.skip("chromium is not installed (Debian package chromium)")
+    return found
+
+
+def _chromium(chromium: str, profile: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Headless Chromium with a profile of its own, run to the end (a minute at most)."""
+    return subprocess.run(
+        [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args], capture_output=True, text=True, timeout=60
+    )
+
+
+def _states(process: DaemonProcess, feature: str) -> list[str]:
+    return [segment["state"] for segment in process.status()["features"][feature]["history_24h"]]
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
 
+def _png_pixels(data: bytes) -> list[list[tuple[int, int, int]]]:
+    """RGB rows of an 8-bit, non-interlaced RGB or RGBA PNG (what Chromium writes), with the stdlib only."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    position, chunks = 8, {}
+    idat = b""
+    while position < len(data):
+        (length,) = struct.unpack(">I", data[position : position + 4])
+        kind, body = data[position + 4 : position + 8], data[position + 8 : position + 8 + length]
+        if kind == b"IDAT":
+            idat += body
+        chunks.setdefault(kind, body)
+        position += 12 + length
+    width, height, depth, color, _, _, interlace = struct.unpack(">IIBBBBB", chunks[b"IHDR"])
+    assert (depth, color in (2, 6), interlace) == (8, True, 0)
+    channels = 4 if color == 6 else 3
+    raw, stride = zlib.decompress(idat), width * channels
+    rows: list[list[tuple[int, int, int]]] = []
+    previous = bytearray(stride)
+    for y in range(height):
+        line_start = y * (stride + 1)
+        kind, line = raw[line_start], bytearray(raw[line_start + 1 : line_start + 1 + stride])
+        for x in range(stride):
+            left = line[x - channels] if x >= channels else 0
+            up, corner = previous[x], previous[x - channels] if x >= channels else 0
+            if kind == 1:
+                line[x] = (line[x] + left) & 0xFF
+            elif kind == 2:
+                line[x] = (line[x] + up) & 0xFF
+            elif kind == 3:
+                line[x] = (line[x] + (left + up) // 2) & 0xFF
+            elif kind == 4:
+                guess = left + up - corner
+                near = min((abs(guess - left), 0), (abs(guess - up), 1), (abs(guess - corner), 2))[1]
+                line[x] = (line[x] + (left, up, corner)[near]) & 0xFF
+        rows.append([(line[i], line[i + 1], line[i + 2]) for i in range(0, stride, channels)])
+        previous = line
+    return rows
+
+
+def _near(pixel: tuple[int, int, int], color: tuple[int, int, int]) -> bool:
+    return all(abs(a - b) <= 6 for a, b in zip(pixel, color, strict=True))
+
+
 @pytest.mark.needs_tool
 class TestStatusPage:
     def test_chromium_renders_a_down_feature_as_down(
-        self, daemon: tuple[DaemonProcess, LoopbackServer], tmp_path: Path
+        self, daemon: tuple[DaemonProcess, LoopbackServer], chromium: str, tmp_path: Path
     ) -> None:
         """Headless Chromium renders the page, with the feature whose dependency is down shown as down."""
-        chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-        if chromium is None:
-            pytest.skip("chromium is not installed (Debian package chromium)")
         process, upstream = daemon
         upstream.fail_with(503)
         wait_for(lambda: process.dependency_state("evss") == "down", 10, "evss down")
-        result = subprocess.run(
-            [
-                chromium,
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                f"--user-data-dir={tmp_path / 'chromium'}",
-                "--dump-dom",
-                process.url + "/",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        dom = result.stdout
+        dom = _chromium(chromium, tmp_path / "chromium", "--dump-dom", process.url + "/").stdout
         assert "<h2>App features</h2>" in dom
         claims_row = dom.split('data-feature="claims"', 1)[1].split("</tr>", 1)[0]
         assert 'class="state down"' in claims_row
         assert dom.index("App features") < dom.index("Dependencies")  # features first
+
+    def test_a_failure_and_its_recovery_show_in_the_screenshot(
+        self, daemon: tuple[DaemonProcess, LoopbackServer], chromium: str, tmp_path: Path
+    ) -> None:
+        """After a failure and recovery, Chromium shows each feature's day from the state file, then down and ok."""
+        process, upstream = daemon
+        upstream.fail_with(503)
+        for feature in ("claims", "appeals"):
+            wait_for(lambda f=feature: _states(process, f)[-1] == "down", 10, f"{feature} down in its history")
+        upstream.clear_faults()
+        for feature in ("claims", "appeals"):
+            wait_for(lambda f=feature: _states(process, f)[-2:] == ["down", "ok"], 10, f"{feature} ok again")
+
+        screenshot = tmp_path / "status-page.png"
+        shot = _chromium(
+            chromium,
+            tmp_path / "chromium-shot",
+            f"--screenshot={screenshot}",
+            "--window-size=1280,720",
+            process.url + "/",
+        )
+        assert screenshot.exists(), shot.stderr[-2000:]
+        dom = _chromium(chromium, tmp_path / "chromium-dom", "--dump-dom", process.url + "/").stdout
+
+        claims = dom.split('data-feature="claims"', 1)[1].split("</tr>", 1)[0]
+        states = re.findall(r'<span class="seg [^"]*" data-state="(\w+)"', claims)
+        # The earlier day from the state file, unknown while no daemon ran, then this run: its first
+        # probes, the failure and the recovery.
+        assert states == ["unknown", *EARLIER, "unknown", "ok", "down", "ok"]
+        titles = re.findall(r'title="([^"]+)"', claims)
+        assert all(re.fullmatch(r"\w+ .+-.+ UTC", title) for title in titles), titles
+        assert 'role="img" aria-label="Claims, last 24 hours: unknown ' in claims
+        appeals = dom.split('data-feature="appeals"', 1)[1].split("</tr>", 1)[0]
+        assert re.findall(r'data-state="(\w+)"', appeals) == ["unknown", "ok", "unknown", "ok", "down", "ok"]
+
+        data = screenshot.read_bytes()
+        assert len(data) > 20_000  # a rendered page, not a blank or an error tab
+        rows = _png_pixels(data)
+        # The strips' rows: wide runs of strip colors (a legend swatch is 14 px wide, a strip 400+).
+        strip_rows = [
+            row for row in rows if sum(any(_near(pixel, color) for color in COLORS.values()) for pixel in row) > 300
+        ]
+        assert len(strip_rows) >= 20  # two strips of about 19 px
+        painted = {
+            state: sum(_near(pixel, color) for row in strip_rows for pixel in row) for state, color in COLORS.items()
+        }
+        assert all(painted[state] > 0 for state in COLORS), painted
+        assert painted["ok"] > painted["down"] > painted["degraded"] > 0, painted
 
 
 @pytest.mark.needs_tool
@@ -165,3 +293,18 @@ class TestMaintenanceEndpoint:
         process, _ = daemon
         assert process.get("/maintenance_windows").json() == {"data": []}
         assert json.loads(process.get("/status").text)["environment"] == "e2e"
+
+
+class TestFeatureHistory:
+    def test_stopping_the_daemon_leaves_every_feature_unknown(
+        self, daemon: tuple[DaemonProcess, LoopbackServer], tmp_path: Path
+    ) -> None:
+        """A graceful stop writes the history left and then `unknown` for every feature, after this run's states."""
+        process, _ = daemon
+        for feature in ("claims", "appeals"):
+            wait_for(lambda f=feature: _states(process, f)[-1] == "ok", 10, f"{feature} ok")
+        assert process.stop(20) == 0
+        with SyncStore(tmp_path / "state.sqlite3") as store:
+            history: dict[str, Any] = store.feature_history(time.time() - 60)
+        assert [state for _, state in history["claims"]][-3:] == ["unknown", "ok", "unknown"]
+        assert [state for _, state in history["appeals"]][-3:] == ["unknown", "ok", "unknown"]
