@@ -390,6 +390,31 @@ class Feature(_Model):
         return None if value == "" else value
 
 
+class SlackSettings(_Model):
+    """`slack:`: one incoming webhook per channel (SPEC 10.1); an empty URL skips that channel."""
+
+    webhooks: dict[str, SecretStr] = Field(default_factory=dict)
+
+    @field_validator("webhooks")
+    @classmethod
+    def _https_or_loopback(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        # A webhook URL is a credential: clear text only on this machine.
+        for channel, url in value.items():
+            text = url.get_secret_value()
+            if not text:
+                continue
+            host = text.split("://", 1)[-1].split("/", 1)[0].rsplit(":", 1)[0]
+            loopback = text.startswith("http://") and host in ("127.0.0.1", "localhost", "[::1]")
+            if not (text.startswith("https://") or loopback):
+                raise ValueError(f"{channel}: must be an https:// URL (http:// only for 127.0.0.1, for tests)")
+        return value
+
+    def webhook(self, channel: str | None) -> str | None:
+        """The webhook URL of a channel, or None when it has none (or an empty one)."""
+        url = self.webhooks.get(channel or "")
+        return url.get_secret_value() or None if url is not None else None
+
+
 class Config(_Model):
     """The whole validated configuration."""
 
@@ -398,6 +423,7 @@ class Config(_Model):
     playbooks: dict[Id, Playbook] = Field(default_factory=dict)
     contacts: dict[Id, Contact] = Field(default_factory=dict)
     escalation: Escalation = Field(default_factory=Escalation)
+    slack: SlackSettings = Field(default_factory=SlackSettings)
     dependencies: dict[Id, Dependency] = Field(min_length=1)
     features: dict[Id, Feature] = Field(default_factory=dict)
 
@@ -431,6 +457,7 @@ class Config(_Model):
     def secret_values(self) -> list[str]:
         """Every secret value in the config, to keep them out of outputs (non-empty only)."""
         secrets = [self.pagerduty.routing_key.get_secret_value(), self.pagerduty.api_token.get_secret_value()]
+        secrets += [url.get_secret_value() for url in self.slack.webhooks.values()]
         for _, probe in self.iter_probes():
             if isinstance(probe, OAuth2ProbeSpec):
                 secrets += [probe.client_id.get_secret_value(), probe.client_secret.get_secret_value()]

@@ -51,6 +51,7 @@ from monitor.pagerduty import EventsSender, MaintenanceClient
 from monitor.scheduler import Scheduler
 from monitor.selfwatch import LoopLagMonitor, SelfState, SelfWatch
 from monitor.server import create_app
+from monitor.slack import SlackSender
 from monitor.store import Silence, StateLock, Store
 from monitor.windows import MaintenanceWindow
 from probes import ProbeContext
@@ -101,6 +102,7 @@ class Runtime:
     maintenance: MaintenanceClient | None
     services: dict[str, str]
     watch: SelfWatch
+    slack: SlackSender | None = None
 
     @classmethod
     def build(
@@ -120,12 +122,14 @@ class Runtime:
             maintenance = MaintenanceClient(pd.api_url, pd.api_token) if pd.api_token.get_secret_value() else None
             services = {service: owners[0] for service, owners in config.service_owners().items()}
             watch = SelfWatch(config, metrics, loop_lag)
+            webhooks = {channel: url.get_secret_value() for channel, url in config.slack.webhooks.items()}
+            slack = SlackSender(webhooks) if any(webhooks.values()) else None
             engine = Engine(config, metrics, on_feature_change=on_feature_change)
         except BaseException:
             if sender is not None:
                 sender.close()
             raise
-        return cls(config, engine, sender, maintenance, services, watch)
+        return cls(config, engine, sender, maintenance, services, watch, slack)
 
     def close(self) -> None:
         """Close the PagerDuty clients."""
@@ -298,7 +302,7 @@ class Daemon:
         if self._runtime.sender is None:
             log.warning("pagerduty_dry_run", reason="no routing key: events are recorded and logged, not sent")
         old_limit, open_files = raise_open_file_limit()
-        outbox = self._outbox = Outbox(store, self._runtime.sender, self._metrics)
+        outbox = self._outbox = Outbox(store, self._runtime.sender, self._metrics, slack=self._runtime.slack)
         pager = self._pager = Pager(self._runtime.engine, store, outbox, self._metrics)
         pager.use(self._runtime.engine, self._runtime.watch)
         stop_server, server_done = anyio.Event(), anyio.Event()
@@ -344,6 +348,9 @@ class Daemon:
         finally:
             self._store = None
             self._runtime.close()
+            if self._runtime.slack is not None:
+                with anyio.CancelScope(shield=True):
+                    await self._runtime.slack.aclose()
 
     async def _record_history(self, store: Store, *, task_status: anyio.abc.TaskStatus[None]) -> None:
         """Write the feature state changes to the store every second, and once more when cancelled.
@@ -444,7 +451,9 @@ class Daemon:
         self._metrics.forget(*_removed(old.config, config))
         for canary in {c.name for c in old.config.monitor.canaries} - {c.name for c in config.monitor.canaries}:
             self._metrics.canary_up.remove(canary)
-        self._outbox.use_sender(runtime.sender)
+        self._outbox.use_sender(runtime.sender, runtime.slack)
+        if old.slack is not None:
+            tg.start_soon(old.slack.aclose)  # after the swap: a post under way on it fails and is retried
         self._pager.use(runtime.engine, runtime.watch)
         self.config, self._runtime = config, runtime
         self._note_feature_states(removed=sorted(set(old.config.features) - set(config.features)))

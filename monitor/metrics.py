@@ -68,6 +68,12 @@ class Metrics:
             ("action", "outcome"),
             registry=r,
         )
+        self.slack_messages = Counter(
+            "depmon_slack_messages",
+            "Slack messages by action and delivery outcome (accepted, dropped, retried)",
+            ("action", "outcome"),
+            registry=r,
+        )
         self.outbox_pending = Gauge(
             "depmon_pagerduty_outbox_pending", "Events written to the outbox and not yet delivered", registry=r
         )

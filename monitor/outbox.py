@@ -40,6 +40,7 @@ import structlog
 
 from monitor.metrics import Metrics
 from monitor.pagerduty import Delivery
+from monitor.slack import SLACK_PREFIX, SlackSender
 from monitor.store import OutboxEvent, Store
 
 __all__ = ["Backoff", "EventSender", "Outbox", "Wakeup"]
@@ -117,15 +118,17 @@ class Outbox:
         *,
         wall_clock: Callable[[], float] = time.time,
         backoff: Backoff | None = None,
+        slack: SlackSender | None = None,
         max_concurrent: int = 4,
         error_pause: float = 1.0,
     ) -> None:
         self._store = store
         self._sender = sender
+        self._slack = slack
         self._metrics = metrics
         self._clock = clock
         self._wall_clock = wall_clock
-        self._in_flight: set[str] = set()  # dedup keys with a delivery under way
+        self._in_flight: set[tuple[str, str]] = set()  # (destination, dedup key) with a delivery under way
         self._retry_at: dict[int, float] = {}  # event id -> `clock` time before which it is not retried
         self._rng = rng if rng is not None else random.Random()
         self._wake = wake if wake is not None else Wakeup()
@@ -151,9 +154,10 @@ class Outbox:
         self.queued()
         return event_id
 
-    def use_sender(self, sender: EventSender | None) -> None:
-        """Deliver through `sender` from now on (a reload's new routing key or URL; None: dry run)."""
+    def use_sender(self, sender: EventSender | None, slack: SlackSender | None = None) -> None:
+        """Deliver through these from now on (a reload's new routing key, URL or webhooks; None: dry run)."""
         self._sender = sender
+        self._slack = slack
         self._wake.set()
 
     def queued(self) -> None:
@@ -205,13 +209,13 @@ class Outbox:
         now = self._clock()
         next_due: float | None = None
         for event in await self._store.pending_heads(math.inf):
-            if event.dedup_key in self._in_flight:
+            if _queue(event) in self._in_flight:
                 continue
             due = self._retry_at.get(event.id, now)
             if due > now:
                 next_due = due if next_due is None else min(next_due, due)
                 continue
-            self._in_flight.add(event.dedup_key)
+            self._in_flight.add(_queue(event))
             deliveries.start_soon(self._deliver_key, event)
         return None if next_due is None else next_due - now
 
@@ -226,7 +230,7 @@ class Outbox:
             self._retry_at[event.id] = self._clock() + self._error_pause
             return False
         finally:
-            self._in_flight.discard(event.dedup_key)
+            self._in_flight.discard(_queue(event))
             self._wake.set()
 
     async def _deliver_pass(self) -> bool:
@@ -238,8 +242,8 @@ class Outbox:
 
         async with anyio.create_task_group() as tg:
             for event in await self._store.pending_heads(math.inf):
-                if event.dedup_key not in self._in_flight:
-                    self._in_flight.add(event.dedup_key)
+                if _queue(event) not in self._in_flight:
+                    self._in_flight.add(_queue(event))
                     tg.start_soon(deliver, event)
         return any(settled)
 
@@ -249,36 +253,51 @@ class Outbox:
         return pending
 
     async def _deliver(self, event: OutboxEvent) -> bool:
-        """Deliver one event; True when it is settled (accepted, dropped or dry run)."""
+        """Deliver one event; True when it is settled (accepted, dropped, dry run or skipped)."""
         fields = {"event_id": event.id, "dedup_key": event.dedup_key, "action": event.action}
-        if self._sender is None:
-            await self._store.mark_dry_run(event.id)
-            log.info("would_page", summary=_summary(event), **fields)
-            return True
+        slack = event.destination.startswith(SLACK_PREFIX)
+        if slack:
+            fields["destination"] = event.destination
+            if self._slack is None or not self._slack.has(event.destination):
+                await self._store.mark_dry_run(event.id)
+                log.info("slack_message_skipped", reason="no webhook for the channel", **fields)
+                return True
+            kind, counter = "slack_message", self._metrics.slack_messages
+        else:
+            if self._sender is None:
+                await self._store.mark_dry_run(event.id)
+                log.info("would_page", summary=_summary(event), **fields)
+                return True
+            kind, counter = "pagerduty_event", self._metrics.pagerduty_events
         try:
-            delivery = await self._sender.send(event.body)
+            if slack:
+                assert self._slack is not None
+                delivery = await self._slack.send(event.destination, event.body)
+            else:
+                assert self._sender is not None
+                delivery = await self._sender.send(event.body)
         except Exception as exc:  # a sender bug must not lose the event: retry it like a failure
-            log.exception("pagerduty_sender_crashed", **fields)
+            log.exception(f"{kind}_sender_crashed", **fields)
             delivery = Delivery("retry", None, f"sender raised {exc.__class__.__name__}")
         if delivery.status == "accepted":
             self._retry_at.pop(event.id, None)
             await self._store.mark_accepted(event.id, self._wall_clock())
-            self._metrics.pagerduty_events.labels(action=event.action, outcome="accepted").inc()
-            log.info("pagerduty_event_accepted", attempts=event.attempts + 1, **fields)
+            counter.labels(action=event.action, outcome="accepted").inc()
+            log.info(f"{kind}_accepted", attempts=event.attempts + 1, **fields)
             return True
         if delivery.status == "dropped":
             self._retry_at.pop(event.id, None)
             await self._store.mark_dropped(event.id, delivery.message)
-            self._metrics.pagerduty_events.labels(action=event.action, outcome="dropped").inc()
-            log.error("pagerduty_event_dropped", reason=delivery.message, http_status=delivery.http_status, **fields)
+            counter.labels(action=event.action, outcome="dropped").inc()
+            log.error(f"{kind}_dropped", reason=delivery.message, http_status=delivery.http_status, **fields)
             return True
         attempt = event.attempts + 1
         delay = self._backoff.delay(attempt, delivery, self._rng)
         self._retry_at[event.id] = self._clock() + delay
         await self._store.schedule_retry(event.id, self._wall_clock() + delay, delivery.message)
-        self._metrics.pagerduty_events.labels(action=event.action, outcome="retried").inc()
+        counter.labels(action=event.action, outcome="retried").inc()
         log.warning(
-            "pagerduty_event_retry",
+            f"{kind}_retry",
             reason=delivery.message,
             http_status=delivery.http_status,
             attempt=attempt,
@@ -286,6 +305,11 @@ class Outbox:
             **fields,
         )
         return False
+
+
+def _queue(event: OutboxEvent) -> tuple[str, str]:
+    """The ordered queue an event belongs to: its destination and dedup key."""
+    return event.destination, event.dedup_key
 
 
 def _summary(event: OutboxEvent) -> str | None:

@@ -42,6 +42,7 @@ from monitor.metrics import Metrics
 from monitor.outbox import Outbox
 from monitor.results import ProbeResult
 from monitor.selfwatch import SelfState, SelfWatch
+from monitor.slack import SLACK_PREFIX, slack_channels, slack_message
 from monitor.store import Incident, IncidentWrite, Silence, Store
 
 log = structlog.get_logger("depmon.pager")
@@ -354,6 +355,14 @@ class Pager:
             raise AssertionError(f"trigger for {dep}, which already has an open incident")
         if decision.action is not Action.TRIGGER and incident is None:
             raise AssertionError(f"{decision.action} for {dep}, which has no open incident")
+        messages = []
+        if event is not None:
+            dep_spec = engine.config.dependencies.get(dep)
+            name = dep_spec.name if dep_spec is not None else ("depmon" if dep == SELF else dep)
+            channels = slack_channels(engine.config, dep)
+            if channels:
+                message = slack_message(str(decision.action), name, event[1])
+                messages = [(f"{SLACK_PREFIX}{channel}", event[0], message) for channel in channels]
         return IncidentWrite(
             dependency=dep,
             dedup_key=decision.dedup_key,
@@ -362,6 +371,7 @@ class Pager:
             timeline=timeline,
             incident_id=incident.id if incident else None,
             event=event,
+            messages=messages,
             features=list(decision.features),
             summary=summary,
             severity=severity,

@@ -48,6 +48,7 @@ __all__ = [
 ]
 
 Action = Literal["trigger", "resolve"]
+PAGERDUTY = "pagerduty"  # the outbox destination of PagerDuty events; Slack posts go to `slack:<channel>`
 OutboxStatus = Literal["pending", "accepted", "dropped", "dry_run"]
 
 # Each entry migrates the schema from version N to N+1; user_version counts the applied ones.
@@ -138,6 +139,13 @@ _MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX silences_by_end ON silences (ends_at);
     """,
+    # 5: an outbox row goes to PagerDuty or to a Slack channel (`slack:<channel>`); each
+    # destination and dedup key is its own ordered queue.
+    """
+    ALTER TABLE outbox ADD COLUMN destination TEXT NOT NULL DEFAULT 'pagerduty';
+    DROP INDEX outbox_pending_by_key;
+    CREATE INDEX outbox_pending_by_key ON outbox (destination, dedup_key, id) WHERE status = 'pending';
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -160,6 +168,7 @@ class OutboxEvent:
     status: OutboxStatus
     last_error: str | None
     delivered_at: float | None
+    destination: str = "pagerduty"  # or `slack:<channel>`
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +211,7 @@ class IncidentWrite:
     timeline: dict[str, Any]
     incident_id: int | None = None
     event: tuple[Action, dict[str, Any]] | None = None
+    messages: Sequence[tuple[str, Action, dict[str, Any]]] = ()  # (destination, action, body): Slack posts
     features: Sequence[str] = ()
     summary: str = ""
     severity: str = ""
@@ -253,6 +263,7 @@ def _outbox_event(row: sqlite3.Row) -> OutboxEvent:
         status=row["status"],
         last_error=row["last_error"],
         delivered_at=row["delivered_at"],
+        destination=row["destination"],
     )
 
 
@@ -277,7 +288,10 @@ def _incident(row: sqlite3.Row) -> Incident:
 _HEADS = """
     SELECT * FROM outbox AS o
     WHERE o.status = 'pending'
-      AND o.id = (SELECT MIN(id) FROM outbox WHERE status = 'pending' AND dedup_key = o.dedup_key)
+      AND o.id = (
+        SELECT MIN(id) FROM outbox
+        WHERE status = 'pending' AND destination = o.destination AND dedup_key = o.dedup_key
+      )
 """
 _DUE_HEADS = _HEADS + " AND o.next_attempt_at <= ? ORDER BY o.id"
 _EARLIEST_HEAD = "SELECT MIN(next_attempt_at) FROM (" + _HEADS + ")"  # noqa: S608 (constant text)
@@ -461,14 +475,17 @@ class SyncStore:
 
     # -- outbox -----------------------------------------------------------------------------
 
-    def enqueue(self, dedup_key: str, action: Action, body: dict[str, Any], at: float) -> int:
+    def enqueue(
+        self, dedup_key: str, action: Action, body: dict[str, Any], at: float, destination: str = PAGERDUTY
+    ) -> int:
         """Append an event, due now; returns its id. A `routing_key` in `body` is never stored."""
         if action not in ("trigger", "resolve"):
             raise ValueError(f"outbox action must be trigger or resolve, not {action!r}")
         safe_body = {key: value for key, value in body.items() if key != "routing_key"}
         cursor = self._execute(
-            "INSERT INTO outbox (dedup_key, action, body, created_at, next_attempt_at) VALUES (?, ?, ?, ?, ?)",
-            (dedup_key, action, _dumps(safe_body), at, at),
+            "INSERT INTO outbox (dedup_key, action, body, created_at, next_attempt_at, destination) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (dedup_key, action, _dumps(safe_body), at, at, destination),
         )
         assert cursor.lastrowid is not None
         return cursor.lastrowid
@@ -724,13 +741,13 @@ class SyncStore:
             db.execute("BEGIN IMMEDIATE")
             try:
                 incident_id = self._write_incident(db, write)
-                if write.event is not None:
-                    action, body = write.event
+                rows = [(PAGERDUTY, *write.event)] if write.event is not None else []
+                for destination, action, body in [*rows, *write.messages]:
                     safe_body = {key: value for key, value in body.items() if key != "routing_key"}
                     db.execute(
-                        "INSERT INTO outbox (dedup_key, action, body, created_at, next_attempt_at) "
-                        "VALUES (?, ?, ?, ?, ?)",
-                        (write.dedup_key, action, _dumps(safe_body), write.at, write.at),
+                        "INSERT INTO outbox (dedup_key, action, body, created_at, next_attempt_at, destination) "
+                        "VALUES (?, ?, ?, ?, ?, ?)",
+                        (write.dedup_key, action, _dumps(safe_body), write.at, write.at, destination),
                     )
                 db.execute(
                     "INSERT INTO timeline (incident_id, at, kind, data) VALUES (?, ?, ?, ?)",
@@ -794,7 +811,8 @@ class SyncStore:
         """
         rows = self._rows(
             "SELECT * FROM outbox AS o WHERE o.action = 'trigger' AND o.status != 'dropped' "
-            "AND o.id = (SELECT MAX(id) FROM outbox WHERE dedup_key = o.dedup_key) "
+            "AND o.destination = 'pagerduty' "
+            "AND o.id = (SELECT MAX(id) FROM outbox WHERE dedup_key = o.dedup_key AND destination = 'pagerduty') "
             "AND NOT EXISTS (SELECT 1 FROM incidents AS i WHERE i.dedup_key = o.dedup_key AND i.resolved_at IS NULL) "
             "ORDER BY o.id"
         )
@@ -862,9 +880,11 @@ class Store:
         """Close the file (after any call in progress)."""
         await self._call(self.sync.close)
 
-    async def enqueue(self, dedup_key: str, action: Action, body: dict[str, Any], at: float) -> int:
+    async def enqueue(
+        self, dedup_key: str, action: Action, body: dict[str, Any], at: float, destination: str = "pagerduty"
+    ) -> int:
         """See `SyncStore.enqueue`."""
-        return await self._call(self.sync.enqueue, dedup_key, action, body, at)
+        return await self._call(self.sync.enqueue, dedup_key, action, body, at, destination)
 
     async def pending_heads(self, now: float) -> list[OutboxEvent]:
         """See `SyncStore.pending_heads`."""

@@ -1,0 +1,150 @@
+"""Slack through the outbox (issue 13): the message's facts, Slack's answers, order through an outage."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from monitor.config import Config, bundled_config_path, load_config
+from monitor.health import DependencyHealth, DependencyState
+from monitor.impact import evaluate_features, needs_from_config
+from monitor.incidents import Action, Decision, EventContext, build_event
+from monitor.metrics import Metrics
+from monitor.outbox import Backoff, Outbox
+from monitor.results import Outcome, ProbeResult
+from monitor.sim.fake_slack import FakeSlack
+from monitor.slack import SlackSender, slack_channels, slack_message
+from monitor.store import Store
+
+ALERTS = "#va-mobile-app-alerts"
+FAST = Backoff(base=0.02, cap=0.1, rate_limited=0.05)
+
+
+@pytest.fixture
+def slack() -> Iterator[FakeSlack]:
+    with FakeSlack() as fake:
+        yield fake
+
+
+def bundled(webhooks: dict[str, str]) -> Config:
+    config = load_config(bundled_config_path(), environ={})
+    return config.model_copy(update={"slack": config.slack.model_validate({"webhooks": webhooks})})
+
+
+def evss_trigger(config: Config) -> dict[str, Any]:
+    states = {d: DependencyHealth(DependencyState.UP, DependencyState.UP) for d in config.dependencies}
+    states["evss"] = DependencyHealth(DependencyState.DOWN, DependencyState.DOWN, failing=True)
+    features = evaluate_features(needs_from_config(config.features), states)
+    impacted = tuple(f for f, h in features.items() if h.impacted)
+    evidence = [("health", ProbeResult.failure(Outcome.HTTP_STATUS, "HTTP 503 from /health <secret-ish>", at=1.0))]
+    ctx = EventContext(config, features, evidence, 1000.0)
+    return build_event(Decision(Action.TRIGGER, "evss", "depmon/production/evss", impacted), ctx)
+
+
+class TestMessage:
+    """What a Slack message says, and where it goes."""
+
+    def test_a_trigger_carries_the_pages_facts_and_no_evidence(self) -> None:
+        """Features, VA severity, postmortem, notify and playbook links; never the upstream's words."""
+        config = bundled({})
+        message = slack_message("trigger", "EVSS", evss_trigger(config))
+        text = json.dumps(message)
+        assert message["blocks"][0]["text"]["text"] == "Down: EVSS"
+        assert "Claims" in text
+        assert "sev-1" in text
+        assert "*Postmortem required:* yes" in text
+        assert "Mobile Incident Response Playbook" in text
+        assert "HTTP 503" not in text  # evidence (upstream text) stays in PagerDuty
+        assert message["text"].startswith("EVSS down: 4 app features impacted")
+
+    def test_a_resolve_names_the_dependency(self) -> None:
+        """A resolve has no payload: the message says the dependency is up again."""
+        message = slack_message("resolve", "EVSS", {"event_action": "resolve", "dedup_key": "k"})
+        assert message["text"] == "Resolved: EVSS is up again; its PagerDuty incident is resolved"
+
+    def test_channels_are_the_ones_with_a_webhook(self) -> None:
+        """Escalation channels and the owning team's channel, each only with a webhook; none without."""
+        assert slack_channels(bundled({}), "evss") == []
+        config = bundled({ALERTS: "https://hooks.slack.com/services/T/B/x", "#evss-prod": "https://hooks.slack.com/x"})
+        assert slack_channels(config, "evss") == [ALERTS, "#evss-prod"]
+        assert slack_channels(config, "caseflow") == [ALERTS]
+
+    def test_a_webhook_url_is_a_secret(self) -> None:
+        """The URL is redacted like every other secret of the config."""
+        url = "https://hooks.slack.com/services/T000/B000/verysecrettoken"
+        assert url in bundled({ALERTS: url}).secret_values()
+
+
+class TestSender:
+    """SlackSender against the fake's webhooks: Slack's answer decides."""
+
+    @pytest.mark.anyio
+    @pytest.mark.parametrize(
+        ("status", "body", "expected"),
+        [
+            (404, "channel_not_found", "dropped"),  # Slack says the hook is wrong: final
+            (400, "invalid_payload", "dropped"),
+            (403, "Forbidden by proxy", "retry"),  # not Slack's words: a proxy, retried
+            (500, "server_error", "retry"),
+            (429, "rate_limited", "retry"),
+        ],
+    )
+    async def test_answers(self, slack: FakeSlack, status: int, body: str, expected: str) -> None:
+        """Only a 4xx with one of Slack's error codes is final; the URL never appears in the message."""
+        url = slack.webhook_url(ALERTS)
+        slack.fail_with(status, times=1, body=body)
+        sender = SlackSender({ALERTS: url}, timeout=5.0)
+        try:
+            with anyio.fail_after(10):
+                delivery = await sender.send(f"slack:{ALERTS}", {"text": "x"})
+                again = await sender.send(f"slack:{ALERTS}", {"text": "y"})
+        finally:
+            await sender.aclose()
+        assert (delivery.status, delivery.http_status) == (expected, status)
+        assert url not in delivery.message
+        assert (delivery.retry_after == 1.0) is (status == 429)
+        assert again.status == "accepted"
+        assert [p.text for p in slack.posts] == ["y"]
+
+
+class TestThroughTheOutbox:
+    """Messages are durable like pages: ordered per channel and key, retried through an outage."""
+
+    @pytest.mark.anyio
+    async def test_messages_arrive_in_order_through_a_slack_outage(self, slack: FakeSlack, tmp_path: Path) -> None:
+        """Three messages queued while Slack answers 500: all arrive, in order, once it is back."""
+        sender = SlackSender({ALERTS: slack.webhook_url(ALERTS)})
+        slack.fail_with(500, times=4)
+        metrics = Metrics()
+        async with Store(tmp_path / "s.sqlite3") as store:
+            outbox = Outbox(store, None, metrics, backoff=FAST, slack=sender)
+            for text in ("trigger", "update", "resolve"):
+                action = "resolve" if text == "resolve" else "trigger"
+                await store.enqueue("depmon/t/evss", action, {"text": text}, at=1.0, destination=f"slack:{ALERTS}")
+            with anyio.fail_after(15):
+                async with anyio.create_task_group() as tg:
+                    await tg.start(outbox.run)
+                    while len(slack.posts) < 3:
+                        await anyio.sleep(0.01)
+                    tg.cancel_scope.cancel()
+            await sender.aclose()
+        assert [p.text for p in slack.posts] == ["trigger", "update", "resolve"]
+        assert metrics.registry.get_sample_value(
+            "depmon_slack_messages_total", {"action": "trigger", "outcome": "retried"}
+        )
+
+    @pytest.mark.anyio
+    async def test_a_channel_without_a_webhook_is_skipped_cleanly(self, tmp_path: Path) -> None:
+        """A message for a channel that lost its webhook is marked skipped, not retried or counted dropped."""
+        metrics = Metrics()
+        async with Store(tmp_path / "s.sqlite3") as store:
+            outbox = Outbox(store, None, metrics, backoff=FAST, slack=None)
+            event_id = await store.enqueue("k", "trigger", {"text": "x"}, at=1.0, destination="slack:#gone")
+            left = await outbox.drain(2.0)
+            event = await store.outbox_event(event_id)
+        assert (left, event.status) == (0, "dry_run")
