@@ -9,6 +9,13 @@ Service ids PagerDuty does not know are logged (`maintenance_bad_service_id`, on
 kept in `bad_service_ids`; the other services keep working. `depmon_maintenance_service_ok{service}`
 is 1 for each id PagerDuty answered for in the last poll, 0 for an unknown id or after a failed
 poll; `status()` gives the same for /status.
+
+Each poll also reads every service's own status (`GET /services/{id}`: active, warning, critical,
+maintenance, disabled), so a page can say whether the owning team already knows. The last known
+status of each service is kept (a failed read changes nothing) and given by `service_status(id)`;
+`since` is PagerDuty's `last_incident_timestamp` for warning and critical, else the poll that first
+saw the status change (unknown when it was already so at the first read), or the start of the
+open window that put the service in maintenance.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ import anyio.abc
 import structlog
 
 from monitor.metrics import Metrics
-from monitor.pagerduty import MaintenanceUnavailable, WindowsResult
+from monitor.pagerduty import MaintenanceUnavailable, ServiceRead, ServiceStatus, WindowsResult
 from monitor.windows import MaintenanceWindow
 
 __all__ = ["MaintenancePoller", "WindowsSource"]
@@ -36,6 +43,10 @@ class WindowsSource(Protocol):
 
     async def open_windows(self, service_ids: Sequence[str]) -> WindowsResult:
         """Open and upcoming windows of the services; raises `MaintenanceUnavailable`."""
+        ...
+
+    async def service_statuses(self, service_ids: Sequence[str]) -> dict[str, ServiceRead | str]:
+        """Each service's own status, or the reason it could not be read; never raises for one service."""
         ...
 
 
@@ -67,6 +78,7 @@ class MaintenancePoller:
         self.last_success_at: float | None = None
         self.bad_service_ids: list[str] = []
         self.last_error: str | None = None
+        self._service_statuses: dict[str, ServiceStatus] = {}
 
     async def poll_once(self) -> list[MaintenanceWindow]:
         """Read the windows once and apply them; raises `MaintenanceUnavailable` (nothing changed then)."""
@@ -87,7 +99,39 @@ class MaintenancePoller:
         self._publish(now)
         if self._on_windows is not None:
             await self._on_windows(list(result.windows))
+        await self.poll_statuses()
         return list(result.windows)
+
+    def service_status(self, service_id: str) -> ServiceStatus | None:
+        """The last known status of a service's own PagerDuty service; None before a first successful read."""
+        return self._service_statuses.get(service_id)
+
+    async def poll_statuses(self) -> None:
+        """Read every service's own status once; a service that cannot be read keeps its last known one."""
+        read = await self._client.service_statuses(list(self._services))
+        now = self._clock()
+        for service, answer in read.items():
+            if isinstance(answer, str):
+                log.warning("service_status_unreadable", service=service, reason=answer)
+                continue
+            self._service_statuses[service] = self._status(service, answer, now)
+
+    def _status(self, service: str, answer: ServiceRead, now: float) -> ServiceStatus:
+        before = self._service_statuses.get(service)
+        if answer.status in ("warning", "critical") and answer.last_incident_at is not None:
+            return ServiceStatus(answer.status, answer.last_incident_at, False, now)
+        if before is not None and before.status == answer.status:
+            return ServiceStatus(answer.status, before.since, before.observed, now)
+        if answer.status == "maintenance":
+            moment = datetime.fromtimestamp(now, UTC)
+            starts = [
+                w.start.timestamp() for w in self.last_windows if service in w.service_ids and w.is_open_at(moment)
+            ]
+            if starts:
+                return ServiceStatus(answer.status, min(starts), False, now)
+        if before is None:
+            return ServiceStatus(answer.status, None, False, now)
+        return ServiceStatus(answer.status, now, True, now)
 
     def status(self) -> dict[str, object]:
         """The poller's state for /status: when it last read PagerDuty, why not since, each service id."""

@@ -25,6 +25,11 @@ Exceptions::
 
     PagerDutyError
      +-- MaintenanceUnavailable    the maintenance windows could not be read (reason inside)
+     +-- WindowWriteFailed         a window could not be created or ended (reason inside)
+
+Writes (`create_window`, `end_window`) are one request each, never retried here: creating a window
+twice would leave two windows. PagerDuty requires a `From` header (a user's email address) on
+them; DELETE both deletes a future window and ends an ongoing one (405 once it has ended).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from __future__ import annotations
 import email.utils
 import json
 import logging
+import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -55,7 +61,11 @@ __all__ = [
     "MaintenanceClient",
     "MaintenanceUnavailable",
     "PagerDutyError",
+    "ServiceRead",
+    "ServiceStatus",
+    "WindowWriteFailed",
     "WindowsResult",
+    "window_request_body",
 ]
 
 log = structlog.get_logger("depmon.pagerduty")
@@ -84,6 +94,46 @@ class MaintenanceUnavailable(PagerDutyError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class WindowWriteFailed(PagerDutyError):
+    """A maintenance window could not be created or ended; `reason` says why (secret-free).
+
+    `http_status` is PagerDuty's answer (None when none came).
+    """
+
+    def __init__(self, reason: str, http_status: int | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.http_status = http_status
+
+
+SERVICE_STATUSES = ("active", "warning", "critical", "maintenance", "disabled")
+"""What PagerDuty's `service.status` can be: active (no open incident), warning and critical
+(incidents open, low and high urgency), maintenance (in a window), disabled (pages nobody)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceRead:
+    """One `GET /services/{id}` answer: the status, and `last_incident_timestamp` (UNIX time) when given."""
+
+    status: str
+    last_incident_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceStatus:
+    """An owning team's own PagerDuty service as last known (the poller keeps one per service id).
+
+    `since`: when it took this status (UNIX time), None when unknown. `observed`: `since` is the
+    poll that first saw the status (the change happened between that poll and the one before),
+    not PagerDuty's `last_incident_timestamp`. `read_at`: the poll that last read it.
+    """
+
+    status: str
+    since: float | None
+    observed: bool
+    read_at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,6 +332,22 @@ def _window(item: object, wanted: set[str]) -> MaintenanceWindow | None:
         return None
 
 
+_PD_ID = re.compile(r"[A-Za-z0-9]{1,64}")  # PagerDuty object ids (`PW98YIO`): safe in a URL path
+
+
+def window_request_body(service_id: str, start: datetime, end: datetime, description: str) -> dict[str, Any]:
+    """The body of `POST /maintenance_windows` for one service (PagerDuty's schema: type, times, services)."""
+    return {
+        "maintenance_window": {
+            "type": "maintenance_window",
+            "start_time": start.astimezone(UTC).isoformat(timespec="seconds"),
+            "end_time": end.astimezone(UTC).isoformat(timespec="seconds"),
+            "description": description,
+            "services": [{"id": service_id, "type": "service_reference"}],
+        }
+    }
+
+
 def _parse_time(value: object) -> datetime:
     if not isinstance(value, str):
         raise ValueError(f"not an ISO 8601 time: {value!r}")
@@ -387,6 +453,111 @@ class MaintenanceClient:
         if not isinstance(page, dict):
             raise MaintenanceUnavailable("PagerDuty REST API answer is not a JSON object")
         return page
+
+    async def create_window(
+        self, service_id: str, start: datetime, end: datetime, description: str, from_email: str
+    ) -> MaintenanceWindow:
+        """Create a window on one service (`POST /maintenance_windows`, `From: from_email`); one attempt.
+
+        Raises `WindowWriteFailed` when PagerDuty refuses (its reason inside) or does not answer.
+        """
+        body = window_request_body(service_id, start, end, description)
+        response = await self._write("POST", "/maintenance_windows", from_email, body)
+        try:
+            item = json.loads(response.content, parse_int=_bounded_int).get("maintenance_window")
+        except (ValueError, RecursionError, AttributeError):
+            item = None
+        window = _window(item, {service_id})
+        if window is None:
+            raise WindowWriteFailed("PagerDuty created the window but its answer holds no readable window")
+        return window
+
+    async def end_window(self, window_id: str, from_email: str) -> None:
+        """End an ongoing window or delete a future one (`DELETE /maintenance_windows/{id}`); one attempt.
+
+        Raises `WindowWriteFailed` when PagerDuty refuses (404 unknown, 405 already ended) or does not answer.
+        """
+        if not _PD_ID.fullmatch(window_id):
+            raise WindowWriteFailed(f"{window_id[:40]!r} is not a PagerDuty id (letters and digits)")
+        await self._write("DELETE", f"/maintenance_windows/{window_id}", from_email, None)
+
+    async def _write(self, method: str, path: str, from_email: str, body: dict[str, Any] | None) -> httpx2.Response:
+        if not from_email:
+            raise WindowWriteFailed("pagerduty.from_email is empty: PagerDuty requires a From header on writes")
+        with anyio.move_on_after(self.deadline + _THREAD_GRACE):
+            return await anyio.to_thread.run_sync(
+                self._request, method, path, from_email, body, limiter=self._limiter, abandon_on_cancel=True
+            )
+        raise WindowWriteFailed(f"no answer from the PagerDuty REST API at {self.api_url} within {self.deadline:g} s")
+
+    def _request(self, method: str, path: str, from_email: str, body: dict[str, Any] | None) -> httpx2.Response:
+        kwargs: dict[str, Any] = {"headers": {"From": from_email}}
+        if body is not None:
+            kwargs["json"] = body
+        try:
+            response = self._client.request(method, path, **kwargs)
+        except pagerduty.Error as exc:  # a network failure, or a 401 (the package raises it at once)
+            if exc.response is None:
+                raise WindowWriteFailed(f"PagerDuty REST API unreachable at {self.api_url} ({_cause(exc)})") from None
+            response = exc.response
+        if not 200 <= response.status_code < 300:
+            reason = self._reason(response)
+            if response.status_code == 405 and method == "DELETE":
+                reason += " (the window has already ended)"
+            raise WindowWriteFailed(reason, response.status_code)
+        response.read()
+        return response
+
+    async def service_statuses(self, service_ids: Sequence[str]) -> dict[str, ServiceRead | str]:
+        """Each service's own status (`GET /services/{id}`), one request per id, each bounded.
+
+        A service that cannot be read maps to the reason (secret-free) instead; this never raises
+        for one service's failure.
+        """
+        ids = tuple(dict.fromkeys(service_ids))
+        with anyio.move_on_after(self.deadline * len(ids) + _THREAD_GRACE):
+            return await anyio.to_thread.run_sync(
+                self._service_statuses, ids, limiter=self._limiter, abandon_on_cancel=True
+            )
+        return dict.fromkeys(ids, f"PagerDuty REST API did not finish answering at {self.api_url}")
+
+    def _service_statuses(self, service_ids: tuple[str, ...]) -> dict[str, ServiceRead | str]:
+        result: dict[str, ServiceRead | str] = {}
+        for service_id in service_ids:
+            try:
+                result[service_id] = self._service(service_id)
+            except MaintenanceUnavailable as exc:
+                result[service_id] = exc.reason
+        return result
+
+    def _service(self, service_id: str) -> ServiceRead:
+        if not _PD_ID.fullmatch(service_id):
+            raise MaintenanceUnavailable(f"{service_id[:40]!r} is not a PagerDuty id")
+        try:
+            response = self._client.get(f"/services/{service_id}")
+        except pagerduty.Error as exc:
+            if exc.response is None:
+                raise MaintenanceUnavailable(
+                    f"PagerDuty REST API unreachable at {self.api_url} ({_cause(exc)})"
+                ) from None
+            response = exc.response
+        if not 200 <= response.status_code < 300:
+            raise MaintenanceUnavailable(self._reason(response))
+        try:
+            service = json.loads(response.content, parse_int=_bounded_int).get("service")
+            status = service.get("status")
+            last = service.get("last_incident_timestamp")
+        except (ValueError, RecursionError, AttributeError):
+            raise MaintenanceUnavailable("PagerDuty REST API answer holds no service object") from None
+        if status not in SERVICE_STATUSES:
+            raise MaintenanceUnavailable(
+                f"PagerDuty REST API answer has an unknown service status {str(status)[:40]!r}"
+            )
+        try:
+            last_at = _parse_time(last).timestamp() if last else None
+        except ValueError:
+            last_at = None
+        return ServiceRead(status, last_at)
 
     def _reason(self, response: httpx2.Response) -> str:
         status = response.status_code

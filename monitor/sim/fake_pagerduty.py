@@ -1,4 +1,4 @@
-"""A fake PagerDuty on loopback: the Events API v2 and the REST maintenance-windows list.
+"""A fake PagerDuty on loopback: the Events API v2, REST maintenance windows and service status.
 
 Two `LoopbackServer`s, like PagerDuty's two hosts, so that each side fails on its own:
 
@@ -16,6 +16,19 @@ Two `LoopbackServer`s, like PagerDuty's two hosts, so that each side fails on it
   `filter`, `limit` (default 25, at most 100: larger values are cut to 100), `offset` (default 0;
   offset + limit above 10000 is a 400), `total` (`true` fills `total`, else it is null). Windows
   come sorted by start time, then creation order.
+
+REST writes and services, on `api_url` too (same token rule):
+
+- `POST /maintenance_windows`: needs a `From` header (PagerDuty's requester email; 400 without)
+  and a body valid for depmon's own write schema (`monitor/schemas/rest-maintenance-windows.json`;
+  400 `Invalid Input Provided` with the schema errors otherwise); every service must be known, the
+  end after the start and in the future; a start in the past becomes now (as PagerDuty documents).
+  Answers 201 `{maintenance_window: ...}`; the window is then listed like `add_window`'s.
+- `DELETE /maintenance_windows/{id}`: deletes a future window, ends an ongoing one now (204); 405
+  once it has ended, 404 for an unknown id. `PUT /maintenance_windows/{id}`: changes the
+  `start_time`, `end_time` or `description` given (200 with the window).
+- `GET /services/{id}`: `{service: {id, type, name, status, last_incident_timestamp, ...}}`; the
+  status is `active` until `set_service_status(...)` changes it; 404 for an unknown id.
 
 `filter` semantics. The published schema lists past, future, ongoing, open and all without saying
 what each means or which is the default, so the fake picks, with `now` from its clock:
@@ -72,6 +85,7 @@ __all__ = [
     "ReceivedEvent",
     "RejectedEvent",
     "event_errors",
+    "window_errors",
 ]
 
 MAX_EVENT_BYTES = 512 * 1024
@@ -100,6 +114,20 @@ def _events_validator() -> Any:
 def event_errors(event: object) -> list[str]:
     """Why `event` is not a valid Events API v2 body, one message per problem; empty when valid."""
     errors = _events_validator().iter_errors(event)
+    return sorted(f"{error.json_path}: {error.message}" for error in errors)
+
+
+@functools.cache
+def _window_validator() -> Any:
+    text = importlib.resources.files("monitor").joinpath("schemas/rest-maintenance-windows.json").read_text("utf-8")
+    schema = json.loads(text)
+    jsonschema.Draft202012Validator.check_schema(schema)
+    return jsonschema.Draft202012Validator(schema)
+
+
+def window_errors(body: object) -> list[str]:
+    """Why `body` is not a valid maintenance-window write body, one message per problem; empty when valid."""
+    errors = _window_validator().iter_errors(body)
     return sorted(f"{error.json_path}: {error.message}" for error in errors)
 
 
@@ -232,6 +260,7 @@ class FakePagerDuty:
         self._events_server.route("POST", "/v2/enqueue", self._enqueue)
         self._rest_server = LoopbackServer(port=api_port, fault_response=_rest_fault)
         self._rest_server.route("GET", "/maintenance_windows", self._list_windows)
+        self._rest_server.route("POST", "/maintenance_windows", self._create_window)
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._events: list[ReceivedEvent] = []
@@ -239,6 +268,7 @@ class FakePagerDuty:
         self._alerts: list[Alert] = []
         self._open_alert_index: dict[str, int] = {}
         self._services: dict[str, str] = {}  # id -> name
+        self._service_status: dict[str, tuple[str, datetime | None]] = {}  # id -> (status, last incident)
         self._windows: dict[str, MaintenanceWindow] = {}
         self._window_sequence: dict[str, int] = {}
         self._next_sequence = 1
@@ -421,6 +451,21 @@ class FakePagerDuty:
         """Make `service_id` known, so that `service_ids[]` may name it."""
         with self._lock:
             self._services[service_id] = name or service_id
+            self._service_status.setdefault(service_id, ("active", None))
+        self._rest_server.route("GET", f"/services/{service_id}", functools.partial(self._get_service, service_id))
+
+    def set_service_status(self, service_id: str, status: str, last_incident_at: datetime | None = None) -> None:
+        """Program what `GET /services/{service_id}` answers: its status and `last_incident_timestamp`."""
+        with self._lock:
+            if service_id not in self._services:
+                raise ValueError(f"unknown service id {service_id!r}: call add_service() first")
+            self._service_status[service_id] = (status, last_incident_at)
+
+    @property
+    def windows(self) -> list[MaintenanceWindow]:
+        """Every window the fake holds (created, added, ended), in creation order."""
+        with self._lock:
+            return sorted(self._windows.values(), key=lambda window: self._window_sequence[window.id])
 
     def add_window(
         self,
@@ -446,6 +491,8 @@ class FakePagerDuty:
             window_id = f"PMW{sequence:04d}"
             self._windows[window_id] = MaintenanceWindow(window_id, start, end, description, services)
             self._window_sequence[window_id] = sequence
+        for method, handler in (("DELETE", self._delete_window), ("PUT", self._update_window)):
+            self._rest_server.route(method, f"/maintenance_windows/{window_id}", functools.partial(handler, window_id))
         return window_id
 
     def remove_window(self, window_id: str) -> None:
@@ -606,6 +653,100 @@ class FakePagerDuty:
             "total": len(matching) if request.first("total") == "true" else None,
         }
         return json_response(200, body)
+
+    def _authorized(self, request: Request) -> bool:
+        return request.header("authorization") == f"Token token={self._api_token}"
+
+    def _create_window(self, request: Request) -> Response:
+        if not self._authorized(request):
+            return _rest_error(401, "Unauthorized")
+        if not (request.header("from") or "").strip():
+            return _rest_error(
+                400, "Invalid Input Provided", ["A From header with a user's email address is required"], 2001
+            )
+        try:
+            body = request.json()
+        except ValueError:
+            return _rest_error(400, "Invalid Input Provided", ["the body is not JSON"], 2001)
+        errors = window_errors(body)
+        if errors:
+            return _rest_error(400, "Invalid Input Provided", errors, 2001)
+        item = body["maintenance_window"]
+        now = self._now()
+        start = max(datetime.fromisoformat(item["start_time"]), now)
+        end = datetime.fromisoformat(item["end_time"])
+        if end <= start:
+            return _rest_error(
+                400, "Invalid Input Provided", ["end_time must be in the future and after start_time"], 2001
+            )
+        services = [service["id"] for service in item["services"]]
+        try:
+            window_id = self.add_window(services, start, end, item.get("description", ""))
+        except ValueError:
+            unknown = [service for service in services if service not in self._services]
+            return _rest_error(400, "Invalid Input Provided", [f"Service {s} not found." for s in unknown], 2001)
+        with self._lock:
+            rendered = self._render_window(self._windows[window_id])
+        return json_response(201, {"maintenance_window": rendered})
+
+    def _delete_window(self, window_id: str, request: Request) -> Response:
+        if not self._authorized(request):
+            return _rest_error(401, "Unauthorized")
+        now = self._now()
+        with self._lock:
+            window = self._windows.get(window_id)
+            if window is None:
+                return _rest_error(404, "Not Found", code=2100)
+            if window.end <= now:
+                return _rest_error(405, "Method Not Allowed", ["The maintenance window has already ended"])
+            if window.start > now:
+                del self._windows[window_id]
+            else:
+                self._windows[window_id] = replace(window, end=now)
+        return Response(204)
+
+    def _update_window(self, window_id: str, request: Request) -> Response:
+        if not self._authorized(request):
+            return _rest_error(401, "Unauthorized")
+        try:
+            item = request.json()["maintenance_window"]
+            changes: dict[str, Any] = {}
+            if "start_time" in item:
+                changes["start"] = datetime.fromisoformat(item["start_time"])
+            if "end_time" in item:
+                changes["end"] = datetime.fromisoformat(item["end_time"])
+            if "description" in item:
+                changes["description"] = str(item["description"])
+        except (ValueError, KeyError, TypeError):
+            return _rest_error(400, "Invalid Input Provided", ["a maintenance_window object is required"], 2001)
+        with self._lock:
+            window = self._windows.get(window_id)
+            if window is None:
+                return _rest_error(404, "Not Found", code=2100)
+            updated = replace(window, **changes)
+            if updated.start.tzinfo is None or updated.end.tzinfo is None or updated.end <= updated.start:
+                return _rest_error(400, "Invalid Input Provided", ["end_time must be after start_time"], 2001)
+            self._windows[window_id] = updated
+            rendered = self._render_window(updated)
+        return json_response(200, {"maintenance_window": rendered})
+
+    def _get_service(self, service_id: str, request: Request) -> Response:
+        if not self._authorized(request):
+            return _rest_error(401, "Unauthorized")
+        with self._lock:
+            name = self._services[service_id]
+            status, last_incident = self._service_status[service_id]
+        service = {
+            "id": service_id,
+            "type": "service",
+            "summary": name,
+            "name": name,
+            "self": f"{self.api_url}/services/{service_id}",
+            "html_url": f"{self._web_url}/service-directory/{service_id}",
+            "status": status,
+            "last_incident_timestamp": _iso(last_incident) if last_incident is not None else None,
+        }
+        return json_response(200, {"service": service})
 
     @staticmethod
     def _parse_list_query(request: Request) -> tuple[list[str], str, int, int]:
