@@ -47,6 +47,7 @@ from monitor.config import (
 )
 from monitor.incidents import dedup_key
 from monitor.sim.fake_pagerduty import FakePagerDuty
+from monitor.sim.fake_slack import FakeSlack
 from monitor.sim.loopback import LOOPBACK_HOST
 from monitor.sim.upstreams import HEALTH_PASS, CertificateAuthority, SimulatedUpstream, TokenIssuer
 
@@ -114,6 +115,7 @@ class SimulatedEnvironment:
         self._source = source
         self._upstreams: dict[str, SimulatedUpstream] = {}
         self._pagerduty: FakePagerDuty | None = None
+        self._slack: FakeSlack | None = None
         self._config: Config | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -143,6 +145,7 @@ class SimulatedEnvironment:
             ]
             self._pagerduty.add_service(service_id, " / ".join(names))
         self._pagerduty.start()
+        self._slack = FakeSlack().__enter__()
 
         document = source.model_dump(mode="json", by_alias=True, exclude_unset=True)
         issuers = self._build_upstreams(source, authority)
@@ -163,6 +166,8 @@ class SimulatedEnvironment:
             upstream.stop()
         if self._pagerduty is not None:
             self._pagerduty.stop()
+        if self._slack is not None:
+            self._slack.__exit__(None, None, None)
         if self._tempdir is not None:
             self._tempdir.cleanup()
             self._tempdir = None
@@ -212,6 +217,13 @@ class SimulatedEnvironment:
         if self._pagerduty is None:
             raise RuntimeError("the simulated environment has not started")
         return self._pagerduty
+
+    @property
+    def slack(self) -> FakeSlack:
+        """The fake Slack: the team's alerts channel and each owning team's channel have a webhook."""
+        if self._slack is None:
+            raise RuntimeError("the environment is not started")
+        return self._slack
 
     @property
     def upstreams(self) -> dict[str, SimulatedUpstream]:
@@ -325,6 +337,11 @@ class SimulatedEnvironment:
         )
         if "significant_duration" in monitor:
             monitor["significant_duration"] = format_duration(monitor["significant_duration"])
+        assert self._slack is not None
+        channels = ["#va-mobile-app-alerts", *(d.get("channel") for d in document["dependencies"].values())]
+        document["slack"] = {
+            "webhooks": {channel: self._slack.webhook_url(channel) for channel in dict.fromkeys(channels) if channel}
+        }
         pagerduty = document.setdefault("pagerduty", {})
         pagerduty.update(
             routing_key=ROUTING_KEY,
