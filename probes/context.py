@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 
 import httpx
 
+from probes._aiohttp_transport import AiohttpTransport
+
 if TYPE_CHECKING:
     from probes.tokens import TokenCache
 
@@ -95,6 +97,10 @@ class ProbeContext:
                 # not reach, or change the answer of, another probe.
                 cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
                 trust_env=False,
+                # Proxied clients keep httpx's own proxy transport (httpcore): CONNECT as before.
+                transport=None
+                if proxy
+                else AiohttpTransport(self.ssl_context(options), self.max_connections, self.keepalive_expiry),
             )
             self._clients[key] = client
         return client

@@ -202,7 +202,7 @@ class TestProbeOnRespx:
     )
     async def test_login_redirect(self, fields: dict[str, Any], detail: str) -> None:
         """A redirect to a login page is followed only without credentials, and the detail names the host."""
-        with respx.mock(assert_all_called=False) as router:
+        with respx.mock(assert_all_called=False, using="httpx") as router:
             router.get(API).mock(return_value=_redirect("https://login.example/sso?state=SECRET"))
             login = router.get("https://login.example/sso").mock(return_value=httpx.Response(200))
             result = await _probe(**fields)
@@ -221,7 +221,7 @@ class TestProbeOnRespx:
     )
     async def test_metadata_targets_are_never_contacted(self, location: str) -> None:
         """A redirect to a metadata or link-local address fails without any request going there."""
-        with respx.mock as router:
+        with respx.mock(using="httpx") as router:
             router.get(API).mock(return_value=_redirect(location))
             result = await _probe()
         assert (result.outcome, result.security_relevant) == (Outcome.HTTP_STATUS, True)
@@ -231,7 +231,7 @@ class TestProbeOnRespx:
     @pytest.mark.anyio
     async def test_name_pointing_at_metadata_is_never_contacted(self) -> None:
         """A redirect to a host name that resolves to the metadata address fails without a request to it."""
-        with respx.mock as router:
+        with respx.mock(using="httpx") as router:
             router.get(API).mock(return_value=_redirect("https://rebind.example/latest/meta-data/"))
             result = await _probe()
         assert (result.outcome, result.security_relevant) == (Outcome.HTTP_STATUS, True)
@@ -240,7 +240,7 @@ class TestProbeOnRespx:
     @pytest.mark.anyio
     async def test_redirect_limit(self) -> None:
         """A chain longer than the context's limit fails as a redirect loop after limit + 1 requests."""
-        with respx.mock as router:
+        with respx.mock(using="httpx") as router:
             route = router.get(url__startswith="https://api.example/").mock(
                 side_effect=lambda request: _redirect(str(request.url) + "x")
             )
@@ -251,7 +251,7 @@ class TestProbeOnRespx:
     @pytest.mark.anyio
     async def test_invalid_location_when_following(self) -> None:
         """A Location that is not a URL fails readably when the probe follows redirects."""
-        with respx.mock as router:
+        with respx.mock(using="httpx") as router:
             router.get(API).mock(return_value=_redirect("http://[::1"))
             result = await _probe()
         assert (result.outcome, result.detail) == (Outcome.ERROR, "invalid redirect Location from /health")
@@ -268,7 +268,7 @@ class TestProbeOnRespx:
                 "client_secret": "s",
             }
         )
-        with respx.mock(assert_all_called=False) as router:
+        with respx.mock(assert_all_called=False, using="httpx") as router:
             router.post("https://idp.example/token").mock(return_value=_redirect("https://other.example/token", 307))
             other = router.post("https://other.example/token").mock(return_value=httpx.Response(200))
             ctx = ProbeContext()
