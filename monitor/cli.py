@@ -102,12 +102,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     impact.add_argument("--format", choices=("text", "mermaid", "dot"), default="text")
 
-    add(
+    maintenance = add(
         "maintenance",
-        "list PagerDuty maintenance windows",
-        "List open and upcoming PagerDuty maintenance windows per dependency and the features they cover. "
-        "Exit 1 when PagerDuty cannot be read.",
+        "list, open or close PagerDuty maintenance windows",
+        "Without an action: list open and upcoming PagerDuty maintenance windows per dependency and the "
+        "features they cover (exit 1 when PagerDuty cannot be read). `open DEPENDENCY --for DURATION --message "
+        '"TITLE|BODY"`: create a window on the dependency\'s PagerDuty service, described USER_MESSAGE:TITLE|BODY '
+        "(what the app shows), and print its id and the features the app shows as down. `close WINDOW_ID`: end "
+        "it now. open/close exit 1 when PagerDuty refuses, 2 on bad input or an empty pagerduty.from_email.",
     )
+    maintenance.add_argument("action", nargs="?", choices=("open", "close"), help="open or close a window")
+    maintenance.add_argument("target", nargs="?", metavar="DEPENDENCY|WINDOW_ID", help="what to open or close")
+    maintenance.add_argument("--for", dest="duration", metavar="DURATION", help="how long the window lasts (open)")
+    maintenance.add_argument("--message", metavar="TITLE|BODY", help="what the app shows Veterans (open)")
 
     silence = sub.add_parser(
         "silence",
@@ -187,6 +194,19 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         from monitor.check import run_check
 
         return anyio.run(run_check, config, args.dependency, args.json, sys.stdout)
+    if command == "maintenance" and args.action is not None:
+        from monitor.maintenance_cli import run_maintenance_action
+
+        return anyio.run(
+            run_maintenance_action,
+            config,
+            args.action,
+            args.target,
+            args.duration,
+            args.message,
+            sys.stdout,
+            sys.stderr,
+        )
     if command == "maintenance":
         from monitor.reports import run_maintenance
 

@@ -311,6 +311,9 @@ class PagerDutySettings(_Model):
     api_url: str = Field(default="https://api.pagerduty.com", pattern=_URL_PATTERN)
     web_url: str = Field(default="https://dsva.pagerduty.com", pattern=_URL_PATTERN)
     maintenance_poll_interval: Duration = 180.0
+    # PagerDuty's required `From` header on REST writes (a user's email address, not a secret):
+    # `depmon maintenance open/close` refuse to run without it.
+    from_email: str = Field(default="", pattern=r"^$|^[^@\s]+@[^@\s]+$")
 
     @field_validator("events_url", "api_url")
     @classmethod

@@ -27,16 +27,20 @@ from __future__ import annotations
 import enum
 import json
 import math
+import shlex
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from monitor.config import Config
 from monitor.health import DependencyHealth, DependencyState, root_cause
 from monitor.impact import FeatureHealth, FeatureState, impacted_features
 from monitor.results import ProbeResult
 from monitor.windows import MaintenanceWindow
+
+if TYPE_CHECKING:
+    from monitor.pagerduty import ServiceStatus
 
 SUMMARY_LIMIT = 1024
 EVENT_BYTES_LIMIT = 512 * 1024  # PagerDuty refuses a larger event with a 400
@@ -256,6 +260,7 @@ class EventContext:
     upcoming_windows: Sequence[MaintenanceWindow] = field(default_factory=tuple)
     now: float | None = None
     earlier_incidents: int = 0
+    owning_team_status: ServiceStatus | None = None  # the dependency's own PagerDuty service, as last polled
 
 
 @dataclass(frozen=True, slots=True)
@@ -456,6 +461,8 @@ def build_event(decision: Decision, ctx: EventContext) -> dict[str, Any]:
             {"start": w.start.isoformat(), "end": w.end.isoformat(), "description": w.description}
             for w in ctx.upcoming_windows
         ],
+        "owning_team_status": owning_team_sentence(config, decision.dependency, ctx.owning_team_status, now),
+        "maintenance_command": maintenance_command(config, decision.dependency, features),
     }
     return fit_event(
         {
@@ -474,6 +481,63 @@ def build_event(decision: Decision, ctx: EventContext) -> dict[str, Any]:
             "links": links,
         }
     )
+
+
+USER_MESSAGE_PREFIX = "USER_MESSAGE:"  # vets-api shows the app only the text after it, as TITLE|BODY
+WINDOW_DESCRIPTION_LIMIT = 255  # vets-api: a window's description, prefix included, at most 255 characters
+MAINTENANCE_DURATION = "2h"  # what the page's command proposes; the responder edits it
+
+
+def maintenance_message(config: Config, dependency: str, features: Sequence[str]) -> str:
+    """`TITLE|BODY` of the app's downtime banner for an outage: the impacted features by name.
+
+    Fits `WINDOW_DESCRIPTION_LIMIT` once prefixed: names that do not fit become `and N more`.
+    """
+    name = config.dependencies[dependency].name
+    body = f"{name} is down; these features may not work until it is back"
+    room = WINDOW_DESCRIPTION_LIMIT - len(USER_MESSAGE_PREFIX) - len(body) - len("|")
+    names = [config.features[f].name for f in features]
+    shown = len(names)
+    while True:
+        listed = ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if shown < len(names) else "")
+        title = f"{listed or name} unavailable"
+        if len(title) <= room or shown == 0:
+            return f"{title[:room]}|{body}"
+        shown -= 1
+
+
+def maintenance_command(config: Config, dependency: str, features: Sequence[str]) -> str | None:
+    """The `depmon maintenance open` command that puts up the app's downtime banner (None: no PagerDuty service)."""
+    if not config.dependencies[dependency].pagerduty_service:
+        return None
+    message = maintenance_message(config, dependency, features)
+    quoted = f'"{message}"' if not set(message) & set('"$`\\!') else shlex.quote(message)
+    return f"depmon maintenance open {shlex.quote(dependency)} --for {MAINTENANCE_DURATION} --message {quoted}"
+
+
+def owning_team_sentence(config: Config, dependency: str, status: ServiceStatus | None, now: float) -> str:
+    """Whether the owning team already knows: its own PagerDuty service's status, and since when."""
+    dep = config.dependencies[dependency]
+    if not dep.pagerduty_service:
+        return f"{dep.name} has no PagerDuty service in the config: the owning team's status is unknown"
+    own = f"{dep.name}'s own PagerDuty service"
+    if status is None:
+        return f"{own} ({dep.pagerduty_service}) has not been read yet: the owning team's status is unknown"
+    if status.status == "active":
+        return f"no incident open on the owning team's service ({own} is active)"
+    when = ""
+    if status.since is not None:
+        moment = datetime.fromtimestamp(status.since, UTC)
+        same_day = moment.date() == datetime.fromtimestamp(now, UTC).date()
+        text = moment.strftime("%H:%M UTC" if same_day else "%Y-%m-%d %H:%M UTC")
+        when = f" (seen so since {text})" if status.observed else f" (since {text})"
+    meaning = {
+        "warning": ": a low-urgency incident is open there",
+        "critical": ": the owning team has a high-urgency incident open",
+        "maintenance": ": the owning team has it in a maintenance window",
+        "disabled": ": it pages nobody",
+    }.get(status.status, "")
+    return f"{own} is {status.status}{when}{meaning}"
 
 
 def build_self_event(decision: Decision, environment: str, condition: str, reason: str) -> dict[str, Any]:

@@ -1,0 +1,123 @@
+"""`depmon maintenance open` and `depmon maintenance close` (SPEC 10.2): PagerDuty windows from the shell.
+
+    depmon maintenance open DEPENDENCY --for DURATION --message "TITLE|BODY"
+    depmon maintenance close WINDOW_ID
+
+`open` creates a window on the dependency's `pagerduty_service` whose description is
+`USER_MESSAGE:TITLE|BODY`, the form vets-api shows in the app, and prints its id and the app
+features the app will show as down; the running daemon applies it at its next poll. `close` ends
+an ongoing window now, or deletes one that has not started (PagerDuty's DELETE does both).
+
+Exit statuses: 0 done; 1 PagerDuty refused or did not answer (its reason printed, secret-free);
+2 bad input, an unknown dependency, one without a PagerDuty service, or an empty API token or
+`pagerduty.from_email`. Nothing is retried: creating a window twice would leave two windows.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TextIO
+
+from monitor.config import Config, format_duration, parse_duration
+from monitor.impact import features_covered, needs_from_config
+from monitor.incidents import USER_MESSAGE_PREFIX, WINDOW_DESCRIPTION_LIMIT
+from monitor.logs import Redactor
+
+__all__ = ["run_maintenance_action"]
+
+EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
+_WINDOW_ID = re.compile(r"[A-Za-z0-9]{1,64}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class _Usage(Exception):
+    """Bad input: exit 2 with this message."""
+
+
+async def run_maintenance_action(
+    config: Config,
+    action: str,
+    target: str | None,
+    duration: str | None,
+    message: str | None,
+    out: TextIO,
+    err: TextIO,
+    clock: Callable[[], float] = time.time,
+) -> int:
+    """Carry out `depmon maintenance open|close`; returns the exit status."""
+    from monitor.pagerduty import MaintenanceClient, WindowWriteFailed
+
+    redactor = Redactor(config.secret_values())
+    try:
+        pd = config.pagerduty
+        if not pd.api_token.get_secret_value():
+            raise _Usage("pagerduty.api_token is empty: set PAGERDUTY_API_TOKEN")
+        if not pd.from_email:
+            raise _Usage("pagerduty.from_email is empty: set PAGERDUTY_FROM_EMAIL (PagerDuty requires a From header)")
+        if action == "open":
+            service, seconds, description = _open_arguments(config, target, duration, message)
+        elif target is None or not _WINDOW_ID.fullmatch(target):
+            raise _Usage("give the WINDOW_ID to close (letters and digits, as `depmon maintenance` lists it)")
+    except _Usage as exc:
+        print(f"depmon maintenance {action}: {exc}", file=err)
+        return EXIT_USAGE
+    client = MaintenanceClient(pd.api_url, pd.api_token)
+    try:
+        if action == "open":
+            assert target is not None
+            start = datetime.fromtimestamp(clock(), UTC)
+            end = datetime.fromtimestamp(clock() + seconds, UTC)
+            window = await client.create_window(service, start, end, description, pd.from_email)
+            _print_opened(config, target, service, window.id, window.end, seconds, out)
+        else:
+            assert target is not None
+            await client.end_window(target, pd.from_email)
+            print(f"maintenance window {target} ended", file=out)
+    except WindowWriteFailed as exc:
+        print(f"depmon maintenance {action}: PagerDuty refused: {redactor.scrub(exc.reason)}", file=err)
+        return EXIT_REFUSED
+    finally:
+        client.close()
+    return EXIT_OK
+
+
+def _open_arguments(
+    config: Config, dependency: str | None, duration: str | None, message: str | None
+) -> tuple[str, float, str]:
+    """(service id, seconds, description) of `open`, or `_Usage` saying what is wrong."""
+    if dependency is None or duration is None or message is None:
+        raise _Usage('give DEPENDENCY --for DURATION --message "TITLE|BODY"')
+    if dependency not in config.dependencies:
+        raise _Usage(f"unknown dependency {dependency!r} (known: {', '.join(sorted(config.dependencies))})")
+    service = config.dependencies[dependency].pagerduty_service
+    if not service:
+        raise _Usage(f"{dependency} has no pagerduty_service in the config: PagerDuty has no window to open for it")
+    try:
+        seconds = parse_duration(duration)
+    except ValueError as exc:
+        raise _Usage(f"--for {duration!r}: {exc}") from None
+    title, bar, body = message.partition("|")
+    if not bar or not title.strip() or not body.strip():
+        raise _Usage('--message must be "TITLE|BODY" (the app shows the title, then the body)')
+    if _CONTROL.search(message):
+        raise _Usage("--message must be one line, without control characters")
+    description = USER_MESSAGE_PREFIX + message
+    if len(description) > WINDOW_DESCRIPTION_LIMIT:
+        room = WINDOW_DESCRIPTION_LIMIT - len(USER_MESSAGE_PREFIX)
+        raise _Usage(f"--message is {len(message)} characters; vets-api shows at most {room}")
+    return service, seconds, description
+
+
+def _print_opened(
+    config: Config, dependency: str, service: str, window_id: str, end: datetime, seconds: float, out: TextIO
+) -> None:
+    owners = config.service_owners().get(service, [dependency])
+    features = features_covered(needs_from_config(config.features), set(owners))
+    names = ", ".join(config.features[f].name for f in features) or "no app feature"
+    until = end.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    print(f"maintenance window {window_id} opened on {service} for {format_duration(seconds)}, until {until}", file=out)
+    print(f"the app shows as down: {names}", file=out)
+    print(f"end it with `depmon maintenance close {window_id}`", file=out)
