@@ -35,7 +35,6 @@ import anyio
 import anyio.abc
 import structlog
 from hypercorn.asyncio.run import worker_serve
-from hypercorn.config import Config as HypercornConfig
 from hypercorn.config import Sockets
 from hypercorn.utils import wrap_app
 
@@ -50,7 +49,7 @@ from monitor.pager import Pager
 from monitor.pagerduty import EventsSender, MaintenanceClient
 from monitor.scheduler import Scheduler
 from monitor.selfwatch import LoopLagMonitor, SelfState, SelfWatch
-from monitor.server import create_app
+from monitor.server import create_app, server_config
 from monitor.slack import SlackSender
 from monitor.store import Silence, StateLock, Store
 from monitor.windows import MaintenanceWindow
@@ -80,10 +79,10 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def build_probe_context(config: Config) -> ProbeContext:
-    """The probes' shared clients and token cache for one config."""
+def build_probe_context(config: Config, on_secret: Callable[[str], None] | None = None) -> ProbeContext:
+    """The probes' shared clients and token cache for one config; `on_secret` learns every token."""
     ctx = ProbeContext(max_connections=config.monitor.max_concurrent_probes)
-    ctx.tokens = TokenCache.from_config(config, token_fetcher(ctx))
+    ctx.tokens = TokenCache.from_config(config, token_fetcher(ctx), on_secret=on_secret)
     return ctx
 
 
@@ -279,6 +278,11 @@ class Daemon:
             changes.sort(key=lambda change: change[0])  # stable: a batch written meanwhile repeats, in order
         return history
 
+    def _learn_secret(self, secret: str) -> None:
+        """A secret learned at run time (a bearer token): the log redactor must know it from now on."""
+        if self._on_secrets is not None:
+            self._on_secrets([secret])
+
     # -- running -----------------------------------------------------------------------------
 
     async def run(self, listener: socket.socket) -> None:
@@ -397,7 +401,7 @@ class Daemon:
         with anyio.CancelScope() as scope:
             task_status.started(scope)
             runtime = self._runtime
-            ctx = build_probe_context(runtime.config)
+            ctx = build_probe_context(runtime.config, on_secret=self._learn_secret)
             try:
                 scheduler = Scheduler(
                     runtime.config, runtime.engine, ctx, self._metrics, rng=random.Random(), watch=runtime.watch
@@ -472,10 +476,7 @@ class Daemon:
         self._runtime.engine.set_windows(windows)
 
     async def _serve(self, listener: socket.socket, stop: anyio.Event, done: anyio.Event) -> None:
-        config = HypercornConfig()
-        config.accesslog = None
-        config.errorlog = None  # our own logs say what matters; hypercorn's would not be JSON
-        config.graceful_timeout = 2.0
+        config = server_config()  # short idle and read timeouts: an idle-connection flood cannot hold the port
         app: Any = create_app(self, time.time)  # a Starlette app is an ASGI callable; hypercorn's alias is narrower
         sockets = Sockets(secure_sockets=[], insecure_sockets=[listener], quic_sockets=[])
         try:
