@@ -22,7 +22,7 @@ test: $(BIN)/depmon tools
 	$(BIN)/ruff check monitor probes tests deploy
 	$(BIN)/ruff format --check monitor probes tests deploy
 	$(BIN)/mypy
-	$(BIN)/pytest
+	$(BIN)/pytest --cov=monitor --cov=probes --cov-branch --cov-report=term:skip-covered
 
 ## tools: the external programs some tests use (promtool, prometheus, chromium); installed when root
 tools:
