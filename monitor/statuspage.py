@@ -5,7 +5,7 @@ windows and open incidents. Rendered from the same document as `/status`, for a 
 rather than ids, and times as "down for 12 min" with the UTC time beside it (the raw timestamp
 stays in the `<time datetime>` attribute). Each feature shows its last 24 hours as a strip of
 colored segments, each as wide as it lasted, with a tooltip ("down 10:32-10:47 UTC"), the same
-text as the strip's accessible name, and the time spent in each state written beside it.
+text as the strip's accessible name, and the time spent in each state written below it.
 """
 
 from __future__ import annotations
