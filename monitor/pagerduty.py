@@ -435,13 +435,7 @@ class MaintenanceClient:
         return entries
 
     def _page(self, params: dict[str, Any]) -> dict[str, Any]:
-        try:
-            response = self._client.get("/maintenance_windows", params=params)
-        except pagerduty.Error as exc:  # a network failure, or a 401 (the package raises it at once)
-            if exc.response is None:
-                reason = f"PagerDuty REST API unreachable at {self.api_url} ({_cause(exc)})"
-                raise MaintenanceUnavailable(reason) from None
-            response = exc.response
+        response = self._answer(MaintenanceUnavailable, "GET", "/maintenance_windows", params=params)
         if response.status_code == 400:
             raise _BadRequest
         if not 200 <= response.status_code < 300:
@@ -494,12 +488,7 @@ class MaintenanceClient:
         kwargs: dict[str, Any] = {"headers": {"From": from_email}}
         if body is not None:
             kwargs["json"] = body
-        try:
-            response = self._client.request(method, path, **kwargs)
-        except pagerduty.Error as exc:  # a network failure, or a 401 (the package raises it at once)
-            if exc.response is None:
-                raise WindowWriteFailed(f"PagerDuty REST API unreachable at {self.api_url} ({_cause(exc)})") from None
-            response = exc.response
+        response = self._answer(WindowWriteFailed, method, path, **kwargs)
         if not 200 <= response.status_code < 300:
             reason = self._reason(response)
             if response.status_code == 405 and method == "DELETE":
@@ -533,14 +522,7 @@ class MaintenanceClient:
     def _service(self, service_id: str) -> ServiceRead:
         if not _PD_ID.fullmatch(service_id):
             raise MaintenanceUnavailable(f"{service_id[:40]!r} is not a PagerDuty id")
-        try:
-            response = self._client.get(f"/services/{service_id}")
-        except pagerduty.Error as exc:
-            if exc.response is None:
-                raise MaintenanceUnavailable(
-                    f"PagerDuty REST API unreachable at {self.api_url} ({_cause(exc)})"
-                ) from None
-            response = exc.response
+        response = self._answer(MaintenanceUnavailable, "GET", f"/services/{service_id}")
         if not 200 <= response.status_code < 300:
             raise MaintenanceUnavailable(self._reason(response))
         try:
@@ -558,6 +540,18 @@ class MaintenanceClient:
         except ValueError:
             last_at = None
         return ServiceRead(status, last_at)
+
+    def _answer(
+        self, unreachable: type[MaintenanceUnavailable | WindowWriteFailed], method: str, path: str, **kwargs: Any
+    ) -> httpx2.Response:
+        """PagerDuty's answer to one request, whatever its status; `unreachable(reason)` when none came."""
+        try:
+            return self._client.request(method, path, **kwargs)
+        except pagerduty.Error as exc:  # a network failure, or a 401 (the package raises it at once)
+            if exc.response is None:
+                raise unreachable(f"PagerDuty REST API unreachable at {self.api_url} ({_cause(exc)})") from None
+            response: httpx2.Response = exc.response
+            return response
 
     def _reason(self, response: httpx2.Response) -> str:
         status = response.status_code

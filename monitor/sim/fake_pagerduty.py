@@ -100,35 +100,30 @@ SIM_API_TOKEN = "sim-api-token"  # noqa: S105 - the fake's default, not a secret
 AlertStatus = Literal["triggered", "acknowledged", "resolved"]
 
 
-# -- the events schema ----------------------------------------------------------------------------
+# -- depmon's own schemas ------------------------------------------------------------------------
 
 
 @functools.cache
-def _events_validator() -> Any:
-    text = importlib.resources.files("monitor").joinpath("schemas/events-v2.json").read_text("utf-8")
+def _validator(name: str) -> Any:
+    """A validator of the schema `monitor/schemas/<name>` (shipped inside the package)."""
+    text = importlib.resources.files("monitor").joinpath(f"schemas/{name}").read_text("utf-8")
     schema = json.loads(text)
     jsonschema.Draft202012Validator.check_schema(schema)
     return jsonschema.Draft202012Validator(schema)
+
+
+def _schema_errors(name: str, document: object) -> list[str]:
+    return sorted(f"{error.json_path}: {error.message}" for error in _validator(name).iter_errors(document))
 
 
 def event_errors(event: object) -> list[str]:
     """Why `event` is not a valid Events API v2 body, one message per problem; empty when valid."""
-    errors = _events_validator().iter_errors(event)
-    return sorted(f"{error.json_path}: {error.message}" for error in errors)
-
-
-@functools.cache
-def _window_validator() -> Any:
-    text = importlib.resources.files("monitor").joinpath("schemas/rest-maintenance-windows.json").read_text("utf-8")
-    schema = json.loads(text)
-    jsonschema.Draft202012Validator.check_schema(schema)
-    return jsonschema.Draft202012Validator(schema)
+    return _schema_errors("events-v2.json", event)
 
 
 def window_errors(body: object) -> list[str]:
     """Why `body` is not a valid maintenance-window write body, one message per problem; empty when valid."""
-    errors = _window_validator().iter_errors(body)
-    return sorted(f"{error.json_path}: {error.message}" for error in errors)
+    return _schema_errors("rest-maintenance-windows.json", body)
 
 
 # -- records --------------------------------------------------------------------------------------

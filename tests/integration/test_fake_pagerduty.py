@@ -595,6 +595,121 @@ class TestMaintenanceWindows:
         assert request.header("Accept") == "application/vnd.pagerduty+json;version=2"
 
 
+def rest(
+    http: httpx.Client, fake: FakePagerDuty, method: str, path: str, body: Any = None, sender: str | None = "a@b.gov"
+) -> httpx.Response:
+    """A REST request with the fake's token (and a From header unless `sender` is None)."""
+    headers = {"Authorization": f"Token token={fake.api_token}"}
+    if sender is not None:
+        headers["From"] = sender
+    return http.request(method, f"{fake.api_url}{path}", json=body, headers=headers)
+
+
+def window_body(service: str = "PEVSS01", start: datetime = NOW, hours_long: float = 2) -> dict[str, Any]:
+    """A POST /maintenance_windows body."""
+    end = start + timedelta(hours=hours_long)
+    return {
+        "maintenance_window": {
+            "type": "maintenance_window",
+            "start_time": start.isoformat(),
+            "end_time": end.isoformat(),
+            "description": "USER_MESSAGE:Claims|EVSS is down",
+            "services": [{"id": service, "type": "service_reference"}],
+        }
+    }
+
+
+class TestRestWrites:
+    def test_created_window_is_listed(self, fake: FakePagerDuty, http: httpx.Client) -> None:
+        """A created window is answered 201 with its id and then listed as open."""
+        fake.add_service("PEVSS01")
+        created = rest(http, fake, "POST", "/maintenance_windows", window_body())
+        assert created.status_code == 201
+        window = created.json()["maintenance_window"]
+        assert window["description"] == "USER_MESSAGE:Claims|EVSS is down"
+        listed = list_windows(http, fake, {"filter": "open"}).json()["maintenance_windows"]
+        assert [w["id"] for w in listed] == [window["id"]]
+
+    def test_created_answer_matches_the_published_schema(self, fake: FakePagerDuty, http: httpx.Client) -> None:
+        """The 201 answer, and the body that asked for it, pass PagerDuty's published schemas."""
+        pointer = "#/paths/~1maintenance_windows/post/{}/content/application~1json/schema"
+        request_schema = openapi_validator("rest-maintenance-windows.openapi.json", pointer.format("requestBody"))
+        answer_schema = openapi_validator("rest-maintenance-windows.openapi.json", pointer.format("responses/201"))
+        fake.add_service("PEVSS01")
+        created = rest(http, fake, "POST", "/maintenance_windows", window_body())
+        assert list(request_schema.iter_errors(window_body())) == []
+        assert list(answer_schema.iter_errors(created.json())) == []
+
+    def test_from_header_is_required(self, fake: FakePagerDuty, http: httpx.Client) -> None:
+        """Without a From header PagerDuty's 400 comes back and nothing is created."""
+        fake.add_service("PEVSS01")
+        refused = rest(http, fake, "POST", "/maintenance_windows", window_body(), sender=None)
+        assert refused.status_code == 400
+        assert "From header" in refused.json()["error"]["errors"][0]
+        assert fake.windows == []
+
+    @pytest.mark.parametrize(
+        ("body", "said"),
+        [
+            ({"maintenance_window": {"type": "maintenance_window"}}, "'start_time' is a required property"),
+            (window_body(service="PNOSUCH"), "Service PNOSUCH not found."),
+            (window_body(start=NOW - timedelta(hours=3)), "end_time must be in the future"),
+        ],
+        ids=["schema", "unknown-service", "ended"],
+    )
+    def test_invalid_windows_are_refused(self, fake: FakePagerDuty, http: httpx.Client, body: Any, said: str) -> None:
+        """A body our schema refuses, an unknown service or an end in the past is a 400 naming the problem."""
+        fake.add_service("PEVSS01")
+        refused = rest(http, fake, "POST", "/maintenance_windows", body)
+        assert refused.status_code == 400
+        assert any(said in error for error in refused.json()["error"]["errors"])
+
+    def test_writes_need_the_token(self, fake: FakePagerDuty, http: httpx.Client) -> None:
+        """A write without the token is a 401."""
+        fake.add_service("PEVSS01")
+        answer = http.post(f"{fake.api_url}/maintenance_windows", json=window_body(), headers={"From": "a@b.gov"})
+        assert answer.status_code == 401
+
+    def test_delete_ends_ongoing_deletes_future_refuses_past(self, fake: FakePagerDuty, http: httpx.Client) -> None:
+        """DELETE ends an ongoing window, deletes a future one, and is 405 for one already over."""
+        fake.add_service("PEVSS01")
+        ongoing = fake.add_window(["PEVSS01"], NOW - timedelta(hours=1), NOW + timedelta(hours=1))
+        future = fake.add_window(["PEVSS01"], NOW + timedelta(hours=1), NOW + timedelta(hours=2))
+        over = fake.add_window(["PEVSS01"], NOW - timedelta(hours=2), NOW - timedelta(hours=1))
+        statuses = [
+            rest(http, fake, "DELETE", f"/maintenance_windows/{w}").status_code for w in (ongoing, future, over)
+        ]
+        assert statuses == [204, 204, 405]
+        assert [(w.id, w.end) for w in fake.windows] == [
+            (ongoing, NOW),
+            (over, NOW - timedelta(hours=1)),
+        ]
+
+    def test_put_changes_the_end(self, fake: FakePagerDuty, http: httpx.Client) -> None:
+        """PUT with a new end_time moves the window's end."""
+        fake.add_service("PEVSS01")
+        window = fake.add_window(["PEVSS01"], NOW - timedelta(hours=1), NOW + timedelta(hours=1))
+        end = NOW + timedelta(minutes=10)
+        answer = rest(
+            http, fake, "PUT", f"/maintenance_windows/{window}", {"maintenance_window": {"end_time": end.isoformat()}}
+        )
+        assert answer.status_code == 200
+        assert fake.windows[0].end == end
+
+    def test_service_status_is_programmable(self, fake: FakePagerDuty, http: httpx.Client) -> None:
+        """GET /services/{id} answers active, then the status and last incident time it is given."""
+        fake.add_service("PVAOS01", "VAOS")
+        assert rest(http, fake, "GET", "/services/PVAOS01").json()["service"]["status"] == "active"
+        fake.set_service_status("PVAOS01", "critical", NOW)
+        service = rest(http, fake, "GET", "/services/PVAOS01").json()["service"]
+        assert (service["status"], service["last_incident_timestamp"], service["name"]) == (
+            "critical",
+            "2025-06-02T12:00:00+00:00",
+            "VAOS",
+        )
+        assert rest(http, fake, "GET", "/services/PNOSUCH").status_code == 404
+
+
 class TestPublishedSchemas:
     EVENTS_POINTER = "#/paths/~1enqueue/post/requestBody/content/application~1json/schema"
     WINDOWS_POINTER = "#/paths/~1maintenance_windows/get/responses/200/content/application~1json/schema"
