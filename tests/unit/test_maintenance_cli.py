@@ -10,9 +10,14 @@ import pytest
 
 from monitor.cli import main
 from monitor.config import Config, bundled_config_path, load_config
+from monitor.impact import FeatureHealth, FeatureState
 from monitor.incidents import (
     USER_MESSAGE_PREFIX,
     WINDOW_DESCRIPTION_LIMIT,
+    Action,
+    Decision,
+    EventContext,
+    build_event,
     maintenance_command,
     maintenance_message,
     owning_team_sentence,
@@ -224,3 +229,17 @@ class TestPageHelpers:
     def test_owning_team_sentence_without_a_service(self, config: Config) -> None:
         """A dependency without a PagerDuty service says its owners' status is unknown."""
         assert "has no PagerDuty service" in owning_team_sentence(config, "vetext", None, NOW)
+
+    def test_the_page_carries_both_details(self, config: Config) -> None:
+        """A trigger's custom_details hold the owning team's sentence from the context and the command."""
+        critical = ServiceStatus("critical", NOW - 5280, False, NOW)
+        ctx = EventContext(
+            config, {"appointments": FeatureHealth(FeatureState.DOWN)}, [], NOW, now=NOW, owning_team_status=critical
+        )
+        event = build_event(Decision(Action.TRIGGER, "vaos", "depmon/production/vaos", ("appointments",)), ctx)
+        details = event["payload"]["custom_details"]
+        assert details["owning_team_status"].startswith("VAOS's own PagerDuty service is critical (since 12:32 UTC)")
+        assert details["maintenance_command"] == (
+            'depmon maintenance open vaos --for 2h --message "Appointments unavailable|VAOS is down; these features '
+            'may not work until it is back"'
+        )
