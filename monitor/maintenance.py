@@ -107,8 +107,11 @@ class MaintenancePoller:
         return self._service_statuses.get(service_id)
 
     async def poll_statuses(self) -> None:
-        """Read every service's own status once; a service that cannot be read keeps its last known one."""
-        read = await self._client.service_statuses(list(self._services))
+        """Read every service's own status once; a service that cannot be read keeps its last known one.
+
+        The ids PagerDuty refused in the windows poll are not asked (they are logged there already).
+        """
+        read = await self._client.service_statuses([s for s in self._services if s not in self.bad_service_ids])
         now = self._clock()
         for service, answer in read.items():
             if isinstance(answer, str):

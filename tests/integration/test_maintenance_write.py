@@ -178,6 +178,17 @@ class TestServiceStatus:
         assert poller.service_status("PNOTCONFIGURED") is None
         fake.rest_clear_faults()
 
+    @pytest.mark.anyio
+    async def test_poller_does_not_ask_the_status_of_a_refused_id(self, fake: FakePagerDuty) -> None:
+        """A service id the windows poll found bad is not read again for its status; the good ones are."""
+        async with client_for(fake) as client:
+            poller = MaintenancePoller(client, {EVSS: "evss", "PDELETED": "caseflow"}, 60.0, Metrics())
+            with anyio.fail_after(10):
+                await poller.poll_once()
+        assert poller.bad_service_ids == ["PDELETED"]
+        assert [r.path for r in fake.rest_requests if r.path.startswith("/services/")] == [f"/services/{EVSS}"]
+        assert poller.service_status("PDELETED") is None
+
 
 class TestRequestSchemas:
     BODIES = {
