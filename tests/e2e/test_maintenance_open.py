@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -84,3 +85,20 @@ def test_open_is_honoured_within_a_poll_and_close_lets_the_failure_page(tmp_path
         assert details["maintenance_command"].startswith(
             'depmon maintenance open a --for 2h --message "A app unavailable|'
         )
+
+
+@pytest.mark.xfail(
+    strict=True, reason="wiring pending: the pager passes the poller's service_status into EventContext (pager.py)"
+)
+def test_the_page_names_the_owning_team_status(tmp_path: Path) -> None:
+    """A's own PagerDuty service is critical: A's page says so, with the time of its last incident."""
+    last_incident = datetime.now(UTC) - timedelta(minutes=3)
+    with simulated_with_from(tmp_path) as sim:
+        sim.pagerduty.set_service_status(sim.service_id("a"), "critical", last_incident)
+        with running(sim) as daemon:
+            wait_for(lambda: daemon.count("service_status_unreadable") == 0 and state(daemon, "a") == "up", WAIT, "up")
+            sim.upstream("a").fail_with(503)
+            trigger = wait_for_event(sim, "a", "trigger")
+    sentence = trigger.body["payload"]["custom_details"]["owning_team_status"]
+    assert sentence.startswith("A's own PagerDuty service is critical (since ")
+    assert last_incident.strftime("%H:%M UTC") in sentence
