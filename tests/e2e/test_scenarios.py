@@ -18,7 +18,7 @@ import pytest
 
 from monitor.sim.environment import SimulatedEnvironment
 from monitor.sim.fake_pagerduty import ReceivedEvent, event_errors
-from tests.e2e.harness import DaemonProcess, wait_for
+from tests.e2e.harness import DaemonProcess, all_up, running, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -29,23 +29,6 @@ WAIT = 15.0  # the longest an ordinary step may take on a loaded 2-core machine
 
 
 # -- helpers ---------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def running(sim: SimulatedEnvironment) -> Iterator[DaemonProcess]:
-    """`depmon run` against `sim`, started and with every dependency up."""
-    daemon = DaemonProcess(sim.config_dir, sim.state_path)
-    try:
-        daemon.start()
-        wait_for(lambda: all_up(daemon), WAIT, "every dependency up")
-        yield daemon
-    finally:
-        daemon.close()
-
-
-def all_up(daemon: DaemonProcess) -> bool:
-    """Every dependency in /status is up."""
-    return all(dep["state"] == "up" for dep in daemon.status()["dependencies"].values())
 
 
 def dependency(daemon: DaemonProcess, dep_id: str) -> dict[str, Any]:
