@@ -46,7 +46,7 @@ from monitor.maintenance import MaintenancePoller
 from monitor.metrics import Metrics
 from monitor.outbox import Outbox
 from monitor.pager import Pager
-from monitor.pagerduty import EventsSender, MaintenanceClient
+from monitor.pagerduty import EventsSender, MaintenanceClient, ServiceStatus
 from monitor.scheduler import Scheduler
 from monitor.selfwatch import LoopLagMonitor, SelfState, SelfWatch
 from monitor.server import create_app, server_config
@@ -309,6 +309,7 @@ class Daemon:
         outbox = self._outbox = Outbox(store, self._runtime.sender, self._metrics, slack=self._runtime.slack)
         pager = self._pager = Pager(self._runtime.engine, store, outbox, self._metrics)
         pager.use(self._runtime.engine, self._runtime.watch)
+        pager.service_status = self._service_status
         stop_server, server_done = anyio.Event(), anyio.Event()
         self._store = store
         self._note_feature_states()
@@ -412,6 +413,10 @@ class Daemon:
             finally:
                 with anyio.CancelScope(shield=True):
                     await ctx.aclose()
+
+    def _service_status(self, service_id: str) -> ServiceStatus | None:
+        """The owning team's own PagerDuty service as the current poller last read it (None: not read)."""
+        return self.poller.service_status(service_id) if self.poller is not None else None
 
     async def _poll(self, *, task_status: anyio.abc.TaskStatus[anyio.CancelScope]) -> None:
         """The maintenance poller of the current runtime (none without an API token)."""

@@ -40,6 +40,7 @@ from monitor.incidents import (
 )
 from monitor.metrics import Metrics
 from monitor.outbox import Outbox
+from monitor.pagerduty import ServiceStatus
 from monitor.results import ProbeResult
 from monitor.selfwatch import SelfState, SelfWatch
 from monitor.slack import SLACK_PREFIX, slack_channels, slack_message
@@ -135,6 +136,8 @@ class Pager:
         self._pruned_at: float | None = None
         self.watch: SelfWatch | None = None
         self.silences: list[Silence] = []  # active now, as last read from the store (about once a second)
+        # The owning team's own PagerDuty service as the maintenance poller last read it (the daemon sets it).
+        self.service_status: Callable[[str], ServiceStatus | None] = lambda _service: None
         self._silenced: set[str] = set()  # the dependencies silenced at the last reconciliation
         self.use(engine)
 
@@ -330,6 +333,7 @@ class Pager:
                     self._upcoming_windows(dep),
                     now=now,
                     earlier_incidents=earlier_incidents,
+                    owning_team_status=self._owning_team_status(dep),
                 )
             body = build_event(decision, context)
             event = (body["event_action"], body)
@@ -394,6 +398,10 @@ class Pager:
         else:
             event = "incident_escalated" if decision.action is Action.ESCALATE else "incident_updated"
             log.warning(event, features=list(decision.features), **fields)
+
+    def _owning_team_status(self, dependency: str) -> ServiceStatus | None:
+        dep = self.engine.config.dependencies.get(dependency)
+        return self.service_status(dep.pagerduty_service) if dep is not None and dep.pagerduty_service else None
 
     def _upcoming_windows(self, dependency: str) -> list[Any]:
         dep = self.engine.config.dependencies.get(dependency)

@@ -87,9 +87,6 @@ def test_open_is_honoured_within_a_poll_and_close_lets_the_failure_page(tmp_path
         )
 
 
-@pytest.mark.xfail(
-    strict=True, reason="wiring pending: the pager passes the poller's service_status into EventContext (pager.py)"
-)
 def test_the_page_names_the_owning_team_status(tmp_path: Path) -> None:
     """A's own PagerDuty service is critical: A's page says so, with the time of its last incident."""
     last_incident = datetime.now(UTC) - timedelta(minutes=3)
