@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import socket
 import threading
 import time
@@ -16,6 +17,8 @@ from typing import Any
 
 import anyio
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pydantic import SecretStr
 
 from monitor.pagerduty import EventsSender, MaintenanceClient, MaintenanceUnavailable
@@ -236,3 +239,59 @@ class TestAnswerBounds:
         pages = Pages(lambda request: Response(200, body))
         with pytest.raises(MaintenanceUnavailable, match="PagerDuty REST API"):
             await windows_from(rest, pages)
+
+
+_json_leaf = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=40))
+_json = st.recursive(
+    _json_leaf,
+    lambda children: st.one_of(
+        st.lists(children, max_size=4), st.dictionaries(st.text(max_size=12), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+_window_like = st.fixed_dictionaries(
+    {},
+    optional={
+        "id": st.one_of(st.text(max_size=10), _json),
+        "start_time": st.one_of(st.just("2026-12-01T10:00:00Z"), st.text(max_size=30), _json),
+        "end_time": st.one_of(st.just("2026-12-01T12:00:00Z"), st.text(max_size=30), _json),
+        "description": _json,
+        "services": st.one_of(st.just([{"id": SERVICE}]), _json),
+    },
+)
+_page = st.one_of(
+    st.fixed_dictionaries(
+        {"maintenance_windows": st.lists(st.one_of(_window_like, _json), max_size=5)},
+        optional={"more": _json, "offset": _json},
+    ),
+    _json,
+)
+
+
+class TestAnyRestAnswer:
+    """Property (issue 11): any REST answer gives windows or a readable MaintenanceUnavailable, never another error."""
+
+    @settings(
+        max_examples=int(os.environ.get("DEPMON_HYPOTHESIS_EXAMPLES", "60")),
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
+    @given(page=_page, status=st.sampled_from([200, 200, 200, 400, 401, 429, 500]))
+    def test_windows_or_a_readable_error(self, rest: LoopbackServer, page: Any, status: int) -> None:
+        """Generated pages (garbage, wrong types, malformed windows) and statuses never crash the client."""
+        body = json.dumps(page).encode()
+        pages = Pages(lambda request: Response(status, body))
+        outcome = anyio.run(_windows_or_reason, rest, pages)
+        if isinstance(outcome, str):
+            assert outcome.startswith("PagerDuty REST API")
+            assert TOKEN.get_secret_value() not in outcome
+        else:
+            assert all(window.service_ids == (SERVICE,) for window in outcome)
+
+
+async def _windows_or_reason(rest: LoopbackServer, pages: Pages) -> list[Any] | str:
+    """The windows read, or the reason of the MaintenanceUnavailable; any other exception escapes."""
+    try:
+        return list((await windows_from(rest, pages)).windows)
+    except MaintenanceUnavailable as exc:
+        return exc.reason
