@@ -348,6 +348,7 @@ class SimulatedEnvironment:
             events_url=self.pagerduty.events_url,
             api_token=self.pagerduty.api_token,
             api_url=self.pagerduty.api_url,
+            from_email=pagerduty.get("from_email") or "depmon-demo@example.gov",  # `depmon maintenance open`'s From
             maintenance_poll_interval=format_duration(self.maintenance_poll_interval),
         )
 
