@@ -7,20 +7,24 @@
 The timeline, scaled to `duration` (60 s by default): all healthy; EVSS fails (one page naming
 Claims, Letters, Direct Deposit Benefits, Disability Rating, with the playbook links); Caseflow
 fails (Appeals, a low-frequency feature: a sev-2 page with no postmortem required, where EVSS's
-is sev-1 and names the Product Owner); MHV enters a maintenance window and fails (no page, its
+is sev-1 and names the Product Owner); MHV enters a maintenance window, opened with the real
+`depmon maintenance open` (a subprocess on the simulated config), and fails (no page, its
 features in maintenance); SSOe OAuth times out (one page listing every signed-in feature, none
 for EVSS, VA Profile and VAOS, whose probes need its token); everything recovers (each open
-alert resolved). Each step waits for its checkpoints
-(with a timeout derived from the duration) rather than sleeping blindly, then dwells until its
-share of the duration is over. The closing summary compares the pages expected with the pages
-the fake PagerDuty received, per dedup key, and shows each page's VA severity and whether it
-requires a postmortem; the exit status is 0 only when they match the script and every
-checkpoint was reached. Ctrl-C (or SIGTERM) stops the daemon and the simulators: exit 130.
+alert resolved) and `depmon maintenance close` ends MHV's window. The EVSS page's Slack message
+(the alerts channel and #evss-prod, through the simulated Slack) is narrated with the page. Each
+step waits for its checkpoints (with a timeout derived from the duration) rather than sleeping
+blindly, then dwells until its share of the duration is over. The closing summary compares the
+pages expected with the pages the fake PagerDuty received, per dedup key, and shows each page's VA
+severity and whether it requires a postmortem; the exit status is 0 only when they match the
+script and every checkpoint was reached. Ctrl-C (or SIGTERM) stops the daemon and the simulators: exit 130.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
+import re
 import signal
 import subprocess
 import sys
@@ -28,6 +32,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from types import FrameType
 from typing import Any, TextIO
 
@@ -36,6 +41,8 @@ import httpx
 from monitor.sim.daemon import DaemonProcess, log_time
 from monitor.sim.environment import SimulatedEnvironment
 from monitor.sim.fake_pagerduty import ReceivedEvent
+from monitor.sim.fake_slack import SlackPost
+from monitor.windows import MaintenanceWindow
 
 __all__ = ["run_demo"]
 
@@ -51,6 +58,9 @@ _PLAYBOOK = "mobile-incident-response"
 # What each page must say at its trigger (issue 12): (custom_details.va_severity, postmortem required).
 _PAGE_ESCALATION = {"evss": ("sev-1", True), "caseflow": ("sev-2", False), "ssoe-oauth": ("sev-1", True)}
 _PRODUCT_OWNER = "product-owner"  # the contact a required postmortem notifies (config/people.yaml)
+_EVSS_SLACK_CHANNELS = ("#va-mobile-app-alerts", "#evss-prod")  # the team's alerts channel, EVSS's owners'
+_MHV_MESSAGE = "Secure Messaging unavailable|MHV maintenance"  # what the app shows Veterans during the window
+_CLI_TIMEOUT = 30.0  # one `depmon maintenance` command, on a loaded machine
 
 
 def run_demo(duration: float = 60.0, listen: str = "127.0.0.1:0", out: TextIO | None = None) -> int:
@@ -264,6 +274,9 @@ class _Outcome:
 
     missed: list[str] = field(default_factory=list)
     detection_seconds: float | None = None
+    maintenance_exits: dict[str, int | None] = field(default_factory=dict)  # open/close -> exit status
+    mhv_window: str | None = None  # the id `depmon maintenance open` printed
+    mhv_honoured: bool = False  # the daemon showed MHV in maintenance once the window was open
 
 
 class _Demo:
@@ -309,7 +322,7 @@ class _Demo:
 
     def _play(self, env: SimulatedEnvironment, daemon: DaemonProcess) -> _Outcome:
         outcome = _Outcome()
-        steps = _timeline(env, daemon, self.duration, outcome)
+        steps = _timeline(env, daemon, self.duration, outcome, self.say)
         self.narrator.restart_clock()
         planned_end = 0.0
         for number, step in enumerate(steps, start=1):
@@ -429,6 +442,8 @@ class _Demo:
             ("the pages match the script", pages_match),
             *_content_checks(env, events),
             *escalation_checks,
+            _slack_check(env),
+            _maintenance_check(env, outcome),
             ("no event rejected by PagerDuty (all schema-valid)", not env.pagerduty.rejected_events),
             ("every timeline checkpoint reached", not outcome.missed),
             ("the daemon stopped cleanly (exit status 0)", exit_status == 0),
@@ -453,20 +468,26 @@ _STEP_TITLES = (
     "All healthy",
     "EVSS fails",
     "Caseflow fails (Appeals, a low-frequency feature)",
-    "MHV enters a maintenance window",
+    "MHV enters a maintenance window (`depmon maintenance open`)",
     "MHV fails inside its maintenance window",
     "SSOe OAuth times out",
     "Everything recovers",
 )
 
 
-def _timeline(env: SimulatedEnvironment, daemon: DaemonProcess, duration: float, outcome: _Outcome) -> list[_Step]:
+def _timeline(
+    env: SimulatedEnvironment,
+    daemon: DaemonProcess,
+    duration: float,
+    outcome: _Outcome,
+    say: Callable[..., None],
+) -> list[_Step]:
     """The scripted steps of SPEC section 9, with the checkpoints each must reach."""
     config = env.config
     evss, mhv, ssoe = env.upstream("evss"), env.upstream("mhv"), env.upstream("ssoe-oauth")
     caseflow = env.upstream("caseflow")
-    window: list[str] = []
     evss_failed_at: list[float] = []
+    slack_shown: list[bool] = []
 
     def dependencies() -> dict[str, Any]:
         found: dict[str, Any] = daemon.status()["dependencies"]
@@ -502,12 +523,42 @@ def _timeline(env: SimulatedEnvironment, daemon: DaemonProcess, duration: float,
     def features_down(names: tuple[str, ...]) -> Callable[[], bool]:
         return lambda: all(feature["state"] == "down" for feature in features().values() if feature["name"] in names)
 
+    def evss_on_slack() -> bool:
+        posts = {channel: _evss_down_post(env, channel) for channel in _EVSS_SLACK_CHANNELS}
+        found = [post for post in posts.values() if post is not None]
+        if len(found) < len(posts):
+            return False
+        if not slack_shown:
+            slack_shown.append(True)
+            facts = [line for line in _slack_lines(found[0]) if line.startswith(("Features impacted:", "If it will"))]
+            say("Slack", f"posted to {' and '.join(posts)}: {_slack_header(found[0])}", *facts)
+        return True
+
     def open_window() -> None:
-        window.append(env.open_maintenance("mhv", seconds=2 * duration + 600, description="Simulated MHV upgrade"))
+        # Long enough to outlast the demo: the close at the end ends it, as an engineer would.
+        hours = math.ceil((2 * duration + 600) / 3600)
+        status, printed = _maintenance_cli(env, say, "open", "mhv", "--for", f"{hours}h", "--message", _MHV_MESSAGE)
+        outcome.maintenance_exits["open"] = status
+        match = re.match(r"maintenance window (\w+) opened", printed)
+        if status == 0 and match:
+            outcome.mhv_window = match.group(1)
 
     def end_window() -> None:
-        if window:
-            env.pagerduty.remove_window(window.pop())
+        if outcome.mhv_window is not None:
+            status, _ = _maintenance_cli(env, say, "close", outcome.mhv_window)
+            outcome.maintenance_exits["close"] = status
+
+    def mhv_in_maintenance() -> bool:
+        outcome.mhv_honoured = dependencies()["mhv"]["state"] == "maintenance"
+        return outcome.mhv_honoured
+
+    def mhv_window_holds_message() -> bool:
+        window = _mhv_window(env, outcome)
+        return window is not None and window.description == f"USER_MESSAGE:{_MHV_MESSAGE}"
+
+    def mhv_window_ended() -> bool:
+        window = _mhv_window(env, outcome)
+        return window is not None and window.end <= datetime.now(UTC)
 
     def recover() -> None:
         for upstream in (ssoe, evss, caseflow, mhv):
@@ -538,6 +589,7 @@ def _timeline(env: SimulatedEnvironment, daemon: DaemonProcess, duration: float,
                 fail_evss,
                 (
                     _Checkpoint("PagerDuty received one page for EVSS", evss_page_timed),
+                    _Checkpoint(f"EVSS page posted to Slack ({', '.join(_EVSS_SLACK_CHANNELS)})", evss_on_slack),
                     _Checkpoint(f"{', '.join(_EVSS_FEATURES)} down", features_down(_EVSS_FEATURES)),
                 ),
             ),
@@ -554,9 +606,15 @@ def _timeline(env: SimulatedEnvironment, daemon: DaemonProcess, duration: float,
         ),
         (
             _Phase(
-                "a maintenance window opens on MHV's PagerDuty service",
+                "the on-call engineer opens a maintenance window on MHV's PagerDuty service",
                 open_window,
-                (_Checkpoint("MHV in maintenance", lambda: dependencies()["mhv"]["state"] == "maintenance"),),
+                (
+                    _Checkpoint(
+                        f"PagerDuty holds the window with the app's message USER_MESSAGE:{_MHV_MESSAGE}",
+                        mhv_window_holds_message,
+                    ),
+                    _Checkpoint("the daemon honours it: MHV in maintenance", mhv_in_maintenance),
+                ),
             ),
         ),
         (
@@ -575,6 +633,7 @@ def _timeline(env: SimulatedEnvironment, daemon: DaemonProcess, duration: float,
                         "Secure Messaging in maintenance",
                         lambda: features()["secure_messaging"]["state"] == "maintenance",
                     ),
+                    _Checkpoint("no page for MHV", lambda: not env.pagerduty.events_for(env.dedup_key("mhv"))),
                 ),
             ),
         ),
@@ -603,9 +662,10 @@ def _timeline(env: SimulatedEnvironment, daemon: DaemonProcess, duration: float,
                 (_Checkpoint("MHV healthy again, inside its window", lambda: dependencies()["mhv"]["health"] == "up"),),
             ),
             _Phase(
-                "MHV's maintenance window ends",
+                "the on-call engineer ends MHV's maintenance window",
                 end_window,
                 (
+                    _Checkpoint("MHV's window ended at PagerDuty", mhv_window_ended),
                     _Checkpoint(f"all {len(config.dependencies)} dependencies up", all_up),
                     _Checkpoint(f"all {len(config.features)} app features ok", all_ok),
                     _Checkpoint("PagerDuty received the resolve for EVSS", paged("evss", "resolve")),
@@ -616,6 +676,83 @@ def _timeline(env: SimulatedEnvironment, daemon: DaemonProcess, duration: float,
         ),
     )
     return [_Step(title, share, phase) for title, share, phase in zip(_STEP_TITLES, shares, phases, strict=True)]
+
+
+def _maintenance_cli(env: SimulatedEnvironment, say: Callable[..., None], *args: str) -> tuple[int | None, str]:
+    """Run the real `depmon maintenance ARGS` on the simulated config, narrated; (exit status, stdout)."""
+    shown = " ".join(f'"{arg}"' if " " in arg or "|" in arg else arg for arg in args)
+    say("shell", f"$ depmon maintenance {shown}")
+    command = [sys.executable, "-m", "monitor.entry", "maintenance", *args, "--config", str(env.config_dir)]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=_CLI_TIMEOUT, check=False)
+    except subprocess.TimeoutExpired:
+        say("depmon", f"no answer within {_CLI_TIMEOUT:.0f}s")
+        return None, ""
+    lines = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+    if lines:
+        say("depmon", lines[0], *lines[1:])
+    if done.returncode != 0:
+        say("depmon", f"exit status {done.returncode}")
+    return done.returncode, done.stdout
+
+
+def _mhv_window(env: SimulatedEnvironment, outcome: _Outcome) -> MaintenanceWindow | None:
+    """The fake PagerDuty's record of the window `depmon maintenance open` created, or None."""
+    return next((w for w in env.pagerduty.windows if w.id == outcome.mhv_window), None)
+
+
+def _slack_header(post: SlackPost) -> str:
+    blocks = post.message.get("blocks") or [{}]
+    return str((blocks[0].get("text") or {}).get("text", ""))
+
+
+def _slack_lines(post: SlackPost) -> list[str]:
+    """The lines under the message's header (features, severity, links, maintenance hint) as plain text."""
+    lines: list[str] = []
+    for block in (post.message.get("blocks") or [])[1:]:
+        texts = [str((block.get("text") or {}).get("text", ""))]
+        texts += [str(element.get("text", "")) for element in block.get("elements") or []]
+        for text in texts:
+            lines += [_plain(line) for line in text.splitlines() if line.strip()]
+    return lines
+
+
+def _plain(mrkdwn: str) -> str:
+    """Slack mrkdwn as the terminal shows it: no bold markers, links as their text, escapes undone."""
+    text = re.sub(r"<[^|>]+\|([^>]+)>", r"\1", mrkdwn).replace("*", "")
+    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+
+
+def _evss_down_post(env: SimulatedEnvironment, channel: str) -> SlackPost | None:
+    """The first post to a channel saying EVSS is down, or None."""
+    name = env.config.dependencies["evss"].name
+    return next((post for post in env.slack.posts_to(channel) if _slack_header(post) == f"Down: {name}"), None)
+
+
+def _slack_check(env: SimulatedEnvironment) -> tuple[str, bool]:
+    """The EVSS page reached both channels, naming its four features."""
+    posts = [_evss_down_post(env, channel) for channel in _EVSS_SLACK_CHANNELS]
+    features = [
+        next((line for line in _slack_lines(post) if line.startswith("Features impacted:")), "") if post else ""
+        for post in posts
+    ]
+    ok = all(all(name in line for name in _EVSS_FEATURES) for line in features)
+    return f"EVSS page posted to Slack ({', '.join(_EVSS_SLACK_CHANNELS)}), naming its features", ok
+
+
+def _maintenance_check(env: SimulatedEnvironment, outcome: _Outcome) -> tuple[str, bool]:
+    """`depmon maintenance open` made MHV's window with the app's message, the daemon honoured it
+    (MHV in maintenance, never paged), `close` ended it."""
+    window = _mhv_window(env, outcome)
+    ok = (
+        outcome.maintenance_exits == {"open": 0, "close": 0}
+        and outcome.mhv_honoured
+        and not env.pagerduty.events_for(env.dedup_key("mhv"))
+        and window is not None
+        and window.description == f"USER_MESSAGE:{_MHV_MESSAGE}"
+        and window.end <= datetime.now(UTC)
+    )
+    return "MHV window opened with `depmon maintenance open`, honoured, ended with `close`", ok
 
 
 def _first_trigger(env: SimulatedEnvironment, events: list[ReceivedEvent], dependency: str) -> dict[str, Any]:

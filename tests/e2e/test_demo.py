@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -16,7 +17,8 @@ DURATION = 30  # seconds of timeline; the run adds the daemon's start and stop
 class TestDemoCommand:
     def test_the_scripted_timeline_produces_the_expected_pages_and_exits_0(self) -> None:
         """A short demo run ends with every page matching the script, each page's VA severity and postmortem as
-        the script says (Caseflow sev-2 without one, EVSS and SSOe sev-1 naming the Product Owner), and exit 0."""
+        the script says (Caseflow sev-2 without one, EVSS and SSOe sev-1 naming the Product Owner), the EVSS page
+        in Slack, MHV's window opened and closed with `depmon maintenance`, and exit 0."""
         env = {key: value for key, value in os.environ.items() if key != "DEPMON_CONFIG"}
         result = subprocess.run(
             [sys.executable, "-m", "monitor.cli", "demo", "--duration", str(DURATION)],
@@ -30,6 +32,18 @@ class TestDemoCommand:
         assert "/status" in output
         assert "/metrics" in output
         assert "[step 7/7," in output
+        timeline = output[: output.index("Summary:")]
+        # The EVSS page's Slack message, then MHV's window opened and closed with the real CLI (issue 13).
+        assert "Slack     posted to #va-mobile-app-alerts and #evss-prod: Down: EVSS" in timeline
+        assert "Features impacted: Claims, Letters, Direct Deposit Benefits, Disability Rating" in timeline
+        assert '$ depmon maintenance open mhv --for 1h --message "Secure Messaging unavailable|MHV maintenance"' in (
+            timeline
+        )
+        opened = re.search(r"maintenance window (\w+) opened on \w+ for 1h", timeline)
+        assert opened is not None, timeline
+        assert "the app shows as down: Secure Messaging" in timeline
+        assert f"$ depmon maintenance close {opened.group(1)}" in timeline
+        assert f"maintenance window {opened.group(1)} ended" in timeline
         summary = output[output.index("Summary:") :]
         for line in (
             "depmon/demo/evss        1 / 1     1 / 1     ok",
@@ -51,6 +65,8 @@ class TestDemoCommand:
             "ok    EVSS page: sev-1, postmortem required, the Product Owner named",
             "ok    Caseflow page: sev-2, no postmortem required",
             "ok    SSOe OAuth page: sev-1, postmortem required, the Product Owner named",
+            "ok    EVSS page posted to Slack (#va-mobile-app-alerts, #evss-prod), naming its features",
+            "ok    MHV window opened with `depmon maintenance open`, honoured, ended with `close`",
         ):
             assert check in summary
         assert "FAIL" not in summary
