@@ -30,7 +30,7 @@ __all__ = ["REDACTED", "Redactor", "configure_logging"]
 REDACTED = "[redacted]"
 MIN_SECRET_LENGTH = 4  # shorter values would redact ordinary words and numbers
 _PLAIN = (int, float, bool, type(None))
-_QUIET_LOGGERS = ("httpx", "httpcore")  # one INFO line per probe request: noise, not events
+_QUIET_LOGGERS = ("httpx", "httpcore", "httpx2", "aiohttp")  # one INFO line per request: noise, not events
 
 
 class Redactor:
@@ -132,7 +132,8 @@ def configure_logging(
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(stream),
+        # WriteLogger writes each line and its newline in one call: lines from several threads never interleave.
+        logger_factory=structlog.WriteLoggerFactory(stream),
         cache_logger_on_first_use=False,
     )
     _route_stdlib_logging(stream, level, redactor, renderer, timestamper)
