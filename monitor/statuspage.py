@@ -20,6 +20,7 @@ REFRESH_SECONDS = 10
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:1.5rem;color:#1b1b1b;background:#fafafa}
 h1{font-size:1.4rem;margin:0 0 .2rem} h2{font-size:1.1rem;margin:1.4rem 0 .4rem}
+.alert{background:#fde2e1;border:1px solid #b50909;padding:.5rem .8rem;font-weight:600}
 table{border-collapse:collapse;width:100%;background:#fff} td,th{padding:.35rem .6rem;border-bottom:1px solid #ddd;
 text-align:left;vertical-align:top} th{background:#eee}
 .state{font-weight:600;padding:.1rem .5rem;border-radius:.3rem;display:inline-block;min-width:6rem;text-align:center}
@@ -75,13 +76,29 @@ def render_status_page(doc: dict[str, Any]) -> str:
         )
         or "<tr><td colspan=4 class=muted>none open</td></tr>"
     )
+    silences = (
+        "".join(
+            f"<tr><td>{escape(names.get(s['dependency'], s['dependency']))}</td>"
+            f"<td>{escape(utc_time(s['until']))}</td><td>{escape(s['reason'])}</td>"
+            f"<td><code>depmon silence --expire {int(s['id'])}</code></td></tr>"
+            for s in doc.get("silences") or []
+        )
+        or "<tr><td colspan=4 class=muted>none</td></tr>"
+    )
+    verdict = doc.get("self") or {}
+    trouble = (
+        f"<p class=alert role=alert>{escape(str(verdict.get('reason')))}: dependency failures count for nothing "
+        "until this clears.</p>"
+        if verdict.get("condition") not in (None, "ok")
+        else ""
+    )
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="{REFRESH_SECONDS}">
 <title>depmon: {escape(doc["environment"])}</title><style>{_STYLE}</style></head>
 <body><h1>VA mobile app dependencies: {escape(doc["environment"])}</h1>
 <p class=muted>Generated {escape(utc_time(doc["generated_at"], seconds=True))}; refreshes every {REFRESH_SECONDS} s.
 <a href="/status">JSON</a> · <a href="/metrics">metrics</a> · <a href="/maintenance_windows">maintenance windows</a></p>
-<h2>App features</h2><p class="muted key">Last 24 hours, oldest on the left:{_legend()}</p>
+{trouble}<h2>App features</h2><p class="muted key">Last 24 hours, oldest on the left:{_legend()}</p>
 <table id="features"><tr><th>Feature</th><th>State</th><th>Impacted by</th><th>For</th><th>Last 24 hours</th></tr>
 {features}</table>
 <h2>Dependencies</h2><table id="dependencies"><tr><th>Dependency</th><th>State</th><th>Cause</th><th>Evidence</th>
@@ -90,7 +107,9 @@ def render_status_page(doc: dict[str, Any]) -> str:
 <tr><th>Dependency</th><th>Start</th><th>End</th><th>Description</th></tr>
 {windows}</table>
 <h2>Open incidents</h2><table id="incidents"><tr><th>Dependency</th><th>Open</th><th>Features</th><th>Escalated</th>
-</tr>{incidents}</table></body></html>
+</tr>{incidents}</table>
+<h2>Silences</h2><table id="silences"><tr><th>Dependency</th><th>Until</th><th>Reason</th><th>End it</th></tr>
+{silences}</table></body></html>
 """
 
 

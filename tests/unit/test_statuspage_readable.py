@@ -211,3 +211,29 @@ class TestHistoryStrip:
 def _row(page: str, marker: str) -> str:
     start = page.index(marker)
     return page[start : page.index("</tr>", start)]
+
+
+class TestSilencesAndSelf:
+    """Issue 13 and SPEC 10.3 on the page: silences in force and depmon's own trouble."""
+
+    def test_silences_are_listed_with_the_command_that_ends_them(self) -> None:
+        """A silence shows the dependency's name, its end, its (escaped) reason and `--expire ID`."""
+        doc = _doc()
+        doc["silences"] = [
+            {"id": 7, "dependency": "evss", "since": NOW, "until": "2026-11-30T14:00:00Z", "reason": "<b>deploy</b>"}
+        ]
+        page = render_status_page(doc)
+        silences = page[page.index('id="silences"') :]
+        assert "EVSS" in silences
+        assert "14:00 UTC" in silences
+        assert "&lt;b&gt;deploy&lt;/b&gt;" in silences
+        assert "depmon silence --expire 7" in silences
+
+    def test_depmons_own_trouble_is_an_alert_at_the_top(self) -> None:
+        """While depmon is overloaded the page says so before anything else; when ok, nothing is shown."""
+        doc = _doc()
+        doc["self"] = {"condition": "overloaded", "reason": "depmon cannot keep up: 500 probes/s scheduled, 172 run"}
+        page = render_status_page(doc)
+        assert page.index("depmon cannot keep up") < page.index("App features")
+        doc["self"] = {"condition": "ok", "reason": None}
+        assert "role=alert" not in render_status_page(doc)
