@@ -14,6 +14,7 @@ what `monitor.retention` no longer keeps.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
@@ -211,6 +212,18 @@ class Pager:
                 self._errors.inc()
                 log.exception("pager_error")
 
+    async def _silence_just_ended(self, dependency: str, now: float) -> dict[str, Any] | None:
+        """The silence of `dependency` that ended within the last hour, if any (for a trigger's timeline)."""
+        ended = [
+            s
+            for s in await self.store.silences()
+            if s.dependency == dependency and now - 3600.0 <= min(s.ends_at, s.expired_at or s.ends_at) <= now
+        ]
+        if not ended:
+            return None
+        last = ended[-1]
+        return {"id": last.id, "until": min(last.ends_at, last.expired_at or last.ends_at), "reason": last.reason}
+
     async def _refresh_silences(self) -> None:
         """Read the silences in force (a `depmon silence` is seen within a second, without a reload)."""
         now = self.clock()
@@ -285,6 +298,11 @@ class Pager:
         if decision.action in (Action.TRIGGER, Action.UPDATE, Action.ESCALATE) and dep != SELF:
             earlier = len(await self.store.incidents_of(dep)) - (1 if incident else 0)
         write = self._write(decision, incident, now, earlier)
+        if decision.action is Action.TRIGGER:
+            silence = await self._silence_just_ended(dep, now)
+            if silence is not None:  # the page a silence held back: its timeline says so
+                timeline = {**write.timeline, "silence": silence}
+                write = dataclasses.replace(write, timeline=timeline)
         incident_id = await self.store.apply(write)
         if write.event is not None:
             self.outbox.queued()

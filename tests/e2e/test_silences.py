@@ -53,6 +53,11 @@ class TestSilence:
             assert trigger.received_at >= ends_at - 0.5  # the page came only once the silence ended
             assert len(events_of(sim, "a", "trigger")) == 1
             assert metric_value(daemon.get("/metrics").text, "depmon_silenced", dependency="a") == 0
+            # The silence that held the page back is in the incident's timeline (and so its postmortem).
+            with SyncStore(sim.state_path) as store:
+                incident = store.incidents_of("a")[-1]
+                [trigger_entry] = [e for e in store.timeline(incident.id) if e.kind == "trigger"]
+            assert trigger_entry.data["silence"]["reason"] == "vendor deploy"
 
     def test_a_silence_during_an_incident_is_in_its_timeline(self, tmp_path: Path) -> None:
         """An incident open, then silenced and expired by hand: both moments are in its timeline."""
