@@ -67,7 +67,8 @@ class TestDaemonLifecycle:
         assert status["features"]["claims"]["state"] == "down"
         assert status["features"]["claims"]["impacted_by"] == ["evss"]
         assert status["dependencies"]["evss"]["probes"]["health"]["detail"].startswith("HTTP 503 from /health")
-        assert [i["dependency"] for i in status["incidents"]] == ["evss"]
+        # The pager decides right after the state change: wait for it rather than race it.
+        wait_for(lambda: [i["dependency"] for i in daemon.status()["incidents"]] == ["evss"], 5, "the incident open")
         metrics = daemon.get("/metrics").text
         assert 'depmon_dependency_up{dependency="evss"} 0.0' in metrics
         assert 'depmon_feature_impacted{feature="letters_and_documents"} 1.0' in metrics
