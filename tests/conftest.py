@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
+import secrets
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 import structlog
+
+if TYPE_CHECKING:
+    from tests.postgres_server import PostgresServer
 
 
 @pytest.fixture
@@ -20,3 +28,35 @@ def _fresh_structlog() -> Iterator[None]:
     put the defaults back so later tests do not log into a closed file."""
     yield
     structlog.reset_defaults()
+
+
+# -- a throwaway PostgreSQL (tests/postgres_server.py) ------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One PostgreSQL server for the session: its own data directory and port, removed at the end.
+    Skips (with the reason) only when the server binaries are absent, and fails instead with
+    DEPMON_REQUIRE_TOOLS=1 (as the deploy tests' tools do); a server that does not start is an
+    error that carries the server log's tail."""
+    from tests.postgres_server import PostgresServer
+
+    found, reason = PostgresServer.available()
+    if not found:
+        if os.environ.get("DEPMON_REQUIRE_TOOLS") == "1":
+            pytest.fail(reason + " (DEPMON_REQUIRE_TOOLS=1 makes this a failure)")
+        pytest.skip(reason)
+    with PostgresServer() as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh database for this test (named after it) on the session's server; dropped afterwards."""
+    import psycopg
+
+    slug = re.sub(r"[^a-z0-9]+", "_", request.node.name.lower()).strip("_")[:40]
+    name = f"t_{slug}_{secrets.token_hex(4)}"
+    yield postgres_server.create_database(name)
+    with contextlib.suppress(psycopg.Error):  # best effort: the server goes at the end of the session anyway
+        postgres_server.drop_database(name)
