@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import zoneinfo
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -39,8 +40,10 @@ from pydantic import (
     SecretStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
+from monitor.errors import DepmonError
 from monitor.graph import descendants, find_cycle
 
 # ---------------------------------------------------------------------------------------------
@@ -59,7 +62,7 @@ class ConfigIssue:
         return f"{self.file}: {self.path}: {self.message}" if self.path else f"{self.file}: {self.message}"
 
 
-class ConfigError(Exception):
+class ConfigError(DepmonError):
     """The configuration is invalid; `issues` lists every problem found."""
 
     def __init__(self, issues: Iterable[ConfigIssue]) -> None:
@@ -291,6 +294,11 @@ class MonitorSettings(_Model):
     canaries: list[ProbeSpec] = Field(default_factory=list)
     # Outside these hours only sev-1 pages at full urgency (SPEC 10.5); none: always full urgency.
     business_hours: BusinessHours | None = None
+    # Replicas (SPEC 10.6): a postgresql:// URL shares state between replicas (null: `state_path`,
+    # SQLite, one replica). A secret: the URL may carry a password.
+    state_url: SecretStr | None = None
+    replica: str = Field(default_factory=socket.gethostname, min_length=1, max_length=128, pattern=r"^[^\s]+$")
+    quorum: int = Field(default=1, ge=1, le=64)  # replicas that must see a dependency down before it pages
     max_concurrent_probes: int = Field(default=200, ge=1)
     defaults: Timing = Field(default_factory=Timing)
     links: list[Link] = Field(default_factory=list)
@@ -300,6 +308,28 @@ class MonitorSettings(_Model):
     def _listen_is_host_port(cls, value: str) -> str:
         parse_listen(value)
         return value
+
+    @field_validator("state_url")
+    @classmethod
+    def _postgresql_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None  # `${DEPMON_STATE_URL:-}` unset: the embedded SQLite store
+        if urlsplit(value.get_secret_value()).scheme not in ("postgresql", "postgres"):
+            raise ValueError("must be a postgresql:// URL (or null for the SQLite file at state_path)")
+        return value
+
+    @model_validator(mode="after")
+    def _quorum_needs_replicas(self) -> MonitorSettings:
+        if self.quorum > 1 and self.state_url is None:
+            raise ValueError(
+                f"quorum: {self.quorum} needs replicas, which share state through monitor.state_url (postgresql://)"
+            )
+        return self
+
+    @property
+    def replicated(self) -> bool:
+        """True when replicas share a PostgreSQL database (SPEC 10.6)."""
+        return self.state_url is not None
 
 
 class PagerDutySettings(_Model):
@@ -461,6 +491,8 @@ class Config(_Model):
         """Every secret value in the config, to keep them out of outputs (non-empty only)."""
         secrets = [self.pagerduty.routing_key.get_secret_value(), self.pagerduty.api_token.get_secret_value()]
         secrets += [url.get_secret_value() for url in self.slack.webhooks.values()]
+        if self.monitor.state_url is not None:
+            secrets.append(urlsplit(self.monitor.state_url.get_secret_value()).password or "")
         for _, probe in self.iter_probes():
             if isinstance(probe, OAuth2ProbeSpec):
                 secrets += [probe.client_id.get_secret_value(), probe.client_secret.get_secret_value()]

@@ -21,6 +21,7 @@ loops first, then the outbox is drained under a grace deadline, then the server.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import resource
 import signal
@@ -47,11 +48,12 @@ from monitor.metrics import Metrics
 from monitor.outbox import Outbox
 from monitor.pager import Pager
 from monitor.pagerduty import EventsSender, MaintenanceClient, ServiceStatus
+from monitor.replication import Replication
 from monitor.scheduler import Scheduler
 from monitor.selfwatch import LoopLagMonitor, SelfState, SelfWatch
 from monitor.server import create_app, server_config
 from monitor.slack import SlackSender
-from monitor.store import Silence, StateLock, Store
+from monitor.store import LeaderLock, Silence, StateLock, Store, connect, leader_key
 from monitor.windows import MaintenanceWindow
 from probes import ProbeContext
 from probes.oauth2 import token_fetcher
@@ -102,6 +104,7 @@ class Runtime:
     services: dict[str, str]
     watch: SelfWatch
     slack: SlackSender | None = None
+    decisions: Engine | None = None  # among replicas: the engine fed the quorum's verdicts (SPEC 10.6)
 
     @classmethod
     def build(
@@ -124,11 +127,13 @@ class Runtime:
             webhooks = {channel: url.get_secret_value() for channel, url in config.slack.webhooks.items()}
             slack = SlackSender(webhooks) if any(webhooks.values()) else None
             engine = Engine(config, metrics, on_feature_change=on_feature_change)
+            # Its own registry: the quorum's states are decided on, each replica exports its own.
+            decisions = Engine(config, Metrics()) if config.monitor.replicated else None
         except BaseException:
             if sender is not None:
                 sender.close()
             raise
-        return cls(config, engine, sender, maintenance, services, watch, slack)
+        return cls(config, engine, sender, maintenance, services, watch, slack, decisions)
 
     def close(self) -> None:
         """Close the PagerDuty clients."""
@@ -224,6 +229,7 @@ class Daemon:
         self._store: Store | None = None
         self._pager: Pager | None = None
         self._outbox: Outbox | None = None
+        self._replication: Replication | None = None
         self._alive = False
         self._windows: list[MaintenanceWindow] = []
         self._monitoring: anyio.CancelScope | None = None
@@ -259,11 +265,15 @@ class Daemon:
         return list(self._pager.silences) if self._pager else []
 
     @property
+    def replicas(self) -> list[dict[str, Any]]:
+        return self._replication.status() if self._replication is not None else []
+
+    @property
     def maintenance_status(self) -> dict[str, Any] | None:
         return self.poller.status() if self.poller is not None else None
 
     async def feature_history(self, since: float) -> dict[str, list[tuple[float, str]]]:
-        """Feature -> (at, state) changes from `since` on (`SyncStore.feature_history`), with those
+        """Feature -> (at, state) changes from `since` on (`SQLiteStore.feature_history`), with those
         not written yet; without the stored ones while the store is closed or unreadable (logged)."""
         pending = self._feature_changes.pending()
         history: dict[str, list[tuple[float, str]]] = {}
@@ -292,13 +302,35 @@ class Daemon:
         file is held by another daemon or cannot be used.
         """
         # First of all: from here to the end a signal is an event to handle, never fatal.
+        monitor = self.config.monitor
+        url = monitor.state_url.get_secret_value() if monitor.state_url is not None else None
         with (
             anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals,
-            StateLock(self.state_path),
+            # One daemon per SQLite file; replicas share PostgreSQL and elect a leader instead.
+            StateLock(self.state_path) if url is None else contextlib.nullcontext(),
         ):
-            async with Store(self.state_path) as store:
-                await store.pending_count()  # open (and migrate) now: a bad file fails here
-                await self._run(listener, store, signals)
+            async with Store(connect(url, self.state_path)) as store:
+                await store.pending_count()  # open (and migrate) now: a bad file or database fails here
+                if url is not None:
+                    lock = LeaderLock(url, leader_key(monitor.environment), 1.5 * monitor.defaults.interval)
+                    runtime = self._runtime
+                    replication = Replication(
+                        store,
+                        self.config,
+                        runtime.engine,
+                        runtime.watch,
+                        self._metrics,
+                        lock,
+                        decisions=runtime.decisions,
+                    )
+                    await replication.start()  # a replica name a live process holds fails here
+                    self._replication = replication
+                try:
+                    await self._run(listener, store, signals)
+                finally:
+                    if url is not None:
+                        with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+                            await anyio.to_thread.run_sync(lock.release)
         log.info("daemon_stopped")
 
     async def _run(self, listener: socket.socket, store: Store, signals: Any) -> None:
@@ -306,10 +338,20 @@ class Daemon:
         if self._runtime.sender is None:
             log.warning("pagerduty_dry_run", reason="no routing key: events are recorded and logged, not sent")
         old_limit, open_files = raise_open_file_limit()
-        outbox = self._outbox = Outbox(store, self._runtime.sender, self._metrics, slack=self._runtime.slack)
+        replication = self._replication
+        outbox = self._outbox = Outbox(
+            store,
+            self._runtime.sender,
+            self._metrics,
+            slack=self._runtime.slack,
+            replica=config.monitor.replica,
+            poll=None if replication is None else replication.heartbeat,
+        )
         pager = self._pager = Pager(self._runtime.engine, store, outbox, self._metrics)
-        pager.use(self._runtime.engine, self._runtime.watch)
+        pager.use(self._runtime.engine, self._runtime.watch, self._runtime.decisions)
         pager.service_status = self._service_status
+        if replication is not None:
+            pager.self_verdict = replication.self_state
         stop_server, server_done = anyio.Event(), anyio.Event()
         self._store = store
         self._note_feature_states()
@@ -318,7 +360,11 @@ class Daemon:
                 await tg.start(self._loop_lag.run)
                 await tg.start(self._record_history, store)
                 await tg.start(outbox.run)
-                await tg.start(pager.run)
+                if replication is None:
+                    await tg.start(pager.run)
+                else:
+                    await tg.start(replication.run)
+                    tg.start_soon(self._lead, replication, pager)
                 tg.start_soon(self._serve, listener, stop_server, server_done)
                 self._polling = await tg.start(self._poll)
                 self._monitoring = await tg.start(self._monitor)
@@ -344,7 +390,9 @@ class Daemon:
                 self._polling.cancel()
                 self._alive = False
                 with anyio.CancelScope(shield=True):
-                    await pager.reconcile()
+                    if replication is None or replication.leading:
+                        with contextlib.suppress(Exception):  # a deposed leader's writes are fenced off
+                            await pager.reconcile()
                     await outbox.drain(DRAIN_GRACE_SECONDS)
                 stop_server.set()
                 with anyio.move_on_after(5, shield=True):
@@ -356,6 +404,27 @@ class Daemon:
             if self._runtime.slack is not None:
                 with anyio.CancelScope(shield=True):
                     await self._runtime.slack.aclose()
+
+    async def _lead(self, replication: Replication, pager: Pager) -> None:
+        """Among replicas: run the pager while this replica leads, and stop it the moment it does not.
+
+        Each leadership starts from the store (the open incidents any leader left), and its
+        writes carry its epoch: a deposed leader's late write is refused, never a second page.
+        """
+        while True:
+            await replication.led.wait()
+            lost = replication.lost
+            pager.fence = replication.epoch
+            try:
+                async with anyio.create_task_group() as tg:
+                    await tg.start(pager.run)
+                    await lost.wait()
+                    tg.cancel_scope.cancel()
+            except Exception as exc:  # the store failed while taking over: try again shortly
+                self._metrics.loop_errors.labels("pager").inc()
+                log.warning("leader_pager_failed", reason=str(exc) or exc.__class__.__name__)
+                await anyio.sleep(replication.heartbeat)
+            pager.open = {}
 
     async def _record_history(self, store: Store, *, task_status: anyio.abc.TaskStatus[None]) -> None:
         """Write the feature state changes to the store every second, and once more when cancelled.
@@ -449,6 +518,17 @@ class Daemon:
             self._metrics.config_last_reload_successful.set(0)
             log.error("config_reload_refused", path=str(self.config_path), errors=[exc.__class__.__name__])
             return
+        fixed = ("state_url", "replica", "environment")
+        moved = [k for k in fixed if getattr(config.monitor, k) != getattr(self.config.monitor, k)]
+        if moved:  # where state lives and who this replica is change with a restart only
+            runtime.close()
+            self._metrics.config_last_reload_successful.set(0)
+            log.error(
+                "config_reload_refused",
+                path=str(self.config_path),
+                errors=[f"monitor.{k} changes only with a restart" for k in moved],
+            )
+            return
         if self._monitoring is None or self._polling is None or self._pager is None or self._outbox is None:
             raise AssertionError("reload before the daemon started")
         # The swap: no await between here and the new loops' start, so nothing sees half of it.
@@ -457,13 +537,17 @@ class Daemon:
         old = self._runtime
         runtime.engine.adopt(old.engine)
         runtime.engine.set_windows(self._windows)
+        if runtime.decisions is not None:
+            runtime.decisions.set_windows(self._windows)
         self._metrics.forget(*_removed(old.config, config))
         for canary in {c.name for c in old.config.monitor.canaries} - {c.name for c in config.monitor.canaries}:
             self._metrics.canary_up.remove(canary)
         self._outbox.use_sender(runtime.sender, runtime.slack)
         if old.slack is not None:
             tg.start_soon(old.slack.aclose)  # after the swap: a post under way on it fails and is retried
-        self._pager.use(runtime.engine, runtime.watch)
+        self._pager.use(runtime.engine, runtime.watch, runtime.decisions)
+        if self._replication is not None:
+            self._replication.use(config, runtime.engine, runtime.watch, runtime.decisions)
         self.config, self._runtime = config, runtime
         self._note_feature_states(removed=sorted(set(old.config.features) - set(config.features)))
         # A delivery still under way on the old sender fails and is retried on the new one.
@@ -471,7 +555,9 @@ class Daemon:
         if self._on_secrets is not None:
             self._on_secrets(config.secret_values())
         self._metrics.config_last_reload_successful.set(1)
-        runtime.engine.changed.set()  # the pager re-decides now: a removed dependency's incident resolves
+        (
+            runtime.decisions or runtime.engine
+        ).changed.set()  # the pager re-decides now: a removed dependency's incident resolves
         log.info("config_reloaded", path=str(self.config_path), dependencies=len(config.dependencies))
         self._monitoring = await tg.start(self._monitor)
         self._polling = await tg.start(self._poll)
@@ -479,6 +565,8 @@ class Daemon:
     async def _take_windows(self, windows: list[MaintenanceWindow]) -> None:
         self._windows = windows
         self._runtime.engine.set_windows(windows)
+        if self._runtime.decisions is not None:
+            self._runtime.decisions.set_windows(windows)
 
     async def _serve(self, listener: socket.socket, stop: anyio.Event, done: anyio.Event) -> None:
         config = server_config()  # short idle and read timeouts: an idle-connection flood cannot hold the port

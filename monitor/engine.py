@@ -32,6 +32,7 @@ from monitor.health import (
     DependencyHealth,
     DependencyState,
     ProbeHealth,
+    ProbeStatus,
     observe,
     own_health,
     parent_failing,
@@ -152,6 +153,8 @@ class Engine:
         # features needing it see it (before a window of its own, as `evaluate_features` does).
         self._nodes: dict[str, FeatureHealth] = {}
         self._unprobed = len(self._slots)
+        # Own verdicts given from outside instead of by probes (the replicas' quorum, SPEC 10.6).
+        self._given: dict[str, list[tuple[ProbeHealth, bool]]] = {}
         self._own = {d: self._own_verdict(d) for d in self._by_dependency}
         self._evaluate(self._dependency_rank, self._needs, initial=True)
         # Published in a stable order: dependencies parents first, features in config order.
@@ -204,6 +207,25 @@ class Engine:
                 self._own[dependency] = verdict
                 dependencies, features = self._windows_moved()
                 self._evaluate([dependency, *dependencies], features)
+
+    def set_verdict(self, dependency: str, state: DependencyState, failing: bool) -> None:
+        """Take a dependency's own verdict as given (the replicas' merged one) instead of from its probes.
+
+        The leader of replicas decides on an engine fed this way: the graph, windows and features
+        work on the quorum's verdicts exactly as on one replica's probes.
+        """
+        status = ProbeStatus(str(state))
+        failures = int(failing and status is not ProbeStatus.DOWN)
+        self._given[dependency] = [(ProbeHealth(status, failures=failures), True)]
+        verdict = self._own_verdict(dependency)
+        if verdict != self._own[dependency]:
+            self._own[dependency] = verdict
+            dependencies, features = self._windows_moved()
+            self._evaluate([dependency, *dependencies], features)
+
+    def own_verdicts(self) -> dict[str, tuple[DependencyState, bool]]:
+        """Each dependency's own verdict (its probes' state, a critical probe failing), before the graph."""
+        return dict(self._own)
 
     def adopt(self, old: Engine) -> None:
         """Carry over probe health from the engine of the previous config, for unchanged probes."""
@@ -287,6 +309,9 @@ class Engine:
         return own_health(probes), any(h.failing for h, critical in probes if critical)
 
     def _probe_healths(self, dependency: str) -> list[tuple[ProbeHealth, bool]]:
+        given = self._given.get(dependency)
+        if given is not None:
+            return given
         return [(s.health, s.critical) for s in self._by_dependency[dependency]]
 
     def _evaluate(self, dependencies: Iterable[str], features: Iterable[str] = (), initial: bool = False) -> None:

@@ -133,6 +133,16 @@ class Metrics:
         self.build_info = Gauge("depmon_build_info", "depmon build information", ("version",), registry=r)
         self.build_info.labels(version=__version__).set(1)
         self.loop_errors = Counter("depmon_loop_errors", "Exceptions contained by a daemon loop", ("loop",), registry=r)
+        # Replicas (SPEC 10.6): each replica exports its own leadership and the quorum view it read.
+        self.replica_leader = Gauge(
+            "depmon_replica_leader", "1 while this replica leads (decides and pages), else 0", ("replica",), registry=r
+        )
+        self.dependency_down_replicas = Gauge(
+            "depmon_dependency_down_replicas",
+            "How many live replicas see the dependency down (it pages at the quorum)",
+            ("dependency",),
+            registry=r,
+        )
 
     def set_dependency_state(self, dependency: str, state: str, in_maintenance: bool) -> None:
         """Publish a dependency's state: the one-hot series, `up` and the maintenance flag."""
@@ -157,6 +167,7 @@ class Metrics:
             self.tls_expiry,
             self.maintenance_windows_open,
             self.silenced,
+            self.dependency_down_replicas,
         )
         for dependency in dependencies:
             for metric in by_dependency:

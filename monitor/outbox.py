@@ -26,7 +26,6 @@ clock, so backoff schedules play out without real waiting.
 
 from __future__ import annotations
 
-import math
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -121,6 +120,9 @@ class Outbox:
         slack: SlackSender | None = None,
         max_concurrent: int = 4,
         error_pause: float = 1.0,
+        replica: str = "depmon",
+        lease: float = 30.0,
+        poll: float | None = None,
     ) -> None:
         self._store = store
         self._sender = sender
@@ -135,6 +137,12 @@ class Outbox:
         self._backoff = backoff if backoff is not None else Backoff()
         self._send_slots = anyio.CapacityLimiter(max_concurrent)
         self._error_pause = error_pause
+        # Among replicas any one delivers: each head is claimed for `lease` seconds (a claimer that
+        # dies mid-delivery leaves it to another after that), and the store is read every `poll`
+        # seconds for the events the leader wrote (None: one replica, woken by `queued()`).
+        self._replica = replica
+        self._lease = lease
+        self._poll = poll
 
     @property
     def dry_run(self) -> bool:
@@ -178,6 +186,8 @@ class Outbox:
                     log.exception("outbox_loop_failed")
                     self._metrics.loop_errors.labels(loop="outbox").inc()
                     delay = self._error_pause
+                if self._poll is not None:
+                    delay = self._poll if delay is None else min(delay, self._poll)
                 await self._wake.wait(delay)
 
     async def drain(self, deadline_seconds: float) -> int:
@@ -208,7 +218,7 @@ class Outbox:
         """Start a delivery task for each idle key whose head is due; seconds until the next one is."""
         now = self._clock()
         next_due: float | None = None
-        for event in await self._store.pending_heads(math.inf):
+        for event in await self._store.claim_heads(self._replica, self._wall_clock(), self._lease):
             if _queue(event) in self._in_flight:
                 continue
             due = self._retry_at.get(event.id, now)
@@ -241,7 +251,7 @@ class Outbox:
             settled.append(await self._deliver_key(event))
 
         async with anyio.create_task_group() as tg:
-            for event in await self._store.pending_heads(math.inf):
+            for event in await self._store.claim_heads(self._replica, self._wall_clock(), self._lease):
                 if _queue(event) not in self._in_flight:
                     self._in_flight.add(_queue(event))
                     tg.start_soon(deliver, event)
@@ -294,7 +304,8 @@ class Outbox:
         attempt = event.attempts + 1
         delay = self._backoff.delay(attempt, delivery, self._rng)
         self._retry_at[event.id] = self._clock() + delay
-        await self._store.schedule_retry(event.id, self._wall_clock() + delay, delivery.message)
+        retry_at = self._wall_clock() + delay
+        await self._store.schedule_retry(event.id, retry_at, delivery.message, hold_until=retry_at + self._lease)
         counter.labels(action=event.action, outcome="retried").inc()
         log.warning(
             f"{kind}_retry",

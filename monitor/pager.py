@@ -140,15 +140,22 @@ class Pager:
         # The owning team's own PagerDuty service as the maintenance poller last read it (the daemon sets it).
         self.service_status: Callable[[str], ServiceStatus | None] = lambda _service: None
         self._silenced: set[str] = set()  # the dependencies silenced at the last reconciliation
+        # Among replicas: the leadership epoch every write is fenced with (None: one replica), and
+        # depmon's own verdict as the leader sees it for all replicas (None: this one's watch).
+        self.fence: int | None = None
+        self.self_verdict: Callable[[], SelfState] | None = None
         self.use(engine)
 
-    def use(self, engine: Engine, watch: SelfWatch | None = None) -> None:
+    def use(self, engine: Engine, watch: SelfWatch | None = None, decisions: Engine | None = None) -> None:
         """Follow `engine` and `watch` (a reload's new ones) from the next reconciliation on.
 
         Without a watch there is no self page (tests of the dependency rules, `depmon check`).
+        `decisions`: among replicas, the engine fed the quorum's verdicts, which the decisions
+        take their states from; `engine` (this replica's probes) still gives the evidence.
         """
         self.engine = engine
         self.watch = watch
+        self.states = decisions if decisions is not None else engine
         self._policy = Policy.from_config(engine.config)
         self._ancestors = engine.config.ancestors()
         self._confirm_within = confirm_within(engine.config)
@@ -162,7 +169,8 @@ class Pager:
         return f"depmon/{self._policy.environment}/"
 
     async def load(self) -> None:
-        """Reload the incidents left open by an earlier run, and open one for each orphaned trigger."""
+        """Reload the incidents left open by an earlier run (or leader), and open one for each orphaned trigger."""
+        self.open = {}
         for event in await self.store.orphaned_triggers():
             if not event.dedup_key.startswith(self._environment_prefix):
                 continue
@@ -171,7 +179,7 @@ class Pager:
             dependency = str(payload.get("component") or event.dedup_key.rsplit("/", 1)[-1])
             details = payload.get("custom_details")
             features = details.get("impacted_features", []) if isinstance(details, dict) else []
-            await self.store.apply(
+            await self._apply(
                 IncidentWrite(
                     dependency=dependency,
                     dedup_key=event.dedup_key,
@@ -201,16 +209,26 @@ class Pager:
         task_status.started()
         while True:
             with anyio.move_on_after(TICK_SECONDS):
-                await self.engine.changed.wait()
-            self.engine.consume_change()
+                await self.states.changed.wait()
+            self.states.consume_change()
             try:
                 self.engine.tick()
+                if self.states is not self.engine:
+                    self.states.tick()
                 await self._refresh_silences()
                 await self.reconcile()
                 await self._prune_when_due()
             except Exception:  # contain it: the next change or tick tries again
                 self._errors.inc()
                 log.exception("pager_error")
+
+    async def _apply(self, write: IncidentWrite) -> int:
+        return await self.store.apply(write, self.fence)
+
+    def _self_state(self) -> SelfState:
+        if self.self_verdict is not None:
+            return self.self_verdict()
+        return self.watch.state if self.watch is not None else SelfState()
 
     async def _silence_just_ended(self, dependency: str, now: float) -> dict[str, Any] | None:
         """The silence of `dependency` that ended within the last hour, if any (for a trigger's timeline)."""
@@ -238,7 +256,7 @@ class Pager:
             incident = self.open[dep]
             started = dep in silenced
             silence = next((s for s in self.silences if s.dependency == dep), None)
-            await self.store.apply(
+            await self._apply(
                 IncidentWrite(
                     dependency=dep,
                     dedup_key=incident.dedup_key,
@@ -263,14 +281,14 @@ class Pager:
         """Decide and carry out every action the current states call for."""
         silenced = {s.dependency for s in self.silences if s.active_at(self.clock())}
         await self._record_silence_changes(silenced, self.clock())
-        engine = self.engine
-        dependencies: dict[str, Any] = dict(engine.dependencies)
+        engine, states = self.engine, self.states
+        dependencies: dict[str, Any] = dict(states.dependencies)
         if self.watch is not None:
-            dependencies[SELF] = self.watch.state.as_dependency()
+            dependencies[SELF] = self._self_state().as_dependency()
         situation = Situation(
             dependencies,
-            engine.features,
-            engine.dependency_since,
+            states.features,
+            states.dependency_since,
             self._ancestors,
             self._confirm_within,
             last_result=ProbeTimes(engine, lambda health: health.last),
@@ -303,7 +321,7 @@ class Pager:
             if silence is not None:  # the page a silence held back: its timeline says so
                 timeline = {**write.timeline, "silence": silence}
                 write = dataclasses.replace(write, timeline=timeline)
-        incident_id = await self.store.apply(write)
+        incident_id = await self._apply(write)
         if write.event is not None:
             self.outbox.queued()
         if decision.action is Action.RESOLVE:
@@ -333,7 +351,7 @@ class Pager:
         event: tuple[Any, dict[str, Any]] | None = None
         summary = severity = ""
         if decision.action.sends and dep == SELF:
-            verdict = self.watch.state if self.watch is not None else SelfState()
+            verdict = self._self_state()
             body = build_self_event(decision, self._policy.environment, str(verdict.condition), verdict.reason)
             event = (body["event_action"], body)
             if decision.action is Action.TRIGGER:
@@ -345,7 +363,7 @@ class Pager:
             else:
                 context = EventContext(
                     engine.config,
-                    engine.features,
+                    self.states.features,
                     evidence,
                     started_at,
                     self._upcoming_windows(dep),
@@ -357,7 +375,7 @@ class Pager:
             event = (body["event_action"], body)
             if decision.action is Action.TRIGGER:
                 summary, severity = body["payload"]["summary"], body["payload"]["severity"]
-        state = engine.dependencies.get(dep)
+        state = self.states.dependencies.get(dep)
         timeline: dict[str, Any] = {
             "action": str(decision.action),
             "features": list(decision.features),
@@ -368,7 +386,7 @@ class Pager:
         }
         if known:
             # The facts the postmortem judges from, exactly as the page did (one security fact).
-            facts = incident_facts(dep, decision.features, engine.features, evidence, decision.escalated)
+            facts = incident_facts(dep, decision.features, self.states.features, evidence, decision.escalated)
             timeline["security_relevant"] = facts.security
             timeline["features_down"] = list(facts.features_down)
         if decision.note:

@@ -51,6 +51,7 @@ import pagerduty
 import structlog
 from pydantic import SecretStr
 
+from monitor.errors import DepmonError
 from monitor.logs import Redactor
 from monitor.pd_transport import BoundedTransport, LoopbackRewriteTransport
 from monitor.windows import MaintenanceWindow
@@ -84,7 +85,7 @@ _vendor_log.addHandler(logging.NullHandler())
 _vendor_log.propagate = False
 
 
-class PagerDutyError(Exception):
+class PagerDutyError(DepmonError):
     """Base of this module's exceptions."""
 
 

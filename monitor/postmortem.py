@@ -25,7 +25,7 @@ from typing import Any, TextIO
 from monitor.config import Config, format_duration
 from monitor.incidents import IncidentFacts, escalation_criteria, page_links, severity, summary
 from monitor.logs import Redactor
-from monitor.store import Incident, StoreError, SyncStore, TimelineEntry
+from monitor.store import Incident, SQLiteStore, StoreError, TimelineEntry
 
 __all__ = ["print_postmortem", "render_postmortem"]
 
@@ -275,7 +275,7 @@ def print_postmortem(
         print(f"{path}: no state file (depmon run records incidents there; see --state)", file=err)
         return EXIT_NO_INCIDENT
     try:
-        with SyncStore(path) as store:
+        with SQLiteStore(path) as store:
             incidents = store.incidents_of(dependency)
             if not incidents:
                 print(f"{path}: no incident of {dependency} is recorded", file=err)

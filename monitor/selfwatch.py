@@ -110,7 +110,8 @@ def local_cause(result: ProbeResult) -> str | None:
     if cause := result.facts.get("local_cause"):
         return cause
     detail = result.detail.lower()
-    if result.outcome is Outcome.CONNECT and detail.startswith("proxy "):
+    # The httpx path says "proxy HOST:PORT refused ...", the aiohttp transport "... to proxy HOST:PORT".
+    if result.outcome is Outcome.CONNECT and (detail.startswith("proxy ") or " to proxy " in detail):
         return "proxy down"
     for marker, cause in _LOCAL_CAUSES:
         if marker in detail:

@@ -63,6 +63,11 @@ class View(Protocol):
     def maintenance_status(self) -> dict[str, Any] | None: ...
     @property
     def silences(self) -> list[Silence]: ...
+    @property
+    def replicas(self) -> list[dict[str, Any]]:
+        """Among replicas (SPEC 10.6): each one, whether it leads and is live, what it sees down."""
+        ...
+
     async def feature_history(self, since: float) -> dict[str, list[tuple[float, str]]]:
         """Feature -> (at, state) changes from `since` on, starting with the state in force then;
         read from the state file in a worker thread, never blocking the event loop."""
@@ -246,6 +251,7 @@ def status_document(view: View, now: float, history: FeatureHistory | None = Non
             }
             for s in view.silences
         ],
+        "replicas": view.replicas,
         "dependencies": dependencies,
         "features": features,
         "incidents": incidents,

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TextIO
 
 from monitor.config import Config, format_duration, parse_duration
-from monitor.store import StoreError, SyncStore
+from monitor.store import SQLiteStore, StoreError
 
 __all__ = ["run_silence"]
 
@@ -79,7 +79,7 @@ def _add(
         print(f"depmon silence: --for {duration!r}: {exc}", file=err)
         return EXIT_USAGE
     Path(path).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with SyncStore(path) as store:
+    with SQLiteStore(path) as store:
         silence_id = store.add_silence(dependency, now, now + seconds, reason)
     name = config.dependencies[dependency].name
     print(
@@ -94,7 +94,7 @@ def _list(path: str, now: float, out: TextIO) -> int:
     if not Path(path).exists():
         print("no silence in force", file=out)
         return EXIT_OK
-    with SyncStore(path) as store:
+    with SQLiteStore(path) as store:
         active = store.silences(active_at=now)
     if not active:
         print("no silence in force", file=out)
@@ -107,7 +107,7 @@ def _expire(path: str, silence_id: int, now: float, out: TextIO, err: TextIO) ->
     if not Path(path).exists():
         print(f"depmon silence: {path}: no state file, so no silence {silence_id}", file=err)
         return EXIT_USAGE
-    with SyncStore(path) as store:
+    with SQLiteStore(path) as store:
         try:
             store.expire_silence(silence_id, now)
         except KeyError:

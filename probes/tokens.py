@@ -26,6 +26,7 @@ import anyio
 import structlog
 
 from monitor.config import OAuth2ProbeSpec
+from monitor.errors import DepmonError
 
 if TYPE_CHECKING:
     from monitor.config import Config
@@ -36,7 +37,7 @@ MAX_REFRESH_MARGIN = 60.0  # renew at most this long before expiry ...
 REFRESH_FRACTION = 0.1  # ... or this share of the token's lifetime, whichever is smaller
 
 
-class TokenUnavailable(Exception):
+class TokenUnavailable(DepmonError):
     """No valid token could be had for a ref; the message is a readable, secret-free reason."""
 
 

@@ -48,12 +48,6 @@ def canary_target() -> Iterator[LoopbackServer]:
 
 
 @pytest.fixture
-def pagerduty() -> Iterator[FakePagerDuty]:
-    with FakePagerDuty() as fake:
-        yield fake
-
-
-@pytest.fixture
 def daemon(
     tmp_path: Path, upstream: LoopbackServer, canary_target: LoopbackServer, pagerduty: FakePagerDuty
 ) -> Iterator[DaemonProcess]:

@@ -110,6 +110,14 @@ INVALID_CASES: dict[str, tuple[Mapping[str, str], tuple[str, ...]]] = {
     ),
     "yaml_huge_integer": ({}, ("a value cannot be built (ValueError)",)),
     "bad_listen": ({}, ("monitor.listen: must be HOST:PORT, like 127.0.0.1:9464",)),
+    "state_url_not_postgresql": (
+        {},
+        ("monitor.state_url: must be a postgresql:// URL (or null for the SQLite file at state_path)",),
+    ),
+    "quorum_without_replicas": (
+        {},
+        ("monitor: quorum: 2 needs replicas, which share state through monitor.state_url (postgresql://)",),
+    ),
     "bad_id": (
         {},
         (

@@ -12,7 +12,7 @@ import pytest
 import monitor.cli
 from monitor.config import Config, bundled_config_path, load_config
 from monitor.postmortem import print_postmortem, render_postmortem
-from monitor.store import SyncStore
+from monitor.store import SQLiteStore
 
 EVSS_FEATURES = ["claims", "letters_and_documents", "direct_deposit_benefits", "disability_rating"]
 FIRST_OPENED = datetime(2025, 3, 4, 14, 5, 0, tzinfo=UTC).timestamp()
@@ -53,7 +53,7 @@ def _entry(
 
 
 def _record(
-    store: SyncStore,
+    store: SQLiteStore,
     opened: float,
     *,
     escalate: bool,
@@ -87,14 +87,14 @@ def _record(
 def state(tmp_path: Path) -> Path:
     """A state file with two EVSS incidents: the first short and resolved, the second escalated and resolved."""
     path = tmp_path / "state" / "depmon.sqlite3"
-    with SyncStore(path) as store:
+    with SQLiteStore(path) as store:
         _record(store, FIRST_OPENED, escalate=False, resolve=True)
         _record(store, SECOND_OPENED, escalate=True, resolve=True)
     return path
 
 
 def _render(config: Config, path: Path, number: int) -> str:
-    with SyncStore(path) as store:
+    with SQLiteStore(path) as store:
         incident = store.incidents_of("evss")[number - 1]
         timeline = store.timeline(incident.id)
     return render_postmortem(config, "evss", incident, timeline, number - 1, NOW)
@@ -135,7 +135,7 @@ class TestRenderPostmortem:
 
     def test_open_incident_says_still_open(self, config: Config, tmp_path: Path) -> None:
         """An incident not yet resolved is reported open for the time until now."""
-        with SyncStore(tmp_path / "s.sqlite3") as store:
+        with SQLiteStore(tmp_path / "s.sqlite3") as store:
             _record(store, SECOND_OPENED, escalate=False, resolve=False)
             incident = store.incidents_of("evss")[0]
             timeline = store.timeline(incident.id)
@@ -212,7 +212,7 @@ class TestRenderPostmortem:
 
     def test_a_security_relevant_failure_is_a_security_criterion(self, config: Config, tmp_path: Path) -> None:
         """The page's security fact holds the criterion, links the Security Incident Procedure and notifies the ISO."""
-        with SyncStore(tmp_path / "s.sqlite3") as store:
+        with SQLiteStore(tmp_path / "s.sqlite3") as store:
             _record(store, FIRST_OPENED, escalate=False, resolve=True, outcome="tls", security=True)
             incident = store.incidents_of("evss")[0]
             timeline = store.timeline(incident.id)
@@ -225,7 +225,7 @@ class TestRenderPostmortem:
         self, config: Config, tmp_path: Path
     ) -> None:
         """A `tls` outcome the probe did not flag (wrong version number) names no ISO: one rule for page and draft."""
-        with SyncStore(tmp_path / "s.sqlite3") as store:
+        with SQLiteStore(tmp_path / "s.sqlite3") as store:
             _record(store, FIRST_OPENED, escalate=False, resolve=True, outcome="tls", security=False)
             incident = store.incidents_of("evss")[0]
             timeline = store.timeline(incident.id)
@@ -323,7 +323,7 @@ class TestPostmortemCommand:
 def _draft_with_detail(config: Config, tmp_path: Path, detail: str) -> str:
     """The draft of one EVSS incident whose only evidence has this detail."""
     path = tmp_path / "depmon.sqlite3"
-    with SyncStore(path) as store:
+    with SQLiteStore(path) as store:
         failure = {"probe": "base", "outcome": "condition", "detail": detail, "at": FIRST_OPENED}
         incident_id = store.open_incident("evss", "depmon/production/evss", FIRST_OPENED, features=EVSS_FEATURES)
         store.add_timeline(incident_id, FIRST_OPENED, "trigger", _entry("trigger", EVSS_FEATURES, "down", [failure]))

@@ -42,6 +42,7 @@ class TestLocalCause:
             (failure(Outcome.CONNECT, "cannot connect to 10.0.0.1:443: No route to host"), "no route"),
             (failure(Outcome.DNS, "cannot resolve api.va.gov: Temporary failure in name resolution"), "resolver down"),
             (failure(Outcome.CONNECT, "proxy 127.0.0.1:3128 refused the connection"), "proxy down"),
+            (failure(Outcome.CONNECT, "connection refused to proxy 127.0.0.1:3128"), "proxy down"),
             (failure(Outcome.DNS, "cannot resolve nowhere.invalid: Name or service not known"), None),
             (failure(Outcome.HTTP_STATUS, "HTTP 503 from /health"), None),
             (failure(Outcome.TIMEOUT, "no complete answer within 10s"), None),

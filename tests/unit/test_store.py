@@ -6,21 +6,51 @@ import os
 import sqlite3
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import anyio
+import psycopg
 import pytest
 
-from monitor import store as store_module
-from monitor.store import SCHEMA_VERSION, IncidentWrite, StateLock, StateLocked, Store, StoreError, SyncStore
+from monitor.store import (
+    SCHEMA_VERSION,
+    IncidentWrite,
+    LeaderLock,
+    NotLeader,
+    Observation,
+    PostgresStore,
+    ReplicaReport,
+    SQLiteStore,
+    SqlStore,
+    StateLock,
+    StateLocked,
+    Store,
+    StoreError,
+    leader_key,
+)
+from monitor.store import postgres as postgres_store
+from monitor.store import sqlite as store_module
 
 TRIGGER = {"payload": {"summary": "EVSS down", "source": "depmon/test", "severity": "critical"}}
 
 
+# The shared suite: every test that takes `backend` (or `store`, its async face) runs against
+# the embedded SQLite store and a throwaway PostgreSQL database (skipped with a reason only when
+# PostgreSQL's binaries are absent).
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest) -> SqlStore:
+    if request.param == "sqlite":
+        return SQLiteStore(":memory:")
+    return PostgresStore(request.getfixturevalue("postgres_url"))
+
+
 @pytest.fixture
-async def store() -> AsyncIterator[Store]:
-    async with Store(":memory:") as opened:
+async def store(backend: SqlStore) -> AsyncIterator[Store]:
+    async with Store(backend) as opened:
         yield opened
 
 
@@ -177,13 +207,13 @@ class TestIncidents:
                 await store.add_timeline(42, 1.0, "state")
 
 
-class TestSyncStore:
+class TestSQLiteStore:
     """The blocking face used by the CLI, and the file itself."""
 
     def test_file_created_in_wal_with_schema_version(self, tmp_path: Path) -> None:
         """The file and its directory appear on first use, in WAL mode, at the current schema version."""
         path = tmp_path / "var" / "depmon.sqlite3"
-        with SyncStore(path) as store:
+        with SQLiteStore(path) as store:
             assert not path.exists()
             assert store.pending_count() == 0
             assert (store.journal_mode, store.schema_version) == ("wal", SCHEMA_VERSION)
@@ -191,13 +221,13 @@ class TestSyncStore:
 
     @pytest.mark.anyio
     async def test_cli_reads_what_the_daemon_wrote(self, tmp_path: Path) -> None:
-        """Incidents written through the async store are read back by a SyncStore without an event loop."""
+        """Incidents written through the async store are read back by a SQLiteStore without an event loop."""
         path = tmp_path / "depmon.sqlite3"
         with anyio.fail_after(5):
             async with Store(path) as daemon:
                 incident_id = await daemon.open_incident("evss", "k", 1.0, summary="EVSS down")
                 await daemon.add_timeline(incident_id, 1.0, "state", {"state": "down"})
-        with SyncStore(path) as cli:
+        with SQLiteStore(path) as cli:
             [incident] = cli.incidents_of("evss")
             assert incident.summary == "EVSS down"
             assert [entry.kind for entry in cli.timeline(incident_id)] == ["state"]
@@ -208,12 +238,12 @@ class TestSyncStore:
         connection = sqlite3.connect(path)
         connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
         connection.close()
-        with SyncStore(path) as store, pytest.raises(StoreError, match="newer depmon"):
+        with SQLiteStore(path) as store, pytest.raises(StoreError, match="newer depmon"):
             store.pending_count()
 
     def test_closed_store_refuses_calls(self) -> None:
         """A closed store raises StoreError instead of reopening silently."""
-        store = SyncStore(":memory:")
+        store = SQLiteStore(":memory:")
         store.close()
         with pytest.raises(StoreError, match="closed"):
             store.pending_count()
@@ -238,9 +268,9 @@ def _trigger_write(**overrides: object) -> IncidentWrite:
 class TestDecisions:
     """One decision, one transaction (issue 9, item 2)."""
 
-    def test_a_trigger_writes_event_incident_and_timeline_together(self) -> None:
+    def test_a_trigger_writes_event_incident_and_timeline_together(self, backend: SqlStore) -> None:
         """apply() opens the incident, queues the event (without the routing key) and records the timeline."""
-        with SyncStore(":memory:") as store:
+        with backend as store:
             incident_id = store.apply(_trigger_write())
             [incident] = store.open_incidents()
             [event] = store.outbox_events()
@@ -249,18 +279,18 @@ class TestDecisions:
         assert (event.action, "routing_key" in event.body) == ("trigger", False)
         assert entry.kind == "trigger"
 
-    def test_a_failure_inside_the_transaction_leaves_nothing(self) -> None:
+    def test_a_failure_inside_the_transaction_leaves_nothing(self, backend: SqlStore) -> None:
         """When the timeline insert fails (a body that cannot be encoded), no event and no incident remain."""
-        with SyncStore(":memory:") as store:
+        with backend as store:
             with pytest.raises(TypeError):
                 store.apply(_trigger_write(timeline={"not json": object()}))
             assert (store.open_incidents(), store.outbox_events()) == ([], [])
             store.apply(_trigger_write())  # the connection is usable afterwards
             assert len(store.open_incidents()) == 1
 
-    def test_hold_and_flapping_are_kept_and_resolve_closes(self) -> None:
+    def test_hold_and_flapping_are_kept_and_resolve_closes(self, backend: SqlStore) -> None:
         """An update sets the hold and flapping fields; a resolve closes the incident and queues the resolve."""
-        with SyncStore(":memory:") as store:
+        with backend as store:
             incident_id = store.apply(_trigger_write())
             store.apply(_trigger_write(incident_id=incident_id, kind="hold", event=None, up_since=150.0, at=150.0))
             [held] = store.open_incidents()
@@ -278,9 +308,9 @@ class TestDecisions:
         assert kinds == ["trigger", "hold", "flap", "resolve"]
         assert actions == ["trigger", "resolve"]
 
-    def test_orphaned_triggers_are_found(self) -> None:
+    def test_orphaned_triggers_are_found(self, backend: SqlStore) -> None:
         """A trigger without an open incident is an orphan; one followed by a resolve, or with its incident, is not."""
-        with SyncStore(":memory:") as store:
+        with backend as store:
             store.enqueue("depmon/test/orphan", "trigger", TRIGGER, at=1.0)
             store.enqueue("depmon/test/resolved", "trigger", TRIGGER, at=1.0)
             store.enqueue("depmon/test/resolved", "resolve", {}, at=2.0)
@@ -290,9 +320,9 @@ class TestDecisions:
             orphans = store.orphaned_triggers()
         assert [o.dedup_key for o in orphans] == ["depmon/test/orphan"]
 
-    def test_prune_keeps_pending_events_and_open_incidents(self) -> None:
+    def test_prune_keeps_pending_events_and_open_incidents(self, backend: SqlStore) -> None:
         """Old delivered events and old closed incidents go; pending events and open incidents stay, however old."""
-        with SyncStore(":memory:") as store:
+        with backend as store:
             old_closed = store.apply(_trigger_write(dedup_key="depmon/test/a", at=10.0))
             store.apply(
                 _trigger_write(
@@ -329,7 +359,7 @@ class TestDecisions:
         )
         connection.commit()
         connection.close()
-        with SyncStore(path) as store:
+        with SQLiteStore(path) as store:
             [event] = store.outbox_events()
             version = store.schema_version
         assert (version, event.status) == (SCHEMA_VERSION, "dropped")
@@ -382,43 +412,43 @@ class TestStateLock:
 class TestFeatureHistory:
     """Schema 3: each feature's state changes, for the status page's last 24 hours."""
 
-    def test_changes_come_back_per_feature_in_time_order(self) -> None:
+    def test_changes_come_back_per_feature_in_time_order(self, backend: SqlStore) -> None:
         """Recorded changes read back per feature as (at, state), oldest first."""
-        with SyncStore(":memory:") as store:
+        with backend as store:
             store.record_feature_states([("claims", "ok", 10.0), ("appeals", "ok", 10.0), ("claims", "down", 20.0)])
             store.record_feature_states([("claims", "ok", 30.0)])
             history = store.feature_history(since=0.0)
         assert history == {"claims": [(10.0, "ok"), (20.0, "down"), (30.0, "ok")], "appeals": [(10.0, "ok")]}
 
-    def test_the_state_in_force_at_since_comes_first(self) -> None:
+    def test_the_state_in_force_at_since_comes_first(self, backend: SqlStore) -> None:
         """Only the last change before `since` is returned of the older ones, with its own time."""
-        with SyncStore(":memory:") as store:
+        with backend as store:
             store.record_feature_states([("claims", "ok", 10.0), ("claims", "down", 20.0), ("claims", "ok", 30.0)])
             history = store.feature_history(since=25.0)
             later = store.feature_history(since=100.0)
         assert history == {"claims": [(20.0, "down"), (30.0, "ok")]}
         assert later == {"claims": [(30.0, "ok")]}
 
-    def test_a_repeated_state_is_not_recorded(self) -> None:
+    def test_a_repeated_state_is_not_recorded(self, backend: SqlStore) -> None:
         """A change repeating the feature's last recorded state is skipped, within a batch and across batches."""
-        with SyncStore(":memory:") as store:
+        with backend as store:
             first = store.record_feature_states([("claims", "ok", 10.0), ("claims", "ok", 11.0)])
             second = store.record_feature_states([("claims", "ok", 12.0), ("claims", "down", 13.0)])
             history = store.feature_history(since=0.0)
         assert (first, second) == (1, 1)
         assert history == {"claims": [(10.0, "ok"), (13.0, "down")]}
 
-    def test_a_batch_is_one_transaction(self) -> None:
+    def test_a_batch_is_one_transaction(self, backend: SqlStore) -> None:
         """A batch that fails part way leaves none of its changes behind."""
-        with SyncStore(":memory:") as store:
-            with pytest.raises(sqlite3.IntegrityError):
+        with backend as store:
+            with pytest.raises((sqlite3.IntegrityError, psycopg.errors.IntegrityError)):
                 store.record_feature_states([("claims", "ok", 10.0), ("appeals", "ok", None)])  # type: ignore[list-item]
             history = store.feature_history(since=0.0)
         assert history == {}
 
-    def test_prune_keeps_the_state_in_force(self) -> None:
+    def test_prune_keeps_the_state_in_force(self, backend: SqlStore) -> None:
         """Pruning deletes changes before `before` except each feature's last one, and nothing after it."""
-        with SyncStore(":memory:") as store:
+        with backend as store:
             store.record_feature_states(
                 [("claims", "ok", 10.0), ("claims", "down", 20.0), ("appeals", "ok", 15.0), ("claims", "ok", 300.0)]
             )
@@ -432,7 +462,7 @@ class TestFeatureHistory:
         connection = sqlite3.connect(path)
         connection.executescript(store_module._MIGRATIONS[0] + store_module._MIGRATIONS[1] + "PRAGMA user_version = 2;")
         connection.close()
-        with SyncStore(path) as store:
+        with SQLiteStore(path) as store:
             store.record_feature_states([("claims", "ok", 1.0)])
             assert (store.schema_version, store.feature_history(0.0)) == (SCHEMA_VERSION, {"claims": [(1.0, "ok")]})
 
@@ -448,9 +478,9 @@ class TestFeatureHistory:
 class TestSilences:
     """Silences live in the state store (SPEC 10.2)."""
 
-    def test_add_list_expire(self) -> None:
+    def test_add_list_expire(self, backend: SqlStore) -> None:
         """A silence is active until it ends or is expired; expiring keeps the first time."""
-        with SyncStore(":memory:") as store:
+        with backend as store:
             first = store.add_silence("evss", created_at=100.0, ends_at=400.0, reason="EVSS deploy")
             second = store.add_silence("caseflow", created_at=100.0, ends_at=200.0, reason="known")
             assert [s.id for s in store.silences(active_at=150.0)] == [first, second]
@@ -461,12 +491,165 @@ class TestSilences:
             [expired, _] = store.silences()
         assert (expired.expired_at, expired.reason) == (300.0, "EVSS deploy")
 
-    def test_unknown_id_and_pruning(self) -> None:
+    def test_unknown_id_and_pruning(self, backend: SqlStore) -> None:
         """Expiring an unknown id is a KeyError; prune drops silences that ended before the cut."""
-        with SyncStore(":memory:") as store:
+        with backend as store:
             store.add_silence("evss", created_at=1.0, ends_at=10.0, reason="old")
             kept = store.add_silence("evss", created_at=1.0, ends_at=1000.0, reason="long")
             with pytest.raises(KeyError):
                 store.expire_silence(99, at=5.0)
             store.prune(before=100.0)
             assert [s.id for s in store.silences()] == [kept]
+
+
+class TestClaims:
+    """Any replica may deliver the outbox; a head is delivered by one replica at a time."""
+
+    def test_a_claimed_head_is_left_to_its_claimer_until_the_claim_runs_out(self, backend: SqlStore) -> None:
+        with backend as store:
+            first = store.enqueue("k1", "trigger", TRIGGER, at=100.0)
+            assert [e.id for e in store.claim_heads("a", now=100.0, lease=10.0)] == [first]
+            assert store.claim_heads("b", now=105.0, lease=10.0) == []
+            assert [e.id for e in store.claim_heads("a", now=105.0, lease=10.0)] == [first], "its own claim"
+            assert [e.id for e in store.claim_heads("b", now=116.0, lease=10.0)] == [first], "a's claim ran out"
+
+    def test_settling_frees_the_key_for_its_next_event(self, backend: SqlStore) -> None:
+        with backend as store:
+            first = store.enqueue("k1", "trigger", TRIGGER, at=100.0)
+            second = store.enqueue("k1", "resolve", {}, at=101.0)
+            store.claim_heads("a", now=101.0, lease=10.0)
+            assert store.claim_heads("b", now=101.0, lease=10.0) == [], "only the head of a key is claimable"
+            store.mark_accepted(first, at=102.0)
+            assert [e.id for e in store.claim_heads("b", now=102.0, lease=10.0)] == [second]
+
+    def test_a_retry_keeps_the_claim_until_its_hold(self, backend: SqlStore) -> None:
+        with backend as store:
+            event = store.enqueue("k1", "trigger", TRIGGER, at=100.0)
+            store.claim_heads("a", now=100.0, lease=10.0)
+            store.schedule_retry(event, next_attempt_at=160.0, error="503", hold_until=170.0)
+            assert store.claim_heads("b", now=165.0, lease=10.0) == []
+            assert [e.id for e in store.claim_heads("b", now=171.0, lease=10.0)] == [event]
+
+
+class TestReplicas:
+    """Heartbeats, observations, replica names and the leader of record."""
+
+    def test_a_report_is_read_back_and_a_full_report_forgets_removed_dependencies(self, backend: SqlStore) -> None:
+        with backend as store:
+            seen = {"evss": Observation("down", True, 90.0, "503"), "vaos": Observation("up", False, 80.0)}
+            store.report(ReplicaReport("a", "i1", 100.0, 2.0, observations=seen, dependencies=["evss", "vaos"]))
+            store.report(ReplicaReport("a", "i1", 101.0, 2.0, self_state="cannot_see_out", self_reason="no route"))
+            (view,) = store.replica_views()
+            assert (view.replica, view.seen_at, view.started_at, view.self_state) == (
+                "a",
+                101.0,
+                100.0,
+                "cannot_see_out",
+            )
+            assert view.observations == seen
+            store.report(
+                ReplicaReport("a", "i1", 102.0, 2.0, observations={"evss": seen["evss"]}, dependencies=["evss"])
+            )
+            assert set(store.replica_views()[0].observations) == {"evss"}
+
+    def test_a_live_replica_name_cannot_be_taken_by_another_process(self, backend: SqlStore) -> None:
+        with backend as store:
+            store.register("a", "i1", now=100.0)
+            store.report(ReplicaReport("a", "i1", 100.0, 2.0))
+            with pytest.raises(StoreError, match="in use by another live depmon"):
+                store.register("a", "i2", now=103.0)
+            store.register("a", "i1", now=103.0)  # its own name
+            store.register("a", "i2", now=104.1)  # silent for 2 x interval: taken back
+
+    def test_each_leadership_fences_the_earlier_leaders_decisions(self, backend: SqlStore) -> None:
+        with backend as store:
+            store.report(ReplicaReport("a", "i1", 100.0, 2.0))
+            first = store.take_leadership("a", 100.0)
+            assert store.apply(_trigger_write(), fence=first) > 0
+            second = store.take_leadership("b", 101.0)
+            assert second == first + 1
+            with pytest.raises(NotLeader):
+                store.apply(_trigger_write(dedup_key="depmon/test/vaos", dependency="vaos"), fence=first)
+            assert [i.dependency for i in store.open_incidents()] == ["evss"], "the fenced write left nothing"
+            assert store.leadership() == ("b", second, 101.0)
+            assert not store.replica_views()[0].leader
+
+
+class TestPostgreSQL:
+    """What only the shared database does: concurrent replicas, migrations under a lock, the leader lock."""
+
+    def test_replicas_starting_together_migrate_once(self, postgres_url: str) -> None:
+        stores = [PostgresStore(postgres_url) for _ in range(4)]
+        errors: list[BaseException] = []
+
+        def first_call(store: PostgresStore) -> None:
+            try:
+                store.pending_count()
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=first_call, args=(s,)) for s in stores]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        assert {s.schema_version for s in stores} == {postgres_store.SCHEMA_VERSION}
+        for store in stores:
+            store.close()
+
+    def test_concurrent_claims_never_take_the_same_event(self, postgres_url: str) -> None:
+        with PostgresStore(postgres_url) as writer:
+            for n in range(200):
+                writer.enqueue(f"k{n}", "trigger", TRIGGER, at=100.0)
+        claimed: dict[str, set[int]] = {}
+
+        def claim(name: str) -> None:  # five rounds each (a replica takes its own claims again)
+            with PostgresStore(postgres_url) as store:
+                claimed[name] = {e.id for batch in range(5) for e in store.claim_heads(name, 100.0 + batch, 60.0)}
+
+        threads = [threading.Thread(target=claim, args=(name,)) for name in ("a", "b", "c")]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        every = [event for ids in claimed.values() for event in ids]
+        assert len(every) == len(set(every)) == 200, "each event claimed by exactly one replica"
+
+    def test_the_leader_lock_is_exclusive_and_freed_when_its_session_ends(self, postgres_url: str) -> None:
+        key = leader_key("test")
+        first, second = LeaderLock(postgres_url, key, 5.0), LeaderLock(postgres_url, key, 5.0)
+        try:
+            assert first.try_acquire()
+            first.check()
+            assert not second.try_acquire()
+            with pytest.raises(StoreError, match="not held"):
+                LeaderLock(postgres_url, key, 5.0).check()
+            first.release()
+            assert second.try_acquire()
+            with pytest.raises(StoreError):
+                first.check()
+        finally:
+            first.release()
+            second.release()
+
+    def test_a_silent_holders_session_is_ended_by_the_server(self, postgres_url: str) -> None:
+        key = leader_key("silent")
+        silent, other = LeaderLock(postgres_url, key, 0.5), LeaderLock(postgres_url, key, 5.0)
+        try:
+            assert silent.try_acquire()
+            assert not other.try_acquire()
+            time.sleep(1.0)  # the holder says nothing for twice its silence limit (the server's own timer)
+            assert other.try_acquire(), "idle_session_timeout ended the silent holder's session"
+            with pytest.raises(StoreError):
+                silent.check()
+        finally:
+            silent.release()
+            other.release()
+
+    def test_errors_never_show_the_password(self, postgres_server: Any) -> None:
+        url = f"postgresql://depmon:hunter2-secret@127.0.0.1:{postgres_server.port}/no_such_database"
+        with pytest.raises(StoreError) as caught, PostgresStore(url) as store:
+            store.pending_count()
+        assert "hunter2-secret" not in str(caught.value)
+        assert "no_such_database" in str(caught.value)

@@ -1,0 +1,64 @@
+"""Durable state: the outbox, incidents and their timelines, feature history, silences, replicas.
+
+One interface (`SqlStore`, every query written once) and two backends:
+
+- `SQLiteStore`: one file, the embedded default for one replica;
+- `PostgresStore`: a database shared by replicas (`monitor.state_url`, SPEC 10.6), with
+  `LeaderLock` to elect the one that decides.
+
+`Store` is the daemon's face of either: each async method runs its blocking twin in one worker
+thread, so no query blocks the event loop. `connect(settings)` picks the backend of a config.
+An outbox body never holds the routing key: it is a secret, and secrets never go to disk; the
+sender adds it when it sends. The errors are drawn in `monitor.store.records`.
+"""
+
+from __future__ import annotations
+
+from monitor.store.aio import Store
+from monitor.store.base import SqlStore
+from monitor.store.postgres import LeaderLock, PostgresStore, leader_key, redacted_url
+from monitor.store.records import (
+    PAGERDUTY,
+    Incident,
+    IncidentWrite,
+    NotLeader,
+    Observation,
+    OutboxEvent,
+    ReplicaReport,
+    ReplicaView,
+    Silence,
+    StateLocked,
+    StoreError,
+    TimelineEntry,
+)
+from monitor.store.sqlite import SCHEMA_VERSION, SQLiteStore, StateLock
+
+__all__ = [
+    "PAGERDUTY",
+    "SCHEMA_VERSION",
+    "Incident",
+    "IncidentWrite",
+    "LeaderLock",
+    "NotLeader",
+    "Observation",
+    "OutboxEvent",
+    "PostgresStore",
+    "ReplicaReport",
+    "ReplicaView",
+    "SQLiteStore",
+    "Silence",
+    "SqlStore",
+    "StateLock",
+    "StateLocked",
+    "Store",
+    "StoreError",
+    "TimelineEntry",
+    "connect",
+    "leader_key",
+    "redacted_url",
+]
+
+
+def connect(state_url: str | None, state_path: str) -> SqlStore:
+    """The blocking store of a config: PostgreSQL at `state_url` when set, else the SQLite file."""
+    return PostgresStore(state_url) if state_url else SQLiteStore(state_path)

@@ -1,0 +1,614 @@
+"""Every store query, written once: the SQLite and the PostgreSQL stores differ only in their dialect.
+
+`SqlStore` holds the methods; a backend gives it transactions (`_transaction`) over its own
+connection, in which `?` marks a parameter, and the few statements whose SQL differs
+(class attributes). All methods block: the daemon calls them through `monitor.store.Store`, in
+a worker thread.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from typing import Any, ClassVar, Protocol
+
+from monitor.store.records import (
+    PAGERDUTY,
+    Action,
+    Incident,
+    IncidentWrite,
+    NotLeader,
+    Observation,
+    OutboxEvent,
+    ReplicaReport,
+    ReplicaView,
+    Silence,
+    StoreError,
+    TimelineEntry,
+)
+
+__all__ = ["SqlStore", "Transaction"]
+
+
+class Transaction(Protocol):
+    """One open transaction of a backend; `?` marks a parameter in every statement."""
+
+    def rows(self, sql: str, parameters: Sequence[object] = ()) -> list[Any]:
+        """The rows of a query (each readable by column name)."""
+        ...
+
+    def change(self, sql: str, parameters: Sequence[object] = ()) -> int:
+        """Run a statement; how many rows it changed."""
+        ...
+
+    def insert(self, sql: str, parameters: Sequence[object] = ()) -> int:
+        """Run an `INSERT ... RETURNING id`; the new id."""
+        ...
+
+
+def _dumps(value: object) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _outbox_event(row: Any) -> OutboxEvent:
+    return OutboxEvent(
+        id=row["id"],
+        dedup_key=row["dedup_key"],
+        action=row["action"],
+        body=json.loads(row["body"]),
+        created_at=row["created_at"],
+        attempts=row["attempts"],
+        next_attempt_at=row["next_attempt_at"],
+        status=row["status"],
+        last_error=row["last_error"],
+        delivered_at=row["delivered_at"],
+        destination=row["destination"],
+    )
+
+
+def _incident(row: Any) -> Incident:
+    return Incident(
+        id=row["id"],
+        dependency=row["dependency"],
+        dedup_key=row["dedup_key"],
+        opened_at=row["opened_at"],
+        resolved_at=row["resolved_at"],
+        escalated=bool(row["escalated"]),
+        features=json.loads(row["features"]),
+        summary=row["summary"],
+        severity=row["severity"],
+        data=json.loads(row["data"]),
+        up_since=row["up_since"],
+        flapping=bool(row["flapping"]),
+    )
+
+
+# The oldest pending event of each dedup key: only it may be sent, so each key delivers in order.
+_HEADS = """
+    SELECT * FROM outbox AS o
+    WHERE o.status = 'pending'
+      AND o.id = (
+        SELECT MIN(id) FROM outbox
+        WHERE status = 'pending' AND destination = o.destination AND dedup_key = o.dedup_key
+      )
+"""
+_DUE_HEADS = _HEADS + " AND o.next_attempt_at <= ? ORDER BY o.id"
+_EARLIEST_HEAD = "SELECT MIN(next_attempt_at) AS earliest FROM (" + _HEADS + ") AS heads"  # noqa: S608 (constant text)
+# Heads this replica may deliver: unclaimed, claimed by itself, or whose claim ran out (a
+# replica that died mid-delivery). The backend appends its row-locking clause.
+_CLAIMABLE_HEADS = _HEADS + " AND (o.claimed_by IS NULL OR o.claimed_by = ? OR o.claimed_until < ?) ORDER BY o.id"
+_SETTLE = "claimed_by = NULL, claimed_until = NULL"
+_INSERT_OUTBOX = (
+    "INSERT INTO outbox (dedup_key, action, body, created_at, next_attempt_at, destination) "
+    "VALUES (?, ?, ?, ?, ?, ?) RETURNING id"
+)
+_INSERT_TIMELINE = "INSERT INTO timeline (incident_id, at, kind, data) VALUES (?, ?, ?, ?) RETURNING id"
+
+
+def _without_routing_key(body: dict[str, Any]) -> str:
+    return _dumps({key: value for key, value in body.items() if key != "routing_key"})
+
+
+class SqlStore(ABC):
+    """The state store's methods (outbox, incidents, timeline, history, silences, replicas).
+
+    Subclasses open the connection and give `_transaction`; `name` names the store in errors.
+    """
+
+    name: str
+    # SQL that differs between the backends (see the subclasses).
+    _HISTORY_SINCE: ClassVar[str]
+    _PRUNE_HISTORY: ClassVar[str]
+    _PRUNE_SILENCES: ClassVar[str]
+    _LOCK_ROWS: ClassVar[str] = ""  # appended to a query whose rows the transaction claims
+    _FENCE: ClassVar[str] = "SELECT epoch FROM leadership WHERE id = 1"
+
+    @abstractmethod
+    def _transaction(self, *, write: bool) -> AbstractContextManager[Transaction]:
+        """A transaction; `write` ones take the write lock up front (SQLite) or are ordinary (PostgreSQL)."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Close the connection; later calls raise `StoreError`. Closing twice is harmless."""
+
+    def _rows(self, sql: str, parameters: Sequence[object] = ()) -> list[Any]:
+        with self._transaction(write=False) as tx:
+            return tx.rows(sql, parameters)
+
+    def _change(self, sql: str, parameters: Sequence[object], what: str, ident: int) -> None:
+        with self._transaction(write=True) as tx:
+            if tx.change(sql, parameters) != 1:
+                raise KeyError(f"no {what} with id {ident}")
+
+    def __enter__(self) -> SqlStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- outbox -----------------------------------------------------------------------------
+
+    def enqueue(
+        self, dedup_key: str, action: Action, body: dict[str, Any], at: float, destination: str = PAGERDUTY
+    ) -> int:
+        """Append an event, due now; returns its id. A `routing_key` in `body` is never stored."""
+        if action not in ("trigger", "resolve"):
+            raise ValueError(f"outbox action must be trigger or resolve, not {action!r}")
+        with self._transaction(write=True) as tx:
+            return tx.insert(_INSERT_OUTBOX, (dedup_key, action, _without_routing_key(body), at, at, destination))
+
+    def pending_heads(self, now: float) -> list[OutboxEvent]:
+        """The oldest pending event of each dedup key, if due (`next_attempt_at <= now`), oldest first."""
+        return [_outbox_event(row) for row in self._rows(_DUE_HEADS, (now,))]
+
+    def claim_heads(self, replica: str, now: float, lease: float) -> list[OutboxEvent]:
+        """The pending heads `replica` may deliver now, claimed for it until `now + lease`, oldest first.
+
+        A head claimed by another replica is left to it until its claim runs out; on PostgreSQL,
+        rows another replica is claiming at this instant are skipped (`FOR UPDATE SKIP LOCKED`).
+        """
+        with self._transaction(write=True) as tx:
+            rows = tx.rows(_CLAIMABLE_HEADS + self._LOCK_ROWS, (replica, now))
+            ids = [row["id"] for row in rows]
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                marks = ", ".join("?" for _ in chunk)
+                tx.change(
+                    f"UPDATE outbox SET claimed_by = ?, claimed_until = ? WHERE id IN ({marks})",  # noqa: S608
+                    (replica, now + lease, *chunk),
+                )
+        return [_outbox_event(row) for row in rows]
+
+    def next_attempt_at(self) -> float | None:
+        """When the earliest pending head falls due; None when nothing is pending."""
+        rows = self._rows(_EARLIEST_HEAD)
+        return None if not rows or rows[0]["earliest"] is None else float(rows[0]["earliest"])
+
+    def outbox_event(self, event_id: int) -> OutboxEvent:
+        """One outbox event by id (KeyError if there is none)."""
+        rows = self._rows("SELECT * FROM outbox WHERE id = ?", (event_id,))
+        if not rows:
+            raise KeyError(f"no outbox event with id {event_id}")
+        return _outbox_event(rows[0])
+
+    def outbox_events(self, dedup_key: str | None = None) -> list[OutboxEvent]:
+        """Every outbox event (of one dedup key, when given), oldest first."""
+        if dedup_key is None:
+            rows = self._rows("SELECT * FROM outbox ORDER BY id")
+        else:
+            rows = self._rows("SELECT * FROM outbox WHERE dedup_key = ? ORDER BY id", (dedup_key,))
+        return [_outbox_event(row) for row in rows]
+
+    def mark_accepted(self, event_id: int, at: float) -> None:
+        """PagerDuty accepted the event (202)."""
+        self._change(
+            f"UPDATE outbox SET status = 'accepted', delivered_at = ?, attempts = attempts + 1, {_SETTLE} "  # noqa: S608
+            "WHERE id = ? AND status = 'pending'",
+            (at, event_id),
+            "pending outbox event",
+            event_id,
+        )
+
+    def mark_dropped(self, event_id: int, reason: str) -> None:
+        """PagerDuty refused the event itself (400): it is never retried; `reason` says why."""
+        self._change(
+            f"UPDATE outbox SET status = 'dropped', last_error = ?, attempts = attempts + 1, {_SETTLE} "  # noqa: S608
+            "WHERE id = ? AND status = 'pending'",
+            (reason, event_id),
+            "pending outbox event",
+            event_id,
+        )
+
+    def mark_dry_run(self, event_id: int) -> None:
+        """No routing key is configured: the event was logged instead of sent."""
+        self._change(
+            f"UPDATE outbox SET status = 'dry_run', {_SETTLE} WHERE id = ? AND status = 'pending'",  # noqa: S608
+            (event_id,),
+            "pending outbox event",
+            event_id,
+        )
+
+    def schedule_retry(
+        self, event_id: int, next_attempt_at: float, error: str, hold_until: float | None = None
+    ) -> None:
+        """A delivery attempt failed transiently; try again at `next_attempt_at`.
+
+        `hold_until` extends the deliverer's claim (the retry is its own, on its monotonic clock);
+        another replica takes the event over only if the claim runs out.
+        """
+        self._change(
+            "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?, last_error = ?, "
+            "claimed_until = COALESCE(?, claimed_until) WHERE id = ? AND status = 'pending'",
+            (next_attempt_at, error, hold_until, event_id),
+            "pending outbox event",
+            event_id,
+        )
+
+    def pending_count(self) -> int:
+        """How many events wait for delivery."""
+        rows = self._rows("SELECT COUNT(*) AS n FROM outbox WHERE status = 'pending'")
+        return int(rows[0]["n"]) if rows else 0
+
+    # -- incidents and timeline -------------------------------------------------------------
+
+    def open_incident(
+        self,
+        dependency: str,
+        dedup_key: str,
+        opened_at: float,
+        *,
+        features: Sequence[str] = (),
+        summary: str = "",
+        severity: str = "",
+        escalated: bool = False,
+        data: dict[str, Any] | None = None,
+    ) -> int:
+        """Record a new open incident; returns its id."""
+        with self._transaction(write=True) as tx:
+            return tx.insert(
+                "INSERT INTO incidents (dependency, dedup_key, opened_at, escalated, features, summary, severity, "
+                "data) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                (
+                    dependency,
+                    dedup_key,
+                    opened_at,
+                    int(escalated),
+                    _dumps(list(features)),
+                    summary,
+                    severity,
+                    _dumps(data or {}),
+                ),
+            )
+
+    def update_incident(
+        self,
+        incident_id: int,
+        *,
+        features: Sequence[str] | None = None,
+        summary: str | None = None,
+        severity: str | None = None,
+        escalated: bool | None = None,
+        data: dict[str, Any] | None = None,
+    ) -> None:
+        """Change the given fields of an incident (the others stay); `data` replaces the old data."""
+        changes: dict[str, object] = {}
+        if features is not None:
+            changes["features"] = _dumps(list(features))
+        if summary is not None:
+            changes["summary"] = summary
+        if severity is not None:
+            changes["severity"] = severity
+        if escalated is not None:
+            changes["escalated"] = int(escalated)
+        if data is not None:
+            changes["data"] = _dumps(data)
+        if not changes:
+            self.incident(incident_id)  # still report an unknown id
+            return
+        # Column names come from the fixed set above, never from the caller.
+        assignments = ", ".join(f"{column} = ?" for column in changes)
+        self._change(
+            f"UPDATE incidents SET {assignments} WHERE id = ?",  # noqa: S608
+            (*changes.values(), incident_id),
+            "incident",
+            incident_id,
+        )
+
+    def resolve_incident(self, incident_id: int, at: float) -> None:
+        """Close an open incident at `at` (resolving a resolved one keeps its first resolution)."""
+        self._change(
+            "UPDATE incidents SET resolved_at = COALESCE(resolved_at, ?) WHERE id = ?",
+            (at, incident_id),
+            "incident",
+            incident_id,
+        )
+
+    def incident(self, incident_id: int) -> Incident:
+        """One incident by id (KeyError if there is none)."""
+        rows = self._rows("SELECT * FROM incidents WHERE id = ?", (incident_id,))
+        if not rows:
+            raise KeyError(f"no incident with id {incident_id}")
+        return _incident(rows[0])
+
+    def open_incidents(self) -> list[Incident]:
+        """Every incident not yet resolved, oldest first (a restarted daemon reloads these)."""
+        return [_incident(row) for row in self._rows("SELECT * FROM incidents WHERE resolved_at IS NULL ORDER BY id")]
+
+    def incidents_of(self, dependency: str) -> list[Incident]:
+        """Every incident of a dependency, open or resolved, newest last."""
+        rows = self._rows("SELECT * FROM incidents WHERE dependency = ? ORDER BY id", (dependency,))
+        return [_incident(row) for row in rows]
+
+    def add_timeline(self, incident_id: int, at: float, kind: str, data: dict[str, Any] | None = None) -> None:
+        """Append one entry to an incident's timeline."""
+        with self._transaction(write=True) as tx:
+            if not tx.rows("SELECT id FROM incidents WHERE id = ?", (incident_id,)):
+                raise KeyError(f"no incident with id {incident_id}")
+            tx.insert(_INSERT_TIMELINE, (incident_id, at, kind, _dumps(data or {})))
+
+    def timeline(self, incident_id: int) -> list[TimelineEntry]:
+        """An incident's timeline in time order (ties in insertion order)."""
+        rows = self._rows("SELECT * FROM timeline WHERE incident_id = ? ORDER BY at, id", (incident_id,))
+        return [TimelineEntry(row["incident_id"], row["at"], row["kind"], json.loads(row["data"])) for row in rows]
+
+    # -- feature history --------------------------------------------------------------------
+
+    def record_feature_states(self, changes: Sequence[tuple[str, str, float]]) -> int:
+        """Append (feature, state, at) changes in one transaction; returns how many rows were written.
+
+        A change that repeats the state already recorded last for its feature is skipped: the
+        daemon records every feature's state at start and after a reload, most of them unchanged.
+        """
+        written = 0
+        with self._transaction(write=True) as tx:
+            last: dict[str, str | None] = {}
+            for feature, state, at in changes:
+                if feature not in last:
+                    rows = tx.rows(
+                        "SELECT state FROM feature_history WHERE feature = ? ORDER BY at DESC, id DESC LIMIT 1",
+                        (feature,),
+                    )
+                    last[feature] = rows[0]["state"] if rows else None
+                if last[feature] == state:
+                    continue
+                tx.change("INSERT INTO feature_history (feature, state, at) VALUES (?, ?, ?)", (feature, state, at))
+                last[feature] = state
+                written += 1
+        return written
+
+    def feature_history(self, since: float) -> dict[str, list[tuple[float, str]]]:
+        """Feature -> its (at, state) changes from `since` on, in time order.
+
+        Each list starts with the state in force at `since` (the last change before it, with its
+        own earlier time) when there is one; a feature with no change before `since` starts
+        with its first change after it.
+        """
+        history: dict[str, list[tuple[float, str]]] = {}
+        for row in self._rows(self._HISTORY_SINCE, (since, since)):
+            history.setdefault(row["feature"], []).append((row["at"], row["state"]))
+        return history
+
+    # -- silences ---------------------------------------------------------------------------
+
+    def add_silence(self, dependency: str, created_at: float, ends_at: float, reason: str) -> int:
+        """Record a silence; returns its id."""
+        with self._transaction(write=True) as tx:
+            return tx.insert(
+                "INSERT INTO silences (dependency, created_at, ends_at, reason) VALUES (?, ?, ?, ?) RETURNING id",
+                (dependency, created_at, ends_at, reason),
+            )
+
+    def silences(self, active_at: float | None = None) -> list[Silence]:
+        """Every silence, oldest first, or only those active at `active_at`."""
+        rows = self._rows("SELECT * FROM silences ORDER BY id")
+        found = [
+            Silence(r["id"], r["dependency"], r["created_at"], r["ends_at"], r["reason"], r["expired_at"]) for r in rows
+        ]
+        return found if active_at is None else [s for s in found if s.active_at(active_at)]
+
+    def expire_silence(self, silence_id: int, at: float) -> None:
+        """End a silence now (KeyError for an unknown id; expiring twice keeps the first time)."""
+        self._change(
+            "UPDATE silences SET expired_at = COALESCE(expired_at, ?) WHERE id = ?",
+            (at, silence_id),
+            "silence",
+            silence_id,
+        )
+
+    # -- decisions, reconciliation, retention -----------------------------------------------
+
+    def apply(self, write: IncidentWrite, fence: int | None = None) -> int:
+        """Commit one decision (outbox row, incident change, timeline entry) atomically; returns the incident id.
+
+        A crash leaves either all of it or none: never a page queued without the incident that
+        will resolve it, nor an incident whose page was never queued. `fence`: the leadership
+        epoch the decision was made under; if another replica has taken the lead since, nothing
+        is written and `NotLeader` is raised (a deposed leader never pages).
+        """
+        with self._transaction(write=True) as tx:
+            if fence is not None:
+                rows = tx.rows(self._FENCE)
+                current = rows[0]["epoch"] if rows else None
+                if current != fence:
+                    raise NotLeader(f"{self.name}: leadership epoch {current} is not ours ({fence}): not written")
+            incident_id = self._write_incident(tx, write)
+            events = [(PAGERDUTY, *write.event)] if write.event is not None else []
+            for destination, action, body in [*events, *write.messages]:
+                tx.insert(
+                    _INSERT_OUTBOX,
+                    (write.dedup_key, action, _without_routing_key(body), write.at, write.at, destination),
+                )
+            tx.insert(_INSERT_TIMELINE, (incident_id, write.at, write.kind, _dumps(write.timeline)))
+        return incident_id
+
+    @staticmethod
+    def _write_incident(tx: Transaction, write: IncidentWrite) -> int:
+        if write.incident_id is None:
+            return tx.insert(
+                "INSERT INTO incidents (dependency, dedup_key, opened_at, escalated, features, summary, severity, "
+                "flapping, up_since) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                (
+                    write.dependency,
+                    write.dedup_key,
+                    write.at,
+                    int(write.escalated),
+                    _dumps(list(write.features)),
+                    write.summary,
+                    write.severity,
+                    int(write.flapping),
+                    write.up_since,
+                ),
+            )
+        changed = tx.change(
+            "UPDATE incidents SET features = ?, escalated = ?, flapping = ?, up_since = ?, "
+            "summary = CASE WHEN ? = '' THEN summary ELSE ? END, "
+            "severity = CASE WHEN ? = '' THEN severity ELSE ? END, "
+            "resolved_at = CASE WHEN ? = 1 THEN COALESCE(resolved_at, ?) ELSE resolved_at END "
+            "WHERE id = ?",
+            (
+                _dumps(list(write.features)),
+                int(write.escalated),
+                int(write.flapping),
+                write.up_since,
+                write.summary,
+                write.summary,
+                write.severity,
+                write.severity,
+                int(write.resolved),
+                write.at,
+                write.incident_id,
+            ),
+        )
+        if changed != 1:
+            raise KeyError(f"no incident with id {write.incident_id}")
+        return write.incident_id
+
+    def orphaned_triggers(self) -> list[OutboxEvent]:
+        """Triggers whose dedup key has no open incident and no later resolve in the outbox.
+
+        A state file written by an older depmon (which committed the trigger before the incident)
+        can hold these after a kill; the daemon opens an incident for each, so a recovery resolves it.
+        """
+        rows = self._rows(
+            "SELECT * FROM outbox AS o WHERE o.action = 'trigger' AND o.status != 'dropped' "
+            "AND o.destination = 'pagerduty' "
+            "AND o.id = (SELECT MAX(id) FROM outbox WHERE dedup_key = o.dedup_key AND destination = 'pagerduty') "
+            "AND NOT EXISTS (SELECT 1 FROM incidents AS i WHERE i.dedup_key = o.dedup_key AND i.resolved_at IS NULL) "
+            "ORDER BY o.id"
+        )
+        return [_outbox_event(row) for row in rows]
+
+    def prune(self, before: float) -> tuple[int, int]:
+        """Delete settled outbox rows and closed incidents (with their timelines) older than `before`,
+        the feature history, the silences that ended and the replicas last heard before it.
+
+        Pending events and open incidents are never pruned, nor each feature's last change before
+        `before` (the state in force then). Returns (events, incidents) deleted.
+        """
+        with self._transaction(write=True) as tx:
+            events = tx.change(
+                "DELETE FROM outbox WHERE status != 'pending' AND COALESCE(delivered_at, created_at) < ?", (before,)
+            )
+            old = "SELECT id FROM incidents WHERE resolved_at IS NOT NULL AND resolved_at < ?"
+            tx.change(f"DELETE FROM timeline WHERE incident_id IN ({old})", (before,))  # noqa: S608
+            incidents = tx.change(f"DELETE FROM incidents WHERE id IN ({old})", (before,))  # noqa: S608
+            tx.change(self._PRUNE_HISTORY, (before, before))
+            tx.change(self._PRUNE_SILENCES, (before,))
+            gone = "SELECT name FROM replicas WHERE seen_at < ?"
+            tx.change(f"DELETE FROM observations WHERE replica IN ({gone})", (before,))  # noqa: S608
+            tx.change("DELETE FROM replicas WHERE seen_at < ?", (before,))
+        return events, incidents
+
+    # -- replicas (SPEC 10.6) ---------------------------------------------------------------
+
+    def register(self, replica: str, instance: str, now: float) -> None:
+        """Claim a replica name for this process; StoreError if a live process holds it.
+
+        A replica is live while it reports within twice its interval: a restarted one (a new
+        instance) takes its name back once the old process has been silent that long.
+        """
+        with self._transaction(write=True) as tx:
+            rows = tx.rows("SELECT instance, seen_at, every_seconds FROM replicas WHERE name = ?", (replica,))
+            if rows and rows[0]["instance"] != instance and now - rows[0]["seen_at"] < 2 * rows[0]["every_seconds"]:
+                raise StoreError(
+                    f"{self.name}: the replica name {replica!r} is in use by another live depmon "
+                    f"(heard {now - rows[0]['seen_at']:.1f} s ago): give each replica its own monitor.replica"
+                )
+
+    def report(self, report: ReplicaReport) -> None:
+        """Record a replica's heartbeat and the observations in it, in one transaction."""
+        with self._transaction(write=True) as tx:
+            tx.change(
+                "INSERT INTO replicas (name, instance, started_at, seen_at, every_seconds, self_state, self_reason) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET "
+                "started_at = CASE WHEN replicas.instance = excluded.instance THEN replicas.started_at "
+                "ELSE excluded.started_at END, instance = excluded.instance, seen_at = excluded.seen_at, "
+                "every_seconds = excluded.every_seconds, self_state = excluded.self_state, "
+                "self_reason = excluded.self_reason",
+                (
+                    report.replica,
+                    report.instance,
+                    report.at,
+                    report.at,
+                    report.interval,
+                    report.self_state,
+                    report.self_reason,
+                ),
+            )
+            if report.dependencies is not None:
+                tx.change("DELETE FROM observations WHERE replica = ?", (report.replica,))
+            for dependency, seen in report.observations.items():
+                tx.change(
+                    "INSERT INTO observations (replica, dependency, state, failing, since, at, detail) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (replica, dependency) DO UPDATE SET "
+                    "state = excluded.state, failing = excluded.failing, since = excluded.since, "
+                    "at = excluded.at, detail = excluded.detail",
+                    (report.replica, dependency, seen.state, int(seen.failing), seen.since, report.at, seen.detail),
+                )
+
+    def replica_views(self) -> list[ReplicaView]:
+        """Every replica heard from (live or not: `monitor.quorum.live` decides), by name."""
+        with self._transaction(write=False) as tx:
+            replicas = tx.rows(
+                "SELECT r.*, l.replica AS leading FROM replicas AS r "
+                "LEFT JOIN leadership AS l ON l.id = 1 AND l.replica = r.name ORDER BY r.name"
+            )
+            rows = tx.rows("SELECT * FROM observations ORDER BY replica, dependency")
+        seen: dict[str, dict[str, Observation]] = {}
+        for row in rows:
+            seen.setdefault(row["replica"], {})[row["dependency"]] = Observation(
+                row["state"], bool(row["failing"]), row["since"], row["detail"]
+            )
+        return [
+            ReplicaView(
+                replica=r["name"],
+                instance=r["instance"],
+                started_at=r["started_at"],
+                seen_at=r["seen_at"],
+                interval=r["every_seconds"],
+                leader=r["leading"] is not None,
+                self_state=r["self_state"],
+                self_reason=r["self_reason"],
+                observations=seen.get(r["name"], {}),
+            )
+            for r in replicas
+        ]
+
+    def take_leadership(self, replica: str, at: float) -> int:
+        """Become the leader of record: returns the new epoch, which fences every earlier leader's writes."""
+        with self._transaction(write=True) as tx:
+            return int(
+                tx.rows(
+                    "INSERT INTO leadership (id, epoch, replica, since) VALUES (1, 1, ?, ?) "
+                    "ON CONFLICT (id) DO UPDATE SET epoch = leadership.epoch + 1, replica = excluded.replica, "
+                    "since = excluded.since RETURNING epoch",
+                    (replica, at),
+                )[0]["epoch"]
+            )
+
+    def leadership(self) -> tuple[str, int, float] | None:
+        """(replica, epoch, since) of the leader of record, or None before the first."""
+        rows = self._rows("SELECT replica, epoch, since FROM leadership WHERE id = 1")
+        return None if not rows else (rows[0]["replica"], int(rows[0]["epoch"]), float(rows[0]["since"]))
