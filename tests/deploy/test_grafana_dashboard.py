@@ -12,9 +12,6 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.deploy.conftest import series_names
-from tests.deploy.test_prometheus_rules import SPEC_10_4_METRICS
-
 ROOT = Path(__file__).resolve().parents[2]
 GRAFANA = ROOT / "deploy" / "grafana"
 DASHBOARD_FILE = GRAFANA / "dashboards" / "depmon.json"
@@ -44,12 +41,6 @@ SELF_ROW_NEEDLES = {
     "canaries": "depmon_canary_up{",
     "PagerDuty events dropped": 'outcome="dropped"',
 }
-
-
-@pytest.fixture
-def allowed_series(allowed_series: set[str]) -> set[str]:
-    """What a panel may select: SPEC section 6 (conftest's copy), section 10.4, Prometheus's own."""
-    return allowed_series | series_names(SPEC_10_4_METRICS)
 
 
 def _row_panels(title: str) -> list[dict[str, Any]]:
