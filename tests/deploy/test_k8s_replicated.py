@@ -159,6 +159,13 @@ class TestReplicas:
         replicas = _one(rendered, "Deployment")["spec"]["replicas"]
         assert 2 <= _quorum(rendered) <= replicas - 1
 
+    def test_quorum_is_the_one_the_below_quorum_alert_assumes(self, rendered: list[dict[str, Any]]) -> None:
+        """DependencySeenDownBelowQuorum's `< N` is the replicated config's quorum (Prometheus cannot read it)."""
+        groups = yaml.safe_load(RULES_FILE.read_text(encoding="utf-8"))["groups"]
+        (rule,) = [r for g in groups for r in g["rules"] if r.get("alert") == "DependencySeenDownBelowQuorum"]
+        (threshold,) = re.findall(r"\)\s*>\s*0\s*<\s*(\d+)", rule["expr"])
+        assert int(threshold) == _quorum(rendered)
+
 
 @pytest.mark.needs_tool
 class TestState:
