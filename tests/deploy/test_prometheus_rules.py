@@ -115,6 +115,12 @@ class TestRulesFile:
         assert "fallback" in rule["annotations"]["description"]
         assert "depmon_dependency_in_maintenance == 0" in rule["expr"]
 
+    def test_readme_table_lists_every_alert_with_its_severity(self) -> None:
+        """deploy/README.md's "Alert rules" table names every alert of the rules file, and only those, with severity."""
+        section = DEPLOY_README.read_text(encoding="utf-8").split("\n## Alert rules\n", 1)[1].split("\n#", 1)[0]
+        table = dict(re.findall(r"^\|\s*(\w+)\s*\|\s*(critical|warning|info)\s*\|", section, re.MULTILINE))
+        assert table == {name: rule["labels"]["severity"] for name, rule in ALERTS.items()}
+
     @pytest.mark.parametrize(
         "alert", sorted(a for a in EXPECTED_ALERTS if "deploy/README.md#" in ALERTS[a]["annotations"]["runbook_url"])
     )
