@@ -24,7 +24,7 @@ DEPLOY = ROOT / "deploy"
 
 # SPEC section 6, copied: the metric names users, dashboards and alert rules rely on, with their
 # type. test_prometheus_rules.py checks this copy against SPEC.md when the spec is present.
-SPEC_METRICS: dict[str, str] = {
+SPEC_6_METRICS: dict[str, str] = {
     "depmon_probe_success": "gauge",
     "depmon_probe_duration_seconds": "histogram",
     "depmon_probes_total": "counter",
@@ -43,6 +43,23 @@ SPEC_METRICS: dict[str, str] = {
     "depmon_config_last_reload_successful": "gauge",
     "depmon_build_info": "gauge",
 }
+
+# SPEC section 10.4, copied: the second round's metrics (name -> type), checked the same way. The
+# row that only adds the `dropped` outcome to depmon_pagerduty_events_total names no type and is
+# not repeated here.
+SPEC_10_4_METRICS: dict[str, str] = {
+    "depmon_overloaded": "gauge",
+    "depmon_event_loop_lag_seconds": "histogram",
+    "depmon_probes_inconclusive_total": "counter",
+    "depmon_canary_up": "gauge",
+    "depmon_silenced": "gauge",
+    "depmon_maintenance_service_ok": "gauge",
+    "depmon_replica_leader": "gauge",
+    "depmon_dependency_down_replicas": "gauge",
+}
+
+# Every metric of the contract: what rules and panels may select.
+SPEC_METRICS: dict[str, str] = {**SPEC_6_METRICS, **SPEC_10_4_METRICS}
 
 # Series Prometheus itself adds to every target.
 PROMETHEUS_SYNTHETIC_SERIES = frozenset({"up", "scrape_duration_seconds", "scrape_samples_scraped"})
@@ -143,13 +160,13 @@ systemd_analyze = _tool_fixture("systemd-analyze")
 
 @pytest.fixture
 def spec_metrics() -> dict[str, str]:
-    """SPEC section 6: metric name -> type."""
+    """SPEC sections 6 and 10.4: metric name -> type."""
     return dict(SPEC_METRICS)
 
 
 @pytest.fixture
 def allowed_series() -> set[str]:
-    """Every series name a rule or a panel may select: SPEC section 6 plus Prometheus's own."""
+    """Every series name a rule or a panel may select: SPEC sections 6 and 10.4 plus Prometheus's own."""
     return series_names(SPEC_METRICS) | PROMETHEUS_SYNTHETIC_SERIES
 
 

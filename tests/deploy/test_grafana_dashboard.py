@@ -12,9 +12,6 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.deploy.conftest import series_names
-from tests.deploy.test_prometheus_rules import SPEC_10_4_METRICS
-
 ROOT = Path(__file__).resolve().parents[2]
 GRAFANA = ROOT / "deploy" / "grafana"
 DASHBOARD_FILE = GRAFANA / "dashboards" / "depmon.json"
@@ -44,12 +41,12 @@ SELF_ROW_NEEDLES = {
     "canaries": "depmon_canary_up{",
     "PagerDuty events dropped": 'outcome="dropped"',
 }
-
-
-@pytest.fixture
-def allowed_series(allowed_series: set[str]) -> set[str]:
-    """What a panel may select: SPEC section 6 (conftest's copy), section 10.4, Prometheus's own."""
-    return allowed_series | series_names(SPEC_10_4_METRICS)
+# The replicated mode's row (issue 14, SPEC 10.4): the leader and the replicas seeing each dependency down.
+REPLICAS_ROW_TITLE = "Replicas (replicated mode)"
+REPLICAS_ROW_NEEDLES = {
+    "leader by replica": "max by (replica) (depmon_replica_leader{",
+    "replicas seeing a dependency down": "max by (dependency) (depmon_dependency_down_replicas{",
+}
 
 
 def _row_panels(title: str) -> list[dict[str, Any]]:
@@ -159,6 +156,8 @@ class TestDashboardModel:
             ("rate(depmon_probes_inconclusive_total", "depmon itself: inconclusive probe runs"),
             ("depmon_canary_up", "depmon itself: canaries"),
             ('depmon_pagerduty_events_total{instance=~"$instance", outcome="dropped"}', "depmon itself: dropped"),
+            ("depmon_replica_leader", "replicas: leader"),
+            ("depmon_dependency_down_replicas", "replicas: down replicas per dependency"),
         ],
     )
     def test_has_the_operations_panels(self, needle: str, what: str) -> None:
@@ -174,16 +173,23 @@ class TestDashboardModel:
             assert row["panels"] == []
             assert (row["gridPos"]["x"], row["gridPos"]["w"], row["gridPos"]["h"]) == (0, 24, 1)
 
-    @pytest.mark.parametrize("what", sorted(SELF_ROW_NEEDLES))
-    def test_depmon_itself_row_has_the_panel(self, what: str) -> None:
-        """The "depmon itself" row holds one panel for each view of depmon's own health (issue 10)."""
-        needle = SELF_ROW_NEEDLES[what]
-        matching = [p for p in _row_panels(SELF_ROW_TITLE) if any(needle in t["expr"] for t in p["targets"])]
+    @pytest.mark.parametrize(
+        ("row", "what", "needle"),
+        [(SELF_ROW_TITLE, what, needle) for what, needle in SELF_ROW_NEEDLES.items()]
+        + [(REPLICAS_ROW_TITLE, what, needle) for what, needle in REPLICAS_ROW_NEEDLES.items()],
+    )
+    def test_row_has_the_panel(self, row: str, what: str, needle: str) -> None:
+        """The "depmon itself" row has a panel per view of depmon's health (issue 10), "Replicas" per replica view."""
+        matching = [p for p in _row_panels(row) if any(needle in t["expr"] for t in p["targets"])]
         assert len(matching) == 1, what
 
     @pytest.mark.parametrize(
         ("metric", "codes"),
-        [("depmon_overloaded", {"ok": 0, "overloaded": 1}), ("depmon_canary_up", {"down": 0, "up": 1})],
+        [
+            ("depmon_overloaded", {"ok": 0, "overloaded": 1}),
+            ("depmon_canary_up", {"down": 0, "up": 1}),
+            ("depmon_replica_leader", {"follower": 0, "leader": 1}),
+        ],
     )
     def test_self_gauges_are_named_on_a_state_timeline(self, metric: str, codes: dict[str, float]) -> None:
         """The 1/0 gauges of depmon itself show as named states over time, not as bare numbers."""

@@ -445,9 +445,11 @@ class TestPrometheusRuleSync:
         assert generator.render(text.replace("for: 5m", "for: 6m")) != generator.render(text)
 
 
-def _validate_config(config_text: str, env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
+def validate_config(files: dict[str, str], env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """`depmon validate` on a config directory of `files` (name -> text), under `env` alone."""
     pytest.importorskip("monitor.cli")
-    (tmp_path / "depmon.yaml").write_text(config_text, encoding="utf-8")
+    for name, text in files.items():
+        (tmp_path / name).write_text(text, encoding="utf-8")
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("PAGERDUTY_", "SSOE_", "PD_SERVICE_", "DEPMON_"))}
     return subprocess.run(
         # The CLI the console script runs (pyproject: depmon = monitor.entry:main, which calls monitor.cli.main).
@@ -479,13 +481,13 @@ class TestConfigMapExample:
             "SSOE_CLIENT_ID": "client",
             "SSOE_CLIENT_SECRET": "secret",
         }
-        result = _validate_config(_one("ConfigMap")["data"]["depmon.yaml"], env, tmp_path)
+        result = validate_config(_one("ConfigMap")["data"], env, tmp_path)
         assert result.returncode == 0, result.stdout + result.stderr
 
     def test_placeholder_routing_key_is_refused(self, tmp_path: Path) -> None:
         """With the Secret example's placeholders depmon refuses the config, so an unfilled Secret fails loudly."""
         env = dict(SECRET_EXAMPLE["stringData"])
-        result = _validate_config(_one("ConfigMap")["data"]["depmon.yaml"], env, tmp_path)
+        result = validate_config(_one("ConfigMap")["data"], env, tmp_path)
         assert result.returncode == 2
         assert "routing_key" in result.stdout + result.stderr
 
