@@ -24,7 +24,7 @@ test: $(BIN)/depmon tools
 	$(BIN)/mypy
 	$(BIN)/pytest --cov=monitor --cov=probes --cov-branch --cov-report=term:skip-covered
 
-## tools: the external programs some tests use (promtool, prometheus, chromium); installed when root
+## tools: the external programs some tests use (promtool, prometheus, chromium, postgresql); installed when root
 tools:
 	@scripts/install-test-tools
 

@@ -25,7 +25,7 @@ from typing import Any, TextIO
 from monitor.config import Config, format_duration
 from monitor.incidents import IncidentFacts, escalation_criteria, page_links, severity, summary
 from monitor.logs import Redactor
-from monitor.store import Incident, SQLiteStore, StoreError, TimelineEntry
+from monitor.store import Incident, StoreError, TimelineEntry, connect, redacted_url
 
 __all__ = ["print_postmortem", "render_postmortem"]
 
@@ -270,12 +270,16 @@ def print_postmortem(
         print(f"unknown dependency: {dependency} (known: {', '.join(config.dependencies)})", file=err)
         return EXIT_NO_INCIDENT
     path = state_path or config.monitor.state_path
+    # The replicas' database, unless --state names a file.
+    url = None if state_path or config.monitor.state_url is None else config.monitor.state_url.get_secret_value()
+    if url is not None:
+        path = redacted_url(url)
     # Opening a missing file would create an empty state file: refuse instead.
-    if not Path(path).is_file():
+    elif not Path(path).is_file():
         print(f"{path}: no state file (depmon run records incidents there; see --state)", file=err)
         return EXIT_NO_INCIDENT
     try:
-        with SQLiteStore(path) as store:
+        with connect(url, path) as store:
             incidents = store.incidents_of(dependency)
             if not incidents:
                 print(f"{path}: no incident of {dependency} is recorded", file=err)

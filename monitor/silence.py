@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
 from monitor.config import Config, format_duration, parse_duration
-from monitor.store import SQLiteStore, StoreError
+from monitor.store import SqlStore, StoreError, connect, redacted_url
 
 __all__ = ["run_silence"]
 
@@ -42,8 +43,15 @@ def run_silence(
     err: TextIO,
     clock: Callable[[], float] = time.time,
 ) -> int:
-    """Carry out one `depmon silence` call; returns the exit status (2 for bad input)."""
-    path = state_path or config.monitor.state_path
+    """Carry out one `depmon silence` call; returns the exit status (2 for bad input).
+
+    Silences live where the daemon's state lives: `--state` (a SQLite file), else the config's
+    `monitor.state_url` (the replicas' PostgreSQL), else its `monitor.state_path`.
+    """
+    url = config.monitor.state_url
+    path = _State(
+        state_path or config.monitor.state_path, None if state_path or url is None else url.get_secret_value()
+    )
     now = clock()
     try:
         if list_them:
@@ -56,9 +64,28 @@ def run_silence(
         return EXIT_USAGE
 
 
+@dataclass(frozen=True, slots=True)
+class _State:
+    """Where the silences are: a SQLite file, or the replicas' database when `url` is set."""
+
+    path: str
+    url: str | None
+
+    def exists(self) -> bool:
+        return self.url is not None or Path(self.path).exists()
+
+    def open(self) -> SqlStore:
+        if self.url is None:
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return connect(self.url, self.path)
+
+    def __str__(self) -> str:
+        return self.path if self.url is None else redacted_url(self.url)
+
+
 def _add(
     config: Config,
-    path: str,
+    path: _State,
     dependency: str | None,
     duration: str | None,
     reason: str | None,
@@ -78,8 +105,7 @@ def _add(
     except ValueError as exc:
         print(f"depmon silence: --for {duration!r}: {exc}", file=err)
         return EXIT_USAGE
-    Path(path).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with SQLiteStore(path) as store:
+    with path.open() as store:
         silence_id = store.add_silence(dependency, now, now + seconds, reason)
     name = config.dependencies[dependency].name
     print(
@@ -90,11 +116,11 @@ def _add(
     return EXIT_OK
 
 
-def _list(path: str, now: float, out: TextIO) -> int:
-    if not Path(path).exists():
+def _list(path: _State, now: float, out: TextIO) -> int:
+    if not path.exists():
         print("no silence in force", file=out)
         return EXIT_OK
-    with SQLiteStore(path) as store:
+    with path.open() as store:
         active = store.silences(active_at=now)
     if not active:
         print("no silence in force", file=out)
@@ -103,11 +129,11 @@ def _list(path: str, now: float, out: TextIO) -> int:
     return EXIT_OK
 
 
-def _expire(path: str, silence_id: int, now: float, out: TextIO, err: TextIO) -> int:
-    if not Path(path).exists():
+def _expire(path: _State, silence_id: int, now: float, out: TextIO, err: TextIO) -> int:
+    if not path.exists():
         print(f"depmon silence: {path}: no state file, so no silence {silence_id}", file=err)
         return EXIT_USAGE
-    with SQLiteStore(path) as store:
+    with path.open() as store:
         try:
             store.expire_silence(silence_id, now)
         except KeyError:

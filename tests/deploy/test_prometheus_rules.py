@@ -37,10 +37,6 @@ EXPECTED_ALERTS = {
     "DepmonMultipleLeaders",
     "DependencySeenDownBelowQuorum",
 }
-# SPEC 10.4's replica metrics, which issue 14's code side adds to monitor/metrics.py in parallel
-# with these rules. Until it does, the check that the daemon registers every metric the rules and
-# the dashboard use lets exactly these two be missing; drop this set once they are registered.
-PENDING_IN_CODE = {"depmon_replica_leader", "depmon_dependency_down_replicas"}
 
 # depmon_pagerduty_events_total's outcomes (SPEC 7 and 10.4, README changelog, issue 9): `rejected`
 # is gone, and `dropped` counts a 400 only.
@@ -202,7 +198,7 @@ class TestRuleMetricNames:
         exprs += [target["expr"] for panel in dashboard["panels"] for target in panel.get("targets", [])]
         used = {name for expr in exprs for name in metric_names_of(expr) if name.startswith("depmon_")}
         missing = used - series_names_of(exposed)
-        assert missing <= PENDING_IN_CODE, missing - PENDING_IN_CODE
+        assert not missing, missing
 
 
 class TestPagerDutyOutcomes:

@@ -228,12 +228,12 @@ class PagingModel(RuleBasedStateMachine):
         real_apply = self.store.apply
         applied = 0
 
-        async def dying_apply(write: Any) -> int:
+        async def dying_apply(write: Any, fence: int | None = None) -> int:
             nonlocal applied
             if applied >= after:
                 raise SimulatedKill
             applied += 1
-            return await real_apply(write)
+            return await real_apply(write, fence)
 
         self.store.apply = dying_apply  # type: ignore[method-assign]
         self.portal.call(self.engine.tick)
