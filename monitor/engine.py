@@ -97,6 +97,8 @@ class Engine:
         self.metrics = metrics
         self.clock = clock
         self._on_feature_change = on_feature_change
+        # Called with a dependency each time its own verdict moves (replicas report just those).
+        self.on_own_verdict: Callable[[str], None] | None = None
         self.changed = anyio.Event()  # set on every state change; replaced once consumed
         # Adjacency, once per config: what a change of each node can reach.
         self._depends_on = {d: list(dep.depends_on) for d, dep in config.dependencies.items()}
@@ -205,6 +207,8 @@ class Engine:
             verdict = self._own_verdict(dependency)
             if verdict != self._own[dependency]:
                 self._own[dependency] = verdict
+                if self.on_own_verdict is not None:
+                    self.on_own_verdict(dependency)
                 dependencies, features = self._windows_moved()
                 self._evaluate([dependency, *dependencies], features)
 
@@ -226,6 +230,10 @@ class Engine:
     def own_verdicts(self) -> dict[str, tuple[DependencyState, bool]]:
         """Each dependency's own verdict (its probes' state, a critical probe failing), before the graph."""
         return dict(self._own)
+
+    def own_verdict(self, dependency: str) -> tuple[DependencyState, bool]:
+        """One dependency's own verdict (see `own_verdicts`)."""
+        return self._own[dependency]
 
     def adopt(self, old: Engine) -> None:
         """Carry over probe health from the engine of the previous config, for unchanged probes."""

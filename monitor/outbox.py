@@ -121,7 +121,7 @@ class Outbox:
         max_concurrent: int = 4,
         error_pause: float = 1.0,
         replica: str = "depmon",
-        lease: float = 30.0,
+        lease: float = 20.0,
         poll: float | None = None,
     ) -> None:
         self._store = store
@@ -137,8 +137,9 @@ class Outbox:
         self._backoff = backoff if backoff is not None else Backoff()
         self._send_slots = anyio.CapacityLimiter(max_concurrent)
         self._error_pause = error_pause
-        # Among replicas any one delivers: each head is claimed for `lease` seconds (a claimer that
-        # dies mid-delivery leaves it to another after that), and the store is read every `poll`
+        # Among replicas any one delivers: each head is claimed for `lease` seconds, longer than one
+        # attempt can take (the sender's 15 s deadline and its grace), so a claimer that dies
+        # mid-delivery leaves it to another after at most that; the store is read every `poll`
         # seconds for the events the leader wrote (None: one replica, woken by `queued()`).
         self._replica = replica
         self._lease = lease

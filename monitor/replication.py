@@ -78,11 +78,16 @@ class Replication:
     def use(self, config: Config, engine: Engine, watch: SelfWatch, decisions: Engine | None) -> None:
         """Follow a (reloaded) config's engines and watch; the next report is a full one."""
         self.config, self.engine, self.watch, self.decisions = config, engine, watch, decisions
+        self._moved: set[str] = set()  # dependencies whose own verdict moved since the last report
+        engine.on_own_verdict = self._note_moved
         self.replica = config.monitor.replica
         self.quorum = config.monitor.quorum
         self.interval = config.monitor.defaults.interval
         self._full = True
         self.metrics.replica_leader.labels(self.replica).set(1 if self.leading else 0)
+
+    def _note_moved(self, dependency: str) -> None:
+        self._moved.add(dependency)
 
     @property
     def heartbeat(self) -> float:
@@ -148,7 +153,10 @@ class Replication:
     async def _report(self) -> None:
         now = self.clock()
         observations: dict[str, Observation] = {}
-        for dep, verdict in self.engine.own_verdicts().items():
+        # A report costs the verdicts that moved, not the config (a full one after start or a reload).
+        moved, self._moved = self._moved, set()
+        verdicts = self.engine.own_verdicts() if self._full else {d: self.engine.own_verdict(d) for d in moved}
+        for dep, verdict in verdicts.items():
             known = self._since.get(dep)
             if known is None or known[0] != verdict:
                 self._since[dep] = known = (verdict, now)
@@ -168,7 +176,11 @@ class Replication:
             observations,
             dependencies=list(self.engine.config.dependencies) if full else None,
         )
-        await self.store.report(report)
+        try:
+            await self.store.report(report)
+        except BaseException:
+            self._moved |= moved  # reported next time
+            raise
         self._sent.update(observations)
         self._full = False
         self.views = await self.store.replica_views()
@@ -191,7 +203,8 @@ class Replication:
             await anyio.sleep(self.heartbeat)
             try:
                 if not self.leading:
-                    if await self._blocking(lock.try_acquire, self.heartbeat):
+                    # Taking the lead late is harmless: a slow connection gets a whole interval.
+                    if await self._blocking(lock.try_acquire, max(self.interval, 1.0)):
                         self.epoch = await self.store.take_leadership(self.replica, self.clock())
                         proven = self.clock()
                         self._set_leading(True)

@@ -219,6 +219,31 @@ class TestQuorum:
         assert resolves(pagerduty.events, "depmon/e2e/evss") == 1
         assert failover <= 2 * INTERVAL + 1.0, "measured through /metrics polls, which add up to ~1 s"
 
+    def test_a_page_whose_deliverer_dies_is_delivered_once_by_another_replica(
+        self, replicas: Replicas, upstreams: Upstreams, pagerduty: FakePagerDuty
+    ) -> None:
+        """PagerDuty refuses while a replica delivers the trigger; that replica dies; another delivers it, once."""
+        for name in ("a", "b", "c"):
+            replicas.start(name)
+        wait_for(lambda: replicas.leaders(), 10, "a leader")
+        pagerduty.fail_with(503)
+        upstreams.servers["vaos"].fail_with(503)
+        # Any replica may have claimed the event: the one that tried is the one to kill.
+        [deliverer] = wait_for(
+            lambda: [n for n, d in replicas.daemons.items() if d.find("pagerduty_event_retry")][:1],
+            20,
+            "a refused delivery",
+        )
+        replicas.daemons[deliverer].kill()
+        killed_at = time.monotonic()
+        pagerduty.clear_faults()
+        pagerduty.wait_for(lambda got: triggers(got, "depmon/e2e/vaos") >= 1, timeout=60)
+        print(f"delivered by another replica {time.monotonic() - killed_at:.1f} s after the deliverer died")
+        # The trigger arrived; the next one to arrive is the resolve once vaos recovers: nothing in between.
+        upstreams.servers["vaos"].clear_faults()
+        events = pagerduty.wait_for(lambda got: resolves(got, "depmon/e2e/vaos") >= 1, timeout=20)
+        assert [e.action for e in events if e.dedup_key == "depmon/e2e/vaos"] == ["trigger", "resolve"]
+
     def test_one_blind_replica_pages_nobody_but_its_own_self_page_naming_it(
         self, replicas: Replicas, upstreams: Upstreams, pagerduty: FakePagerDuty
     ) -> None:
