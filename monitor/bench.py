@@ -52,6 +52,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 HOST = "127.0.0.1"
 HEALTH_BODY = b'{"status":"pass"}'
+FAILING_BODY = b'{"status":"fail"}'
+BENCH_ROUTING_KEY = "B" * 32
+FAIL_FLAG = "fail"  # a file in the work directory: while it exists, the target answers 503
 DEPENDENCIES_PER_FEATURE = 5
 MAX_CONCURRENT_PROBES = 200  # depmon's default; blackbox's driver keeps as many calls in flight
 SCRAPE_EVERY_SECONDS = 15.0  # a common Prometheus scrape interval; the slowest scrape is the figure
@@ -212,6 +215,80 @@ class Figures:
         }
 
 
+def page_bound(interval: float, failure_threshold: int, confirm_interval: float) -> float:
+    """Issue 10's bound on a page after an outage starts: interval + (threshold - 1) x confirm + 1 s."""
+    return interval + (failure_threshold - 1) * confirm_interval + 1.0
+
+
+@dataclass(frozen=True)
+class FailureFigures:
+    """Every target answering 503 at once (`--fail-after`): the pages and the schedule meanwhile.
+
+    The bench's dependencies depend on nothing (features only group them), so each is a root
+    cause of its own: one page per dependency is expected, and no self page.
+    """
+
+    after_seconds: float  # into the measuring window
+    bound_seconds: float
+    expected_pages: int
+    page_delays: tuple[float, ...]  # seconds from the switch to each dependency's first page received
+    self_pages: int
+    lag_p99_seconds: float  # scheduler lag from the switch to the end of the window
+
+    @property
+    def within_bound(self) -> int:
+        """How many pages came within the bound."""
+        return sum(1 for delay in self.page_delays if delay <= self.bound_seconds)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The figures as JSON-ready values."""
+        return {
+            "after_seconds": self.after_seconds,
+            "bound_seconds": self.bound_seconds,
+            "expected_pages": self.expected_pages,
+            "pages": len(self.page_delays),
+            "within_bound": self.within_bound,
+            "self_pages": self.self_pages,
+            "first_page_seconds": round(min(self.page_delays), 3) if self.page_delays else None,
+            "p50_page_seconds": round(percentile(self.page_delays, 0.5), 3) if self.page_delays else None,
+            "p99_page_seconds": round(percentile(self.page_delays, 0.99), 3) if self.page_delays else None,
+            "last_page_seconds": round(max(self.page_delays), 3) if self.page_delays else None,
+            "lag_p99_ms": round(1000 * self.lag_p99_seconds, 1),
+        }
+
+    def lines(self) -> list[str]:
+        """The figures as report lines."""
+        d = self.as_dict()
+        when = (
+            f"first {d['first_page_seconds']} s, p50 {d['p50_page_seconds']} s, p99 {d['p99_page_seconds']} s, "
+            f"last {d['last_page_seconds']} s after the switch"
+            if self.page_delays
+            else "no page"
+        )
+        return [
+            f"all targets fail at {self.after_seconds:g} s: {d['pages']} of {self.expected_pages} expected pages "
+            f"(one per dependency: each is its own root cause), {self.within_bound} within the bound of "
+            f"{self.bound_seconds:g} s; {when}; {self.self_pages} self pages; "
+            f"scheduler lag p99 meanwhile {d['lag_p99_ms']} ms",
+        ]
+
+
+def failure_figures(
+    events: Sequence[tuple[str, str, float]], switched_at: float, after: float, bound: float, expected: int, lag: float
+) -> FailureFigures:
+    """The figures of a failure from the (action, dedup key, received UNIX time) of the events PagerDuty got."""
+    first: dict[str, float] = {}
+    own = 0
+    for action, key, at in events:
+        if action != "trigger" or at < switched_at:
+            continue
+        if key.endswith("/self"):
+            own += 1
+        elif key not in first:
+            first[key] = at - switched_at
+    return FailureFigures(after, bound, expected, tuple(sorted(first.values())), own, lag)
+
+
 @dataclass(frozen=True)
 class Report:
     """One bench run: its parameters, the loopback target, and the figures of each monitor."""
@@ -223,6 +300,7 @@ class Report:
     depmon: Figures
     blackbox: Figures | None
     blackbox_skipped: str | None = None
+    failure: FailureFigures | None = None
 
     def ratios(self) -> dict[str, float | None]:
         """depmon's figures over blackbox_exporter's (below 1: depmon spends less); empty without blackbox."""
@@ -248,6 +326,7 @@ class Report:
             "blackbox": None if self.blackbox is None else self.blackbox.as_dict(),
             "blackbox_skipped": self.blackbox_skipped,
             "ratio": self.ratios() or None,
+            "all_fail": None if self.failure is None else self.failure.as_dict(),
         }
 
 
@@ -288,11 +367,18 @@ def render_text(report: Report) -> str:
         lines.append(f"blackbox_exporter: {report.blackbox_skipped}")
     for monitor in monitors:
         lines += [f"{monitor.name}: {note}" for note in monitor.notes]
+    if report.failure is not None:
+        lines += ["", *report.failure.lines()]
     return "\n".join(lines)
 
 
-def depmon_config(url: str, targets: int, interval: float, listen: str, state_path: str) -> dict[str, Any]:
-    """A config of `targets` dependencies of one http probe each, features of 5 dependencies each."""
+def depmon_config(
+    url: str, targets: int, interval: float, listen: str, state_path: str, events_url: str | None = None
+) -> dict[str, Any]:
+    """A config of `targets` dependencies of one http probe each, features of 5 dependencies each.
+
+    With `events_url`, pages go to that (fake) PagerDuty; without, depmon only logs them (dry run).
+    """
     dependencies = {
         f"dep{i:05d}": {
             "name": f"Dependency {i}",
@@ -305,7 +391,9 @@ def depmon_config(url: str, targets: int, interval: float, listen: str, state_pa
         f"feature{n:05d}": {"name": f"Feature {n}", "requires": ids[start : start + DEPENDENCIES_PER_FEATURE]}
         for n, start in enumerate(range(0, len(ids), DEPENDENCIES_PER_FEATURE))
     }
+    pagerduty = {"pagerduty": {"routing_key": BENCH_ROUTING_KEY, "events_url": events_url}} if events_url else {}
     return {
+        **pagerduty,
         "monitor": {
             "environment": "bench",
             "listen": listen,
@@ -324,7 +412,9 @@ def config_files(document: Mapping[str, Any], per_file: int = 500) -> dict[str, 
     The config loader bounds the values of one file (a hostile-config guard); a directory of
     `*.yaml` files is merged section by section, so thousands of dependencies load as a directory.
     """
-    files: dict[str, dict[str, Any]] = {"00-monitor.yaml": {"monitor": document["monitor"]}}
+    files: dict[str, dict[str, Any]] = {
+        "00-monitor.yaml": {key: document[key] for key in ("monitor", "pagerduty") if key in document}
+    }
     for section in ("dependencies", "features"):
         items = list(document.get(section, {}).items())
         for n, start in enumerate(range(0, len(items), per_file)):
@@ -386,6 +476,7 @@ def run_bench(
     json_output: bool = False,
     out: TextIO | None = None,
     progress_to: TextIO | None = None,
+    fail_after: float | None = None,
 ) -> int:
     """`depmon bench`: start the target, measure depmon, then blackbox_exporter, print the figures.
 
@@ -393,8 +484,8 @@ def run_bench(
     """
     out = out or sys.stdout
     err = progress_to or sys.stderr
-    if targets < 1 or not interval > 0 or not seconds > 0:
-        print("depmon bench: --targets, --interval and --seconds must be positive", file=err)
+    if targets < 1 or not interval > 0 or not seconds > 0 or (fail_after is not None and not fail_after > 0):
+        print("depmon bench: --targets, --interval, --seconds and --fail-after must be positive", file=err)
         return 2
 
     def progress(text: str) -> None:
@@ -411,13 +502,13 @@ def run_bench(
         with tempfile.TemporaryDirectory(prefix="depmon-bench-") as tmp:
             work = Path(tmp)
             with loopback_target(work, progress) as (url, target):
-                depmon = measure_depmon(url, targets, interval, seconds, work, progress)
+                depmon, failure = measure_depmon(url, targets, interval, seconds, work, progress, fail_after)
                 if exporter is not None and skipped is None:
                     figures_blackbox = measure_blackbox(exporter, url, targets, interval, seconds, work, progress)
     except BenchError as exc:
         print(f"depmon bench: {exc}", file=err)
         return 1
-    report = Report(targets, interval, seconds, target, depmon, figures_blackbox, skipped)
+    report = Report(targets, interval, seconds, target, depmon, figures_blackbox, skipped, failure)
     if json_output:
         print(json.dumps(report.as_dict(), indent=2), file=out)
     else:
@@ -448,7 +539,8 @@ def loopback_target(work: Path, progress: Progress) -> Iterator[tuple[str, str]]
     sock.listen(4096)
     url = f"http://{HOST}:{sock.getsockname()[1]}"
     # A child process, so that the server's CPU is not counted with this process's.
-    server = multiprocessing.get_context("fork").Process(target=serve_health, args=(sock,), daemon=True)
+    flag = str(work / FAIL_FLAG)
+    server = multiprocessing.get_context("fork").Process(target=serve_health, args=(sock, flag), daemon=True)
     server.start()
     sock.close()
     progress(f"target: built-in server at {url} (nginx is not installed)")
@@ -478,6 +570,9 @@ http {{
         listen {host}:{port} backlog=4096;
         location / {{
             default_type application/json;
+            if (-f {work}/fail) {{
+                return 503 '{failing}';
+            }}
             return 200 '{body}';
         }}
     }}
@@ -488,27 +583,37 @@ http {{
 @contextlib.contextmanager
 def _nginx(nginx: str, work: Path) -> Iterator[str]:
     port = free_port()
+    # Started as root, nginx's workers run as an unprivileged user: they must be able to reach
+    # (not list) the fail flag in the private work directory.
+    if os.geteuid() == 0:
+        work.chmod(0o711)
     conf = work / "nginx.conf"
-    conf.write_text(_NGINX_CONF.format(work=work, host=HOST, port=port, body=HEALTH_BODY.decode()))
+    conf.write_text(
+        _NGINX_CONF.format(work=work, host=HOST, port=port, body=HEALTH_BODY.decode(), failing=FAILING_BODY.decode())
+    )
     with _process([nginx, "-p", str(work), "-e", str(work / "nginx-error.log"), "-c", str(conf)], work / "nginx.out"):
         url = f"http://{HOST}:{port}"
         _wait_until(lambda: _answers(f"{url}/health/0"), 10.0, "nginx did not start")
         yield url
 
 
-def serve_health(sock: socket.socket) -> None:
-    """The built-in target: keep-alive HTTP/1.1, `{"status":"pass"}` to every request, forever."""
-    response = (
-        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
-        + str(len(HEALTH_BODY)).encode()
-        + b"\r\n\r\n"
-        + HEALTH_BODY
-    )
+def serve_health(sock: socket.socket, fail_flag: str) -> None:
+    """The built-in target: keep-alive HTTP/1.1, `{"status":"pass"}` to every request, forever;
+    503 `{"status":"fail"}` while the file `fail_flag` exists."""
+
+    def answer(status: bytes, body: bytes) -> bytes:
+        head = b"HTTP/1.1 " + status + b"\r\nContent-Type: application/json\r\nContent-Length: "
+        return head + str(len(body)).encode() + b"\r\n\r\n" + body
+
+    passing, failing = answer(b"200 OK", HEALTH_BODY), answer(b"503 Service Unavailable", FAILING_BODY)
+
+    def current() -> bytes:  # a stat of a local file per request: microseconds, as nginx's `-f`
+        return failing if os.path.exists(fail_flag) else passing
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while await reader.readuntil(b"\r\n\r\n"):
-                writer.write(response)
+                writer.write(current())
                 await writer.drain()
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
             pass
@@ -610,13 +715,33 @@ class _Watch:
         self.progress(f"{self.name} {now - self.started:4.0f}/{self.total:g} s, CPU {share:.0%} of a core{extra}")
 
 
-def measure_depmon(url: str, targets: int, interval: float, seconds: float, work: Path, progress: Progress) -> Figures:
-    """Run `depmon run` on a generated config and measure it over `seconds` of steady state."""
+def measure_depmon(
+    url: str,
+    targets: int,
+    interval: float,
+    seconds: float,
+    work: Path,
+    progress: Progress,
+    fail_after: float | None = None,
+) -> tuple[Figures, FailureFigures | None]:
+    """Run `depmon run` on a generated config and measure it over `seconds` of steady state.
+
+    With `fail_after`, every target answers 503 from that many seconds into the window on (see
+    `loopback_target`), depmon pages a loopback fake PagerDuty, and the window is stretched to
+    end at least 5 s past the bound on those pages.
+    """
+    from monitor.config import Timing
+    from monitor.sim.fake_pagerduty import FakePagerDuty
+
+    timing = Timing()
+    bound = page_bound(interval, timing.failure_threshold, timing.confirm_interval)
     port = free_port()
     base = f"http://{HOST}:{port}"
     config = work / "depmon-config"
     config.mkdir()
-    document = depmon_config(url, targets, interval, f"{HOST}:{port}", str(work / "depmon.sqlite3"))
+    fake = FakePagerDuty().start() if fail_after is not None else None
+    events_url = None if fake is None else fake.events_url
+    document = depmon_config(url, targets, interval, f"{HOST}:{port}", str(work / "depmon.sqlite3"), events_url)
     for name, part in config_files(document).items():
         (config / name).write_text(yaml.safe_dump(part))
     log_path = work / "depmon.log"
@@ -624,7 +749,15 @@ def measure_depmon(url: str, targets: int, interval: float, seconds: float, work
     argv += ["--state", str(work / "depmon.sqlite3")]
     notes: list[str] = []
     progress(f"depmon: starting with {targets} dependencies every {interval:g} s")
-    with _process(argv, log_path) as child, httpx.Client(trust_env=False, timeout=60.0) as client:
+    switched_at: float | None = None
+    failing_since: Scrape | None = None
+    with (
+        contextlib.ExitStack() as stack,
+        _process(argv, log_path) as child,
+        httpx.Client(trust_env=False, timeout=60.0) as client,
+    ):
+        if fake is not None:
+            stack.callback(fake.stop)
         _wait_started(child, f"{base}/healthz", log_path, "depmon")
         # Every probe runs once within its first interval; steady state starts after that.
         if not _wait_until(lambda: _answers(f"{base}/readyz"), 3 * interval + 10, ""):
@@ -636,12 +769,24 @@ def measure_depmon(url: str, targets: int, interval: float, seconds: float, work
         started, cpu_before = time.monotonic(), _proc_cpu(child.pid)
         first, slowest = _scrape(client, f"{base}/metrics")
         deadline = started + seconds
+        if fail_after is not None:
+            deadline = max(deadline, started + fail_after + bound + 5.0)
         overloaded = Scrape.parse(first).total("depmon_overloaded") > 0
         next_scrape = started + SCRAPE_EVERY_SECONDS
         # Scrapes in a thread: a daemon slow to answer /metrics must not stop the progress lines.
         with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="depmon-bench-scrape") as scraper:
             pending: list[concurrent.futures.Future[tuple[str, float]]] = []
             while (now := time.monotonic()) < deadline:
+                if fail_after is not None and switched_at is None:
+                    if now < started + fail_after:
+                        time.sleep(min(PROGRESS_EVERY_SECONDS, started + fail_after - now))
+                        continue
+                    (work / FAIL_FLAG).touch()
+                    switched_at = time.time()
+                    progress("target: every answer is 503 from now on")
+                    text, _ = _scrape(client, f"{base}/metrics")  # the lag histogram at the switch
+                    failing_since = Scrape.parse(text)
+                    continue
                 time.sleep(min(PROGRESS_EVERY_SECONDS, deadline - now))
                 watch.tick()
                 if time.monotonic() >= deadline:
@@ -665,7 +810,16 @@ def measure_depmon(url: str, targets: int, interval: float, seconds: float, work
     failed = after.total("depmon_probes_total", outcome="ok") - before.total("depmon_probes_total", outcome="ok")
     lag = bucket_delta(before.buckets("depmon_scheduler_lag_seconds"), after.buckets("depmon_scheduler_lag_seconds"))
     pages, own = triggered_pages(log_path.read_text(errors="replace").splitlines())
-    return Figures(
+    failure = None
+    if fake is not None and switched_at is not None and failing_since is not None and fail_after is not None:
+        lag_meanwhile = bucket_delta(
+            failing_since.buckets("depmon_scheduler_lag_seconds"), after.buckets("depmon_scheduler_lag_seconds")
+        )
+        events = [(e.action, e.dedup_key, e.received_at) for e in fake.events]
+        failure = failure_figures(
+            events, switched_at, fail_after, bound, targets, histogram_quantile(0.99, lag_meanwhile)
+        )
+    figures = Figures(
         name="depmon",
         seconds=elapsed,
         scheduled=scheduled_runs(targets, interval, elapsed),
@@ -682,6 +836,7 @@ def measure_depmon(url: str, targets: int, interval: float, seconds: float, work
         down_at_end=after.count("depmon_dependency_state", 1.0, state="down"),
         notes=tuple(notes),
     )
+    return figures, failure
 
 
 _BLACKBOX_CONF = """\

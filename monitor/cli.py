@@ -75,6 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--seconds", type=float, default=30.0, metavar="S", help="measuring window (default 30)")
     bench.add_argument("--no-blackbox", action="store_true", help="measure depmon only")
     bench.add_argument("--json", action="store_true", help="machine-readable output")
+    bench.add_argument(
+        "--fail-after",
+        type=float,
+        metavar="S",
+        help="the target answers 503 from S seconds into the window on: time to each page, lag meanwhile",
+    )
 
     check = add(
         "check",
@@ -156,7 +162,9 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     if command == "bench":
         from monitor.bench import run_bench
 
-        return run_bench(args.targets, args.interval, args.seconds, not args.no_blackbox, args.json)
+        return run_bench(
+            args.targets, args.interval, args.seconds, not args.no_blackbox, args.json, fail_after=args.fail_after
+        )
 
     config_path: Path = args.config or default_config_path(environ)
     try:

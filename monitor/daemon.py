@@ -474,7 +474,13 @@ class Daemon:
             ctx = build_probe_context(runtime.config, on_secret=self._learn_secret)
             try:
                 scheduler = Scheduler(
-                    runtime.config, runtime.engine, ctx, self._metrics, rng=random.Random(), watch=runtime.watch
+                    runtime.config,
+                    runtime.engine,
+                    ctx,
+                    self._metrics,
+                    rng=random.Random(),
+                    watch=runtime.watch,
+                    freeze_heap=True,
                 )
                 async with anyio.create_task_group() as tg:
                     await tg.start(runtime.watch.run)

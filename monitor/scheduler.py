@@ -18,10 +18,17 @@ When a dependency's probe fails for the first time, the critical probes of its a
 run at once instead of at their next tick: a parent and a child failing together are then told
 apart in milliseconds, and the child's page waits for the parent's verdict (see
 `incidents.awaiting_ancestor`).
+
+With `freeze_heap` (the daemon), what exists when the probes start (the config, the engine,
+their caches: most of the heap) is moved out of the cyclic garbage collector's generations
+for as long as the loops run (`gc.freeze`). Each full collection used to walk all of it: at
+1,000 probes 140-200 ms of CPU every ~3 s with the event loop stopped, more scheduler lag
+than everything else together.
 """
 
 from __future__ import annotations
 
+import gc
 import random
 import time
 from collections.abc import Callable
@@ -52,8 +59,10 @@ class Scheduler:
         rng: random.Random | None = None,
         clock: Callable[[], float] = anyio.current_time,
         watch: SelfWatch | None = None,
+        freeze_heap: bool = False,
     ) -> None:
         self.config = config
+        self.freeze_heap = freeze_heap
         self.watch = watch
         self.engine = engine
         self.ctx = ctx
@@ -72,13 +81,19 @@ class Scheduler:
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Start one loop per probe and run until cancelled."""
-        async with anyio.create_task_group() as tg:
-            for dep_id, spec in self.config.iter_probes():
-                tg.start_soon(self._loop, dep_id, spec, name=f"probe {dep_id}/{spec.name}")
-            if self.watch is not None:
-                for canary in self.watch.canaries:
-                    tg.start_soon(self._canary_loop, self.watch, canary, name=f"canary {canary.name}")
-            task_status.started()
+        if self.freeze_heap:
+            freeze_long_lived()
+        try:
+            async with anyio.create_task_group() as tg:
+                for dep_id, spec in self.config.iter_probes():
+                    tg.start_soon(self._loop, dep_id, spec, name=f"probe {dep_id}/{spec.name}")
+                if self.watch is not None:
+                    for canary in self.watch.canaries:
+                        tg.start_soon(self._canary_loop, self.watch, canary, name=f"canary {canary.name}")
+                task_status.started()
+        finally:
+            if self.freeze_heap:
+                gc.unfreeze()  # what a reload leaves behind must be collectable again
 
     async def _loop(self, dependency: str, spec: AnyProbeSpec) -> None:
         timing = self.config.timing(spec)
@@ -169,3 +184,15 @@ class Scheduler:
                 log.exception("canary_loop_error", canary=spec.name)
                 delay = timing.interval
             next_at = max(next_at + delay, self.clock() - timing.interval)
+
+
+def freeze_long_lived() -> None:
+    """Collect the garbage, then exempt every surviving object from the collector (`gc.freeze`).
+
+    Frozen objects are still freed when their reference count drops; only a reference cycle
+    among them would outlive its use, hence `gc.unfreeze` when the loops stop (a reload builds
+    a new config and freezes again).
+    """
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()

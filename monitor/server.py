@@ -1,7 +1,8 @@
 """The HTTP endpoints (SPEC section 5): read-only views of the daemon's state.
 
 Served by hypercorn inside the daemon's own anyio task group (no second event loop, no
-thread). Every handler reads the current `View`; none of them changes state.
+thread; /metrics too is rendered on the event loop, in pieces: `monitor.metrics.render`).
+Every handler reads the current `View`; none of them changes state.
 """
 
 from __future__ import annotations
@@ -10,12 +11,9 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-import anyio.to_thread
 from hypercorn.config import Config as HypercornConfig
 from prometheus_client import CONTENT_TYPE_LATEST
-from prometheus_client.exposition import generate_latest
 from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS_CONTENT_TYPE
-from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -26,7 +24,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from monitor.engine import Engine
 from monitor.impact import FeatureState
 from monitor.incidents import OpenIncident
-from monitor.metrics import Metrics
+from monitor.metrics import Metrics, render
 from monitor.reports import app_maintenance_windows
 from monitor.selfwatch import SelfState
 from monitor.statuspage import render_status_page
@@ -78,14 +76,9 @@ def create_app(view: View, clock: Callable[[], float], max_requests: int = MAX_C
     """The ASGI app of the daemon's endpoints, at most `max_requests` at once (see `RequestCap`)."""
 
     async def metrics(request: Request) -> Response:
-        registry = view.metrics.registry
-        # Rendered in a worker thread: at 10,000 series it takes long enough to stall the probes'
-        # event loop, and a scrape must not make probes time out (prometheus_client locks its own).
-        if "application/openmetrics-text" in request.headers.get("accept", ""):
-            body = await anyio.to_thread.run_sync(generate_openmetrics, registry)
-            return Response(body, media_type=OPENMETRICS_CONTENT_TYPE)
-        body = await anyio.to_thread.run_sync(generate_latest, registry)
-        return Response(body, media_type=CONTENT_TYPE_LATEST)
+        openmetrics = "application/openmetrics-text" in request.headers.get("accept", "")
+        body = await render(view.metrics.registry, openmetrics)
+        return Response(body, media_type=OPENMETRICS_CONTENT_TYPE if openmetrics else CONTENT_TYPE_LATEST)
 
     async def healthz(request: Request) -> Response:
         if view.alive:

@@ -572,3 +572,14 @@ class TestSharedClient:
             assert (len(ctx._clients), len(ctx._ssl)) == (1, 1)
         assert all(result.ok for result in results), [result.detail for result in results]
         assert len(server.requests) == 10
+
+
+class TestCookies:
+    async def test_a_cookie_one_upstream_sets_is_never_sent(self) -> None:
+        """A `Set-Cookie` answer leaves nothing behind: the next probe through the shared client sends no cookie."""
+        handler = reply(200, headers={"Set-Cookie": "session=abc; Path=/"})
+        async with LoopbackServer(handler) as server, probe_context() as ctx:
+            for _ in range(2):
+                assert (await run(http_spec(server.url("/healthcheck")), ctx)).ok
+        assert [r.headers.get("cookie") for r in server.requests] == [None, None]
+        assert not ctx.http_client().cookies

@@ -16,7 +16,9 @@ from monitor.bench import (
     config_files,
     cpu_seconds,
     depmon_config,
+    failure_figures,
     histogram_quantile,
+    page_bound,
     peak_rss_bytes,
     percentile,
     probe_timeout,
@@ -227,3 +229,39 @@ class TestInputs:
         body = b"# HELP probe_success x\nprobe_duration_seconds 0.0123\nprobe_success 1\n"
         assert blackbox_probe_result(body) == (True, 0.0123)
         assert blackbox_probe_result(b"probe_success 0\n") == (False, 0.0)
+
+
+class TestAllFail:
+    """`--fail-after`: the bound on the pages and the figures read from what PagerDuty received."""
+
+    def test_bound_is_interval_plus_confirmations_plus_a_second(self) -> None:
+        """2 s interval, threshold 3, 2 s confirmations: 2 + 2 x 2 + 1 = 7 s."""
+        assert page_bound(2.0, 3, 2.0) == 7.0
+        assert page_bound(30.0, 1, 2.0) == 31.0
+
+    def test_first_trigger_per_dependency_after_the_switch(self) -> None:
+        """Each dependency's first trigger after the switch counts, not repeats or earlier ones; self pages apart."""
+        events = [
+            ("trigger", "depmon/bench/dep00009", 99.0),  # before the switch
+            ("trigger", "depmon/bench/dep00001", 103.0),
+            ("trigger", "depmon/bench/dep00001", 104.0),  # an update of the same incident
+            ("resolve", "depmon/bench/dep00002", 103.5),
+            ("trigger", "depmon/bench/dep00002", 108.5),
+            ("trigger", "depmon/bench/self", 102.0),
+        ]
+        figures = failure_figures(events, 100.0, 8.0, 7.0, 3, 0.04)
+        assert figures.page_delays == (3.0, 8.5)
+        assert (figures.within_bound, figures.self_pages, figures.expected_pages) == (1, 1, 3)
+        document = figures.as_dict()
+        assert (document["pages"], document["first_page_seconds"], document["last_page_seconds"]) == (2, 3.0, 8.5)
+        assert document["lag_p99_ms"] == 40.0
+        assert "2 of 3 expected pages" in figures.lines()[0]
+
+    def test_config_sends_pages_to_the_fake_only_when_given(self) -> None:
+        """With an events URL the generated config pages it with a valid key; without, it is a dry run."""
+        with_pd = depmon_config("http://127.0.0.1:8080", 5, 2.0, "127.0.0.1:9464", "/tmp/s", "http://127.0.0.1:9")
+        config = Config.model_validate(with_pd)
+        assert config.pagerduty.events_url == "http://127.0.0.1:9"
+        assert len(config.pagerduty.routing_key.get_secret_value()) == 32
+        assert "pagerduty" in config_files(with_pd)["00-monitor.yaml"]
+        assert "pagerduty" not in depmon_config("http://127.0.0.1:8080", 5, 2.0, "127.0.0.1:9464", "/tmp/s")

@@ -101,6 +101,13 @@ class TestJudge:
         """A loop lag over a second is overload even when every run ran."""
         assert judge(STEADY, lag, {}, {}, 100).condition is SelfCondition.OVERLOADED
 
+    def test_a_stall_most_runs_did_not_meet_is_not_overload(self) -> None:
+        """Every run ran and most on time: a one-second tail (one stall) is no overload; a late median is."""
+        assert judge(ScheduleFigures(500.0, 500.0, 4.0, True, 0.01), 0.02, {}, {}, 100).ok
+        late = judge(ScheduleFigures(500.0, 500.0, 4.0, True, 1.5), 0.02, {}, {}, 100)
+        assert late.condition is SelfCondition.OVERLOADED
+        assert "lag 1.50 s (median)" in late.reason
+
     def test_not_judged_before_warm_up(self) -> None:
         """During the first interval the random start offsets look like missed runs: no verdict yet."""
         assert judge(ScheduleFigures(500.0, 50.0, 0.0, False), 0.0, {}, {}, 100).ok
@@ -197,6 +204,22 @@ class TestSelfWatch:
         assert metrics.registry.get_sample_value("depmon_overloaded") == 1
 
 
+class TestLoopLagMonitor:
+    """The event loop's lag as the probes ask for it."""
+
+    def test_worst_since_takes_only_the_sleeps_ended_after(self) -> None:
+        """The worst lag among the samples at or after `since`, not an older, larger one."""
+        monitor = LoopLagMonitor(Metrics())
+        for at, lag in [(1.0, 0.9), (2.0, 0.05), (3.0, 0.2), (4.0, 0.01)]:
+            monitor.record(at, lag)
+        assert monitor.worst_since(2.0) == 0.2
+        assert monitor.worst_since(3.5) == 0.01
+        assert monitor.worst_since(0.0) == 0.9
+        assert monitor.worst_since(5.0) == 0.0
+        assert monitor.median_since(2.0) == 0.05
+        assert monitor.median_since(5.0) == 0.0
+
+
 class TestScheduleMeter:
     """Runs of the last window against the configured rate."""
 
@@ -208,6 +231,6 @@ class TestScheduleMeter:
             clock.now += 0.1
             meter.ran(i / 1000)
         figures = meter.figures()
-        assert (figures.run_per_second, figures.lag_p99) == (10.0, 0.099)
+        assert (figures.run_per_second, figures.lag_p99, figures.lag_median) == (10.0, 0.099, 0.05)
         clock.now += 11.0
         assert meter.figures().run_per_second == 0.0
