@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import json
 import math
 import multiprocessing
@@ -43,6 +44,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -234,6 +236,15 @@ class FailureFigures:
     page_delays: tuple[float, ...]  # seconds from the switch to each dependency's first page received
     self_pages: int
     lag_p99_seconds: float  # scheduler lag from the switch to the end of the window
+    # Seconds from the switch to each page's decision: written to the durable outbox and logged as
+    # `incident_triggered`. Delivery follows at PagerDuty's pace (about 120 events a minute per
+    # routing key), so for many root causes at once the decision is what the bound can hold.
+    decision_delays: tuple[float, ...] = ()
+
+    @property
+    def decided_within_bound(self) -> int:
+        """How many pages were decided (durably queued) within the bound."""
+        return sum(1 for delay in self.decision_delays if delay <= self.bound_seconds)
 
     @property
     def within_bound(self) -> int:
@@ -254,6 +265,10 @@ class FailureFigures:
             "p99_page_seconds": round(percentile(self.page_delays, 0.99), 3) if self.page_delays else None,
             "last_page_seconds": round(max(self.page_delays), 3) if self.page_delays else None,
             "lag_p99_ms": round(1000 * self.lag_p99_seconds, 1),
+            "decided": len(self.decision_delays),
+            "decided_within_bound": self.decided_within_bound,
+            "p99_decision_seconds": round(percentile(self.decision_delays, 0.99), 3) if self.decision_delays else None,
+            "last_decision_seconds": round(max(self.decision_delays), 3) if self.decision_delays else None,
         }
 
     def lines(self) -> list[str]:
@@ -270,6 +285,8 @@ class FailureFigures:
             f"(one per dependency: each is its own root cause), {self.within_bound} within the bound of "
             f"{self.bound_seconds:g} s; {when}; {self.self_pages} self pages; "
             f"scheduler lag p99 meanwhile {d['lag_p99_ms']} ms",
+            f"decided (queued in the outbox): {d['decided']}, {self.decided_within_bound} within the bound; "
+            f"p99 {d['p99_decision_seconds']} s, last {d['last_decision_seconds']} s after the switch",
         ]
 
 
@@ -425,6 +442,20 @@ def config_files(document: Mapping[str, Any], per_file: int = 500) -> dict[str, 
 def probe_timeout(interval: float) -> float:
     """The probe timeout of both monitors: half the interval (depmon wants it shorter), at most 2 s."""
     return min(2.0, interval / 2)
+
+
+def decision_times(log_lines: Sequence[str]) -> dict[str, float]:
+    """Dedup key -> UNIX time of its first `incident_triggered` log line (dependencies only, not self)."""
+    decided: dict[str, float] = {}
+    for line in log_lines:
+        if '"incident_triggered"' not in line:
+            continue
+        with contextlib.suppress(ValueError):
+            event = json.loads(line)
+            key = str(event.get("dedup_key", ""))
+            if event.get("event") == "incident_triggered" and not key.endswith("/self") and key not in decided:
+                decided[key] = datetime.fromisoformat(str(event["timestamp"]).replace("Z", "+00:00")).timestamp()
+    return decided
 
 
 def triggered_pages(log_lines: Sequence[str]) -> tuple[int, int]:
@@ -809,7 +840,8 @@ def measure_depmon(
     runs = after.total("depmon_probes_total") - before.total("depmon_probes_total")
     failed = after.total("depmon_probes_total", outcome="ok") - before.total("depmon_probes_total", outcome="ok")
     lag = bucket_delta(before.buckets("depmon_scheduler_lag_seconds"), after.buckets("depmon_scheduler_lag_seconds"))
-    pages, own = triggered_pages(log_path.read_text(errors="replace").splitlines())
+    log_lines = log_path.read_text(errors="replace").splitlines()
+    pages, own = triggered_pages(log_lines)
     failure = None
     if fake is not None and switched_at is not None and failing_since is not None and fail_after is not None:
         lag_meanwhile = bucket_delta(
@@ -819,6 +851,8 @@ def measure_depmon(
         failure = failure_figures(
             events, switched_at, fail_after, bound, targets, histogram_quantile(0.99, lag_meanwhile)
         )
+        decided = sorted(at - switched_at for at in decision_times(log_lines).values() if at >= switched_at)
+        failure = dataclasses.replace(failure, decision_delays=tuple(decided))
     figures = Figures(
         name="depmon",
         seconds=elapsed,

@@ -329,8 +329,9 @@ class Daemon:
                     await self._run(listener, store, signals)
                 finally:
                     if url is not None:
-                        with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
-                            await anyio.to_thread.run_sync(lock.release)
+                        # Hand the lead over now rather than when the server notices; never hang on it.
+                        with anyio.move_on_after(2.0, shield=True), contextlib.suppress(Exception):
+                            await anyio.to_thread.run_sync(lock.release, abandon_on_cancel=True)
         log.info("daemon_stopped")
 
     async def _run(self, listener: socket.socket, store: Store, signals: Any) -> None:

@@ -320,8 +320,11 @@ class LeaderLock:
                 raise StoreError(f"{self.name}: leader lock: lost")
 
     def release(self) -> None:
-        """Let go of the lock (closing the session releases it); harmless when not held."""
+        """Let go of the lock now (unlock, then close the session); harmless when not held."""
         with self._lock:
+            if self._connection is not None and not self._connection.closed:
+                with contextlib.suppress(psycopg.Error):  # closing the session releases it anyway
+                    self._connection.execute("SELECT pg_advisory_unlock(%s)", (self.key,))
             self._drop()
 
     def _drop(self) -> None:

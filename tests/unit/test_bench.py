@@ -15,6 +15,7 @@ from monitor.bench import (
     bucket_delta,
     config_files,
     cpu_seconds,
+    decision_times,
     depmon_config,
     failure_figures,
     histogram_quantile,
@@ -223,6 +224,24 @@ class TestInputs:
             'not json "incident_triggered"',
         ]
         assert triggered_pages(lines) == (2, 1)
+
+    def test_decision_times_are_each_dependencys_first_trigger_logged(self) -> None:
+        """The first `incident_triggered` of each dependency, by its log timestamp; self pages are not counted."""
+        lines = [
+            json.dumps(
+                {"event": "incident_triggered", "dedup_key": "depmon/bench/d1", "timestamp": "2026-11-30T07:00:01Z"}
+            ),
+            json.dumps(
+                {"event": "incident_triggered", "dedup_key": "depmon/bench/self", "timestamp": "2026-11-30T07:00:02Z"}
+            ),
+            json.dumps(
+                {"event": "incident_triggered", "dedup_key": "depmon/bench/d1", "timestamp": "2026-11-30T07:00:09Z"}
+            ),
+            json.dumps(
+                {"event": "incident_resolved", "dedup_key": "depmon/bench/d2", "timestamp": "2026-11-30T07:00:03Z"}
+            ),
+        ]
+        assert decision_times(lines) == {"depmon/bench/d1": 1796022001.0}
 
     def test_blackbox_probe_answer(self) -> None:
         """probe_success and probe_duration_seconds are read from the exporter's answer."""
