@@ -263,7 +263,7 @@ def _run(
         return EXIT_USAGE
     daemon = Daemon(config_path, config, state or config.monitor.state_path, environ, on_secrets=redactor.update)
     try:
-        anyio.run(daemon.run, listener)
+        anyio.run(daemon.run, listener, backend_options={"use_uvloop": True})
     except StoreError as exc:  # another daemon holds the state file, or it cannot be used
         print(f"depmon run: {redactor.scrub(str(exc))}", file=sys.stderr)
         return EXIT_USAGE

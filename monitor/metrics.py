@@ -6,9 +6,14 @@ URLs, hosts or secrets, so their number is bounded by the config.
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import os
+import signal
 import time
 from collections.abc import Iterable, Iterator
 
+import anyio
 import anyio.lowlevel
 import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -258,3 +263,70 @@ async def render(
     if openmetrics:
         parts.append(EOF_LINE)
     return b"".join(parts)
+
+
+async def render_forked(registry: CollectorRegistry, openmetrics: bool = False, deadline: float = 10.0) -> bytes | None:
+    """The registry rendered by a forked child, off this process's event loop and GIL; None when it cannot be.
+
+    The child is a copy-on-write snapshot of the daemon taken between two steps of the event loop
+    (no metric is being written then: they are written on the loop only), so it renders one
+    consistent state on the other core while the probes go on. It writes the text into an
+    anonymous in-memory file and exits; the daemon pays the fork (a few milliseconds for ~100 MB),
+    one wake-up when the child's end of a pipe closes, and one read (a pipe alone would take a turn
+    of the busy loop per 64 KiB). The child only renders and writes: signal handlers back to their
+    defaults (a signal to the process group must not reach the daemon's wake-up pipe), no
+    logging, `os._exit`. None (the caller renders in slices instead) when the fork fails, the
+    child fails, or it is not done within `deadline` seconds (it is killed).
+    """
+    generate = generate_openmetrics if openmetrics else generate_latest
+    try:
+        text = os.memfd_create("depmon-metrics", os.MFD_CLOEXEC)
+    except (OSError, AttributeError):  # not Linux
+        return None
+    done_read, done_write = os.pipe()
+    try:
+        pid = os.fork()
+    except OSError:
+        for fd in (text, done_read, done_write):
+            os.close(fd)
+        return None
+    if pid == 0:  # pragma: no cover - the child; its output is what the parent's tests check
+        status = 1
+        try:
+            signal.set_wakeup_fd(-1)
+            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                signal.signal(signum, signal.SIG_DFL)
+            gc.disable()
+            os.close(done_read)
+            view = memoryview(generate(registry))
+            while view:
+                view = view[os.write(text, view) :]
+            status = 0
+        finally:
+            os._exit(status)  # closes done_write: the parent wakes up
+    os.close(done_write)
+    exited: int | None = None
+    try:
+        with anyio.move_on_after(deadline) as waiting:
+            await anyio.wait_readable(done_read)  # EOF: the child has exited
+        if waiting.cancelled_caught:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        exited = await _reap(pid)
+        if exited != 0:
+            return None
+        size = os.fstat(text).st_size
+        return os.pread(text, size, 0)
+    finally:
+        os.close(done_read)
+        os.close(text)
+
+
+async def _reap(pid: int, attempts: int = 1000) -> int | None:
+    """Wait (without blocking the loop) for a child that is exiting; its exit status, None if it did not."""
+    for _ in range(attempts):
+        done, status = os.waitpid(pid, os.WNOHANG)  # noqa: ASYNC222 - WNOHANG never blocks
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        await anyio.sleep(0.001)
+    return None

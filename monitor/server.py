@@ -24,7 +24,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from monitor.engine import Engine
 from monitor.impact import FeatureState
 from monitor.incidents import OpenIncident
-from monitor.metrics import Metrics, render
+from monitor.metrics import Metrics, render, render_forked
 from monitor.reports import app_maintenance_windows
 from monitor.selfwatch import SelfState
 from monitor.statuspage import render_status_page
@@ -77,7 +77,10 @@ def create_app(view: View, clock: Callable[[], float], max_requests: int = MAX_C
 
     async def metrics(request: Request) -> Response:
         openmetrics = "application/openmetrics-text" in request.headers.get("accept", "")
-        body = await render(view.metrics.registry, openmetrics)
+        # A forked child renders it on the other core; in slices on the loop when it cannot.
+        body = await render_forked(view.metrics.registry, openmetrics)
+        if body is None:
+            body = await render(view.metrics.registry, openmetrics)
         return Response(body, media_type=OPENMETRICS_CONTENT_TYPE if openmetrics else CONTENT_TYPE_LATEST)
 
     async def healthz(request: Request) -> Response:

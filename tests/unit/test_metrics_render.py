@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
-from monitor.metrics import Metrics, render
+from monitor.metrics import Metrics, render, render_forked
 
 pytestmark = pytest.mark.anyio
 
@@ -69,3 +69,51 @@ class TestRender:
         text = (await render(metrics.registry)).decode()
         assert "depmon_probes_total{" in text
         assert "_created" not in text
+
+
+class TestRenderForked:
+    """`render_forked`: a forked child renders; the daemon's loop only waits for it to exit."""
+
+    async def test_text_and_openmetrics_are_byte_for_byte_prometheus_clients(self) -> None:
+        registry = registry_with_awkward_labels()
+        assert await render_forked(registry) == generate_latest(registry)
+        assert await render_forked(registry, openmetrics=True) == generate_openmetrics(registry)
+
+    async def test_the_loop_runs_while_the_child_renders(self) -> None:
+        """A render of ~20,000 lines in the child: a task that only counts its turns keeps running meanwhile."""
+        registry = CollectorRegistry()
+        gauge = Gauge("g", "many series", ("dependency",), registry=registry)
+        for i in range(20_000):
+            gauge.labels(f"dep{i:05d}").set(i)
+        turns = 0
+
+        async def count_turns() -> None:
+            nonlocal turns
+            while True:
+                turns += 1
+                await anyio.sleep(0.001)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(count_turns)
+            body = await render_forked(registry)
+            tg.cancel_scope.cancel()
+        assert body is not None
+        assert body.count(b"\n") == 20_002
+        assert turns >= 3, "the loop was not held by the render"
+
+    async def test_none_when_the_child_cannot_be_forked(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """The caller then renders in slices on the loop."""
+
+        def no_fork() -> int:
+            raise OSError(11, "Resource temporarily unavailable")
+
+        monkeypatch.setattr("monitor.metrics.os.fork", no_fork)
+        assert await render_forked(registry_with_awkward_labels()) is None
+
+    async def test_a_child_that_does_not_finish_is_killed_and_reaped(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Past the deadline the child is killed, reaped (no zombie), and the answer is None."""
+        import time
+
+        monkeypatch.setattr("monitor.metrics.generate_latest", lambda registry: time.sleep(30) or b"")
+        with anyio.fail_after(10):
+            assert await render_forked(registry_with_awkward_labels(), deadline=0.5) is None
