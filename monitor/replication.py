@@ -209,7 +209,9 @@ class Replication:
                         proven = self.clock()
                         self._set_leading(True)
                     continue
-                await self._blocking(lock.check, self.interval / 2.0)
+                # Each proof is due within a heartbeat: with none for an interval the leader steps down
+                # (at most interval + heartbeat after its last), before the server frees the lock at 1.5 x.
+                await self._blocking(lock.check, self.heartbeat)
                 proven = self.clock()
             except Exception as exc:
                 if self.leading and self.clock() - proven >= self.interval:

@@ -131,6 +131,10 @@ _CONNECT = {
     "keepalives_interval": 2,
     "keepalives_count": 2,
     "tcp_user_timeout": 10_000,
+    # A client cut off mid-transaction must not hold its row locks (the leadership row among them)
+    # until the server's keepalive gives up, hours later: every transaction here is a few
+    # statements sent back to back.
+    "options": "-c idle_in_transaction_session_timeout=2000",
 }
 
 
