@@ -44,7 +44,10 @@ from pydantic import (
 )
 
 from monitor.errors import DepmonError
-from monitor.graph import descendants, find_cycle
+from monitor.graph import ancestors, find_cycle
+from monitor.text import format_duration as format_duration  # re-exported: the probes and CLIs import it from here
+from monitor.text import parse_duration as parse_duration
+from monitor.text import parse_host_port
 
 # ---------------------------------------------------------------------------------------------
 # Errors
@@ -72,35 +75,6 @@ class ConfigError(DepmonError):
 
 # ---------------------------------------------------------------------------------------------
 # Value types
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-
-
-def parse_duration(value: object) -> float:
-    """`500ms`, `10s`, `3m`, `1h`, `90d` (or a number of seconds) -> seconds as a float."""
-    if isinstance(value, bool):
-        raise ValueError("must be a duration like 500ms, 10s, 3m, 1h or 90d")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str) and (match := _DURATION.match(value)):
-        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-    else:
-        raise ValueError("must be a duration like 500ms, 10s, 3m, 1h or 90d")
-    if seconds <= 0:
-        raise ValueError("must be a positive duration")
-    return seconds
-
-
-def format_duration(seconds: float) -> str:
-    """The inverse of `parse_duration`, for messages: 0.5 -> `500ms`, 90 -> `90s`."""
-    if seconds < 1:
-        return f"{seconds * 1000:g}ms"
-    for unit, size in (("d", 86400.0), ("h", 3600.0), ("m", 60.0)):
-        if seconds >= size and seconds % size == 0:
-            return f"{seconds / size:g}{unit}"
-    return f"{seconds:g}s"
-
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 _ID_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
@@ -306,7 +280,7 @@ class MonitorSettings(_Model):
     @field_validator("listen")
     @classmethod
     def _listen_is_host_port(cls, value: str) -> str:
-        parse_listen(value)
+        parse_host_port(value)
         return value
 
     @field_validator("state_url")
@@ -476,7 +450,7 @@ class Config(_Model):
         Walking the `depends_on` edges upward from a dependency reaches exactly its ancestors.
         """
         parents = {dep_id: dep.depends_on for dep_id, dep in self.dependencies.items()}
-        return {dep_id: tuple(sorted(descendants(parents, [dep_id]))) for dep_id in parents}
+        return {dep_id: tuple(sorted(ancestors(parents, [dep_id]))) for dep_id in parents}
 
     def service_owners(self) -> dict[str, list[str]]:
         """PagerDuty service id -> the dependency and feature ids whose windows it carries."""
@@ -507,14 +481,6 @@ class Config(_Model):
 _SECRET_HEADER = re.compile(r"auth|token|key|secret|cookie|password", re.IGNORECASE)
 
 AnyProbeSpec = HttpProbeSpec | OAuth2ProbeSpec | TlsProbeSpec | TcpProbeSpec | DnsProbeSpec
-
-
-def parse_listen(value: str) -> tuple[str, int]:
-    """`HOST:PORT` -> (host, port); raises ValueError with a readable message."""
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError("must be HOST:PORT, like 127.0.0.1:9464")
-    return host.strip("[]"), int(port)
 
 
 # ---------------------------------------------------------------------------------------------

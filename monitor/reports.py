@@ -14,6 +14,7 @@ from monitor.config import Config
 from monitor.graph import children_of, descendants
 from monitor.health import DependencyHealth, DependencyState
 from monitor.impact import FeatureNeeds, FeatureState, evaluate_features, features_covered, needs_from_config
+from monitor.text import vets_api_time
 from monitor.windows import MaintenanceWindow
 
 
@@ -228,7 +229,11 @@ def app_maintenance_windows(
         if feature not in first or feature not in APP_FEATURES:
             continue
         window = first[feature]
-        attributes = {"service": feature, "start_time": _zulu(window.start), "end_time": _zulu(window.end)}
+        attributes = {
+            "service": feature,
+            "start_time": vets_api_time(window.start),
+            "end_time": vets_api_time(window.end),
+        }
         if camel:
             attributes = {_camel(key): value for key, value in attributes.items()}
         records.append(
@@ -239,11 +244,6 @@ def app_maintenance_windows(
             }
         )
     return records
-
-
-def _zulu(moment: datetime) -> str:
-    """vets-api's time format: UTC with milliseconds, `2021-05-25T23:33:39.000Z`."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
 
 
 def _camel(key: str) -> str:
