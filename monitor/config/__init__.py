@@ -11,7 +11,8 @@ Exceptions::
 
     ConfigError (DepmonError)   every problem found, as `issues`
 
-This module re-exports what the rest of depmon imports from `monitor.config`.
+This module re-exports what the rest of depmon uses from `monitor.config`: the models' public
+classes, the loading functions and the errors.
 """
 
 from __future__ import annotations
@@ -21,13 +22,22 @@ from monitor.config.loading import _read_documents, bundled_config_path, default
 from monitor.config.models import (
     PROBE_KINDS,
     AnyProbeSpec,
+    BusinessHours,
     Config,
+    Contact,
+    Dependency,
     DnsProbeSpec,
+    Escalation,
     Expect,
     Feature,
     HttpProbeSpec,
     JsonCondition,
+    Link,
+    MonitorSettings,
     OAuth2ProbeSpec,
+    PagerDutySettings,
+    Playbook,
+    SlackSettings,
     TcpProbeSpec,
     Timing,
     TlsProbeSpec,
@@ -38,15 +48,24 @@ from monitor.text import format_duration, parse_duration
 __all__ = [
     "PROBE_KINDS",
     "AnyProbeSpec",
+    "BusinessHours",
     "Config",
     "ConfigError",
     "ConfigIssue",
+    "Contact",
+    "Dependency",
     "DnsProbeSpec",
+    "Escalation",
     "Expect",
     "Feature",
     "HttpProbeSpec",
     "JsonCondition",
+    "Link",
+    "MonitorSettings",
     "OAuth2ProbeSpec",
+    "PagerDutySettings",
+    "Playbook",
+    "SlackSettings",
     "TcpProbeSpec",
     "Timing",
     "TlsProbeSpec",
