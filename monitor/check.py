@@ -11,7 +11,8 @@ import anyio
 from monitor.config import AnyProbeSpec, Config
 from monitor.daemon import build_probe_context
 from monitor.engine import Engine
-from monitor.health import DependencyState, topological_order
+from monitor.graph import ancestors, levels
+from monitor.health import DependencyState
 from monitor.impact import impacted_features
 from monitor.metrics import Metrics
 from monitor.probing import run_probe
@@ -28,13 +29,13 @@ async def run_check(config: Config, only: list[str] | None, as_json: bool, out: 
     wanted = set(only or config.dependencies)
     # Parents too: a token from ssoe-oauth is needed before EVSS can be probed.
     depends_on = {d: dep.depends_on for d, dep in config.dependencies.items()}
-    order = [d for d in topological_order(depends_on) if d in wanted or _is_ancestor(d, wanted, depends_on)]
+    needed = wanted | ancestors(depends_on, wanted)
     limiter = anyio.CapacityLimiter(config.monitor.max_concurrent_probes)
     ctx = build_probe_context(config)
     try:
-        for level in _levels(order, depends_on):
+        for level in levels(depends_on):
             async with anyio.create_task_group() as tg:
-                for dep_id in level:
+                for dep_id in (d for d in level if d in needed):
                     for spec in config.dependencies[dep_id].probes:
                         tg.start_soon(_probe_once, engine, ctx, limiter, config, dep_id, spec)
     finally:
@@ -89,31 +90,6 @@ async def _probe_once(
     async with limiter:
         result = await run_probe(spec, ctx, config.timing(spec).timeout)
     engine.record(dep_id, spec.name, result)
-
-
-def _is_ancestor(dep: str, wanted: set[str], depends_on: dict[str, list[str]]) -> bool:
-    stack = list(wanted)
-    seen: set[str] = set()
-    while stack:
-        node = stack.pop()
-        for parent in depends_on.get(node, []):
-            if parent == dep:
-                return True
-            if parent not in seen:
-                seen.add(parent)
-                stack.append(parent)
-    return False
-
-
-def _levels(order: list[str], depends_on: dict[str, list[str]]) -> list[list[str]]:
-    """Group a topological order into levels whose members can run concurrently."""
-    level_of: dict[str, int] = {}
-    for dep in order:
-        level_of[dep] = 1 + max((level_of[p] for p in depends_on.get(dep, []) if p in level_of), default=-1)
-    levels: list[list[str]] = [[] for _ in range(max(level_of.values(), default=-1) + 1)]
-    for dep in order:
-        levels[level_of[dep]].append(dep)
-    return levels
 
 
 def _print_table(rows: list[CheckRow], out: TextIO) -> None:

@@ -16,9 +16,10 @@ from pathlib import Path
 import anyio
 
 from monitor import __version__
-from monitor.config import Config, ConfigError, default_config_path, load_config, parse_listen
+from monitor.config import Config, ConfigError, default_config_path, load_config
 from monitor.logs import Redactor, configure_logging
 from monitor.store import StoreError
+from monitor.text import parse_host_port
 
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
 
@@ -252,7 +253,7 @@ def _run(
 
     address = listen or config.monitor.listen
     try:
-        host, port = parse_listen(address)
+        host, port = parse_host_port(address)
     except ValueError as exc:
         print(f"--listen: {exc}", file=sys.stderr)
         return EXIT_USAGE

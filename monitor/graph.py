@@ -3,6 +3,8 @@
 Both graphs are given as `node -> parents`: `depends_on` (a dependency's parents are the
 dependencies it needs) and `requires`/`any_of` (a feature's parents are the dependencies and
 features it needs). The config refuses cycles (`find_cycle`) before any other walk runs.
+Walking `parents` reaches ancestors (`ancestors`); walking `children_of(parents)` reaches
+descendants (`descendants`). `levels` groups an order into what can run together (`depmon check`).
 
 `propagate` is the walk behind incremental evaluation: it visits nodes in topological order,
 each once, starting from the ones that changed, and goes on only where a visit says its result
@@ -73,6 +75,27 @@ def descendants(children: Mapping[str, Iterable[str]], roots: Iterable[str]) -> 
                 found.add(child)
                 stack.append(child)
     return found
+
+
+def ancestors(parents: Mapping[str, Iterable[str]], nodes: Iterable[str]) -> set[str]:
+    """Every parent of `nodes`, their parents and so on; a node of `nodes` only if it is also one's ancestor."""
+    return descendants(parents, nodes)
+
+
+def levels(parents: Mapping[str, Iterable[str]]) -> list[list[str]]:
+    """The topological order cut into levels: a node's level is one more than its highest parent's.
+
+    The members of a level do not need one another, so they can run together once the levels
+    before them are done. Each level keeps the topological order; parents not listed are level 0.
+    """
+    order = topological_order(parents)
+    level_of: dict[str, int] = {}
+    for node in order:
+        level_of[node] = 1 + max((level_of[parent] for parent in parents.get(node, ())), default=-1)
+    grouped: list[list[str]] = [[] for _ in range(max(level_of.values(), default=-1) + 1)]
+    for node in order:
+        grouped[level_of[node]].append(node)
+    return grouped
 
 
 def ranks(order: Iterable[str]) -> dict[str, int]:

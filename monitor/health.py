@@ -20,7 +20,6 @@ from dataclasses import dataclass, replace
 
 from monitor.config import Timing
 from monitor.graph import propagate
-from monitor.graph import topological_order as topological_order  # re-exported: check.py orders probes by it
 from monitor.results import ProbeResult
 
 

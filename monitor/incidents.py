@@ -30,13 +30,13 @@ import math
 import shlex
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from monitor.config import Config
 from monitor.health import DependencyHealth, DependencyState, root_cause
 from monitor.impact import FeatureHealth, FeatureState, impacted_features
 from monitor.results import ProbeResult
+from monitor.text import iso_utc, utc, utc_date
 from monitor.windows import MaintenanceWindow
 
 if TYPE_CHECKING:
@@ -438,11 +438,11 @@ def build_event(decision: Decision, ctx: EventContext) -> dict[str, Any]:
                 "probe": probe,
                 "outcome": str(result.outcome),
                 "detail": result.detail[:_DETAIL_LIMIT],
-                "at": _iso(result.at),
+                "at": iso_utc(result.at),
             }
             for probe, result in ctx.evidence
         ],
-        "started_at": _iso(ctx.started_at),
+        "started_at": iso_utc(ctx.started_at),
         "va_severity": va_severity(config, facts),
         "playbooks": [config.playbooks[p].title for p in playbook_ids],
         "escalation": {
@@ -527,9 +527,7 @@ def owning_team_sentence(config: Config, dependency: str, status: ServiceStatus 
         return f"no incident open on the owning team's service ({own} is active)"
     when = ""
     if status.since is not None:
-        moment = datetime.fromtimestamp(status.since, UTC)
-        same_day = moment.date() == datetime.fromtimestamp(now, UTC).date()
-        text = moment.strftime("%H:%M UTC" if same_day else "%Y-%m-%d %H:%M UTC")
+        text = utc(status.since, date=utc_date(status.since) != utc_date(now))
         when = f" (seen so since {text})" if status.observed else f" (since {text})"
     meaning = {
         "warning": ": a low-urgency incident is open there",
@@ -601,7 +599,3 @@ def fit_event(event: dict[str, Any]) -> dict[str, Any]:
             break
     details["truncated"] = "; ".join(cuts) or "nothing cut"
     return event
-
-
-def _iso(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, UTC).isoformat().replace("+00:00", "Z")

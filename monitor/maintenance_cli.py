@@ -21,10 +21,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TextIO
 
-from monitor.config import Config, format_duration, parse_duration
+from monitor.config import Config
 from monitor.impact import features_covered, needs_from_config
 from monitor.incidents import USER_MESSAGE_PREFIX, WINDOW_DESCRIPTION_LIMIT
 from monitor.logs import Redactor
+from monitor.text import format_duration, parse_duration, utc
 
 __all__ = ["run_maintenance_action"]
 
@@ -117,7 +118,7 @@ def _print_opened(
     owners = config.service_owners().get(service, [dependency])
     features = features_covered(needs_from_config(config.features), set(owners))
     names = ", ".join(config.features[f].name for f in features) or "no app feature"
-    until = end.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    until = utc(end)
     print(f"maintenance window {window_id} opened on {service} for {format_duration(seconds)}, until {until}", file=out)
     print(f"the app shows as down: {names}", file=out)
     print(f"end it with `depmon maintenance close {window_id}`", file=out)

@@ -18,14 +18,14 @@ import sqlite3
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from monitor.config import Config, format_duration
+from monitor.config import Config
 from monitor.incidents import IncidentFacts, escalation_criteria, page_links, severity, summary
 from monitor.logs import Redactor
 from monitor.store import Incident, StoreError, TimelineEntry, connect, redacted_url
+from monitor.text import elapsed, format_duration, utc, utc_date
 
 __all__ = ["print_postmortem", "render_postmortem"]
 
@@ -70,14 +70,14 @@ def render_postmortem(
     title = incident.summary or summary(config, dependency, known)
     level = incident.severity or severity(config, facts)
     ended = incident.resolved_at if incident.resolved_at is not None else now
-    lasted = _duration(ended - incident.opened_at)
+    lasted = elapsed(ended - incident.opened_at)
     owner = dep.channel or "the team that owns it"
     lines: list[str] = []
     add = lines.append
 
     add(f"# Postmortem (draft): {title}")
     add("")
-    add(f"- **Date:** {_date(incident.opened_at)} (UTC)")
+    add(f"- **Date:** {utc_date(incident.opened_at)} (UTC)")
     add(f"- **Authors:** {TBD} (on-call)")
     add("- **Status:** Draft")
     add("")
@@ -86,11 +86,12 @@ def render_postmortem(
     add("")
     add(f"{title}.")
     if incident.resolved_at is None:
-        add(f"depmon opened the incident at {_utc(incident.opened_at)}; it is still open ({lasted} as of {_utc(now)}).")
+        opened, at = utc(incident.opened_at, seconds=True), utc(now, seconds=True)
+        add(f"depmon opened the incident at {opened}; it is still open ({lasted} as of {at}).")
     else:
         add(
-            f"depmon opened the incident at {_utc(incident.opened_at)} and resolved it at "
-            f"{_utc(incident.resolved_at)}, after {lasted}."
+            f"depmon opened the incident at {utc(incident.opened_at, seconds=True)} and resolved it at "
+            f"{utc(incident.resolved_at, seconds=True)}, after {lasted}."
         )
     add("")
     add(f"{TBD}: what Veterans saw and what the team did, in a few sentences.")
@@ -126,7 +127,7 @@ def render_postmortem(
     first = min(evidence, key=_evidence_at, default=None)
     if first is not None:
         add(f"- First failing probe result recorded: {_at_text(first.get('at'))}: {_evidence_text(first)}")
-    add(f"- Paged: {_utc(incident.opened_at)}")
+    add(f"- Paged: {utc(incident.opened_at, seconds=True)}")
     add("")
 
     add("## Impact")
@@ -182,9 +183,10 @@ def render_postmortem(
     add("### When")
     add("")
     if incident.resolved_at is None:
-        add(f"Still open at {_utc(now)}, {lasted} after it opened.")
+        add(f"Still open at {utc(now, seconds=True)}, {lasted} after it opened.")
     else:
-        add(f"Resolved at {_utc(incident.resolved_at)} (the probes succeeded again), {lasted} after it opened.")
+        resolved = utc(incident.resolved_at, seconds=True)
+        add(f"Resolved at {resolved} (the probes succeeded again), {lasted} after it opened.")
     add("")
 
     add("## Documentation links")
@@ -214,7 +216,7 @@ def render_postmortem(
     add("| :-- | :-- | :-- |")
     for entry in timeline:
         event = _EVENT_TEXT.get(entry.kind, entry.kind)
-        add(f"| {_time(entry.at)} | {_cell(event)} | {_cell(_details(config, entry))} |")
+        add(f"| {utc(entry.at, seconds=True, zone=False)} | {_cell(event)} | {_cell(_details(config, entry))} |")
     add("")
 
     add("## Escalation")
@@ -396,35 +398,10 @@ def _percent(share: float) -> int:
     return max(1, round(share * 100))
 
 
-def _date(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d")
-
-
-def _time(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _utc(timestamp: float) -> str:
-    return f"{_time(timestamp)} UTC"
-
-
 def _at_text(at: object) -> str:
     if isinstance(at, int | float) and at > 0:
-        return _utc(float(at))
+        return utc(float(at), seconds=True)
     return _code(at) if at else "time not recorded"
-
-
-def _duration(seconds: float) -> str:
-    """`45s`, `12m 5s`, `2h 3m`, `1d 4h`: the two largest units, whole seconds."""
-    total = max(0, round(seconds))
-    units = (("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
-    parts: list[str] = []
-    for suffix, size in units:
-        count, total = divmod(total, size)
-        if count or parts:
-            parts.append(f"{count}{suffix}")
-    parts = [p for p in parts[:2] if not p.startswith("0")] or ["0s"]
-    return " ".join(parts)
 
 
 def _cell(text: str) -> str:

@@ -11,8 +11,10 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from monitor.config import Config
+from monitor.graph import children_of, descendants
 from monitor.health import DependencyHealth, DependencyState
 from monitor.impact import FeatureNeeds, FeatureState, evaluate_features, features_covered, needs_from_config
+from monitor.text import vets_api_time
 from monitor.windows import MaintenanceWindow
 
 
@@ -35,9 +37,11 @@ def impact_map(config: Config) -> dict[str, OutageImpact]:
     that need it (`depends_on`) down with it as their cause, every other dependency up.
     """
     needs = needs_from_config(config.features)
+    children = children_of({d: dep.depends_on for d, dep in config.dependencies.items()})
     result = {}
     for dep_id in config.dependencies:
-        states = {d: _outage_state(d, dep_id, config) for d in config.dependencies}
+        below = descendants(children, [dep_id])  # their probes need the one that is down: down with it
+        states = {d: _outage_state(d, dep_id, below) for d in config.dependencies}
         features = evaluate_features(needs, states)
         unavailable = {d for d, state in states.items() if state.down}
         unavailable |= {f for f, health in features.items() if health.state is FeatureState.DOWN}
@@ -52,25 +56,12 @@ def impact_map(config: Config) -> dict[str, OutageImpact]:
     return result
 
 
-def _outage_state(dep: str, outage: str, config: Config) -> DependencyHealth:
+def _outage_state(dep: str, outage: str, below: set[str]) -> DependencyHealth:
     if dep == outage:
         return DependencyHealth(DependencyState.DOWN, DependencyState.DOWN, failing=True)
-    if _descends(dep, outage, config):  # its probes need the one that is down: down with it
+    if dep in below:
         return DependencyHealth(DependencyState.DOWN, DependencyState.DOWN, cause=outage, failing=True)
     return DependencyHealth(DependencyState.UP, DependencyState.UP)
-
-
-def _descends(dep: str, ancestor: str, config: Config) -> bool:
-    stack, seen = [dep], set()
-    while stack:
-        node = stack.pop()
-        for parent in config.dependencies[node].depends_on:
-            if parent == ancestor:
-                return True
-            if parent not in seen:
-                seen.add(parent)
-                stack.append(parent)
-    return False
 
 
 def render_impact(config: Config, fmt: str) -> str:
@@ -238,7 +229,11 @@ def app_maintenance_windows(
         if feature not in first or feature not in APP_FEATURES:
             continue
         window = first[feature]
-        attributes = {"service": feature, "start_time": _zulu(window.start), "end_time": _zulu(window.end)}
+        attributes = {
+            "service": feature,
+            "start_time": vets_api_time(window.start),
+            "end_time": vets_api_time(window.end),
+        }
         if camel:
             attributes = {_camel(key): value for key, value in attributes.items()}
         records.append(
@@ -249,11 +244,6 @@ def app_maintenance_windows(
             }
         )
     return records
-
-
-def _zulu(moment: datetime) -> str:
-    """vets-api's time format: UTC with milliseconds, `2021-05-25T23:33:39.000Z`."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
 
 
 def _camel(key: str) -> str:

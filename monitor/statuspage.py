@@ -11,9 +11,11 @@ text as the strip's accessible name, and the time spent in each state written be
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from html import escape
 from typing import Any
+
+from monitor.text import moment, span, utc
 
 REFRESH_SECONDS = 10
 
@@ -125,7 +127,7 @@ def history_strip(name: str, segments: Sequence[Mapping[str, Any]]) -> str:
     totals: dict[str, float] = {}
     for segment in segments:
         try:
-            begin, end = _moment(segment["from"]), _moment(segment["to"])
+            begin, end = moment(segment["from"]), moment(segment["to"])
         except (KeyError, TypeError, ValueError, AttributeError):
             continue
         state = str(segment.get("state"))
@@ -141,7 +143,7 @@ def history_strip(name: str, segments: Sequence[Mapping[str, Any]]) -> str:
         return ""
     label = f"{name}, last 24 hours: {'; '.join(texts)}"
     ranked = sorted(totals, key=lambda s: _HISTORY_STATES.index(s) if s in _HISTORY_STATES else len(_HISTORY_STATES))
-    total = ", ".join(f"{state} {duration(totals[state])}" for state in ranked)
+    total = ", ".join(f"{state} {span(totals[state])}" for state in ranked)
     return (
         f'<div class="strip" role="img" aria-label="{escape(label)}">{"".join(spans)}</div>'
         f'<div class="muted strip-total">{escape(total)}</div>'
@@ -176,10 +178,6 @@ def _named(ids: Iterable[str], names: Mapping[str, str]) -> str:
     return ", ".join(names.get(node_id, node_id) for node_id in ids)
 
 
-def _moment(iso: str) -> datetime:
-    return datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone(UTC)
-
-
 def utc_time(iso: str | None, seconds: bool = False) -> str:
     """`2026-11-27T11:48:12.345678Z` -> `2026-11-27 11:48 UTC` (with `:12` when `seconds`).
 
@@ -188,23 +186,9 @@ def utc_time(iso: str | None, seconds: bool = False) -> str:
     if not iso:
         return ""
     try:
-        return _moment(iso).strftime("%Y-%m-%d %H:%M:%S UTC" if seconds else "%Y-%m-%d %H:%M UTC")
+        return utc(iso, seconds=seconds)
     except ValueError:
         return iso
-
-
-def duration(seconds: float) -> str:
-    """A duration as a person says it: `under 1 min`, `12 min`, `3 h 5 min`, `2 d 4 h`."""
-    minutes = int(max(seconds, 0) // 60)
-    if minutes < 1:
-        return "under 1 min"
-    if minutes < 60:
-        return f"{minutes} min"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 24:
-        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
-    days, hours = divmod(hours, 24)
-    return f"{days} d {hours} h" if hours else f"{days} d"
 
 
 def state_for(state: str, since: str | None, now: str | None) -> str:
@@ -212,7 +196,7 @@ def state_for(state: str, since: str | None, now: str | None) -> str:
     if not since:
         return ""
     try:
-        elapsed = duration((_moment(now or since) - _moment(since)).total_seconds())
+        elapsed = span((moment(now or since) - moment(since)).total_seconds())
     except ValueError:
         return escape(since)
     return (

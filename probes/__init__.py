@@ -2,16 +2,22 @@
 
 A probe reports failure as data (a `ProbeResult` with an outcome and a readable detail), never
 by raising for "down". It does not own its deadline: the caller runs it inside a cancel scope
-(`monitor.probing.run_probe`). Adding a kind is adding a module and an entry in `PROBERS`; the
-config models in `monitor.config` name the same kinds, so an unknown kind is a config error.
+(`monitor.probing.run_probe`).
+
+The kinds are listed once, by the config models (`monitor.config.PROBE_KINDS`, one spec model per
+kind): the registry is built from that list, kind `x` being `probes/x.py`'s `probe`. Adding a kind
+is its spec model in `monitor/config/models.py` and its module here; an unknown kind is a config
+error, and a kind without a module fails the registry test (tests/unit/test_probe_registry.py).
 """
 
 from __future__ import annotations
 
 import functools
+import importlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from monitor.config import PROBE_KINDS
 from monitor.results import ProbeResult
 from probes.context import ProbeContext
 
@@ -20,10 +26,8 @@ Prober = Callable[[Any, ProbeContext], Awaitable[ProbeResult]]
 
 @functools.cache
 def _registry() -> dict[str, Prober]:
-    """Kind -> probe function, built once (it is looked up on every probe run)."""
-    from probes import dns, http, oauth2, tcp, tls
-
-    return {"http": http.probe, "oauth2": oauth2.probe, "tls": tls.probe, "tcp": tcp.probe, "dns": dns.probe}
+    """Kind -> probe function, built once (it is looked up on every probe run) from the config's kinds."""
+    return {kind: importlib.import_module(f"probes.{kind}").probe for kind in PROBE_KINDS}
 
 
 def prober_for(kind: str) -> Prober:

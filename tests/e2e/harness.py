@@ -9,6 +9,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,7 +17,15 @@ import httpx
 from monitor.sim.daemon import DaemonProcess
 from monitor.sim.environment import SimulatedEnvironment
 
-__all__ = ["DaemonProcess", "SignalAfterSpawn", "all_up", "metric_value", "running", "wait_for"]
+__all__ = [
+    "DaemonProcess",
+    "SignalAfterSpawn",
+    "all_up",
+    "http_dependencies_config",
+    "metric_value",
+    "running",
+    "wait_for",
+]
 
 READY_WAIT = 15.0  # seconds a started daemon may take to be ready on a loaded 2-core machine
 
@@ -54,6 +63,37 @@ def running(sim: SimulatedEnvironment, ready: Callable[[DaemonProcess], bool] = 
         yield daemon
     finally:
         daemon.close()
+
+
+_HTTP_DEPENDENCIES = """
+monitor:
+  environment: e2e
+{monitor}
+pagerduty:
+  routing_key: {routing_key}
+  events_url: {events_url}
+dependencies:
+{dependencies}
+features:
+  claims: {{name: Claims, requires: [d0], userbase_share: 0.3}}
+"""
+
+
+def http_dependencies_config(
+    path: Path, count: int, health_url: str, events_url: str, routing_key: str, monitor: str
+) -> Path:
+    """Write a config of `count` dependencies `d0`... (names `D0`...), each one http probe of
+    `health_url`, paging `events_url`, with a feature `claims` on d0; `monitor` is the rest of the
+    `monitor:` section (YAML lines indented by two). Returns `path`."""
+    dependencies = "\n".join(
+        f'  d{i}: {{name: D{i}, probes: [{{name: health, kind: http, url: "{health_url}"}}]}}' for i in range(count)
+    )
+    path.write_text(
+        _HTTP_DEPENDENCIES.format(
+            monitor=monitor.strip("\n"), routing_key=routing_key, events_url=events_url, dependencies=dependencies
+        )
+    )
+    return path
 
 
 def metric_value(exposition: str, name: str, **labels: str) -> float | None:

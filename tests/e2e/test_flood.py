@@ -11,23 +11,14 @@ import pytest
 
 from monitor.sim.fake_pagerduty import FakePagerDuty
 from monitor.sim.loopback import LoopbackServer, Response
-from tests.e2e.harness import DaemonProcess, wait_for
+from tests.e2e.harness import DaemonProcess, http_dependencies_config, wait_for
 
 pytestmark = pytest.mark.e2e
 
 FLOOD = 2000
-CONFIG = """
-monitor:
-  environment: e2e
+MONITOR = """
   resolve_hold: 300ms
-  defaults: {{interval: 500ms, timeout: 400ms, failure_threshold: 2, success_threshold: 1, confirm_interval: 100ms}}
-pagerduty:
-  routing_key: {routing_key}
-  events_url: {events_url}
-dependencies:
-{dependencies}
-features:
-  claims: {{name: Claims, requires: [d0], userbase_share: 0.3}}
+  defaults: {interval: 500ms, timeout: 400ms, failure_threshold: 2, success_threshold: 1, confirm_interval: 100ms}
 """
 
 
@@ -49,13 +40,8 @@ def test_a_flood_of_idle_connections_pages_no_dependency(tmp_path: Path) -> None
     """2,000 idle sockets on depmon's port: /healthz answers, no page; a real outage still pages, alone."""
     with LoopbackServer() as upstream, FakePagerDuty() as pagerduty:
         upstream.route("GET", "/health", lambda request: Response(200, b'{"status": "pass"}'))
-        dependencies = "\n".join(
-            f'  d{i}: {{name: D{i}, probes: [{{name: health, kind: http, url: "{upstream.url}/health"}}]}}'
-            for i in range(5)
-        )
-        config = tmp_path / "depmon.yaml"
-        config.write_text(
-            CONFIG.format(routing_key="F" * 32, events_url=pagerduty.events_url, dependencies=dependencies)
+        config = http_dependencies_config(
+            tmp_path / "depmon.yaml", 5, f"{upstream.url}/health", pagerduty.events_url, "F" * 32, MONITOR
         )
         daemon = DaemonProcess(config, tmp_path / "state.sqlite3")
         try:

@@ -8,7 +8,6 @@ failures to go down confirmed 250 ms apart, two successes to come back.
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -18,13 +17,14 @@ import pytest
 
 from monitor.sim.environment import SimulatedEnvironment
 from monitor.sim.fake_pagerduty import ReceivedEvent, event_errors
-from tests.e2e.harness import DaemonProcess, all_up, running, wait_for
+from tests.e2e.harness import DaemonProcess, all_up, metric_value, running, wait_for
 
 pytestmark = pytest.mark.e2e
 
 EVSS_FEATURES = ["claims", "letters_and_documents", "direct_deposit_benefits", "disability_rating"]
 SIGNED_IN_CHILDREN = ("evss", "va-profile", "vaos")  # their probes present the SSOe token
-SETTLE = 2.5  # longer than a failure takes to become a page: a page that was coming has come
+# Dependencies in no scenario: a page of one of them is the later event an absence is proved against.
+MARKERS = ("caseflow", "vetext")
 WAIT = 15.0  # the longest an ordinary step may take on a loaded 2-core machine
 
 
@@ -47,6 +47,40 @@ def wait_for_event(sim: SimulatedEnvironment, dep_id: str, action: str, timeout:
     key = sim.dedup_key(dep_id)
     sim.pagerduty.wait_for(lambda events: any(e.dedup_key == key and e.action == action for e in events), timeout)
     return next(e for e in sim.pagerduty.events_for(key) if e.action == action)
+
+
+def after_a_later_page(sim: SimulatedEnvironment, daemon: DaemonProcess, marker: str = MARKERS[0]) -> list[Any]:
+    """The events PagerDuty accepted, but for `marker`'s, once a later page has come and gone.
+
+    `marker` (in no scenario) is made to fail until its trigger is accepted and the outbox is
+    empty: a page decided before it, as any page the scenario's past could still cause was, has
+    been delivered by then. `marker` is healed again; the markers' events are left out of the list.
+    """
+    sim.upstream(marker).fail_with(503)
+    wait_for_event(sim, marker, "trigger")
+    wait_for(
+        lambda: metric_value(daemon.get("/metrics").text, "depmon_pagerduty_outbox_pending") == 0,
+        WAIT,
+        "the outbox empty",
+    )
+    sim.upstream(marker).clear_faults()
+    markers = {sim.dedup_key(m) for m in MARKERS}
+    return [event for event in sim.pagerduty.events if event.dedup_key not in markers]
+
+
+def token_users_failed_long_enough(sim: SimulatedEnvironment, daemon: DaemonProcess) -> None:
+    """Wait until each token user has failed `failure_threshold` times: a page of theirs would be decided."""
+    threshold = sim.timing.failure_threshold
+    wait_for(
+        lambda: all(daemon.count("probe_failed", dependency=dep) >= threshold for dep in SIGNED_IN_CHILDREN),
+        WAIT,
+        "the token users failing for as long as it takes them to go down",
+    )
+
+
+def keys_and_actions(events: list[ReceivedEvent]) -> list[tuple[str, str]]:
+    """(dedup key, action) of each event."""
+    return [(event.dedup_key, event.action) for event in events]
 
 
 def stamp(entry: dict[str, Any]) -> float:
@@ -82,8 +116,7 @@ class TestPaging:
         sim.upstream("evss").fail_with(503, times=1)
         wait_for(lambda: daemon.find("probe_failed", dependency="evss"), WAIT, "the one failed EVSS probe")
         wait_for(lambda: dependency(daemon, "evss")["probes"]["base"]["ok"] is True, WAIT, "EVSS answering again")
-        time.sleep(SETTLE)
-        assert sim.pagerduty.events == []
+        assert after_a_later_page(sim, daemon) == []
         assert daemon.count("probe_failed", dependency="evss") == 1
         assert daemon.find("dependency_state_changed", dependency="evss", new="down") is None
 
@@ -116,12 +149,11 @@ class TestPaging:
 
         sim.upstream("evss").clear_faults()
         wait_for_event(sim, "evss", "resolve")
-        time.sleep(SETTLE)
-        assert [(e.dedup_key, e.action) for e in sim.pagerduty.events] == [
+        assert keys_and_actions(after_a_later_page(sim, daemon)) == [
             (sim.dedup_key("evss"), "trigger"),
             (sim.dedup_key("evss"), "resolve"),
         ]
-        assert sim.pagerduty.open_alerts == []
+        assert [alert.dedup_key for alert in sim.pagerduty.open_alerts] == [sim.dedup_key(MARKERS[0])]
 
 
 class TestRootCause:
@@ -147,14 +179,13 @@ class TestRootCause:
         )
         for dep in SIGNED_IN_CHILDREN:
             assert dependency(daemon, dep)["cause"] == "ssoe-oauth"
-        time.sleep(SETTLE)
-        assert {e.dedup_key for e in sim.pagerduty.events} == {sim.dedup_key("ssoe-oauth")}
+        token_users_failed_long_enough(sim, daemon)
+        assert {e.dedup_key for e in after_a_later_page(sim, daemon)} == {sim.dedup_key("ssoe-oauth")}
 
         sim.upstream("ssoe-oauth").clear_faults()
         wait_for_event(sim, "ssoe-oauth", "resolve")
         wait_for(lambda: all_up(daemon), WAIT, "every dependency up again")
-        time.sleep(SETTLE)
-        assert [(e.dedup_key, e.action) for e in sim.pagerduty.events] == [
+        assert keys_and_actions(after_a_later_page(sim, daemon, MARKERS[1])) == [
             (sim.dedup_key("ssoe-oauth"), "trigger"),
             (sim.dedup_key("ssoe-oauth"), "resolve"),
         ]
@@ -167,8 +198,8 @@ class TestRootCause:
         ssoe.refuse_tokens()
         ssoe.revoke_tokens()
         wait_for_event(sim, "ssoe-oauth", "trigger")
-        time.sleep(SETTLE)
-        assert {e.dedup_key for e in sim.pagerduty.events} == {sim.dedup_key("ssoe-oauth")}
+        token_users_failed_long_enough(sim, daemon)
+        assert {e.dedup_key for e in after_a_later_page(sim, daemon)} == {sim.dedup_key("ssoe-oauth")}
         for dep in SIGNED_IN_CHILDREN:
             assert dependency(daemon, dep)["cause"] == "ssoe-oauth"
 
@@ -182,16 +213,14 @@ class TestMaintenanceWindows:
         wait_for(lambda: dependency(daemon, "mhv")["state"] == "maintenance", WAIT, "MHV in maintenance")
         sim.upstream("mhv").fail_with(503)
         wait_for(lambda: dependency(daemon, "mhv")["probes"]["base"]["state"] == "down", WAIT, "MHV's probe down")
-        time.sleep(SETTLE)
-        assert sim.pagerduty.events == []
+        assert after_a_later_page(sim, daemon) == []
         assert daemon.status()["features"]["secure_messaging"]["state"] == "maintenance"
 
         sim.pagerduty.remove_window(window)
         trigger = wait_for_event(sim, "mhv", "trigger")
         assert "Secure Messaging" in trigger.body["payload"]["summary"]
-        time.sleep(SETTLE)
+        assert {e.dedup_key for e in after_a_later_page(sim, daemon, MARKERS[1])} == {sim.dedup_key("mhv")}
         assert actions(sim, "mhv") == ["trigger"]
-        assert {e.dedup_key for e in sim.pagerduty.events} == {sim.dedup_key("mhv")}
 
     def test_one_unknown_service_id_leaves_the_other_windows_in_force(self, tmp_path: Path) -> None:
         """With DS Logon's service id unknown to PagerDuty, MHV's window still holds off its page."""
@@ -206,8 +235,7 @@ class TestMaintenanceWindows:
             wait_for(lambda: dependency(daemon, "mhv")["state"] == "maintenance", WAIT, "MHV in maintenance")
             sim.upstream("mhv").fail_with(503)
             wait_for(lambda: dependency(daemon, "mhv")["probes"]["base"]["state"] == "down", WAIT, "MHV's probe down")
-            time.sleep(SETTLE)
-            assert sim.pagerduty.events == []
+            assert after_a_later_page(sim, daemon) == []
             assert dependency(daemon, "mhv")["state"] == "maintenance"
 
     def test_the_last_known_windows_stay_in_force_while_the_rest_api_is_down(
@@ -239,9 +267,9 @@ class TestDelivery:
         print(f"429 answered: the outbox retries in {rate_limited['retry_in_seconds']}s")
         assert 2 <= rate_limited["retry_in_seconds"] < 30
         wait_for_event(sim, "evss", "trigger", timeout=rate_limited["retry_in_seconds"] + WAIT)
-        time.sleep(SETTLE)
+        after_a_later_page(sim, daemon)
         assert actions(sim, "evss") == ["trigger"]
-        assert [a.dedup_key for a in sim.pagerduty.alerts] == [sim.dedup_key("evss")]
+        assert [a.dedup_key for a in sim.pagerduty.alerts] == [sim.dedup_key("evss"), sim.dedup_key(MARKERS[0])]
         assert sim.pagerduty.enqueue_requests >= 4  # two 500s, one 429, the accepted one
 
     def test_a_pending_page_survives_kill_9_and_is_delivered_once_after_restart(
@@ -258,12 +286,7 @@ class TestDelivery:
 
         with running_after_restart(sim) as restarted:
             wait_for_event(sim, "evss", "trigger")
-            time.sleep(SETTLE)
-            assert actions(sim, "evss") == ["trigger"]
-            sim.upstream("evss").clear_faults()
-            wait_for_event(sim, "evss", "resolve")
-            time.sleep(SETTLE)
-            assert actions(sim, "evss") == ["trigger", "resolve"]
+            evss_pages_once_and_resolves_once(sim, restarted)
             assert restarted.find("incidents_reloaded") is not None
 
     def test_a_restart_during_an_open_incident_still_resolves_it(
@@ -278,13 +301,18 @@ class TestDelivery:
             reloaded = wait_for(lambda: restarted.find("incidents_reloaded"), WAIT, "the open incident reloaded")
             assert reloaded["dependencies"] == ["evss"]
             wait_for(lambda: dependency(restarted, "evss")["state"] == "down", WAIT, "EVSS down again")
-            time.sleep(SETTLE)
-            assert actions(sim, "evss") == ["trigger"]
-            sim.upstream("evss").clear_faults()
-            wait_for_event(sim, "evss", "resolve")
-            time.sleep(SETTLE)
-            assert actions(sim, "evss") == ["trigger", "resolve"]
-            assert sim.pagerduty.open_alerts == []
+            evss_pages_once_and_resolves_once(sim, restarted)
+            assert sim.dedup_key("evss") not in [alert.dedup_key for alert in sim.pagerduty.open_alerts]
+
+
+def evss_pages_once_and_resolves_once(sim: SimulatedEnvironment, daemon: DaemonProcess) -> None:
+    """EVSS (down, paged) gets no second trigger; once it answers again, one resolve follows."""
+    after_a_later_page(sim, daemon)
+    assert actions(sim, "evss") == ["trigger"]
+    sim.upstream("evss").clear_faults()
+    wait_for_event(sim, "evss", "resolve")
+    after_a_later_page(sim, daemon, MARKERS[1])
+    assert actions(sim, "evss") == ["trigger", "resolve"]
 
 
 @contextlib.contextmanager

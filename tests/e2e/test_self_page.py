@@ -10,27 +10,18 @@ import pytest
 
 from monitor.sim.fake_pagerduty import FakePagerDuty
 from monitor.sim.loopback import LoopbackServer, Response
-from tests.e2e.harness import DaemonProcess, metric_value, wait_for
+from tests.e2e.harness import DaemonProcess, http_dependencies_config, metric_value, wait_for
 
 pytestmark = pytest.mark.e2e
 
 ROUTING_KEY = "S" * 32
 DEPENDENCIES = 6
-CONFIG = """
-monitor:
-  environment: e2e
+MONITOR = """
   resolve_hold: 300ms
   defaults: {{interval: 1s, timeout: 500ms, failure_threshold: 3, success_threshold: 1, confirm_interval: 200ms}}
   canaries:
     - {{name: egress, kind: tcp, host: 127.0.0.1, port: {canary_port}, interval: 100ms, timeout: 50ms,
        failure_threshold: 2, confirm_interval: 50ms}}
-pagerduty:
-  routing_key: {routing_key}
-  events_url: {events_url}
-dependencies:
-{dependencies}
-features:
-  claims: {{name: Claims, requires: [d0], userbase_share: 0.3}}
 """
 
 
@@ -51,18 +42,13 @@ def canary_target() -> Iterator[LoopbackServer]:
 def daemon(
     tmp_path: Path, upstream: LoopbackServer, canary_target: LoopbackServer, pagerduty: FakePagerDuty
 ) -> Iterator[DaemonProcess]:
-    dependencies = "\n".join(
-        f'  d{i}: {{name: D{i}, probes: [{{name: health, kind: http, url: "{upstream.url}/health"}}]}}'
-        for i in range(DEPENDENCIES)
-    )
-    config = tmp_path / "depmon.yaml"
-    config.write_text(
-        CONFIG.format(
-            canary_port=canary_target.url.rsplit(":", 1)[1],
-            routing_key=ROUTING_KEY,
-            events_url=pagerduty.events_url,
-            dependencies=dependencies,
-        )
+    config = http_dependencies_config(
+        tmp_path / "depmon.yaml",
+        DEPENDENCIES,
+        f"{upstream.url}/health",
+        pagerduty.events_url,
+        ROUTING_KEY,
+        MONITOR.format(canary_port=canary_target.url.rsplit(":", 1)[1]),
     )
     process = DaemonProcess(config, tmp_path / "state.sqlite3")
     try:
@@ -123,18 +109,9 @@ class TestCannotSeeOut:
         assert keys == {f"depmon/e2e/d{i}" for i in range(DEPENDENCIES)}
 
 
-OVERLOAD_CONFIG = """
-monitor:
-  environment: e2e
+OVERLOAD_MONITOR = """
   max_concurrent_probes: 2
-  defaults: {{interval: 1s, timeout: 900ms, failure_threshold: 2, success_threshold: 1, confirm_interval: 200ms}}
-pagerduty:
-  routing_key: {routing_key}
-  events_url: {events_url}
-dependencies:
-{dependencies}
-features:
-  claims: {{name: Claims, requires: [d0], userbase_share: 0.3}}
+  defaults: {interval: 1s, timeout: 900ms, failure_threshold: 2, success_threshold: 1, confirm_interval: 200ms}
 """
 
 
@@ -150,15 +127,13 @@ class TestOverloaded:
 
         with LoopbackServer() as upstream:
             upstream.route("GET", "/health", slow)
-            dependencies = "\n".join(
-                f'  d{i}: {{name: D{i}, probes: [{{name: health, kind: http, url: "{upstream.url}/health"}}]}}'
-                for i in range(40)
-            )
-            config = tmp_path / "depmon.yaml"
-            config.write_text(
-                OVERLOAD_CONFIG.format(
-                    routing_key=ROUTING_KEY, events_url=pagerduty.events_url, dependencies=dependencies
-                )
+            config = http_dependencies_config(
+                tmp_path / "depmon.yaml",
+                40,
+                f"{upstream.url}/health",
+                pagerduty.events_url,
+                ROUTING_KEY,
+                OVERLOAD_MONITOR,
             )
             daemon = DaemonProcess(config, tmp_path / "state.sqlite3")
             try:

@@ -46,7 +46,7 @@ Handler = Callable[[Request, asyncio.StreamWriter], Awaitable[bool]]
 """Answers one request; returns whether the connection stays open for the next one."""
 
 
-class LoopbackServer:
+class RawHttpServer:
     """An HTTP/1.1 server on 127.0.0.1 with a free port; plain or TLS; an async context manager.
 
     It records the requests and counts the connections it accepted; `handler` may be replaced
@@ -67,7 +67,7 @@ class LoopbackServer:
         scheme = scheme or ("https" if self._tls else "http")
         return f"{scheme}://127.0.0.1:{self.port}{target}"
 
-    async def __aenter__(self) -> LoopbackServer:
+    async def __aenter__(self) -> RawHttpServer:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self._tls)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
@@ -199,7 +199,7 @@ async def run(spec: HttpProbeSpec, ctx: ProbeContext, timeout: float = 5.0) -> P
 
 async def probe_once(handler: Handler, target: str = "/healthcheck", **fields: Any) -> ProbeResult:
     """One probe of `target` on a fresh server and context."""
-    async with LoopbackServer(handler) as server, probe_context() as ctx:
+    async with RawHttpServer(handler) as server, probe_context() as ctx:
         return await run(http_spec(server.url(target), **fields), ctx)
 
 

@@ -28,7 +28,7 @@ from monitor.results import Outcome, ProbeResult
 from probes.context import TlsOptions
 from tests.integration.http_loopback import (
     FakeTokens,
-    LoopbackServer,
+    RawHttpServer,
     Request,
     gzip_bomb,
     http_spec,
@@ -128,18 +128,6 @@ class BigBodyServer:
                 pass  # the client hung up: what we expect once it has had enough
 
 
-@pytest.fixture
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture
-def ca_file(ca: trustme.CA, tmp_path: Path) -> str:
-    path = tmp_path / "ca.pem"
-    ca.cert_pem.write_to_path(str(path))
-    return str(path)
-
-
 def free_port() -> int:
     """A port nothing listens on (bound, then released)."""
     with socket.socket() as sock:
@@ -162,7 +150,7 @@ class TestStatus:
 
     async def test_503_names_status_and_path_only(self) -> None:
         """A 503 is `http_status` with a detail naming the path, never the query or URL credentials."""
-        async with LoopbackServer(reply(503)) as server, probe_context() as ctx:
+        async with RawHttpServer(reply(503)) as server, probe_context() as ctx:
             url = f"http://monitor:hunter2@127.0.0.1:{server.port}/healthcheck?api_key=SECRET"
             result = await run(http_spec(url), ctx)
         assert (result.ok, result.outcome) == (False, Outcome.HTTP_STATUS)
@@ -280,7 +268,7 @@ class TestHealthJson:
 class TestDeadline:
     async def test_server_that_never_answers_times_out_at_the_deadline(self) -> None:
         """A server that accepts and never answers ends as `timeout` at the deadline, not later."""
-        async with LoopbackServer(never_answer) as server, probe_context() as ctx:
+        async with RawHttpServer(never_answer) as server, probe_context() as ctx:
             started = time.monotonic()
             with anyio.fail_after(2):
                 result = await run_probe(http_spec(server.url("/healthcheck")), ctx, 0.5)
@@ -290,7 +278,7 @@ class TestDeadline:
 
     async def test_dripping_body_times_out_at_the_deadline(self) -> None:
         """A body dripping one byte a second is cut off at the deadline, not when it ends."""
-        async with LoopbackServer(drip) as server, probe_context() as ctx:
+        async with RawHttpServer(drip) as server, probe_context() as ctx:
             started = time.monotonic()
             with anyio.fail_after(3):
                 spec = http_spec(server.url("/healthcheck"), expect={"body_contains": "done"})
@@ -337,7 +325,7 @@ class TestCompressedBodies:
     async def test_gzip_body_is_inflated(self) -> None:
         """A gzip-encoded body is inflated before the conditions read it, though identity was asked for."""
         handler = reply(200, gzip.compress(b"status: all systems go"), headers={"Content-Encoding": "gzip"})
-        async with LoopbackServer(handler) as server, probe_context() as ctx:
+        async with RawHttpServer(handler) as server, probe_context() as ctx:
             result = await run(http_spec(server.url("/healthcheck"), expect={"body_contains": "systems go"}), ctx)
         assert (result.ok, result.detail) == (True, "HTTP 200 from /healthcheck")
         assert server.requests[0].headers["accept-encoding"] == "identity"
@@ -360,7 +348,7 @@ class TestCompressedBodies:
         bomb = gzip_bomb(200)
         handler = reply(200, bomb, headers={"Content-Encoding": "gzip", "Content-Type": "application/json"})
         results: list[ProbeResult] = []
-        async with LoopbackServer(handler) as server, probe_context() as ctx:
+        async with RawHttpServer(handler) as server, probe_context() as ctx:
             spec = http_spec(server.url("/healthcheck"), expect={"health_json": True})
 
             async def probe() -> None:
@@ -387,7 +375,7 @@ class TestTransportFailures:
     async def test_redirect_loop_is_http_status(self) -> None:
         """A redirect loop /a -> /b -> /a stops at the redirect limit with a readable detail."""
         handler = routes({"/a": redirect("/b"), "/b": redirect("/a")})
-        async with LoopbackServer(handler) as server, probe_context() as ctx:
+        async with RawHttpServer(handler) as server, probe_context() as ctx:
             result = await run(http_spec(server.url("/a")), ctx)
         assert (result.outcome, result.detail) == (Outcome.HTTP_STATUS, "redirect loop: more than 5 redirects from /a")
         assert len(server.requests) == 6
@@ -401,7 +389,7 @@ class TestTransportFailures:
 
     async def test_garbage_response_is_error(self) -> None:
         """A server that writes something that is not HTTP and hangs up is `error`, readably."""
-        async with LoopbackServer(garbage) as server, probe_context() as ctx:
+        async with RawHttpServer(garbage) as server, probe_context() as ctx:
             result = await run(http_spec(server.url("/healthcheck")), ctx)
         assert (result.outcome, result.detail) == (Outcome.ERROR, f"not an HTTP response from 127.0.0.1:{server.port}")
 
@@ -421,7 +409,7 @@ class TestTransportFailures:
 
     async def test_proxy_refusing_the_tunnel_is_connect(self) -> None:
         """A proxy answering CONNECT with 403 is `connect`, with the proxy's status line."""
-        async with LoopbackServer(reply(403, b"")) as proxy, probe_context() as ctx:
+        async with RawHttpServer(reply(403, b"")) as proxy, probe_context() as ctx:
             result = await run(http_spec("https://va.example/health", proxy=proxy.url()), ctx)
         assert result.outcome == Outcome.CONNECT
         assert result.detail == f"proxy 127.0.0.1:{proxy.port} refused the tunnel to va.example:443: 403 Forbidden"
@@ -431,7 +419,7 @@ class TestTransportFailures:
 class TestTls:
     async def test_untrusted_ca_is_security_relevant_tls(self, ca: trustme.CA) -> None:
         """A certificate from a CA the system store does not trust is `tls` and security relevant."""
-        async with LoopbackServer(reply(200), tls=server_tls(ca, "127.0.0.1")) as server, probe_context() as ctx:
+        async with RawHttpServer(reply(200), tls=server_tls(ca, "127.0.0.1")) as server, probe_context() as ctx:
             result = await run(http_spec(server.url("/healthcheck")), ctx)
         assert (result.outcome, result.security_relevant) == (Outcome.TLS, True)
         assert result.detail == (
@@ -440,7 +428,7 @@ class TestTls:
 
     async def test_ca_file_makes_the_certificate_trusted(self, ca: trustme.CA, ca_file: str) -> None:
         """With the CA given as `ca_file` the same server is ok."""
-        async with LoopbackServer(reply(200), tls=server_tls(ca, "127.0.0.1")) as server, probe_context() as ctx:
+        async with RawHttpServer(reply(200), tls=server_tls(ca, "127.0.0.1")) as server, probe_context() as ctx:
             result = await run(http_spec(server.url("/healthcheck"), ca_file=ca_file), ctx)
         assert (result.ok, result.detail) == (True, "HTTP 200 from /healthcheck")
 
@@ -448,14 +436,14 @@ class TestTls:
         """An expired certificate is `tls`, security relevant, and says it expired."""
         now = dt.datetime.now(dt.UTC)
         tls = server_tls(ca, "127.0.0.1", not_before=now - dt.timedelta(days=30), not_after=now - dt.timedelta(days=1))
-        async with LoopbackServer(reply(200), tls=tls) as server, probe_context() as ctx:
+        async with RawHttpServer(reply(200), tls=tls) as server, probe_context() as ctx:
             result = await run(http_spec(server.url("/healthcheck"), ca_file=ca_file), ctx)
         assert (result.outcome, result.security_relevant) == (Outcome.TLS, True)
         assert result.detail.startswith("certificate verify failed: certificate has expired")
 
     async def test_wrong_host_is_security_relevant_tls(self, ca: trustme.CA, ca_file: str) -> None:
         """A trusted certificate for another host is `tls`, security relevant, and says mismatch."""
-        async with LoopbackServer(reply(200), tls=server_tls(ca, "other.example")) as server, probe_context() as ctx:
+        async with RawHttpServer(reply(200), tls=server_tls(ca, "other.example")) as server, probe_context() as ctx:
             result = await run(http_spec(server.url("/healthcheck"), ca_file=ca_file), ctx)
         assert (result.outcome, result.security_relevant) == (Outcome.TLS, True)
         assert result.detail.startswith("ip address mismatch: certificate is not valid for '127.0.0.1'")
@@ -471,7 +459,7 @@ class TestMutualTls:
         cert, key = tmp_path / "client.pem", tmp_path / "client.key"
         client.cert_chain_pems[0].write_to_path(str(cert))
         client.private_key_pem.write_to_path(str(key))
-        async with LoopbackServer(reply(200), tls=tls) as server, probe_context() as ctx:
+        async with RawHttpServer(reply(200), tls=tls) as server, probe_context() as ctx:
             spec = http_spec(server.url("/healthcheck"), ca_file=ca_file, client_cert=str(cert), client_key=str(key))
             result = await run(spec, ctx)
         assert (result.ok, result.detail) == (True, "HTTP 200 from /healthcheck")
@@ -481,7 +469,7 @@ class TestMutualTls:
         tls = server_tls(ca, "127.0.0.1")
         tls.verify_mode = ssl.CERT_REQUIRED
         ca.configure_trust(tls)
-        async with LoopbackServer(reply(200), tls=tls) as server, probe_context() as ctx:
+        async with RawHttpServer(reply(200), tls=tls) as server, probe_context() as ctx:
             result = await run(http_spec(server.url("/healthcheck"), ca_file=ca_file), ctx)
         assert result.ok is False
         # With TLS 1.3 the server checks the client certificate after the handshake and resets.
@@ -497,7 +485,7 @@ class TestBearer:
             return await reply_json({"seen": request.headers.get("authorization")})(request, writer)
 
         tokens = FakeTokens("s3cr3t-token-value")
-        async with LoopbackServer(echo_authorization) as server, probe_context(tokens=tokens) as ctx:
+        async with RawHttpServer(echo_authorization) as server, probe_context(tokens=tokens) as ctx:
             spec = http_spec(
                 server.url("/profile"),
                 bearer_from="ssoe-oauth/token",
@@ -514,7 +502,7 @@ class TestBearer:
         output = "x" * 45 + " Bearer s3cr3t-token-value"
         tokens = FakeTokens("s3cr3t-token-value")
         handler = reply_json({"status": "fail", "output": output})
-        async with LoopbackServer(handler) as server, probe_context(tokens=tokens) as ctx:
+        async with RawHttpServer(handler) as server, probe_context(tokens=tokens) as ctx:
             spec = http_spec(server.url("/profile"), bearer_from="ssoe-oauth/token", expect={"health_json": True})
             result = await run(spec, ctx)
         assert result.detail == "health status 'fail': " + "x" * 45 + " Bearer ***"
@@ -523,7 +511,7 @@ class TestBearer:
     async def test_rejected_token_is_invalidated(self) -> None:
         """A 401 to a bearer token is `http_status` and makes the cache forget that token."""
         tokens = FakeTokens("s3cr3t-token-value")
-        async with LoopbackServer(reply(401)) as server, probe_context(tokens=tokens) as ctx:
+        async with RawHttpServer(reply(401)) as server, probe_context(tokens=tokens) as ctx:
             result = await run(http_spec(server.url("/profile"), bearer_from="ssoe-oauth/token"), ctx)
         assert (result.outcome, result.detail) == (Outcome.HTTP_STATUS, "HTTP 401 from /profile")
         assert tokens.invalidated == ["ssoe-oauth/token"]
@@ -531,7 +519,7 @@ class TestBearer:
     async def test_missing_token_is_auth_and_sends_nothing(self) -> None:
         """Without a token the probe is `auth` with the cache's reason, and no request is sent."""
         tokens = FakeTokens(reason="token endpoint answered HTTP 401")
-        async with LoopbackServer(reply(200)) as server, probe_context(tokens=tokens) as ctx:
+        async with RawHttpServer(reply(200)) as server, probe_context(tokens=tokens) as ctx:
             result = await run(http_spec(server.url("/profile"), bearer_from="ssoe-oauth/token"), ctx)
         assert (result.outcome, result.detail) == (
             Outcome.AUTH,
@@ -542,7 +530,7 @@ class TestBearer:
     async def test_missing_token_blames_the_token_owner(self) -> None:
         """A failure to get a token names the dependency owning the oauth2 probe, not the probed one."""
         tokens = FakeTokens(reason="token endpoint answered HTTP 401")
-        async with LoopbackServer(reply(200)) as server, probe_context(tokens=tokens) as ctx:
+        async with RawHttpServer(reply(200)) as server, probe_context(tokens=tokens) as ctx:
             result = await run(http_spec(server.url("/profile"), bearer_from="ssoe-oauth/token"), ctx)
         assert result.blamed_on == "ssoe-oauth"
 
@@ -559,7 +547,7 @@ class TestBearer:
 class TestSharedClient:
     async def test_many_probes_share_one_client_and_ssl_context(self, ca: trustme.CA, ca_file: str) -> None:
         """Probes with the same TLS options and proxy reuse one HTTP client and one SSL context."""
-        async with LoopbackServer(reply(200), tls=server_tls(ca, "127.0.0.1")) as server, probe_context() as ctx:
+        async with RawHttpServer(reply(200), tls=server_tls(ca, "127.0.0.1")) as server, probe_context() as ctx:
             spec = http_spec(server.url("/healthcheck"), ca_file=ca_file)
             results = [await run(spec, ctx) for _ in range(5)]
             client, ssl_context = (
@@ -578,7 +566,7 @@ class TestCookies:
     async def test_a_cookie_one_upstream_sets_is_never_sent(self) -> None:
         """A `Set-Cookie` answer leaves nothing behind: the next probe through the shared client sends no cookie."""
         handler = reply(200, headers={"Set-Cookie": "session=abc; Path=/"})
-        async with LoopbackServer(handler) as server, probe_context() as ctx:
+        async with RawHttpServer(handler) as server, probe_context() as ctx:
             for _ in range(2):
                 assert (await run(http_spec(server.url("/healthcheck")), ctx)).ok
         assert [r.headers.get("cookie") for r in server.requests] == [None, None]

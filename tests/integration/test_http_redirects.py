@@ -10,7 +10,7 @@ import trustme
 from monitor.results import Outcome
 from tests.integration.http_loopback import (
     FakeTokens,
-    LoopbackServer,
+    RawHttpServer,
     http_spec,
     probe_context,
     redirect,
@@ -30,7 +30,7 @@ class TestNotFollowed:
 
     async def test_configured_headers_stop_at_the_redirect(self) -> None:
         """A probe with headers reports a 302 to another origin as not followed, and that origin gets nothing."""
-        async with LoopbackServer(reply(200)) as login, LoopbackServer(redirect("/")) as api, probe_context() as ctx:
+        async with RawHttpServer(reply(200)) as login, RawHttpServer(redirect("/")) as api, probe_context() as ctx:
             api.handler = redirect(login.url("/login?next=x"))
             result = await run(http_spec(api.url("/health"), headers=API_KEY), ctx)
         assert (result.ok, result.outcome) == (False, Outcome.HTTP_STATUS)
@@ -42,7 +42,7 @@ class TestNotFollowed:
     async def test_bearer_probe_stops_at_the_redirect(self) -> None:
         """A probe with a bearer token stops at a same-origin redirect too, without sending the token on."""
         handler = routes({"/profile": redirect("/elsewhere"), "/elsewhere": reply(200)})
-        async with LoopbackServer(handler) as server, probe_context(tokens=FakeTokens("t0k3n")) as ctx:
+        async with RawHttpServer(handler) as server, probe_context(tokens=FakeTokens("t0k3n")) as ctx:
             result = await run(http_spec(server.url("/profile"), bearer_from="ssoe-oauth/token"), ctx)
         assert result.detail == (
             f"HTTP 302 redirect to http://127.0.0.1:{server.port}/elsewhere not followed (follow_redirects is off)"
@@ -51,7 +51,7 @@ class TestNotFollowed:
 
     async def test_expected_redirect_status_is_ok(self) -> None:
         """A 302 that `expect.status` lists is a success naming the path that answered."""
-        async with LoopbackServer(redirect("https://login.example/")) as server, probe_context() as ctx:
+        async with RawHttpServer(redirect("https://login.example/")) as server, probe_context() as ctx:
             spec = http_spec(server.url("/health"), headers=API_KEY, expect={"status": [302]})
             result = await run(spec, ctx)
         assert (result.ok, result.detail) == (True, "HTTP 302 from /health")
@@ -59,7 +59,7 @@ class TestNotFollowed:
     async def test_unexpected_redirect_names_the_expected_statuses(self) -> None:
         """A 301 when 200 is expected names the target and the expected status, never the query."""
         target = "https://login.example/sso?token=SECRET"
-        async with LoopbackServer(redirect(target, 301)) as server, probe_context() as ctx:
+        async with RawHttpServer(redirect(target, 301)) as server, probe_context() as ctx:
             spec = http_spec(server.url("/health"), follow_redirects=False, expect={"status": [200]})
             result = await run(spec, ctx)
         assert result.detail == (
@@ -73,8 +73,8 @@ class TestFollowed:
     async def test_headers_are_dropped_on_an_origin_change(self) -> None:
         """With follow_redirects on, no configured header and no bearer token reaches another origin."""
         async with (
-            LoopbackServer(reply(200)) as other,
-            LoopbackServer(redirect(other.url("/landing"))) as api,
+            RawHttpServer(reply(200)) as other,
+            RawHttpServer(redirect(other.url("/landing"))) as api,
             probe_context(tokens=FakeTokens("t0k3n")) as ctx,
         ):
             spec = http_spec(api.url("/health"), headers=API_KEY, bearer_from="x/y", follow_redirects=True)
@@ -86,7 +86,7 @@ class TestFollowed:
 
     async def test_headers_stay_dropped_when_the_chain_comes_back(self) -> None:
         """A chain A -> B -> A reaches A the second time without the headers it dropped at B."""
-        async with LoopbackServer(reply(200)) as b, LoopbackServer(reply(200)) as a, probe_context() as ctx:
+        async with RawHttpServer(reply(200)) as b, RawHttpServer(reply(200)) as a, probe_context() as ctx:
             a.handler = routes({"/health": redirect(b.url("/bounce")), "/back": reply(200)})
             b.handler = redirect(a.url("/back"))
             result = await run(http_spec(a.url("/health"), headers=API_KEY, follow_redirects=True), ctx)
@@ -96,7 +96,7 @@ class TestFollowed:
     async def test_same_origin_keeps_the_headers(self) -> None:
         """A redirect within the origin keeps the configured headers."""
         handler = routes({"/health": redirect("/v2/health"), "/v2/health": reply(200)})
-        async with LoopbackServer(handler) as server, probe_context() as ctx:
+        async with RawHttpServer(handler) as server, probe_context() as ctx:
             result = await run(http_spec(server.url("/health"), headers=API_KEY, follow_redirects=True), ctx)
         assert (result.ok, result.detail) == (True, "HTTP 200 from /v2/health")
         assert [r.headers.get("x-api-key") for r in server.requests] == ["k-123", "k-123"]
@@ -107,8 +107,8 @@ class TestFollowed:
         ca_file = tmp_path / "ca.pem"
         ca.cert_pem.write_to_path(str(ca_file))
         async with (
-            LoopbackServer(reply(200)) as plain,
-            LoopbackServer(redirect(plain.url("/health")), tls=server_tls(ca, "127.0.0.1")) as secure,
+            RawHttpServer(reply(200)) as plain,
+            RawHttpServer(redirect(plain.url("/health")), tls=server_tls(ca, "127.0.0.1")) as secure,
             probe_context() as ctx,
         ):
             result = await run(http_spec(secure.url("/health"), ca_file=str(ca_file)), ctx)

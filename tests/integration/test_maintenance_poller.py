@@ -16,6 +16,7 @@ from monitor.metrics import Metrics
 from monitor.pagerduty import MaintenanceClient, MaintenanceUnavailable
 from monitor.sim.fake_pagerduty import FakePagerDuty
 from monitor.windows import MaintenanceWindow
+from tests.clocks import FakeClock
 
 EVSS, MHV, SSOE = "PZKWB6Y", "PP2ZZ2V", "P0J60YD"
 SERVICES = {EVSS: "evss", MHV: "mhv", SSOE: "ssoe-oauth"}
@@ -32,16 +33,6 @@ def fake() -> Iterator[FakePagerDuty]:
 
 def hours(n: float) -> datetime:
     return datetime.now(UTC) + timedelta(hours=n)
-
-
-class FakeClock:
-    """UNIX time that only moves when told."""
-
-    def __init__(self) -> None:
-        self.now = datetime.now(UTC).timestamp()
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Recorder:
@@ -172,7 +163,7 @@ class TestMaintenancePoller:
         """A successful poll hands the windows on and publishes windows per dependency and the success time."""
         fake.add_window([EVSS], hours(-1), hours(1), "EVSS")
         fake.add_window([MHV], hours(1), hours(2), "MHV, later")
-        metrics, recorder, clock = Metrics(), Recorder(), FakeClock()
+        metrics, recorder, clock = Metrics(), Recorder(), FakeClock(datetime.now(UTC))
         async with client_for(fake) as client:
             poller = MaintenancePoller(client, SERVICES, 60.0, metrics, clock, recorder)
             with anyio.fail_after(10):
@@ -193,7 +184,9 @@ class TestMaintenancePoller:
         evss = fake.add_window([EVSS], hours(-1), hours(1), "EVSS")
         metrics, recorder = Metrics(), Recorder()
         async with client_for(fake) as client:
-            poller = MaintenancePoller(client, {**SERVICES, BAD: "caseflow"}, 60.0, metrics, FakeClock(), recorder)
+            poller = MaintenancePoller(
+                client, {**SERVICES, BAD: "caseflow"}, 60.0, metrics, FakeClock(datetime.now(UTC)), recorder
+            )
             with capture_logs() as logs, anyio.fail_after(10):
                 await poller.poll_once()
         assert [window.id for window in poller.last_windows] == [evss]
@@ -212,7 +205,7 @@ class TestMaintenancePoller:
     async def test_rest_down_keeps_last_windows_and_age_grows(self, fake: FakePagerDuty) -> None:
         """When PagerDuty cannot be read the last windows stay, none are wiped, and the success age grows."""
         window = fake.add_window([EVSS], hours(-1), hours(1), "EVSS")
-        metrics, recorder, clock = Metrics(), Recorder(), FakeClock()
+        metrics, recorder, clock = Metrics(), Recorder(), FakeClock(datetime.now(UTC))
         async with client_for(fake) as client:
             poller = MaintenancePoller(client, SERVICES, 0.02, metrics, clock, recorder)
             with capture_logs() as logs, anyio.fail_after(10):
@@ -247,7 +240,7 @@ class TestMaintenancePoller:
             raise RuntimeError("consumer bug")
 
         async with client_for(fake) as client:
-            poller = MaintenancePoller(client, SERVICES, 0.01, metrics, FakeClock(), broken)
+            poller = MaintenancePoller(client, SERVICES, 0.01, metrics, FakeClock(datetime.now(UTC)), broken)
             with capture_logs() as logs, anyio.fail_after(10):
                 async with anyio.create_task_group() as tg:
                     await tg.start(poller.run)

@@ -28,6 +28,7 @@ from monitor.results import Outcome, ProbeResult
 from probes import oauth2
 from probes.context import ProbeContext
 from probes.tokens import Grant, TokenCache, TokenUnavailable
+from tests.clocks import FakeClock
 from tests.integration.http_loopback import gzip_bomb, peak_rss
 
 CLIENT_ID = "depmon-client"
@@ -142,16 +143,6 @@ def spec_for(url: str, **extra: Any) -> OAuth2ProbeSpec:
 async def run(spec: OAuth2ProbeSpec, ctx: ProbeContext, timeout: float = 5.0) -> ProbeResult:
     with anyio.fail_after(timeout + 5):
         return await run_probe(spec, ctx, timeout)
-
-
-class FakeClock:
-    """A monotonic clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.mark.anyio

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
-from monitor.pagerduty import EventsSender, MaintenanceClient, MaintenanceUnavailable
+from monitor.pagerduty import Delivery, EventsSender, MaintenanceClient, MaintenanceUnavailable
 from monitor.sim.loopback import LoopbackServer, Request, Response, json_response
 
 ROUTING_KEY = "R" * 32
@@ -114,31 +114,29 @@ class TestEventsDeadline:
     @pytest.mark.parametrize("status", [401, 403, 404, 407, 413, 500, 502])
     async def test_only_a_400_is_final(self, status: int) -> None:
         """Statuses a proxy, a load balancer or a wrong URL answer are retried; a 400 is dropped."""
-        with LoopbackServer() as server:
-            server.route("POST", "/v2/enqueue", lambda request: json_response(status, {"status": "error"}))
-            server.route("POST", "/v2/enqueue/", lambda request: json_response(status, {"status": "error"}))
-            sender = EventsSender(server.url, SecretStr(ROUTING_KEY), timeout=2.0)
-            try:
-                with anyio.fail_after(10):
-                    delivery = await sender.send({"event_action": "trigger", "dedup_key": "k", "payload": {}})
-            finally:
-                sender.close()
+        delivery = await _send_answered(status, {"status": "error"})
         assert (delivery.status, delivery.http_status) == ("retry", status)
 
     @pytest.mark.anyio
     async def test_a_400_is_dropped(self) -> None:
         """PagerDuty's 400 means the event itself is invalid: dropped, with PagerDuty's words."""
         answer = {"status": "invalid event", "message": "Event object is invalid", "errors": ["bad"]}
-        with LoopbackServer() as server:
-            server.route("POST", "/v2/enqueue", lambda request: json_response(400, answer))
-            sender = EventsSender(server.url, SecretStr(ROUTING_KEY), timeout=2.0)
-            try:
-                with anyio.fail_after(10):
-                    delivery = await sender.send({"event_action": "trigger", "dedup_key": "k", "payload": {}})
-            finally:
-                sender.close()
+        delivery = await _send_answered(400, answer)
         assert (delivery.status, delivery.http_status) == ("dropped", 400)
         assert "Event object is invalid" in delivery.message
+
+
+async def _send_answered(status: int, answer: dict[str, Any]) -> Delivery:
+    """One trigger sent to an Events API that answers every enqueue (with or without a slash) `status`, `answer`."""
+    with LoopbackServer() as server:
+        for path in ("/v2/enqueue", "/v2/enqueue/"):
+            server.route("POST", path, lambda request: json_response(status, answer))
+        sender = EventsSender(server.url, SecretStr(ROUTING_KEY), timeout=2.0)
+        try:
+            with anyio.fail_after(10):
+                return await sender.send({"event_action": "trigger", "dedup_key": "k", "payload": {}})
+        finally:
+            sender.close()
 
 
 class Pages:

@@ -212,9 +212,11 @@ class TestDelivery:
                 bad = await r.outbox.put(DEDUP_KEY, "trigger", trigger_body(summary="x" * 2000))
                 await r.outbox.put(DEDUP_KEY, "resolve", {})
                 await r.until(r.settled)
-                await anyio.sleep(0.3)  # room for a wrong retry to happen
+                # A later event on the same key: a wrong retry of the dropped one would come before it.
+                await r.outbox.put(DEDUP_KEY, "resolve", {})
+                await r.until(lambda: r.count("accepted", "resolve") == 2)
                 dropped = await r.store.outbox_event(bad)
-        assert (fake.enqueue_requests, len(fake.rejected_events), len(fake.events)) == (2, 1, 1)
+        assert (fake.enqueue_requests, len(fake.rejected_events), len(fake.events)) == (3, 1, 2)
         assert dropped.status == "dropped"
         assert dropped.last_error is not None
         assert "HTTP 400" in dropped.last_error
@@ -235,8 +237,10 @@ class TestDelivery:
         fake.come_back()
         async with rig(fake, path) as second:
             await second.until(second.settled)
-            await anyio.sleep(0.2)
-        assert len(fake.events) == 1
+            # A later event on the same key: a second delivery of the trigger would come before it.
+            await second.outbox.put(DEDUP_KEY, "resolve", {})
+            await second.until(lambda: second.count("accepted", "resolve") == 1)
+        assert [event.action for event in fake.events] == ["trigger", "resolve"]
         assert second.count("accepted") == 1
         for state_file in tmp_path.iterdir():
             assert ROUTING_KEY.encode() not in state_file.read_bytes()

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import anyio
 import pytest
@@ -33,16 +34,22 @@ def closed_port() -> int:
         return int(probe_socket.getsockname()[1])
 
 
+@contextlib.contextmanager
+def listening_port() -> Iterator[int]:
+    """A port on 127.0.0.1 that accepts connections while the block runs."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        yield int(server.getsockname()[1])
+
+
 @pytest.mark.anyio
 class TestTcpProbe:
     """The tcp probe: connect within the deadline, then close."""
 
     async def test_listening_port_is_ok(self, ctx: ProbeContext) -> None:
         """A port that accepts is ok, with the address connected to."""
-        with socket.socket() as server:
-            server.bind(("127.0.0.1", 0))
-            server.listen()
-            port = server.getsockname()[1]
+        with listening_port() as port:
             result = await run(TcpProbeSpec(name="port", kind="tcp", host="127.0.0.1", port=port), ctx)
         assert (result.ok, result.outcome, result.detail) == (True, Outcome.OK, f"connected to 127.0.0.1:{port}")
         assert result.facts == {"address": "127.0.0.1"}
@@ -64,10 +71,7 @@ class TestTcpProbe:
 
     async def test_resolved_name_connects(self, ctx: ProbeContext) -> None:
         """A host name is resolved and connected to like an address."""
-        with socket.socket() as server:
-            server.bind(("127.0.0.1", 0))
-            server.listen()
-            port = server.getsockname()[1]
+        with listening_port() as port:
             result = await run(TcpProbeSpec(name="port", kind="tcp", host="localhost", port=port), ctx)
         assert (result.ok, result.detail) == (True, f"connected to localhost:{port}")
 

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from monitor import config as config_module
 from monitor.cli import main
 from monitor.config import (
     Config,
@@ -20,6 +19,7 @@ from monitor.config import (
     load_config,
     parse_duration,
 )
+from monitor.config import loading as config_module
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "config"
 INVALID = FIXTURES / "invalid"

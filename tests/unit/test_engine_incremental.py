@@ -36,21 +36,12 @@ from monitor.impact import (
 from monitor.metrics import Metrics
 from monitor.results import Outcome, ProbeResult
 from monitor.windows import MaintenanceWindow, services_in_maintenance, stable_span, windows_by_node
+from tests.clocks import FakeClock
 
 OK = ProbeResult.success("HTTP 200 from /health")
 SLOW = ProbeResult.success("HTTP 200 from /health in 2.5s, over 2s", degraded=True)
 FAIL = ProbeResult.failure(Outcome.HTTP_STATUS, "HTTP 503 from /health")
 T0 = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
-
-
-class Clock:
-    """A clock the test moves by hand."""
-
-    def __init__(self, at: datetime = T0) -> None:
-        self.now = at.timestamp()
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def window(id: str, services: tuple[str, ...], start: float, end: float) -> MaintenanceWindow:
@@ -132,7 +123,7 @@ def spying(monkeypatch: pytest.MonkeyPatch, config: Config) -> Spy:
 
 
 def all_up(config: Config, clock: Callable[[], float] | None = None) -> Engine:
-    engine = Engine(config, Metrics(), clock=clock or Clock())
+    engine = Engine(config, Metrics(), clock=clock or FakeClock(T0))
     for dep_id, spec in config.iter_probes():
         engine.record(dep_id, spec.name, OK)
     return engine
@@ -202,7 +193,7 @@ class TestIncrementality:
 
     def test_a_window_evaluates_only_what_it_covers(self, config: Config, monkeypatch: pytest.MonkeyPatch) -> None:
         """A window over one service: the dependency it covers, no other; nothing while it stays open."""
-        clock = Clock()
+        clock = FakeClock(T0)
         engine = all_up(config, clock)
         spy = spying(monkeypatch, config)
         engine.set_windows([window("W1", ("P5",), start=-5, end=30)])
@@ -263,7 +254,7 @@ class TestCauseChains:
 
     def test_a_window_opening_with_no_window_update(self, config: Config) -> None:
         """A window known in advance takes effect on the tick after its start, and ends on the one after its end."""
-        clock = Clock()
+        clock = FakeClock(T0)
         engine = all_up(config, clock)
         engine.record("ssoe-oauth", "health", FAIL)
         engine.set_windows([window("W1", ("PSSOE",), 10, 20)])
@@ -281,7 +272,7 @@ class TestAdopt:
 
     def test_adopted_states_equal_a_full_evaluation(self) -> None:
         """The new engine's states are those of its probes' adopted health, as a whole evaluation gives them."""
-        clock = Clock()
+        clock = FakeClock(T0)
         old = all_up(wide_config(3), clock)
         for dep in ("g0-head", "g1-child2", "g2-child0"):
             old.record(dep, "health", FAIL)
@@ -496,7 +487,7 @@ def _verdict(engine: Engine, dependency: str) -> tuple[DependencyState, bool]:
     return own_health(probes), any(h.failing for h, critical in probes if critical)
 
 
-def _take(engine: Engine, clock: Clock, step: tuple[Any, ...]) -> bool:
+def _take(engine: Engine, clock: FakeClock, step: tuple[Any, ...]) -> bool:
     """Take one step; True if the engine had to evaluate (so look at the clock) for it."""
     config = engine.config
     if step[0] == "result":
@@ -548,7 +539,7 @@ class TestAgainstFullEvaluation:
     @given(config=dag_configs(), steps=st.lists(STEPS, max_size=50))
     def test_every_step(self, config: Config, steps: list[tuple[Any, ...]]) -> None:
         """After each result, window update or tick: same states, windows, since-times, metrics and change signal."""
-        clock = Clock()
+        clock = FakeClock(T0)
         engine = Engine(config, Metrics(), clock=clock)
         evaluated_at = clock.now
         previous = Reference.of(engine, evaluated_at)

@@ -7,7 +7,7 @@ from itertools import pairwise
 
 import pytest
 
-from monitor.graph import children_of, descendants, find_cycle, propagate, ranks, topological_order
+from monitor.graph import ancestors, children_of, descendants, find_cycle, levels, propagate, ranks, topological_order
 
 # A small depends_on graph of VA.gov's shape: SSOe issues the tokens the others need.
 VA = {
@@ -144,6 +144,46 @@ class TestDescendants:
         """A node reached along two paths is found once."""
         children = children_of({"d": ["b", "c"], "b": ["a"], "c": ["a"]})
         assert descendants(children, ["a"]) == {"b", "c", "d"}
+
+
+class TestAncestors:
+    """`ancestors`: what a node needs, along its parent edges."""
+
+    @pytest.mark.parametrize(
+        ("nodes", "expected"),
+        [
+            pytest.param([], set(), id="none"),
+            pytest.param(["vaos"], {"va-profile", "ssoe-oauth"}, id="transitive"),
+            pytest.param(["ssoe-oauth"], set(), id="a-root"),
+            pytest.param(["vaos", "evss"], {"va-profile", "ssoe-oauth"}, id="shared-ancestor-once"),
+            pytest.param(["vaos", "va-profile"], {"va-profile", "ssoe-oauth"}, id="a-node-reached-from-another"),
+            pytest.param(["unknown"], set(), id="unknown-node"),
+        ],
+    )
+    def test_ancestors(self, nodes: list[str], expected: set[str]) -> None:
+        """Every parent, grandparent and so on of the nodes; a node itself only when another needs it."""
+        assert ancestors(VA, nodes) == expected
+
+
+class TestLevels:
+    """`levels`: a topological order cut into groups that can run together."""
+
+    @pytest.mark.parametrize(
+        ("parents", "expected"),
+        [
+            pytest.param({}, [], id="empty"),
+            pytest.param({"evss": [], "mhv": []}, [["evss", "mhv"]], id="independent-one-level"),
+            pytest.param(VA, [["ssoe-oauth", "caseflow"], ["va-profile", "evss"], ["vaos"]], id="va"),
+            pytest.param({"b": ["a"]}, [["a"], ["b"]], id="parent-not-listed-is-level-0"),
+            pytest.param({"c": ["a", "b"], "b": ["a"], "a": []}, [["a"], ["b"], ["c"]], id="longest-path-decides"),
+        ],
+    )
+    def test_levels(self, parents: Mapping[str, Sequence[str]], expected: list[list[str]]) -> None:
+        """Every node once, each after every level holding one of its parents, in topological order."""
+        result = levels(parents)
+        assert result == expected
+        level_of = {node: index for index, level in enumerate(result) for node in level}
+        assert all(level_of[p] < level_of[n] for n, node_parents in parents.items() for p in node_parents)
 
 
 class TestPropagate:

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 import pytest
 
 from monitor.config import Timing
-from monitor.graph import children_of, ranks
+from monitor.graph import children_of, ranks, topological_order
 from monitor.health import (
     DependencyHealth,
     DependencyState,
@@ -18,7 +18,6 @@ from monitor.health import (
     parent_failing,
     reevaluate_dependencies,
     root_cause,
-    topological_order,
 )
 from monitor.results import Outcome, ProbeResult
 

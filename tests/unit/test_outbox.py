@@ -17,6 +17,7 @@ from monitor.metrics import Metrics
 from monitor.outbox import Backoff, Outbox, Wakeup
 from monitor.pagerduty import Delivery
 from monitor.store import Store
+from tests.clocks import FakeClock
 
 ACCEPTED = Delivery("accepted", 202, "accepted")
 SERVER_ERROR = Delivery("retry", 500, "PagerDuty Events API answered HTTP 500")
@@ -25,19 +26,6 @@ INVALID = Delivery("dropped", 400, "PagerDuty Events API answered HTTP 400: Even
 
 def trigger(summary: str) -> dict[str, Any]:
     return {"payload": {"summary": summary, "source": "depmon/test", "severity": "critical"}}
-
-
-class FakeClock:
-    """UNIX time that only moves when told."""
-
-    def __init__(self, now: float = 1_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class FakeWakeup(Wakeup):

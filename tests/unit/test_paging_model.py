@@ -40,6 +40,7 @@ from monitor.pagerduty import Delivery
 from monitor.results import Outcome, ProbeResult
 from monitor.store import Store
 from monitor.windows import MaintenanceWindow
+from tests.clocks import FakeClock
 
 SERVICES = {"parent": "PPARENT", "child": "PCHILD", "other": "POTHER"}
 CONFIG = """
@@ -84,14 +85,6 @@ class SimulatedKill(Exception):
     """The process dies here: the reconciliation stops at this write (nothing on its path catches it)."""
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 class ScriptedSender:
     """PagerDuty as the model says it answers right now; remembers which events it answered 400."""
 
@@ -122,7 +115,7 @@ class PagingModel(RuleBasedStateMachine):
         self.directory = Path(self._tmp.name)
         self.configs = {flag: _config(flag, self.directory) for flag in (True, False)}
         self.with_other = True
-        self.clock = Clock()
+        self.clock = FakeClock(1_800_000_000.0)
         self.sender = ScriptedSender()
         self.upstream_ok = dict.fromkeys(SERVICES, True)  # what each dependency would answer
         self.windows: dict[str, MaintenanceWindow] = {}

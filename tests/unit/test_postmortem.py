@@ -93,6 +93,15 @@ def state(tmp_path: Path) -> Path:
     return path
 
 
+def _draft_of_one(config: Config, tmp_path: Path, opened: float, *, now: float = NOW, **record: Any) -> str:
+    """The draft, at `now`, of the one EVSS incident `_record` writes (with `record`) to a fresh state file."""
+    with SQLiteStore(tmp_path / "s.sqlite3") as store:
+        _record(store, opened, **record)
+        incident = store.incidents_of("evss")[0]
+        timeline = store.timeline(incident.id)
+    return render_postmortem(config, "evss", incident, timeline, 0, now)
+
+
 def _render(config: Config, path: Path, number: int) -> str:
     with SQLiteStore(path) as store:
         incident = store.incidents_of("evss")[number - 1]
@@ -135,11 +144,7 @@ class TestRenderPostmortem:
 
     def test_open_incident_says_still_open(self, config: Config, tmp_path: Path) -> None:
         """An incident not yet resolved is reported open for the time until now."""
-        with SQLiteStore(tmp_path / "s.sqlite3") as store:
-            _record(store, SECOND_OPENED, escalate=False, resolve=False)
-            incident = store.incidents_of("evss")[0]
-            timeline = store.timeline(incident.id)
-        draft = render_postmortem(config, "evss", incident, timeline, 0, SECOND_OPENED + 3900)
+        draft = _draft_of_one(config, tmp_path, SECOND_OPENED, escalate=False, resolve=False, now=SECOND_OPENED + 3900)
         assert "still open (1h 5m as of 2025-03-11 10:05:00 UTC)" in draft
         assert "Still open at 2025-03-11 10:05:00 UTC" in _section(draft, "Resolution")
 
@@ -212,11 +217,9 @@ class TestRenderPostmortem:
 
     def test_a_security_relevant_failure_is_a_security_criterion(self, config: Config, tmp_path: Path) -> None:
         """The page's security fact holds the criterion, links the Security Incident Procedure and notifies the ISO."""
-        with SQLiteStore(tmp_path / "s.sqlite3") as store:
-            _record(store, FIRST_OPENED, escalate=False, resolve=True, outcome="tls", security=True)
-            incident = store.incidents_of("evss")[0]
-            timeline = store.timeline(incident.id)
-        draft = render_postmortem(config, "evss", incident, timeline, 0, NOW)
+        draft = _draft_of_one(
+            config, tmp_path, FIRST_OPENED, escalate=False, resolve=True, outcome="tls", security=True
+        )
         assert "| Involves the security of a system or a Veteran's data | yes |" in draft
         assert "[Security Incident Procedure](" in _section(draft, "Documentation links")
         assert "Information System Owner (ISO) (Chris Johnston, DSVA Slack)" in _section(draft, "Escalation")
@@ -225,11 +228,9 @@ class TestRenderPostmortem:
         self, config: Config, tmp_path: Path
     ) -> None:
         """A `tls` outcome the probe did not flag (wrong version number) names no ISO: one rule for page and draft."""
-        with SQLiteStore(tmp_path / "s.sqlite3") as store:
-            _record(store, FIRST_OPENED, escalate=False, resolve=True, outcome="tls", security=False)
-            incident = store.incidents_of("evss")[0]
-            timeline = store.timeline(incident.id)
-        draft = render_postmortem(config, "evss", incident, timeline, 0, NOW)
+        draft = _draft_of_one(
+            config, tmp_path, FIRST_OPENED, escalate=False, resolve=True, outcome="tls", security=False
+        )
         assert "| Involves the security of a system or a Veteran's data | no |" in draft
         assert "Information System Owner" not in draft
 

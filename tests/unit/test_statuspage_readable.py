@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from monitor.statuspage import duration, history_strip, render_status_page, state_for, utc_time
+from monitor.statuspage import history_strip, render_status_page, state_for, utc_time
+from monitor.text import span
 
 NOW = "2026-11-27T12:00:00.000000Z"
 SINCE = "2026-11-27T11:48:12.345678Z"  # 11 min 47.6 s before NOW
@@ -85,7 +86,7 @@ class TestDuration:
     )
     def test_duration_as_a_person_says_it(self, seconds: float, text: str) -> None:
         """Durations read in whole minutes, hours and days, never in seconds or microseconds."""
-        assert duration(seconds) == text
+        assert span(seconds) == text
 
 
 class TestTimes:

@@ -1,0 +1,436 @@
+"""The configuration's models: frozen pydantic models, unknown keys refused, values checked as
+they are read (durations, ids, URLs, `HOST:PORT`, time zones). The rules that span several keys
+are `monitor.config.references`; reading the files is `monitor.config.loading`.
+
+The probe kinds are the members of `AnyProbeSpec`, each chosen by its `kind`: `PROBE_KINDS` is
+derived from it, and so is the probe registry (`probes.prober_for`).
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import zoneinfo
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Annotated, Any, Literal, get_args
+from urllib.parse import urlsplit
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
+
+from monitor.graph import ancestors
+from monitor.text import parse_duration, parse_host_port
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
+_URL_PATTERN = r"^https?://"
+_ENVIRONMENT_PATTERN = r"^[A-Za-z0-9._-]+$"
+Id = Annotated[str, Field(pattern=_ID_PATTERN, max_length=64)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Probe specs: one model per kind, chosen by `kind`
+
+
+class Timing(_Model):
+    """The scheduling and threshold settings a probe inherits from `monitor.defaults`."""
+
+    interval: Duration = 30.0
+    timeout: Duration = 10.0
+    failure_threshold: int = Field(default=3, ge=1)
+    success_threshold: int = Field(default=2, ge=1)
+    confirm_interval: Duration = 2.0
+
+
+class JsonCondition(_Model):
+    """`{path: "status", equals: "pass"}`: a dotted path into the JSON body and its expected value."""
+
+    path: str = Field(min_length=1)
+    equals: Any
+
+
+class Expect(_Model):
+    """What an http probe's answer must look like."""
+
+    status: list[Annotated[int, Field(ge=100, le=599)]] | None = None  # None: any 2xx
+    max_latency: Duration | None = None
+    body_contains: str | None = None
+    json_conditions: list[JsonCondition] = Field(default_factory=list, alias="json")
+    health_json: bool = False
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class _ProbeBase(_Model):
+    name: Id
+    critical: bool = True
+    interval: Duration | None = None
+    timeout: Duration | None = None
+    failure_threshold: int | None = Field(default=None, ge=1)
+    success_threshold: int | None = Field(default=None, ge=1)
+    confirm_interval: Duration | None = None
+
+    def timing(self, defaults: Timing) -> Timing:
+        """This probe's timing: its own settings over the monitor's defaults."""
+        own = {k: getattr(self, k) for k in Timing.model_fields if getattr(self, k) is not None}
+        return defaults.model_copy(update=own)
+
+
+class _TlsClientOptions(_Model):
+    proxy: str | None = None
+    ca_file: str | None = None
+    client_cert: str | None = None
+    client_key: str | None = None
+
+
+class HttpProbeSpec(_ProbeBase, _TlsClientOptions):
+    """An HTTP(S) request and the conditions its answer must meet."""
+
+    kind: Literal["http"] = "http"
+    url: str = Field(pattern=_URL_PATTERN)
+    method: Literal["GET", "HEAD", "POST", "OPTIONS"] = "GET"
+    headers: dict[str, str] = Field(default_factory=dict)
+    bearer_from: str | None = None
+    follow_redirects: bool | None = None  # None: follow unless the probe sends credentials
+    expect: Expect = Field(default_factory=Expect)
+
+    @property
+    def follows_redirects(self) -> bool:
+        """Whether redirects are followed: as configured, else only when no credentials are sent.
+
+        Configured `headers` count as credentials whatever their names (`X-Api-Key`, `apikey`):
+        a redirect must not carry them, or the bearer token, to wherever the upstream points.
+        """
+        if self.follow_redirects is not None:
+            return self.follow_redirects
+        return not self.headers and self.bearer_from is None
+
+
+class OAuth2ProbeSpec(_ProbeBase, _TlsClientOptions):
+    """A client-credentials grant; success is a token issued."""
+
+    kind: Literal["oauth2"]
+    token_url: str = Field(pattern=_URL_PATTERN)
+    client_id: SecretStr
+    client_secret: SecretStr
+    scope: str | None = None
+
+
+class TlsProbeSpec(_ProbeBase):
+    """A TLS handshake: chain, hostname and days until the certificate expires."""
+
+    kind: Literal["tls"]
+    host: str = Field(min_length=1)
+    port: int = Field(default=443, ge=1, le=65535)
+    min_days_valid: int = Field(default=14, ge=0)
+    ca_file: str | None = None
+
+
+class TcpProbeSpec(_ProbeBase):
+    """A TCP connection within the deadline."""
+
+    kind: Literal["tcp"]
+    host: str = Field(min_length=1)
+    port: int = Field(ge=1, le=65535)
+
+
+class DnsProbeSpec(_ProbeBase):
+    """A name resolution, optionally to expected addresses."""
+
+    kind: Literal["dns"]
+    host: str = Field(min_length=1)
+    expect_addresses: list[str] = Field(default_factory=list)
+
+
+# The probe kinds: a kind is a spec model here, in this union, and `probes/<kind>.py`.
+AnyProbeSpec = HttpProbeSpec | OAuth2ProbeSpec | TlsProbeSpec | TcpProbeSpec | DnsProbeSpec
+ProbeSpec = Annotated[AnyProbeSpec, Field(discriminator="kind")]
+# Each spec's `kind`, in the union's order: the one list of kinds (the probe registry is built from it).
+PROBE_KINDS: tuple[str, ...] = tuple(
+    get_args(spec.model_fields["kind"].annotation)[0] for spec in get_args(AnyProbeSpec)
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# The document
+
+
+class Link(_Model):
+    """A link added to pages: `{text, href}`."""
+
+    text: str
+    href: str = Field(pattern=_URL_PATTERN)
+
+
+_WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+
+
+def _workdays() -> list[Weekday]:
+    return ["mon", "tue", "wed", "thu", "fri"]
+
+
+class BusinessHours(_Model):
+    """When the team covers pages at full urgency (VA: business hours only)."""
+
+    timezone: str = "America/New_York"
+    days: list[Weekday] = Field(default_factory=_workdays)
+    start: str = Field(default="09:00", pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+    end: str = Field(default="20:00", pattern=r"^([01][0-9]|2[0-4]):[0-5][0-9]$")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (an IANA name like America/New_York)") from None
+        return value
+
+    def contains(self, moment: float) -> bool:
+        """True when UNIX time `moment` falls inside these hours, in their time zone (DST included)."""
+        local = datetime.fromtimestamp(moment, zoneinfo.ZoneInfo(self.timezone))
+        if _WEEKDAYS[local.weekday()] not in self.days:
+            return False
+        return self.start <= local.strftime("%H:%M") < self.end
+
+
+class MonitorSettings(_Model):
+    """The `monitor:` section."""
+
+    environment: str = Field(min_length=1, pattern=_ENVIRONMENT_PATTERN)
+    listen: str = "127.0.0.1:9464"
+    state_path: str = "var/depmon.sqlite3"
+    significant_duration: Duration = 1800.0
+    # Resolve only after the dependency stayed up this long: a blip inside the hold continues the
+    # same incident (marked flapping) instead of resolving and opening a new one.
+    resolve_hold: Duration = 120.0
+    retention: Duration = 90 * 86400.0  # delivered events and closed incidents older than this are pruned
+    # Probes of depmon's own reach (its forward proxy, a resolver, a known-good URL): when one is
+    # down, dependency failures are depmon's, not theirs (SPEC 10.3).
+    canaries: list[ProbeSpec] = Field(default_factory=list)
+    # Outside these hours only sev-1 pages at full urgency (SPEC 10.5); none: always full urgency.
+    business_hours: BusinessHours | None = None
+    # Replicas (SPEC 10.6): a postgresql:// URL shares state between replicas (null: `state_path`,
+    # SQLite, one replica). A secret: the URL may carry a password.
+    state_url: SecretStr | None = None
+    replica: str = Field(default_factory=socket.gethostname, min_length=1, max_length=128, pattern=r"^[^\s]+$")
+    quorum: int = Field(default=1, ge=1, le=64)  # replicas that must see a dependency down before it pages
+    max_concurrent_probes: int = Field(default=200, ge=1)
+    defaults: Timing = Field(default_factory=Timing)
+    links: list[Link] = Field(default_factory=list)
+
+    @field_validator("listen")
+    @classmethod
+    def _listen_is_host_port(cls, value: str) -> str:
+        parse_host_port(value)
+        return value
+
+    @field_validator("state_url")
+    @classmethod
+    def _postgresql_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None  # `${DEPMON_STATE_URL:-}` unset: the embedded SQLite store
+        if urlsplit(value.get_secret_value()).scheme not in ("postgresql", "postgres"):
+            raise ValueError("must be a postgresql:// URL (or null for the SQLite file at state_path)")
+        return value
+
+    @model_validator(mode="after")
+    def _quorum_needs_replicas(self) -> MonitorSettings:
+        if self.quorum > 1 and self.state_url is None:
+            raise ValueError(
+                f"quorum: {self.quorum} needs replicas, which share state through monitor.state_url (postgresql://)"
+            )
+        return self
+
+    @property
+    def replicated(self) -> bool:
+        """True when replicas share a PostgreSQL database (SPEC 10.6)."""
+        return self.state_url is not None
+
+
+class PagerDutySettings(_Model):
+    """The `pagerduty:` section. Secrets are `SecretStr`: they print as `**********`."""
+
+    routing_key: SecretStr = SecretStr("")
+    events_url: str = Field(default="https://events.pagerduty.com", pattern=_URL_PATTERN)
+    api_token: SecretStr = SecretStr("")
+    api_url: str = Field(default="https://api.pagerduty.com", pattern=_URL_PATTERN)
+    web_url: str = Field(default="https://dsva.pagerduty.com", pattern=_URL_PATTERN)
+    maintenance_poll_interval: Duration = 180.0
+    # PagerDuty's required `From` header on REST writes (a user's email address, not a secret):
+    # `depmon maintenance open/close` refuse to run without it.
+    from_email: str = Field(default="", pattern=r"^$|^[^@\s]+@[^@\s]+$")
+
+    @field_validator("events_url", "api_url")
+    @classmethod
+    def _https_or_loopback(cls, value: str) -> str:
+        # Keys and tokens travel in these requests: clear text is only acceptable on this machine.
+        host = value.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)[0]
+        if value.startswith("http://") and host not in ("127.0.0.1", "localhost", "[::1]"):
+            raise ValueError("must be https:// (http:// only for 127.0.0.1, for tests)")
+        return value
+
+    @field_validator("routing_key")
+    @classmethod
+    def _routing_key_length(cls, value: SecretStr) -> SecretStr:
+        if value.get_secret_value() and len(value.get_secret_value()) != 32:
+            raise ValueError("must be 32 characters (an Events API v2 integration key) or empty")
+        return value
+
+
+class Playbook(_Model):
+    """A procedure from the seed's table."""
+
+    title: str
+    url: str = Field(pattern=_URL_PATTERN)
+
+
+class Contact(_Model):
+    """A person to notify (never paged directly)."""
+
+    role: str
+    name: str
+    via: str
+
+
+class Escalation(_Model):
+    """Who is notified and which playbooks apply when escalation criteria hold."""
+
+    notify: list[str] = Field(default_factory=list)
+    security_notify: list[str] = Field(default_factory=list)
+    security_playbooks: list[str] = Field(default_factory=list)
+    # Attached when a postmortem is required (the Postmortem Repository and Template), and when
+    # the dependency has paged before (the Mobile Incident Response Plays: "add it as a Play").
+    postmortem_playbooks: list[str] = Field(default_factory=list)
+    recurrence_playbooks: list[str] = Field(default_factory=list)
+    channels: list[str] = Field(default_factory=list)
+
+
+class Dependency(_Model):
+    """An external system the app depends on, with the probes that watch it."""
+
+    name: str
+    pagerduty_service: str | None = None
+    docs: str | None = None
+    channel: str | None = None
+    playbooks: list[str] = Field(default_factory=list)
+    depends_on: list[str] = Field(default_factory=list)
+    probes: list[ProbeSpec] = Field(min_length=1)
+
+    @field_validator("pagerduty_service", mode="before")
+    @classmethod
+    def _empty_service_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+
+class Feature(_Model):
+    """An app feature and the dependencies or features it needs."""
+
+    name: str
+    requires: list[str] = Field(default_factory=list)
+    any_of: list[str] = Field(default_factory=list)
+    pagerduty_service: str | None = None
+    userbase_share: float = Field(default=0.0, ge=0.0, le=1.0)
+    playbooks: list[str] = Field(default_factory=list)
+
+    @field_validator("pagerduty_service", mode="before")
+    @classmethod
+    def _empty_service_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+
+class SlackSettings(_Model):
+    """`slack:`: one incoming webhook per channel (SPEC 10.1); an empty URL skips that channel."""
+
+    webhooks: dict[str, SecretStr] = Field(default_factory=dict)
+
+    @field_validator("webhooks")
+    @classmethod
+    def _https_or_loopback(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        # A webhook URL is a credential: clear text only on this machine.
+        for channel, url in value.items():
+            text = url.get_secret_value()
+            if not text:
+                continue
+            host = text.split("://", 1)[-1].split("/", 1)[0].rsplit(":", 1)[0]
+            loopback = text.startswith("http://") and host in ("127.0.0.1", "localhost", "[::1]")
+            if not (text.startswith("https://") or loopback):
+                raise ValueError(f"{channel}: must be an https:// URL (http:// only for 127.0.0.1, for tests)")
+        return value
+
+    def webhook(self, channel: str | None) -> str | None:
+        """The webhook URL of a channel, or None when it has none (or an empty one)."""
+        url = self.webhooks.get(channel or "")
+        return url.get_secret_value() or None if url is not None else None
+
+
+class Config(_Model):
+    """The whole validated configuration."""
+
+    monitor: MonitorSettings
+    pagerduty: PagerDutySettings = Field(default_factory=PagerDutySettings)
+    playbooks: dict[Id, Playbook] = Field(default_factory=dict)
+    contacts: dict[Id, Contact] = Field(default_factory=dict)
+    escalation: Escalation = Field(default_factory=Escalation)
+    slack: SlackSettings = Field(default_factory=SlackSettings)
+    dependencies: dict[Id, Dependency] = Field(min_length=1)
+    features: dict[Id, Feature] = Field(default_factory=dict)
+
+    def timing(self, probe: _ProbeBase) -> Timing:
+        """The effective timing of one probe."""
+        return probe.timing(self.monitor.defaults)
+
+    def iter_probes(self) -> Iterator[tuple[str, AnyProbeSpec]]:
+        """Every (dependency id, probe spec) pair, in config order."""
+        for dep_id, dependency in self.dependencies.items():
+            for probe in dependency.probes:
+                yield dep_id, probe
+
+    def ancestors(self) -> dict[str, tuple[str, ...]]:
+        """Each dependency's transitive `depends_on`, sorted (cycles were refused at load).
+
+        Walking the `depends_on` edges upward from a dependency reaches exactly its ancestors.
+        """
+        parents = {dep_id: dep.depends_on for dep_id, dep in self.dependencies.items()}
+        return {dep_id: tuple(sorted(ancestors(parents, [dep_id]))) for dep_id in parents}
+
+    def service_owners(self) -> dict[str, list[str]]:
+        """PagerDuty service id -> the dependency and feature ids whose windows it carries."""
+        owners: dict[str, list[str]] = {}
+        nodes: list[tuple[str, Dependency | Feature]] = [*self.dependencies.items(), *self.features.items()]
+        for node_id, node in nodes:
+            if node.pagerduty_service:
+                owners.setdefault(node.pagerduty_service, []).append(node_id)
+        return owners
+
+    def secret_values(self) -> list[str]:
+        """Every secret value in the config, to keep them out of outputs (non-empty only)."""
+        secrets = [self.pagerduty.routing_key.get_secret_value(), self.pagerduty.api_token.get_secret_value()]
+        secrets += [url.get_secret_value() for url in self.slack.webhooks.values()]
+        if self.monitor.state_url is not None:
+            secrets.append(urlsplit(self.monitor.state_url.get_secret_value()).password or "")
+        for _, probe in self.iter_probes():
+            if isinstance(probe, OAuth2ProbeSpec):
+                secrets += [probe.client_id.get_secret_value(), probe.client_secret.get_secret_value()]
+            if isinstance(probe, HttpProbeSpec):
+                # Credentials given as headers (`Authorization: Basic ...`, `X-Api-Key: ...`).
+                secrets += [v for k, v in probe.headers.items() if _SECRET_HEADER.search(k)]
+            if isinstance(probe, HttpProbeSpec | OAuth2ProbeSpec) and probe.proxy:
+                secrets.append(urlsplit(probe.proxy).password or "")
+        return [s for s in dict.fromkeys(secrets) if s]
+
+
+_SECRET_HEADER = re.compile(r"auth|token|key|secret|cookie|password", re.IGNORECASE)

@@ -1,0 +1,119 @@
+"""Durations, times and `host:port` as depmon writes them: each format in one place. No I/O.
+
+Three audiences, three kinds of format:
+
+- config and messages about it: `parse_duration` / `format_duration` (`500ms`, `90s`, `3m`),
+  which read back as what they print;
+- people (status page, postmortem, CLI, pages): `utc` (`2026-11-27 11:48 UTC`), `span`
+  (`12 min`, `3 h 5 min`) and `elapsed` (`12m 5s`), all in UTC, all rounded down;
+- machines (JSON documents, PagerDuty, vets-api): `iso_utc` (`2026-11-27T11:48:12.345678Z`) and
+  `vets_api_time` (`2026-11-27T11:48:12.000Z`);
+
+and `host_port` / `parse_host_port` for addresses (`[::1]:9464`).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(value: object) -> float:
+    """`500ms`, `10s`, `3m`, `1h`, `90d` (or a number of seconds) -> seconds as a float."""
+    if isinstance(value, bool):
+        raise ValueError("must be a duration like 500ms, 10s, 3m, 1h or 90d")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and (match := _DURATION.match(value)):
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    else:
+        raise ValueError("must be a duration like 500ms, 10s, 3m, 1h or 90d")
+    if seconds <= 0:
+        raise ValueError("must be a positive duration")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """The inverse of `parse_duration`, for messages: 0.5 -> `500ms`, 90 -> `90s`."""
+    if seconds < 1:
+        return f"{seconds * 1000:g}ms"
+    for unit, size in (("d", 86400.0), ("h", 3600.0), ("m", 60.0)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
+
+
+def span(seconds: float) -> str:
+    """A duration as a person says it, to the minute: `under 1 min`, `12 min`, `3 h 5 min`, `2 d 4 h`."""
+    minutes = int(max(seconds, 0) // 60)
+    if minutes < 1:
+        return "under 1 min"
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    days, hours = divmod(hours, 24)
+    return f"{days} d {hours} h" if hours else f"{days} d"
+
+
+def elapsed(seconds: float) -> str:
+    """`45s`, `12m 5s`, `2h 3m`, `1d 4h`: the two largest units, whole seconds (a postmortem's times)."""
+    total = max(0, round(seconds))
+    parts: list[str] = []
+    for suffix, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        count, total = divmod(total, size)
+        if count or parts:
+            parts.append(f"{count}{suffix}")
+    return " ".join([p for p in parts[:2] if not p.startswith("0")] or ["0s"])
+
+
+def moment(value: float | datetime | str) -> datetime:
+    """A UNIX time, an aware datetime or an ISO 8601 text (`Z` allowed) as an aware UTC datetime.
+
+    Raises ValueError for text that is not an ISO 8601 time.
+    """
+    if isinstance(value, datetime):
+        return value.astimezone(UTC)
+    if isinstance(value, str):
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
+    return datetime.fromtimestamp(value, UTC)
+
+
+def utc(value: float | datetime | str, *, seconds: bool = False, date: bool = True, zone: bool = True) -> str:
+    """A time for people: `2026-11-27 11:48 UTC`; `:12` with `seconds`, no date without `date`,
+    no ` UTC` without `zone` (a table whose header says it)."""
+    fmt = ("%Y-%m-%d " if date else "") + ("%H:%M:%S" if seconds else "%H:%M") + (" UTC" if zone else "")
+    return moment(value).strftime(fmt)
+
+
+def utc_date(value: float | datetime | str) -> str:
+    """The UTC date alone: `2026-11-27`."""
+    return moment(value).strftime("%Y-%m-%d")
+
+
+def iso_utc(value: float | datetime) -> str:
+    """ISO 8601 in UTC with `Z`, to the microsecond as Python gives it: JSON documents and timelines."""
+    return moment(value).isoformat().replace("+00:00", "Z")
+
+
+def vets_api_time(value: float | datetime) -> str:
+    """vets-api's time format: UTC with milliseconds always `.000`, `2021-05-25T23:33:39.000Z`."""
+    return moment(value).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
+def host_port(host: str, port: int | None) -> str:
+    """`host:port`, with brackets around an IPv6 address; the host alone without a port."""
+    shown = f"[{host}]" if ":" in host else host
+    return shown if port is None else f"{shown}:{port}"
+
+
+def parse_host_port(value: str) -> tuple[str, int]:
+    """`HOST:PORT` (`[::1]:9464` too) -> (host, port); raises ValueError with a readable message."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError("must be HOST:PORT, like 127.0.0.1:9464")
+    return host.strip("[]"), int(port)

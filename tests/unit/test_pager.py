@@ -1,0 +1,153 @@
+"""The pager's loop itself: it reconciles on a change, carries decisions out in order, and a
+reload's `use()` makes it follow the new engine.
+
+A real store (SQLite in memory) and engine; no sender: what the pager decides is what it writes
+to the outbox. Absences are proved by a later write that did happen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import anyio
+import pytest
+
+from monitor import pager as pager_module
+from monitor.config import Config, load_config
+from monitor.engine import Engine
+from monitor.metrics import Metrics
+from monitor.outbox import Outbox
+from monitor.pager import Pager
+from monitor.results import Outcome, ProbeResult
+from monitor.store import Store
+from tests.clocks import FakeClock
+
+WAIT = 10.0
+CONFIG = """
+monitor:
+  environment: unit
+  resolve_hold: 5s
+  defaults: {interval: 10s, timeout: 1s, failure_threshold: 1, success_threshold: 1, confirm_interval: 1s}
+dependencies:
+  evss:
+    name: EVSS
+    probes: [{name: h, kind: tcp, host: 127.0.0.1, port: 9}]
+  caseflow:
+    name: Caseflow
+    probes: [{name: h, kind: tcp, host: 127.0.0.1, port: 9}]
+"""
+OTHER = """
+  mhv:
+    name: MHV
+    probes: [{name: h, kind: tcp, host: 127.0.0.1, port: 9}]
+"""
+
+
+def config(tmp_path: Path, text: str) -> Config:
+    path = tmp_path / "depmon.yaml"
+    path.write_text(text)
+    return load_config(path, environ={})
+
+
+def fail(clock: FakeClock) -> ProbeResult:
+    return ProbeResult.failure(Outcome.CONNECT, "connection refused", at=clock())
+
+
+def ok(clock: FakeClock) -> ProbeResult:
+    return ProbeResult.success("connected", at=clock())
+
+
+@asynccontextmanager
+async def pager_over(cfg: Config, clock: FakeClock) -> AsyncIterator[tuple[Pager, Engine, Store]]:
+    """A pager over a fresh engine of `cfg` and an in-memory store, loaded (not running)."""
+    metrics = Metrics()
+    async with Store(":memory:") as store:
+        engine = Engine(cfg, metrics, clock=clock)
+        outbox = Outbox(store, None, metrics, clock, wall_clock=clock)
+        pager = Pager(engine, store, outbox, metrics, clock=clock)
+        await pager.load()
+        yield pager, engine, store
+
+
+async def written(store: Store) -> list[tuple[str, str]]:
+    """(dependency, action) of every PagerDuty event in the outbox, in the order written."""
+    return [
+        (event.dedup_key.rsplit("/", 1)[-1], str(event.action))
+        for event in await store.outbox_events()
+        if event.destination == "pagerduty"
+    ]
+
+
+async def until_written(store: Store, count: int) -> list[tuple[str, str]]:
+    """The outbox's events once it holds `count` of them."""
+    with anyio.fail_after(WAIT):
+        while len(events := await written(store)) < count:
+            await anyio.sleep(0.01)
+    return events
+
+
+@pytest.mark.anyio
+class TestPager:
+    """The incident loop around the pure decisions."""
+
+    async def test_a_change_wakes_it_without_waiting_for_the_tick(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """With the tick an hour away, a dependency going down is still paged: the change woke the loop."""
+        monkeypatch.setattr(pager_module, "TICK_SECONDS", 3600.0)
+        clock = FakeClock()
+        async with (
+            pager_over(config(tmp_path, CONFIG), clock) as (pager, engine, store),
+            anyio.create_task_group() as tg,
+        ):
+            await tg.start(pager.run)
+            engine.record("evss", "h", fail(clock))
+            assert await until_written(store, 1) == [("evss", "trigger")]
+            tg.cancel_scope.cancel()
+
+    async def test_decisions_are_written_in_order(self, tmp_path: Path) -> None:
+        """Two outages page in config order; once both are up past the hold, they resolve in the same order."""
+        clock = FakeClock()
+        async with pager_over(config(tmp_path, CONFIG), clock) as (pager, engine, store):
+            engine.record("caseflow", "h", fail(clock))
+            engine.record("evss", "h", fail(clock))
+            await pager.reconcile()
+            engine.record("evss", "h", ok(clock))
+            engine.record("caseflow", "h", ok(clock))
+            await pager.reconcile()  # the resolve hold starts
+            clock.advance(6.0)
+            await pager.reconcile()
+            assert await written(store) == [
+                ("evss", "trigger"),
+                ("caseflow", "trigger"),
+                ("evss", "resolve"),
+                ("caseflow", "resolve"),
+            ]
+            assert pager.open == {}
+
+    async def test_after_use_it_follows_the_new_engine(self, tmp_path: Path) -> None:
+        """After a reload's `use()`, the new engine's outage pages and the old engine's is no longer seen."""
+        clock = FakeClock()
+        async with pager_over(config(tmp_path, CONFIG), clock) as (pager, old, store):
+            new = Engine(config(tmp_path, CONFIG + OTHER), Metrics(), clock=clock)
+            pager.use(new)
+            old.record("evss", "h", fail(clock))  # the replaced engine: nobody reads it any more
+            new.record("mhv", "h", fail(clock))
+            await pager.reconcile()
+            assert await written(store) == [("mhv", "trigger")]
+
+    async def test_the_running_loop_follows_a_reload(self, tmp_path: Path) -> None:
+        """A running pager given a new engine pages for that engine's dependency (by its next tick at the latest)."""
+        clock = FakeClock()
+        async with (
+            pager_over(config(tmp_path, CONFIG), clock) as (pager, _old, store),
+            anyio.create_task_group() as tg,
+        ):
+            await tg.start(pager.run)
+            new = Engine(config(tmp_path, CONFIG + OTHER), Metrics(), clock=clock)
+            pager.use(new)
+            new.record("mhv", "h", fail(clock))
+            assert await until_written(store, 1) == [("mhv", "trigger")]
+            tg.cancel_scope.cancel()
