@@ -153,9 +153,12 @@ class Pager:
         `decisions`: among replicas, the engine fed the quorum's verdicts, which the decisions
         take their states from; `engine` (this replica's probes) still gives the evidence.
         """
+        previous = getattr(self, "states", None)
         self.engine = engine
         self.watch = watch
         self.states = decisions if decisions is not None else engine
+        if previous is not None and previous is not self.states:
+            previous.changed.set()  # the running loop waits on the old engine: wake it to follow this one
         self._policy = Policy.from_config(engine.config)
         self._ancestors = engine.config.ancestors()
         self._confirm_within = confirm_within(engine.config)

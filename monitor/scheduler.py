@@ -116,8 +116,9 @@ class Scheduler:
             next_at += delay
             now = self.clock()
             if next_at < now - timing.interval:
-                # Far behind (the machine was suspended or overloaded): skip missed runs, do not burst.
-                next_at = now
+                # Far behind (the machine was suspended or overloaded): skip the missed runs; the
+                # next is one delay after the late one just made, not at once (no back-to-back run).
+                next_at = now + delay
 
     async def _sleep_until(self, dependency: str, probe: str, deadline: float) -> bool:
         """Sleep until `deadline`, or until the probe is expedited (then True)."""
