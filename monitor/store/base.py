@@ -9,6 +9,7 @@ a worker thread.
 from __future__ import annotations
 
 import json
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
@@ -129,9 +130,18 @@ class SqlStore(ABC):
     def _transaction(self, *, write: bool) -> AbstractContextManager[Transaction]:
         """A transaction; `write` ones take the write lock up front (SQLite) or are ordinary (PostgreSQL)."""
 
-    @abstractmethod
+    # Each backend holds one connection (opened on first use), behind one lock.
+    _lock: threading.RLock
+    _connection: Any
+    _closed: bool
+
     def close(self) -> None:
         """Close the connection; later calls raise `StoreError`. Closing twice is harmless."""
+        with self._lock:
+            self._closed = True
+            if self._connection is not None:
+                self._connection.close()
+                self._connection = None
 
     def _rows(self, sql: str, parameters: Sequence[object] = ()) -> list[Any]:
         with self._transaction(write=False) as tx:

@@ -254,14 +254,6 @@ class PostgresStore(SqlStore):
                 self._connection = None
                 raise StoreError(f"{self.name}: {_reason(exc)}") from exc
 
-    def close(self) -> None:
-        """Close the connection; later calls raise `StoreError`. Closing twice is harmless."""
-        with self._lock:
-            self._closed = True
-            if self._connection is not None:
-                self._connection.close()
-                self._connection = None
-
     @property
     def schema_version(self) -> int:
         """The database's schema version (`depmon_schema`)."""

@@ -329,14 +329,6 @@ class SQLiteStore(SqlStore):
             # executescript commits first; the BEGIN makes the step and its version bump atomic.
             connection.executescript(f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {target};\nCOMMIT;")
 
-    def close(self) -> None:
-        """Close the connection; later calls raise `StoreError`. Closing twice is harmless."""
-        with self._lock:
-            self._closed = True
-            if self._connection is not None:
-                self._connection.close()
-                self._connection = None
-
     @property
     def schema_version(self) -> int:
         """The file's schema version (`PRAGMA user_version`)."""
