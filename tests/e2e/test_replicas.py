@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -182,6 +183,16 @@ def inconclusive(daemon: DaemonProcess, dependency: str) -> float:
     )
 
 
+def story(daemon: DaemonProcess) -> list[tuple[Any, ...]]:
+    """What a replica logged about leading, deciding and delivering: for a failure's message."""
+    kinds = ("leader", "incident", "pager", "pagerduty", "replica", "leadership", "dependency_state")
+    return [
+        (round(log_time(e), 2), e.get("event"), e.get("dependency"), e.get("reason"), e.get("new"))
+        for e in daemon.logs
+        if any(str(e.get("event", "")).startswith(k) for k in kinds)
+    ][-40:]
+
+
 def triggers(events: list[ReceivedEvent], key: str) -> int:
     return sum(1 for e in events if e.dedup_key == key and e.action == "trigger")
 
@@ -217,7 +228,10 @@ class TestQuorum:
         failover = time.monotonic() - killed_at
         print(f"failover after kill -9 of the leader: {failover:.2f} s (bound 2 x interval = {2 * INTERVAL:.1f} s)")
         upstreams.servers["evss"].clear_faults()
-        pagerduty.wait_for(lambda got: resolves(got, "depmon/e2e/evss") >= 1, timeout=15)
+        try:
+            pagerduty.wait_for(lambda got: resolves(got, "depmon/e2e/evss") >= 1, timeout=30)
+        except TimeoutError:
+            raise AssertionError(f"no resolve; {successor} logged: {story(replicas.daemons[successor])}") from None
         # The successor's state (/status) shows the incident closed; then count what PagerDuty got.
         wait_for(lambda: not replicas.daemons[successor].status()["incidents"], 10, "no open incident")
         assert triggers(pagerduty.events, "depmon/e2e/evss") == 1
