@@ -46,7 +46,7 @@ from monitor.incidents import OpenIncident
 from monitor.maintenance import MaintenancePoller
 from monitor.metrics import Metrics
 from monitor.outbox import Outbox
-from monitor.pager import Pager
+from monitor.pager import TICK_SECONDS, Pager
 from monitor.pagerduty import EventsSender, MaintenanceClient, ServiceStatus
 from monitor.replication import Replication
 from monitor.scheduler import Scheduler
@@ -359,6 +359,7 @@ class Daemon:
         try:
             async with anyio.create_task_group() as tg:
                 await tg.start(self._loop_lag.run)
+                await tg.start(self._tick)
                 await tg.start(self._record_history, store)
                 await tg.start(outbox.run)
                 if replication is None:
@@ -405,6 +406,21 @@ class Daemon:
             if self._runtime.slack is not None:
                 with anyio.CancelScope(shield=True):
                     await self._runtime.slack.aclose()
+
+    async def _tick(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        """Owns time: every second the engines re-check what time alone changes (a window opening or
+        ending); a change wakes the pager like any other."""
+        task_status.started()
+        while True:
+            await anyio.sleep(TICK_SECONDS)
+            runtime = self._runtime
+            try:
+                runtime.engine.tick()
+                if runtime.decisions is not None:
+                    runtime.decisions.tick()
+            except Exception:  # contained: the next second tries again
+                self._metrics.loop_errors.labels("tick").inc()
+                log.exception("tick_failed")
 
     async def _lead(self, replication: Replication, pager: Pager) -> None:
         """Among replicas: run the pager while this replica leads, and stop it the moment it does not.

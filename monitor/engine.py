@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Any
 
 import anyio
@@ -70,6 +71,34 @@ class _ProbeSlot:
     runs: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The engine's state at one moment, immutable: what the pager, the server and the status page read.
+
+    A reader may hold it across awaits; the engine goes on changing its own state meanwhile.
+    `probes` is each dependency's (probe name, health) in config order.
+    """
+
+    config: Config
+    taken_at: float
+    ready: bool
+    dependencies: Mapping[str, DependencyHealth]
+    features: Mapping[str, FeatureHealth]
+    dependency_since: Mapping[str, float]
+    feature_since: Mapping[str, float]
+    dependency_windows: Mapping[str, MaintenanceWindow]
+    windows: tuple[MaintenanceWindow, ...]
+    probes: Mapping[str, tuple[tuple[str, ProbeHealth], ...]]
+
+    def evidence(self, dependency: str) -> list[tuple[str, ProbeResult]]:
+        """The last failing result of each failing probe of a dependency: what a page shows."""
+        return [
+            (name, health.last_failure)
+            for name, health in self.probes.get(dependency, ())
+            if health.failing and health.last_failure is not None
+        ]
+
+
 class Engine:
     """Holds probe health and the derived dependency and feature states of one config.
 
@@ -100,6 +129,8 @@ class Engine:
         # Called with a dependency each time its own verdict moves (replicas report just those).
         self.on_own_verdict: Callable[[str], None] | None = None
         self.changed = anyio.Event()  # set on every state change; replaced once consumed
+        self._version = 0  # moves with every input (result, windows, verdict): a snapshot is kept until then
+        self._snapshot: tuple[int, Snapshot] | None = None
         # Adjacency, once per config: what a change of each node can reach.
         self._depends_on = {d: list(dep.depends_on) for d, dep in config.dependencies.items()}
         self._dependency_rank = ranks(topological_order(self._depends_on))
@@ -168,6 +199,7 @@ class Engine:
     def record(self, dependency: str, probe: str, result: ProbeResult) -> None:
         """Take one probe result; re-evaluate what it can reach if the dependency's verdict moved."""
         slot = self._slots[(dependency, probe)]
+        self._version += 1
         if slot.runs == 0:
             self._unprobed -= 1
         slot.runs += 1
@@ -218,6 +250,7 @@ class Engine:
         The leader of replicas decides on an engine fed this way: the graph, windows and features
         work on the quorum's verdicts exactly as on one replica's probes.
         """
+        self._version += 1
         status = ProbeStatus(str(state))
         failures = int(failing and status is not ProbeStatus.DOWN)
         self._given[dependency] = [(ProbeHealth(status, failures=failures), True)]
@@ -244,11 +277,13 @@ class Engine:
                 self._slots[key].health = old._slots[key].health
                 self._slots[key].runs = old._slots[key].runs
         self._unprobed = sum(1 for slot in self._slots.values() if slot.runs == 0)
+        self._version += 1
         self._own = {d: self._own_verdict(d) for d in self._by_dependency}
         self._evaluate(self._dependency_rank, initial=True)
 
     def set_windows(self, windows: list[MaintenanceWindow]) -> None:
         """Take the latest maintenance windows (from the PagerDuty poller)."""
+        self._version += 1
         self.windows = list(windows)
         dependencies, features = self._windows_moved(force=True)
         if dependencies or features:
@@ -310,6 +345,8 @@ class Engine:
         self.dependency_windows.update(covering)
         features = set(windows_by_node(self.windows, at, self._feature_owners))
         moved_features, self._feature_windows = features ^ self._feature_windows, features
+        if moved or moved_features:
+            self._version += 1
         return moved, moved_features
 
     def _own_verdict(self, dependency: str) -> tuple[DependencyState, bool]:
@@ -379,7 +416,29 @@ class Engine:
                     if self._on_feature_change is not None:
                         self._on_feature_change(feat_id, str(feature.state), now)
         if changed:
+            self._version += 1
             self.changed.set()
+
+    def snapshot(self) -> Snapshot:
+        """The state now, immutable; the same object until the next input (O(config) to build, once)."""
+        if self._snapshot is not None and self._snapshot[0] == self._version:
+            return self._snapshot[1]
+        snapshot = Snapshot(
+            config=self.config,
+            taken_at=self.clock(),
+            ready=self.ready,
+            dependencies=MappingProxyType(dict(self.dependencies)),
+            features=MappingProxyType(dict(self.features)),
+            dependency_since=MappingProxyType(dict(self.dependency_since)),
+            feature_since=MappingProxyType(dict(self.feature_since)),
+            dependency_windows=MappingProxyType(dict(self.dependency_windows)),
+            windows=tuple(self.windows),
+            probes=MappingProxyType(
+                {d: tuple((slot.name, slot.health) for slot in slots) for d, slots in self._by_dependency.items()}
+            ),
+        )
+        self._snapshot = (self._version, snapshot)
+        return snapshot
 
     def consume_change(self) -> anyio.Event:
         """Hand the current change event to a waiter and arm a fresh one for the next change."""

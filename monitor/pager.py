@@ -24,7 +24,7 @@ import anyio
 import structlog
 
 from monitor.config import Config
-from monitor.engine import Engine
+from monitor.engine import Engine, Snapshot
 from monitor.health import ProbeHealth
 from monitor.incidents import (
     SELF,
@@ -81,27 +81,25 @@ def longest_intervals(config: Config) -> dict[str, float]:
 class ProbeTimes(Mapping[str, float]):
     """Dependency -> the latest `at` of what `pick` takes from each of its probes, read on access.
 
-    A live view of the engine: the decisions ask for a handful of dependencies, so nothing is
-    computed for the others.
+    Read from a snapshot: the decisions ask for a handful of dependencies, so nothing is computed
+    for the others.
     """
 
-    def __init__(self, engine: Engine, pick: Callable[[ProbeHealth], ProbeResult | None]) -> None:
-        self._engine = engine
+    def __init__(self, snapshot: Snapshot, pick: Callable[[ProbeHealth], ProbeResult | None]) -> None:
+        self._probes = snapshot.probes
         self._pick = pick
 
     def __getitem__(self, dependency: str) -> float:
-        if dependency not in self._engine.config.dependencies:
-            raise KeyError(dependency)
-        times = [r.at for _, h in self._engine.probes_of(dependency) if (r := self._pick(h)) is not None]
+        times = [r.at for _, h in self._probes[dependency] if (r := self._pick(h)) is not None]
         if not times:
             raise KeyError(dependency)
         return max(times)
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._engine.config.dependencies)
+        return iter(self._probes)
 
     def __len__(self) -> int:
-        return len(self._engine.config.dependencies)
+        return len(self._probes)
 
 
 def _open_incident(row: Incident) -> OpenIncident:
@@ -215,9 +213,6 @@ class Pager:
                 await self.states.changed.wait()
             self.states.consume_change()
             try:
-                self.engine.tick()
-                if self.states is not self.engine:
-                    self.states.tick()
                 await self._refresh_silences()
                 await self.reconcile()
                 await self._prune_when_due()
@@ -284,7 +279,8 @@ class Pager:
         """Decide and carry out every action the current states call for."""
         silenced = {s.dependency for s in self.silences if s.active_at(self.clock())}
         await self._record_silence_changes(silenced, self.clock())
-        engine, states = self.engine, self.states
+        # Snapshots: the decisions and their writes see one state, whatever the engines do meanwhile.
+        states, probes = self.states.snapshot(), self.engine.snapshot()
         dependencies: dict[str, Any] = dict(states.dependencies)
         if self.watch is not None:
             dependencies[SELF] = self._self_state().as_dependency()
@@ -294,13 +290,13 @@ class Pager:
             states.dependency_since,
             self._ancestors,
             self._confirm_within,
-            last_result=ProbeTimes(engine, lambda health: health.last),
-            last_failure=ProbeTimes(engine, lambda health: health.last_failure),
+            last_result=ProbeTimes(probes, lambda health: health.last),
+            last_failure=ProbeTimes(probes, lambda health: health.last_failure),
             recheck_within=self._recheck_within,
             silenced=silenced,
         )
         for decision in decide(self._policy, self.open, situation, self.clock()):
-            await self._carry_out(decision)
+            await self._carry_out(decision, states, probes)
 
     async def _prune_when_due(self) -> None:
         now = self.clock()
@@ -311,14 +307,14 @@ class Pager:
         if events or incidents:
             log.info("state_pruned", events=events, incidents=incidents)
 
-    async def _carry_out(self, decision: Decision) -> None:
+    async def _carry_out(self, decision: Decision, states: Snapshot, probes: Snapshot) -> None:
         now = self.clock()
         dep = decision.dependency
         incident = self.open.get(dep)
         earlier = 0
         if decision.action in (Action.TRIGGER, Action.UPDATE, Action.ESCALATE) and dep != SELF:
             earlier = len(await self.store.incidents_of(dep)) - (1 if incident else 0)
-        write = self._write(decision, incident, now, earlier)
+        write = self._write(decision, incident, now, states, probes, earlier)
         if decision.action is Action.TRIGGER:
             silence = await self._silence_just_ended(dep, now)
             if silence is not None:  # the page a silence held back: its timeline says so
@@ -344,13 +340,21 @@ class Pager:
         self._log(decision, write)
 
     def _write(
-        self, decision: Decision, incident: OpenIncident | None, now: float, earlier_incidents: int = 0
+        self,
+        decision: Decision,
+        incident: OpenIncident | None,
+        now: float,
+        states: Snapshot,
+        probes: Snapshot,
+        earlier_incidents: int = 0,
     ) -> IncidentWrite:
-        """The store write of one decision: its event (if it sends one), incident change and timeline."""
-        engine = self.engine
+        """The store write of one decision, from the snapshots it was made on: its event (if it
+        sends one), incident change and timeline. `states` gives the states (the quorum's, among
+        replicas), `probes` this replica's probes (the evidence)."""
+        engine = states  # config and windows: the same in both snapshots
         dep = decision.dependency
         known = dep in engine.config.dependencies
-        evidence = engine.evidence(dep) if known else []
+        evidence = probes.evidence(dep) if known else []
         event: tuple[Any, dict[str, Any]] | None = None
         summary = severity = ""
         if decision.action.sends and dep == SELF:
@@ -366,10 +370,10 @@ class Pager:
             else:
                 context = EventContext(
                     engine.config,
-                    self.states.features,
+                    states.features,
                     evidence,
                     started_at,
-                    self._upcoming_windows(dep),
+                    self._upcoming_windows(dep, states),
                     now=now,
                     earlier_incidents=earlier_incidents,
                     owning_team_status=self._owning_team_status(dep),
@@ -378,7 +382,7 @@ class Pager:
             event = (body["event_action"], body)
             if decision.action is Action.TRIGGER:
                 summary, severity = body["payload"]["summary"], body["payload"]["severity"]
-        state = self.states.dependencies.get(dep)
+        state = states.dependencies.get(dep)
         timeline: dict[str, Any] = {
             "action": str(decision.action),
             "features": list(decision.features),
@@ -389,7 +393,7 @@ class Pager:
         }
         if known:
             # The facts the postmortem judges from, exactly as the page did (one security fact).
-            facts = incident_facts(dep, decision.features, self.states.features, evidence, decision.escalated)
+            facts = incident_facts(dep, decision.features, states.features, evidence, decision.escalated)
             timeline["security_relevant"] = facts.security
             timeline["features_down"] = list(facts.features_down)
         if decision.note:
@@ -442,9 +446,9 @@ class Pager:
         dep = self.engine.config.dependencies.get(dependency)
         return self.service_status(dep.pagerduty_service) if dep is not None and dep.pagerduty_service else None
 
-    def _upcoming_windows(self, dependency: str) -> list[Any]:
-        dep = self.engine.config.dependencies.get(dependency)
+    def _upcoming_windows(self, dependency: str, states: Snapshot) -> list[Any]:
+        dep = states.config.dependencies.get(dependency)
         if dep is None or not dep.pagerduty_service:
             return []
         now = datetime.fromtimestamp(self.clock(), UTC)
-        return [w for w in self.engine.windows if dep.pagerduty_service in w.service_ids and w.end > now]
+        return [w for w in states.windows if dep.pagerduty_service in w.service_ids and w.end > now]

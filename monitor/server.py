@@ -102,8 +102,8 @@ def create_app(view: View, clock: Callable[[], float], max_requests: int = MAX_C
 
     async def maintenance_windows(request: Request) -> Response:
         camel = request.headers.get("x-key-inflection", "").lower() == "camel"
-        engine = view.engine
-        return JSONResponse({"data": app_maintenance_windows(engine.config, engine.windows, clock(), camel)})
+        engine = view.engine.snapshot()
+        return JSONResponse({"data": app_maintenance_windows(engine.config, list(engine.windows), clock(), camel)})
 
     async def index(request: Request) -> Response:
         return HTMLResponse(render_status_page(await document()))
@@ -167,14 +167,14 @@ def history_segments(
 
 def status_document(view: View, now: float, history: FeatureHistory | None = None) -> dict[str, Any]:
     """The `/status` JSON (SPEC section 5); `history` gives each feature's `history_24h`."""
-    engine = view.engine
+    engine = view.engine.snapshot()
     config = engine.config
     dependencies: dict[str, Any] = {}
     for dep_id, dep in config.dependencies.items():
         state = engine.dependencies[dep_id]
         window = engine.dependency_windows.get(dep_id)
         probes = {}
-        for name, health in engine.probes_of(dep_id):
+        for name, health in engine.probes[dep_id]:
             last = health.last
             probes[name] = {
                 "state": str(health.status),

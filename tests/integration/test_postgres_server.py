@@ -61,7 +61,7 @@ def _port_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def _wait_until(condition: object, timeout: float = 15.0) -> bool:
+def _wait_until(condition: object, timeout: float = 60.0) -> bool:  # the server may take 15 s to stop
     assert callable(condition)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
