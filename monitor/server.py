@@ -8,7 +8,6 @@ Every handler reads the current `View`; none of them changes state.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from hypercorn.config import Config as HypercornConfig
@@ -29,6 +28,7 @@ from monitor.reports import app_maintenance_windows
 from monitor.selfwatch import SelfState
 from monitor.statuspage import render_status_page
 from monitor.store import Silence
+from monitor.text import iso_utc
 
 # depmon's own surface (issue 11): a flood must not take the daemon's file descriptors or its event
 # loop. A connection that sends nothing is closed after IDLE_CONNECTION_SECONDS (hypercorn's idle
@@ -122,9 +122,7 @@ def create_app(view: View, clock: Callable[[], float], max_requests: int = MAX_C
 
 
 def _iso(timestamp: float | None) -> str | None:
-    if timestamp is None:
-        return None
-    return datetime.fromtimestamp(timestamp, UTC).isoformat().replace("+00:00", "Z")
+    return None if timestamp is None else iso_utc(timestamp)
 
 
 def _maintenance_polling(status: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -15,20 +15,16 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
 from monitor.config import Config, format_duration, parse_duration
 from monitor.store import SqlStore, StoreError, connect, redacted_url
+from monitor.text import utc
 
 __all__ = ["run_silence"]
 
 EXIT_OK, EXIT_USAGE = 0, 2
-
-
-def _when(moment: float) -> str:
-    return datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def run_silence(
@@ -109,7 +105,7 @@ def _add(
         silence_id = store.add_silence(dependency, now, now + seconds, reason)
     name = config.dependencies[dependency].name
     print(
-        f"silence {silence_id}: no page for {name} for {format_duration(seconds)}, until {_when(now + seconds)} "
+        f"silence {silence_id}: no page for {name} for {format_duration(seconds)}, until {utc(now + seconds)} "
         f"(reason: {reason}); end it with `depmon silence --expire {silence_id}`",
         file=out,
     )
@@ -125,7 +121,7 @@ def _list(path: _State, now: float, out: TextIO) -> int:
     if not active:
         print("no silence in force", file=out)
     for s in active:
-        print(f"{s.id}\t{s.dependency}\tuntil {_when(s.ends_at)}\t{s.reason}", file=out)
+        print(f"{s.id}\t{s.dependency}\tuntil {utc(s.ends_at)}\t{s.reason}", file=out)
     return EXIT_OK
 
 

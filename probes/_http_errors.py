@@ -27,6 +27,7 @@ import anyio
 import httpx
 
 from monitor.results import Outcome
+from monitor.text import host_port
 from probes._redirects import redirect_loop_detail
 from probes.context import MAX_REDIRECTS
 
@@ -171,9 +172,7 @@ def _request_url(exc: BaseException) -> httpx.URL | None:
 
 def _endpoint(url: httpx.URL) -> str:
     """`host:port` of a URL, never its credentials or path."""
-    host = f"[{url.host}]" if ":" in url.host else url.host
-    port = url.port or _DEFAULT_PORTS.get(url.scheme)
-    return f"{host}:{port}" if port else host
+    return host_port(url.host, url.port or _DEFAULT_PORTS.get(url.scheme))
 
 
 def _proxy_endpoint(proxy: str | None) -> str:

@@ -14,6 +14,7 @@ from anyio.abc import SocketAttribute
 
 from monitor.config import TcpProbeSpec
 from monitor.results import Outcome, ProbeResult
+from monitor.text import host_port
 from probes.context import ProbeContext
 from probes.dns import resolution_failure
 
@@ -41,8 +42,8 @@ def connect_failure(host: str, port: int, exc: OSError | UnicodeError) -> ProbeR
 
 
 def endpoint(host: str, port: int) -> str:
-    """`host:port`, with brackets around an IPv6 address."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    """`host:port`, with brackets around an IPv6 address (`monitor.text.host_port`)."""
+    return host_port(host, port)
 
 
 def _errno(exc: BaseException) -> int | None:
