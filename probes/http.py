@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import codecs
 import dataclasses
+import functools
 import json
 import time
 from collections.abc import Sequence
@@ -73,7 +74,7 @@ async def probe(spec: HttpProbeSpec, ctx: ProbeContext) -> ProbeResult:
         token = token_or_failure
         headers["Authorization"] = f"Bearer {token}"
 
-    url = httpx.URL(spec.url)
+    url = _parsed(spec.url)
     started = time.perf_counter()
     try:
         answer = await _exchange(spec, ctx, url, headers, started)
@@ -90,6 +91,12 @@ async def probe(spec: HttpProbeSpec, ctx: ProbeContext) -> ProbeResult:
         answer = dataclasses.replace(answer, body=answer.body.replace(token.encode(), b"***"))
     result = evaluate_answer(spec.expect, answer)
     return result if token is None else dataclasses.replace(result, detail=_scrub(result.detail, token))
+
+
+@functools.lru_cache(maxsize=16_384)
+def _parsed(url: str) -> httpx.URL:
+    """A probe's URL parsed once, not at every run (parsing was ~4% of the daemon's CPU at 500 probes/s)."""
+    return httpx.URL(url)
 
 
 async def _exchange(
