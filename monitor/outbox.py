@@ -26,6 +26,7 @@ clock, so backoff schedules play out without real waiting.
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -219,7 +220,7 @@ class Outbox:
         """Start a delivery task for each idle key whose head is due; seconds until the next one is."""
         now = self._clock()
         next_due: float | None = None
-        for event in await self._store.claim_heads(self._replica, self._wall_clock(), self._lease):
+        for event in await self._heads():
             if _queue(event) in self._in_flight:
                 continue
             due = self._retry_at.get(event.id, now)
@@ -229,6 +230,13 @@ class Outbox:
             self._in_flight.add(_queue(event))
             deliveries.start_soon(self._deliver_key, event)
         return None if next_due is None else next_due - now
+
+    async def _heads(self) -> list[OutboxEvent]:
+        """The heads to deliver: among replicas, those claimed for this one; alone, every pending head
+        (nobody else delivers: no claim to write, no commit per wake-up)."""
+        if self._poll is None:
+            return await self._store.pending_heads(math.inf)
+        return await self._store.claim_heads(self._replica, self._wall_clock(), self._lease)
 
     async def _deliver_key(self, event: OutboxEvent) -> bool:
         """Deliver one key's head; the loop is woken when it is done, whatever happened."""
@@ -252,7 +260,7 @@ class Outbox:
             settled.append(await self._deliver_key(event))
 
         async with anyio.create_task_group() as tg:
-            for event in await self._store.claim_heads(self._replica, self._wall_clock(), self._lease):
+            for event in await self._heads():
                 if _queue(event) not in self._in_flight:
                     self._in_flight.add(_queue(event))
                     tg.start_soon(deliver, event)

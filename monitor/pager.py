@@ -50,6 +50,7 @@ from monitor.store import Incident, IncidentWrite, Silence, Store
 log = structlog.get_logger("depmon.pager")
 
 TICK_SECONDS = 1.0
+COMMIT_BATCH = 50  # decisions written per store transaction
 PRUNE_EVERY_SECONDS = 3600.0
 _CONFIRM_SLACK_SECONDS = 1.0
 
@@ -295,8 +296,15 @@ class Pager:
             recheck_within=self._recheck_within,
             silenced=silenced,
         )
-        for decision in decide(self._policy, self.open, situation, self.clock()):
-            await self._carry_out(decision, states, probes)
+        decisions = decide(self._policy, self.open, situation, self.clock())
+        # Decisions are committed in batches (each decision still all or nothing within one): a
+        # mass outage's 1,000 pages are 20 commits, not 1,000 fsyncs, and the first pages of it
+        # are queued after a batch, not after all of them.
+        for start in range(0, len(decisions), COMMIT_BATCH):
+            prepared = [await self._prepare(d, states, probes) for d in decisions[start : start + COMMIT_BATCH]]
+            ids = await self.store.apply_all([write for _, write, _ in prepared], self.fence)
+            for (decision, write, incident), incident_id in zip(prepared, ids, strict=True):
+                self._record(decision, write, incident, incident_id)
 
     async def _prune_when_due(self) -> None:
         now = self.clock()
@@ -307,7 +315,10 @@ class Pager:
         if events or incidents:
             log.info("state_pruned", events=events, incidents=incidents)
 
-    async def _carry_out(self, decision: Decision, states: Snapshot, probes: Snapshot) -> None:
+    async def _prepare(
+        self, decision: Decision, states: Snapshot, probes: Snapshot
+    ) -> tuple[Decision, IncidentWrite, OpenIncident | None]:
+        """The store write of one decision, with what it reads first (earlier incidents, a silence just ended)."""
         now = self.clock()
         dep = decision.dependency
         incident = self.open.get(dep)
@@ -320,7 +331,13 @@ class Pager:
             if silence is not None:  # the page a silence held back: its timeline says so
                 timeline = {**write.timeline, "silence": silence}
                 write = dataclasses.replace(write, timeline=timeline)
-        incident_id = await self._apply(write)
+        return decision, write, incident
+
+    def _record(
+        self, decision: Decision, write: IncidentWrite, incident: OpenIncident | None, incident_id: int
+    ) -> None:
+        """After the commit: the open incidents as the decision left them, the outbox woken, the log."""
+        dep = decision.dependency
         if write.event is not None:
             self.outbox.queued()
         if decision.action is Action.RESOLVE:
@@ -329,7 +346,7 @@ class Pager:
             self.open[dep] = OpenIncident(
                 dep,
                 decision.dedup_key,
-                incident.opened_at if incident else now,
+                incident.opened_at if incident else write.at,
                 decision.features,
                 decision.escalated,
                 incident_id,

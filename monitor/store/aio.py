@@ -95,6 +95,7 @@ class Store:
     add_timeline = _InThread(SqlStore.add_timeline)
     timeline = _InThread(SqlStore.timeline)
     apply = _InThread(SqlStore.apply)
+    apply_all = _InThread(SqlStore.apply_all)
     orphaned_triggers = _InThread(SqlStore.orphaned_triggers)
     prune = _InThread(SqlStore.prune)
     # feature history, silences

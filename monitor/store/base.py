@@ -437,21 +437,28 @@ class SqlStore(ABC):
         epoch the decision was made under; if another replica has taken the lead since, nothing
         is written and `NotLeader` is raised (a deposed leader never pages).
         """
+        return self.apply_all([write], fence)[0]
+
+    def apply_all(self, writes: Sequence[IncidentWrite], fence: int | None = None) -> list[int]:
+        """`apply` for several decisions in one transaction (one commit): all of them or none."""
+        ids: list[int] = []
         with self._transaction(write=True) as tx:
             if fence is not None:
                 rows = tx.rows(self._FENCE)
                 current = rows[0]["epoch"] if rows else None
                 if current != fence:
                     raise NotLeader(f"{self.name}: leadership epoch {current} is not ours ({fence}): not written")
-            incident_id = self._write_incident(tx, write)
-            events = [(PAGERDUTY, *write.event)] if write.event is not None else []
-            for destination, action, body in [*events, *write.messages]:
-                tx.insert(
-                    _INSERT_OUTBOX,
-                    (write.dedup_key, action, _without_routing_key(body), write.at, write.at, destination),
-                )
-            tx.insert(_INSERT_TIMELINE, (incident_id, write.at, write.kind, _dumps(write.timeline)))
-        return incident_id
+            for write in writes:
+                incident_id = self._write_incident(tx, write)
+                events = [(PAGERDUTY, *write.event)] if write.event is not None else []
+                for destination, action, body in [*events, *write.messages]:
+                    tx.insert(
+                        _INSERT_OUTBOX,
+                        (write.dedup_key, action, _without_routing_key(body), write.at, write.at, destination),
+                    )
+                tx.insert(_INSERT_TIMELINE, (incident_id, write.at, write.kind, _dumps(write.timeline)))
+                ids.append(incident_id)
+        return ids
 
     @staticmethod
     def _write_incident(tx: Transaction, write: IncidentWrite) -> int:

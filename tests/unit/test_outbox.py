@@ -227,15 +227,15 @@ class TestOutbox:
     ) -> None:
         """A store failure in one iteration is logged and counted, and the loop goes on delivering."""
         h = Harness(store, FakeSender(clock), clock)
-        real = store.claim_heads
+        real = store.pending_heads
         failures = iter([True])
 
-        async def flaky(replica: str, now: float, lease: float) -> Any:
+        async def flaky(now: float) -> Any:
             if next(failures, False):
                 raise OSError("disk hiccup")
-            return await real(replica, now, lease)
+            return await real(now)
 
-        monkeypatch.setattr(store, "claim_heads", flaky)
+        monkeypatch.setattr(store, "pending_heads", flaky)
         await h.outbox.put("a", "trigger", trigger("a1"))
         with capture_logs() as logs:
             async with h.running():

@@ -216,19 +216,24 @@ class PagingModel(RuleBasedStateMachine):
 
     @rule(after=st.integers(min_value=0, max_value=2))
     def killed_mid_reconciliation_then_restarted(self, after: int) -> None:
-        """The process dies after `after` decisions of a reconciliation, then starts again."""
+        """The process dies after `after` store writes of a reconciliation (a silence's entry, then the
+        decisions' one transaction), then starts again."""
         assert self.store is not None
-        real_apply = self.store.apply
+        real_apply, real_apply_all = self.store.apply, self.store.apply_all
         applied = 0
 
-        async def dying_apply(write: Any, fence: int | None = None) -> int:
-            nonlocal applied
-            if applied >= after:
-                raise SimulatedKill
-            applied += 1
-            return await real_apply(write, fence)
+        def dies_after(real: Any) -> Any:
+            async def dying(writes: Any, fence: int | None = None) -> Any:
+                nonlocal applied
+                if applied >= after:
+                    raise SimulatedKill
+                applied += 1
+                return await real(writes, fence)
 
-        self.store.apply = dying_apply  # type: ignore[method-assign]
+            return dying
+
+        self.store.apply = dies_after(real_apply)  # type: ignore[method-assign]
+        self.store.apply_all = dies_after(real_apply_all)  # type: ignore[method-assign]
         self.portal.call(self.engine.tick)
         with contextlib.suppress(SimulatedKill):
             self.portal.call(self.pager.reconcile)
