@@ -25,7 +25,9 @@ def test_the_evss_page_and_its_resolve_reach_the_team_and_owner_channels(sim: Si
     """EVSS down: a post to the alerts channel and #evss-prod; a Slack outage delays the resolve, never loses it."""
     with running(sim):
         sim.upstream("evss").fail_with(503)
+        # Each channel is its own outbox queue: the two posts arrive in either order.
         wait_for(lambda: len(sim.slack.posts_to("#evss-prod")) >= 1, 20, "the EVSS page in #evss-prod")
+        wait_for(lambda: len(sim.slack.posts_to(ALERTS)) >= 1, 20, "the EVSS page in the alerts channel")
         [down] = sim.slack.posts_to(ALERTS)
         assert down.message["blocks"][0]["text"]["text"] == "Down: EVSS"
         assert "Claims" in str(down.message)
