@@ -41,7 +41,7 @@ import structlog
 from monitor.metrics import Metrics
 from monitor.pagerduty import Delivery
 from monitor.slack import SLACK_PREFIX, SlackSender
-from monitor.store import OutboxEvent, Store
+from monitor.store import OutboxEvent, OutboxHead, Store
 
 __all__ = ["Backoff", "EventSender", "Outbox", "Wakeup"]
 
@@ -231,33 +231,36 @@ class Outbox:
             deliveries.start_soon(self._deliver_key, event)
         return None if next_due is None else next_due - now
 
-    async def _heads(self) -> list[OutboxEvent]:
+    async def _heads(self) -> list[OutboxHead]:
         """The heads to deliver: among replicas, those claimed for this one; alone, every pending head
         (nobody else delivers: no claim to write, no commit per wake-up)."""
         if self._poll is None:
             return await self._store.pending_heads(math.inf)
         return await self._store.claim_heads(self._replica, self._wall_clock(), self._lease)
 
-    async def _deliver_key(self, event: OutboxEvent) -> bool:
-        """Deliver one key's head; the loop is woken when it is done, whatever happened."""
+    async def _deliver_key(self, head: OutboxHead) -> bool:
+        """Deliver one key's head (its body read now); the loop is woken when it is done, whatever happened."""
         try:
             async with self._send_slots:
+                event = await self._store.outbox_event(head.id)
+                if event.status != "pending":  # settled since the scan (by another replica)
+                    return True
                 return await self._deliver(event)
         except Exception:
-            log.exception("outbox_delivery_failed", event_id=event.id, dedup_key=event.dedup_key)
+            log.exception("outbox_delivery_failed", event_id=head.id, dedup_key=head.dedup_key)
             self._metrics.loop_errors.labels(loop="outbox").inc()
-            self._retry_at[event.id] = self._clock() + self._error_pause
+            self._retry_at[head.id] = self._clock() + self._error_pause
             return False
         finally:
-            self._in_flight.discard(_queue(event))
+            self._in_flight.discard(_queue(head))
             self._wake.set()
 
     async def _deliver_pass(self) -> bool:
         """Send the head of every idle key once, now; True when some event was settled."""
         settled: list[bool] = []
 
-        async def deliver(event: OutboxEvent) -> None:
-            settled.append(await self._deliver_key(event))
+        async def deliver(head: OutboxHead) -> None:
+            settled.append(await self._deliver_key(head))
 
         async with anyio.create_task_group() as tg:
             for event in await self._heads():
@@ -327,7 +330,7 @@ class Outbox:
         return False
 
 
-def _queue(event: OutboxEvent) -> tuple[str, str]:
+def _queue(event: OutboxEvent | OutboxHead) -> tuple[str, str]:
     """The ordered queue an event belongs to: its destination and dedup key."""
     return event.destination, event.dedup_key
 

@@ -50,8 +50,9 @@ from monitor.store import Incident, IncidentWrite, Silence, Store
 log = structlog.get_logger("depmon.pager")
 
 TICK_SECONDS = 1.0
-COMMIT_BATCH = 50  # decisions written per store transaction
+COMMIT_BATCH = 250  # decisions written per store transaction
 PRUNE_EVERY_SECONDS = 3600.0
+SILENCES_EVERY_SECONDS = 0.25  # the silences are read at most this often (a mass outage reconciles many times a second)
 _CONFIRM_SLACK_SECONDS = 1.0
 
 
@@ -116,6 +117,22 @@ def _open_incident(row: Incident) -> OpenIncident:
     )
 
 
+_COUNTS_EARLIER = (Action.TRIGGER, Action.UPDATE, Action.ESCALATE)  # events that say how often it happened before
+
+
+def silence_just_ended(silences: list[Silence], dependency: str, now: float) -> dict[str, Any] | None:
+    """The silence of `dependency` that ended within the last hour, if any (for a trigger's timeline)."""
+    ended = [
+        s
+        for s in silences
+        if s.dependency == dependency and now - 3600.0 <= min(s.ends_at, s.expired_at or s.ends_at) <= now
+    ]
+    if not ended:
+        return None
+    last = ended[-1]
+    return {"id": last.id, "until": min(last.ends_at, last.expired_at or last.ends_at), "reason": last.reason}
+
+
 class Pager:
     """Turns state changes into PagerDuty events through the outbox."""
 
@@ -136,9 +153,17 @@ class Pager:
         self._pruned_at: float | None = None
         self.watch: SelfWatch | None = None
         self.silences: list[Silence] = []  # active now, as last read from the store (about once a second)
+        self._all_silences: list[Silence] = []  # every silence as last read (a trigger names one just ended)
+        # Each dependency's incidents in the store, open or resolved (an event says how often it happened
+        # before): read at load, counted as decisions open them, read again after a prune or a reload.
+        # A mass outage's decisions then read nothing from the store: each read is a round trip to
+        # the store's thread, which waits for a turn of a busy event loop.
+        self._incident_counts: dict[str, int] | None = None
         # The owning team's own PagerDuty service as the maintenance poller last read it (the daemon sets it).
         self.service_status: Callable[[str], ServiceStatus | None] = lambda _service: None
         self._silenced: set[str] = set()  # the dependencies silenced at the last reconciliation
+        self._silences_read_at: float | None = None  # time.monotonic() of the last read of the silences
+        self._silenced_gauges: set[str] | None = None  # what `depmon_dependency_silenced` was last set from
         # Among replicas: the leadership epoch every write is fenced with (None: one replica), and
         # depmon's own verdict as the leader sees it for all replicas (None: this one's watch).
         self.fence: int | None = None
@@ -160,6 +185,9 @@ class Pager:
             previous.changed.set()  # the running loop waits on the old engine: wake it to follow this one
         self._policy = Policy.from_config(engine.config)
         self._ancestors = engine.config.ancestors()
+        self._silenced_gauges = None  # a new config's dependencies get their gauge at the next read
+        self._incident_counts = None  # and their incidents counted
+        self._silences_read_at = None
         self._confirm_within = confirm_within(engine.config)
         self._recheck_within = {
             dep: interval + self._confirm_within.get(dep, 0.0)
@@ -173,6 +201,7 @@ class Pager:
     async def load(self) -> None:
         """Reload the incidents left open by an earlier run (or leader), and open one for each orphaned trigger."""
         self.open = {}
+        self._incident_counts = None  # another leader may have opened some since
         for event in await self.store.orphaned_triggers():
             if not event.dedup_key.startswith(self._environment_prefix):
                 continue
@@ -229,25 +258,24 @@ class Pager:
             return self.self_verdict()
         return self.watch.state if self.watch is not None else SelfState()
 
-    async def _silence_just_ended(self, dependency: str, now: float) -> dict[str, Any] | None:
-        """The silence of `dependency` that ended within the last hour, if any (for a trigger's timeline)."""
-        ended = [
-            s
-            for s in await self.store.silences()
-            if s.dependency == dependency and now - 3600.0 <= min(s.ends_at, s.expired_at or s.ends_at) <= now
-        ]
-        if not ended:
-            return None
-        last = ended[-1]
-        return {"id": last.id, "until": min(last.ends_at, last.expired_at or last.ends_at), "reason": last.reason}
-
     async def _refresh_silences(self) -> None:
-        """Read the silences in force (a `depmon silence` is seen within a second, without a reload)."""
+        """Read the silences in force (a `depmon silence` is seen within a second, without a reload).
+
+        At most every `SILENCES_EVERY_SECONDS`: the loop also wakes on every change of state. The
+        gauges are set when the silenced set (or the config) changes, not at every read.
+        """
+        read_at = time.monotonic()
+        if self._silences_read_at is not None and read_at - self._silences_read_at < SILENCES_EVERY_SECONDS:
+            return
+        self._silences_read_at = read_at
+        self._all_silences = await self.store.silences()
         now = self.clock()
-        self.silences = await self.store.silences(active_at=now)
+        self.silences = [s for s in self._all_silences if s.active_at(now)]
         silenced = {s.dependency for s in self.silences}
-        for dep in self.engine.config.dependencies:
-            self.metrics.silenced.labels(dep).set(1 if dep in silenced else 0)
+        if silenced != self._silenced_gauges:
+            for dep in self.engine.config.dependencies:
+                self.metrics.silenced.labels(dep).set(1 if dep in silenced else 0)
+            self._silenced_gauges = silenced
 
     async def _record_silence_changes(self, silenced: set[str], now: float) -> None:
         """Every silence that starts or ends during an open incident goes into its timeline."""
@@ -297,11 +325,15 @@ class Pager:
             silenced=silenced,
         )
         decisions = decide(self._policy, self.open, situation, self.clock())
-        # Decisions are committed in batches (each decision still all or nothing within one): a
-        # mass outage's 1,000 pages are 20 commits, not 1,000 fsyncs, and the first pages of it
-        # are queued after a batch, not after all of them.
+        # The decisions read nothing from the store (see `_incident_counts`) and are committed in
+        # batches (each decision still all or nothing within one): a mass outage's 1,000 pages are
+        # 4 round trips to the store's thread, not 3,000 (each waits for a turn of a busy event
+        # loop), and the first pages of it are queued after a batch, not after all of them.
+        if decisions and self._incident_counts is None:
+            self._incident_counts = await self.store.incident_counts(list(self.engine.config.dependencies))
         for start in range(0, len(decisions), COMMIT_BATCH):
-            prepared = [await self._prepare(d, states, probes) for d in decisions[start : start + COMMIT_BATCH]]
+            batch = decisions[start : start + COMMIT_BATCH]
+            prepared = [self._prepare(d, states, probes) for d in batch]
             ids = await self.store.apply_all([write for _, write, _ in prepared], self.fence)
             for (decision, write, incident), incident_id in zip(prepared, ids, strict=True):
                 self._record(decision, write, incident, incident_id)
@@ -312,22 +344,25 @@ class Pager:
             return
         self._pruned_at = now
         events, incidents = await self.store.prune(now - self.engine.config.monitor.retention)
+        if incidents:
+            self._incident_counts = None  # read again before the next decisions
         if events or incidents:
             log.info("state_pruned", events=events, incidents=incidents)
 
-    async def _prepare(
+    def _prepare(
         self, decision: Decision, states: Snapshot, probes: Snapshot
     ) -> tuple[Decision, IncidentWrite, OpenIncident | None]:
-        """The store write of one decision, with what it reads first (earlier incidents, a silence just ended)."""
+        """The store write of one decision, with what it takes from the store's contents as last read
+        (earlier incidents, a silence just ended)."""
         now = self.clock()
         dep = decision.dependency
         incident = self.open.get(dep)
         earlier = 0
-        if decision.action in (Action.TRIGGER, Action.UPDATE, Action.ESCALATE) and dep != SELF:
-            earlier = len(await self.store.incidents_of(dep)) - (1 if incident else 0)
+        if decision.action in _COUNTS_EARLIER and dep != SELF:
+            earlier = (self._incident_counts or {}).get(dep, 0) - (1 if incident else 0)
         write = self._write(decision, incident, now, states, probes, earlier)
         if decision.action is Action.TRIGGER:
-            silence = await self._silence_just_ended(dep, now)
+            silence = silence_just_ended(self._all_silences, dep, now)
             if silence is not None:  # the page a silence held back: its timeline says so
                 timeline = {**write.timeline, "silence": silence}
                 write = dataclasses.replace(write, timeline=timeline)
@@ -340,6 +375,8 @@ class Pager:
         dep = decision.dependency
         if write.event is not None:
             self.outbox.queued()
+        if write.incident_id is None and self._incident_counts is not None:  # it opened an incident
+            self._incident_counts[dep] = self._incident_counts.get(dep, 0) + 1
         if decision.action is Action.RESOLVE:
             self.open.pop(dep, None)
         else:

@@ -3,13 +3,19 @@
 `Store` has no hand-written twin of each query: `_InThread(SqlStore.method)` makes the async
 method from the blocking one, with its exact signature (typed through ParamSpec), so a method
 added to `SqlStore` is one line here.
+
+The calls take turns (`Turns`), and the decisions' calls (`first=True`: the pager's reads and
+writes) go before the others waiting: in a mass outage the outbox delivers a thousand events,
+two or three store calls each, and a decision queued behind them reached PagerDuty seconds late.
 """
 
 from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Awaitable, Callable
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
 import anyio
@@ -24,11 +30,53 @@ _P = ParamSpec("_P")
 _T = TypeVar("_T")
 
 
-class _InThread(Generic[_P, _T]):
-    """A `Store` method: the `SqlStore` method of the same name, run in the store's worker thread."""
+class Turns:
+    """One holder at a time, handed first to the waiters that asked with `first=True`, each lane in order."""
 
-    def __init__(self, method: Callable[Concatenate[SqlStore, _P], _T]) -> None:
+    def __init__(self) -> None:
+        self._held = False
+        self._first: deque[anyio.Event] = deque()
+        self._others: deque[anyio.Event] = deque()
+
+    @asynccontextmanager
+    async def turn(self, *, first: bool = False) -> AsyncIterator[None]:
+        """Hold the turn for the body of the `async with`."""
+        if self._held:
+            lane = self._first if first else self._others
+            handed = anyio.Event()
+            lane.append(handed)
+            try:
+                await handed.wait()
+            except BaseException:  # cancelled while waiting: give up the place, or the turn just handed over
+                if handed.is_set():
+                    self._pass_on()
+                else:
+                    lane.remove(handed)
+                raise
+        self._held = True
+        try:
+            yield
+        finally:
+            self._pass_on()
+
+    def _pass_on(self) -> None:
+        """Hand the turn to the next waiter (it stays held), or free it."""
+        lane = self._first or self._others
+        if lane:
+            lane.popleft().set()
+        else:
+            self._held = False
+
+
+class _InThread(Generic[_P, _T]):
+    """A `Store` method: the `SqlStore` method of the same name, run in the store's worker thread.
+
+    `first`: a decision's call, which goes before the other calls waiting for the store.
+    """
+
+    def __init__(self, method: Callable[Concatenate[SqlStore, _P], _T], *, first: bool = False) -> None:
         self._method = method
+        self._first = first
         self.__doc__ = method.__doc__
 
     @overload
@@ -38,11 +86,12 @@ class _InThread(Generic[_P, _T]):
     def __get__(self, store: Store | None, owner: type[Store]) -> Any:
         if store is None:
             return self
-        method = self._method
+        method, first = self._method, self._first
 
         async def in_thread(*args: _P.args, **kwargs: _P.kwargs) -> _T:
             call = functools.partial(method, store.sync, *args, **kwargs)
-            return await anyio.to_thread.run_sync(call, limiter=store.limiter)
+            async with store.turns.turn(first=first):
+                return await anyio.to_thread.run_sync(call, limiter=store.limiter)
 
         return in_thread
 
@@ -52,12 +101,13 @@ class Store:
 
     `Store(path)` (SQLite) or `Store(backend)` is cheap and does no I/O; the connection is opened
     on the first call. `store.sync` is the blocking face of the same store, for code without an
-    event loop. One call at a time (`limiter`): the backend holds one connection.
+    event loop. One call at a time (`turns`, the decisions' first): the backend holds one connection.
     """
 
     def __init__(self, state: str | os.PathLike[str] | SqlStore) -> None:
         self.sync: SqlStore = state if isinstance(state, SqlStore) else SQLiteStore(state)
-        self.limiter = anyio.CapacityLimiter(1)
+        self.turns = Turns()
+        self.limiter = anyio.CapacityLimiter(1)  # the worker thread: one, free whenever a turn starts
 
     @property
     def state_path(self) -> str:
@@ -92,16 +142,17 @@ class Store:
     incident = _InThread(SqlStore.incident)
     open_incidents = _InThread(SqlStore.open_incidents)
     incidents_of = _InThread(SqlStore.incidents_of)
+    incident_counts = _InThread(SqlStore.incident_counts, first=True)
     add_timeline = _InThread(SqlStore.add_timeline)
     timeline = _InThread(SqlStore.timeline)
-    apply = _InThread(SqlStore.apply)
-    apply_all = _InThread(SqlStore.apply_all)
+    apply = _InThread(SqlStore.apply, first=True)
+    apply_all = _InThread(SqlStore.apply_all, first=True)
     orphaned_triggers = _InThread(SqlStore.orphaned_triggers)
     prune = _InThread(SqlStore.prune)
     # feature history, silences
     record_feature_states = _InThread(SqlStore.record_feature_states)
     feature_history = _InThread(SqlStore.feature_history)
-    silences = _InThread(SqlStore.silences)
+    silences = _InThread(SqlStore.silences, first=True)
     # replicas
     register = _InThread(SqlStore.register)
     report = _InThread(SqlStore.report)

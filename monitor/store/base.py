@@ -8,6 +8,7 @@ a worker thread.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 from abc import ABC, abstractmethod
@@ -23,6 +24,7 @@ from monitor.store.records import (
     NotLeader,
     Observation,
     OutboxEvent,
+    OutboxHead,
     ReplicaReport,
     ReplicaView,
     Silence,
@@ -69,6 +71,13 @@ def _outbox_event(row: Any) -> OutboxEvent:
     )
 
 
+_HEAD_FIELDS = tuple(field.name for field in dataclasses.fields(OutboxHead))
+
+
+def _outbox_head(row: Any) -> OutboxHead:
+    return OutboxHead(*(row[name] for name in _HEAD_FIELDS))
+
+
 def _incident(row: Any) -> Incident:
     return Incident(
         id=row["id"],
@@ -87,14 +96,16 @@ def _incident(row: Any) -> Incident:
 
 
 # The oldest pending event of each dedup key: only it may be sent, so each key delivers in order.
-_HEADS = """
-    SELECT * FROM outbox AS o
+# Only the columns of `OutboxHead`: the loop reads the heads at every wake-up, the bodies when it sends.
+_HEAD_COLUMNS = ", ".join(f"o.{name}" for name in _HEAD_FIELDS)
+_HEADS = f"""
+    SELECT {_HEAD_COLUMNS} FROM outbox AS o
     WHERE o.status = 'pending'
       AND o.id = (
         SELECT MIN(id) FROM outbox
         WHERE status = 'pending' AND destination = o.destination AND dedup_key = o.dedup_key
       )
-"""
+"""  # noqa: S608 (column names of a dataclass)
 _DUE_HEADS = _HEADS + " AND o.next_attempt_at <= ? ORDER BY o.id"
 _EARLIEST_HEAD = "SELECT MIN(next_attempt_at) AS earliest FROM (" + _HEADS + ") AS heads"  # noqa: S608 (constant text)
 # Heads this replica may deliver: unclaimed, claimed by itself, or whose claim ran out (a
@@ -169,11 +180,11 @@ class SqlStore(ABC):
         with self._transaction(write=True) as tx:
             return tx.insert(_INSERT_OUTBOX, (dedup_key, action, _without_routing_key(body), at, at, destination))
 
-    def pending_heads(self, now: float) -> list[OutboxEvent]:
+    def pending_heads(self, now: float) -> list[OutboxHead]:
         """The oldest pending event of each dedup key, if due (`next_attempt_at <= now`), oldest first."""
-        return [_outbox_event(row) for row in self._rows(_DUE_HEADS, (now,))]
+        return [_outbox_head(row) for row in self._rows(_DUE_HEADS, (now,))]
 
-    def claim_heads(self, replica: str, now: float, lease: float) -> list[OutboxEvent]:
+    def claim_heads(self, replica: str, now: float, lease: float) -> list[OutboxHead]:
         """The pending heads `replica` may deliver now, claimed for it until `now + lease`, oldest first.
 
         A head claimed by another replica is left to it until its claim runs out; on PostgreSQL,
@@ -189,7 +200,7 @@ class SqlStore(ABC):
                     f"UPDATE outbox SET claimed_by = ?, claimed_until = ? WHERE id IN ({marks})",  # noqa: S608
                     (replica, now + lease, *chunk),
                 )
-        return [_outbox_event(row) for row in rows]
+        return [_outbox_head(row) for row in rows]
 
     def next_attempt_at(self) -> float | None:
         """When the earliest pending head falls due; None when nothing is pending."""
@@ -350,6 +361,16 @@ class SqlStore(ABC):
         """Every incident of a dependency, open or resolved, newest last."""
         rows = self._rows("SELECT * FROM incidents WHERE dependency = ? ORDER BY id", (dependency,))
         return [_incident(row) for row in rows]
+
+    def incident_counts(self, dependencies: Sequence[str]) -> dict[str, int]:
+        """How many incidents, open or resolved, each of `dependencies` has (absent: none)."""
+        counts: dict[str, int] = {}
+        for start in range(0, len(dependencies), 500):
+            chunk = list(dependencies[start : start + 500])
+            marks = ", ".join("?" for _ in chunk)
+            query = f"SELECT dependency, COUNT(*) AS n FROM incidents WHERE dependency IN ({marks}) GROUP BY dependency"  # noqa: S608
+            counts.update((row["dependency"], int(row["n"])) for row in self._rows(query, tuple(chunk)))
+        return counts
 
     def add_timeline(self, incident_id: int, at: float, kind: str, data: dict[str, Any] | None = None) -> None:
         """Append one entry to an incident's timeline."""

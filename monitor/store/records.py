@@ -71,6 +71,23 @@ class OutboxEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class OutboxHead:
+    """The oldest pending event of one ordered queue (destination, dedup key), without its body.
+
+    What the delivery loop scans at every wake-up: a mass outage leaves a thousand heads pending,
+    and decoding a thousand bodies per scan cost ten times the scan. The body is read
+    (`outbox_event`) when the head is sent.
+    """
+
+    id: int
+    dedup_key: str
+    action: Action
+    destination: str
+    attempts: int
+    next_attempt_at: float
+
+
+@dataclass(frozen=True, slots=True)
 class Incident:
     """One incident (one root cause); `resolved_at` is None while it is open."""
 

@@ -143,7 +143,8 @@ class TestOutbox:
         """put() stores the event with its action and key before the loop sends it."""
         h = Harness(store, FakeSender(clock), clock)
         event_id = await h.outbox.put("depmon/test/evss", "trigger", trigger("EVSS down"))
-        [stored] = await store.pending_heads(clock())
+        [head] = await store.pending_heads(clock())
+        stored = await store.outbox_event(head.id)
         assert stored.id == event_id
         assert stored.body == {**trigger("EVSS down"), "event_action": "trigger", "dedup_key": "depmon/test/evss"}
         assert h.pending_gauge == 1

@@ -7,9 +7,11 @@ to the outbox. Absences are proved by a later write that did happen.
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -151,3 +153,65 @@ class TestPager:
             new.record("mhv", "h", fail(clock))
             assert await until_written(store, 1) == [("mhv", "trigger")]
             tg.cancel_scope.cancel()
+
+
+def many(count: int) -> str:
+    """A config of `count` independent dependencies."""
+    deps = "".join(
+        f"  dep-{i}:\n    name: Dep {i}\n    probes: [{{name: h, kind: tcp, host: 127.0.0.1, port: 9}}]\n"
+        for i in range(count)
+    )
+    return CONFIG.split("dependencies:")[0] + "dependencies:\n" + deps
+
+
+RECURRENCE = """
+playbooks:
+  plays: {title: Mobile Incident Response Plays, url: "https://example.invalid/plays"}
+escalation:
+  recurrence_playbooks: [plays]
+"""
+
+
+@pytest.mark.anyio
+class TestStoreRoundTrips:
+    """A mass outage's decisions wait for no read from the store: each round trip to its thread
+    waits for a turn of a busy event loop (issue 10: 1,000 pages at once)."""
+
+    async def test_600_pages_are_three_commits_and_one_read(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """600 dependencies down at once: one read of the incident counts, 600 / COMMIT_BATCH commits, nothing else."""
+        clock = FakeClock()
+        calls: list[str] = []
+        async with pager_over(config(tmp_path, many(600)), clock) as (pager, engine, store):
+            for name in ("incident_counts", "incidents_of", "silences", "apply", "apply_all", "outbox_events"):
+                real = getattr(store, name)
+
+                def counted(*args: object, _real: Any = real, _name: str = name, **kwargs: object) -> Any:
+                    calls.append(_name)
+                    return _real(*args, **kwargs)
+
+                monkeypatch.setattr(store, name, counted)
+            for i in range(600):
+                engine.record(f"dep-{i}", "h", fail(clock))
+            await pager.reconcile()
+            assert calls == ["incident_counts"] + ["apply_all"] * math.ceil(600 / pager_module.COMMIT_BATCH)
+            assert len(await store.outbox_events()) == 600
+            assert len(pager.open) == 600
+
+    async def test_a_recurrence_is_counted_without_reading_the_store(self, tmp_path: Path) -> None:
+        """The second outage of EVSS attaches the Plays: the count of its incidents followed the first one."""
+        clock = FakeClock()
+        async with pager_over(config(tmp_path, CONFIG + RECURRENCE), clock) as (pager, engine, store):
+            for _ in range(2):
+                engine.record("evss", "h", fail(clock))
+                await pager.reconcile()
+                engine.record("evss", "h", ok(clock))
+                await pager.reconcile()
+                clock.advance(6.0)  # past the resolve hold
+                await pager.reconcile()
+            triggers = [
+                e for e in await store.outbox_events() if e.action == "trigger" and e.destination == "pagerduty"
+            ]
+            playbooks = [t.body["payload"]["custom_details"]["playbooks"] for t in triggers]
+            assert [any("Plays" in str(p) for p in books) for books in playbooks] == [False, True]

@@ -63,9 +63,11 @@ class TestOutbox:
         with anyio.fail_after(5):
             event_id = await store.enqueue("depmon/test/evss", "trigger", TRIGGER, at=100.0)
             [head] = await store.pending_heads(now=100.0)
-        assert head.id == event_id
-        assert (head.dedup_key, head.action, head.body) == ("depmon/test/evss", "trigger", TRIGGER)
-        assert (head.status, head.attempts, head.created_at, head.next_attempt_at) == ("pending", 0, 100.0, 100.0)
+            event = await store.outbox_event(head.id)
+        assert head.id == event.id == event_id
+        assert (head.dedup_key, head.action, head.destination) == ("depmon/test/evss", "trigger", "pagerduty")
+        assert (event.dedup_key, event.action, event.body) == ("depmon/test/evss", "trigger", TRIGGER)
+        assert (event.status, event.attempts, event.created_at, event.next_attempt_at) == ("pending", 0, 100.0, 100.0)
 
     @pytest.mark.anyio
     async def test_routing_key_never_stored(self, store: Store) -> None:
@@ -99,7 +101,8 @@ class TestOutbox:
             await store.mark_accepted(b1, at=10.0)
             assert await store.next_attempt_at() == 50.0
             [head] = await store.pending_heads(now=50.0)
-        assert (head.id, head.attempts, head.last_error) == (a1, 1, "HTTP 500")
+            event = await store.outbox_event(head.id)
+        assert (head.id, head.attempts, event.last_error) == (a1, 1, "HTTP 500")
 
     @pytest.mark.anyio
     async def test_dropped_and_dry_run_are_not_pending(self, store: Store) -> None:
@@ -138,7 +141,8 @@ class TestOutbox:
             async with Store(path) as second:
                 [head] = await second.pending_heads(now=5.0)
                 assert await second.pending_count() == 1
-        assert (head.id, head.attempts, head.body) == (event_id, 1, TRIGGER)
+                event = await second.outbox_event(head.id)
+        assert (head.id, head.attempts, event.body) == (event_id, 1, TRIGGER)
 
 
 class TestIncidents:
@@ -181,6 +185,19 @@ class TestIncidents:
             second = await store.open_incident("evss", "k", 4.0)
             incidents = await store.incidents_of("evss")
         assert [incident.id for incident in incidents] == [first, second]
+
+    @pytest.mark.anyio
+    async def test_incident_counts_of_many_dependencies_at_once(self, store: Store) -> None:
+        """incident_counts counts open and resolved incidents of each asked dependency; none is absent."""
+        with anyio.fail_after(5):
+            first = await store.open_incident("evss", "k", 1.0)
+            await store.resolve_incident(first, 2.0)
+            await store.open_incident("evss", "k", 3.0)
+            await store.open_incident("mhv", "m", 3.0)
+            await store.open_incident("vaos", "v", 3.0)
+            many = [f"dep-{i}" for i in range(1_200)]  # more than one chunk of placeholders
+            counts = await store.incident_counts(["evss", "mhv", "idme", *many])
+        assert counts == {"evss": 2, "mhv": 1}
 
     @pytest.mark.anyio
     async def test_timeline_in_time_order(self, store: Store) -> None:
