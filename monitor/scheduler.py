@@ -69,7 +69,9 @@ class Scheduler:
         self.metrics = metrics
         self.rng = rng or random.Random()
         self.clock = clock
-        self.limiter = anyio.CapacityLimiter(config.monitor.max_concurrent_probes)
+        # A semaphore that takes a free slot without a trip round the event loop: each run has just
+        # slept, and anyio's CapacityLimiter cost 15 us a run against 3 us (1% of a probe's CPU).
+        self.limiter = anyio.Semaphore(config.monitor.max_concurrent_probes, fast_acquire=True)
         self._ancestors = config.ancestors()
         self._critical: dict[str, list[str]] = {}
         for dep_id, spec in config.iter_probes():

@@ -133,7 +133,7 @@ class TestHealthStatus:
 
 
 def answer(status: int = 200, body: bytes | None = None, latency: float = 0.1, charset: str | None = None) -> Answer:
-    return Answer(status, "/health", latency, body, charset)
+    return Answer(status, "/health", latency, body, None if charset is None else f"text/plain; charset={charset}")
 
 
 class TestEvaluateAnswer:
