@@ -159,11 +159,12 @@ class TestReplicas:
         replicas = _one(rendered, "Deployment")["spec"]["replicas"]
         assert 2 <= _quorum(rendered) <= replicas - 1
 
-    def test_quorum_is_the_one_the_below_quorum_alert_assumes(self, rendered: list[dict[str, Any]]) -> None:
-        """DependencySeenDownBelowQuorum's `< N` is the replicated config's quorum (Prometheus cannot read it)."""
+    @pytest.mark.parametrize("alert", ["DependencySeenDownBelowQuorum", "DependencyDown"])
+    def test_quorum_is_the_one_the_alerts_assume(self, rendered: list[dict[str, Any]], alert: str) -> None:
+        """The `down_replicas ... < N` of the alerts is the replicated config's quorum (Prometheus cannot read it)."""
         groups = yaml.safe_load(RULES_FILE.read_text(encoding="utf-8"))["groups"]
-        (rule,) = [r for g in groups for r in g["rules"] if r.get("alert") == "DependencySeenDownBelowQuorum"]
-        (threshold,) = re.findall(r"\)\s*>\s*0\s*<\s*(\d+)", rule["expr"])
+        (rule,) = [r for g in groups for r in g["rules"] if r.get("alert") == alert]
+        (threshold,) = re.findall(r"\(depmon_dependency_down_replicas\)(?:\s*>\s*0)?\s*<\s*(\d+)", rule["expr"])
         assert int(threshold) == _quorum(rendered)
 
 
