@@ -1,11 +1,12 @@
 """`GET /`: a small self-contained HTML status page (no external assets, refreshes itself).
 
 Features first (what on-call and the product owner ask about), then dependencies, maintenance
-windows and open incidents. Rendered from the same document as `/status`, for a person: names
-rather than ids, and times as "down for 12 min" with the UTC time beside it (the raw timestamp
-stays in the `<time datetime>` attribute). Each feature shows its last 24 hours as a strip of
-colored segments, each as wide as it lasted, with a tooltip ("down 10:32-10:47 UTC"), the same
-text as the strip's accessible name, and the time spent in each state written below it.
+windows, open incidents, silences and, among replicas, what each one sees. Rendered from the
+same document as `/status`, for a person: names rather than ids, and times as "down for 12 min"
+with the UTC time beside it (the raw timestamp stays in the `<time datetime>` attribute). Each
+feature shows its last 24 hours as a strip of colored segments, each as wide as it lasted, with
+a tooltip ("down 10:32-10:47 UTC"), the same text as the strip's accessible name, and the time
+spent in each state written below it.
 """
 
 from __future__ import annotations
@@ -87,6 +88,7 @@ def render_status_page(doc: dict[str, Any]) -> str:
         )
         or "<tr><td colspan=4 class=muted>none</td></tr>"
     )
+    replicas = _replicas(doc.get("replicas") or [], names)
     verdict = doc.get("self") or {}
     trouble = (
         f"<p class=alert role=alert>{escape(str(verdict.get('reason')))}: dependency failures count for nothing "
@@ -111,8 +113,35 @@ def render_status_page(doc: dict[str, Any]) -> str:
 <h2>Open incidents</h2><table id="incidents"><tr><th>Dependency</th><th>Open</th><th>Features</th><th>Escalated</th>
 </tr>{incidents}</table>
 <h2>Silences</h2><table id="silences"><tr><th>Dependency</th><th>Until</th><th>Reason</th><th>End it</th></tr>
-{silences}</table></body></html>
+{silences}</table>{replicas}</body></html>
 """
+
+
+def _replicas(replicas: Sequence[Mapping[str, Any]], names: Mapping[str, str]) -> str:
+    """HTML: among replicas, who leads, who is live, and what each sees down (nothing with one depmon).
+
+    A dependency down from one replica only is a vantage-point problem, not an outage: seeing it
+    here next to the others' views is what tells the two apart.
+    """
+    if not replicas:
+        return ""
+
+    def trouble(replica: Mapping[str, Any]) -> str:
+        fine = replica.get("self") in (None, "", "ok")
+        return "" if fine else escape(str(replica.get("self_reason") or replica.get("self")))
+
+    rows = "".join(
+        f"<tr data-replica='{escape(str(r['replica']))}'><td>{escape(str(r['replica']))}</td>"
+        f"<td>{'leads' if r.get('leader') else ''}</td>"
+        f"<td>{'live' if r.get('live') else 'not live'}, seen {r.get('seen_seconds_ago', 0):.0f} s ago</td>"
+        f"<td>{trouble(r)}</td>"
+        f"<td>{escape(_named(r.get('down') or [], names)) or '<span class=muted>nothing</span>'}</td></tr>"
+        for r in replicas
+    )
+    return (
+        '<h2>Replicas</h2><table id="replicas"><tr><th>Replica</th><th>Leader</th><th>Heard from</th>'
+        f"<th>Its own trouble</th><th>Sees down</th></tr>{rows}</table>"
+    )
 
 
 def history_strip(name: str, segments: Sequence[Mapping[str, Any]]) -> str:

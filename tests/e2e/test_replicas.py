@@ -7,6 +7,7 @@ subprocesses sharing it, one loopback upstream per dependency and a fake PagerDu
 from __future__ import annotations
 
 import contextlib
+import re
 import socket
 import threading
 import time
@@ -291,6 +292,10 @@ class TestQuorum:
         )
         status = replicas.daemons["a"].status()
         assert {r["replica"] for r in status["replicas"]} == {"a", "b", "c"}
+        page = replicas.daemons["a"].get("/").text  # the status page shows them too, c with its trouble
+        assert [re.findall(f"<tr data-replica='{name}'>", page) != [] for name in "abc"] == [True, True, True]
+        c_row = page[page.index("<tr data-replica='c'>") :].split("</tr>", 1)[0]
+        assert "replica c" in c_row or "cannot see out" in c_row, c_row
         assert all(d["state"] == "up" for d in replicas.daemons["a"].status()["dependencies"].values())
         assert [e.dedup_key for e in pagerduty.events if e.action == "trigger"] == ["depmon/e2e/self"]
 

@@ -43,6 +43,9 @@ def _document(text: str) -> dict[str, Any]:
             }
         },
         "incidents": [{"dependency": text, "opened_at": text, "features": [text], "escalated": True}],
+        "replicas": [
+            {"replica": text, "leader": True, "live": True, "self": text, "self_reason": text, "down": [text]}
+        ],
     }
 
 

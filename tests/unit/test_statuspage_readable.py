@@ -238,3 +238,45 @@ class TestSilencesAndSelf:
         assert page.index("depmon cannot keep up") < page.index("App features")
         doc["self"] = {"condition": "ok", "reason": None}
         assert "role=alert" not in render_status_page(doc)
+
+
+class TestReplicas:
+    """SPEC 10.6 on the page: among replicas, who leads and what each one sees down."""
+
+    @staticmethod
+    def _replica(name: str, **fields: Any) -> dict[str, Any]:
+        return {
+            "replica": name,
+            "leader": False,
+            "live": True,
+            "seen_seconds_ago": 0.4,
+            "self": "ok",
+            "self_reason": "",
+            "down": [],
+        } | fields
+
+    def test_each_replica_with_its_view_by_name(self) -> None:
+        """The leader, a replica that sees EVSS down (named, not by id), and one blind replica's own trouble."""
+        doc = _doc()
+        doc["replicas"] = [
+            self._replica("depmon-a", leader=True),
+            self._replica("depmon-b", down=["evss"]),
+            self._replica("depmon-c", live=False, seen_seconds_ago=9.6, self="blind", self_reason="<proxy> down"),
+        ]
+        page = render_status_page(doc)
+        rows = re.findall(r"<tr data-replica='([^']+)'>(.*?)</tr>", page[page.index('id="replicas"') :])
+        cells = {name: re.findall(r"<td>(.*?)</td>", row) for name, row in rows}
+        assert list(cells) == ["depmon-a", "depmon-b", "depmon-c"]
+        assert cells["depmon-a"][1] == "leads"
+        assert cells["depmon-b"][1] == ""
+        assert cells["depmon-b"][4] == "EVSS"
+        assert cells["depmon-c"][2] == "not live, seen 10 s ago"
+        assert cells["depmon-c"][3] == "&lt;proxy&gt; down"
+        assert cells["depmon-a"][3] == ""
+
+    def test_one_depmon_has_no_replicas_section(self) -> None:
+        """Without replicas (SQLite) the page has no Replicas heading."""
+        doc = _doc()
+        assert "Replicas" not in render_status_page(doc)
+        doc["replicas"] = []
+        assert "Replicas" not in render_status_page(doc)
