@@ -20,6 +20,7 @@ from monitor.selfwatch import (
     judge,
     local_cause,
 )
+from tests.clocks import FakeClock
 
 OK = SelfState()
 BLIND = SelfState(SelfCondition.BLIND, "depmon cannot see out: canary egress-proxy is down (refused)")
@@ -151,14 +152,6 @@ def config(tmp_path: Path) -> Config:
     return load_config(path, environ={})
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 class TestSelfWatch:
     """The watch's bookkeeping: local causes counted incrementally, canaries through thresholds."""
 
@@ -193,11 +186,11 @@ class TestSelfWatch:
     def test_overload_sets_the_gauge(self, config: Config) -> None:
         """A schedule kept at a third of its rate after warm-up sets depmon_overloaded to 1."""
         metrics = Metrics()
-        clock = Clock()
+        clock = FakeClock(100.0)
         watch = SelfWatch(config, metrics, LoopLagMonitor(metrics), clock=clock)
-        clock.now += 20.0  # past warm-up (max interval 2 s + window 10 s)
+        clock.advance(20.0)  # past warm-up (max interval 2 s + window 10 s)
         for _ in range(15):  # 10 dependencies every 2 s = 5/s scheduled; 1.5/s run
-            clock.now += 10.0 / 15
+            clock.advance(10.0 / 15)
             watch.meter.ran(0.01)
         state = watch.judge_now()
         assert state.condition is SelfCondition.OVERLOADED
@@ -225,12 +218,12 @@ class TestScheduleMeter:
 
     def test_rate_and_p99(self) -> None:
         """100 runs in 10 s against 10/s scheduled; the p99 is the largest of 100 lags."""
-        clock = Clock()
+        clock = FakeClock(100.0)
         meter = ScheduleMeter(10.0, 0.0, 10.0, clock)
         for i in range(100):
-            clock.now += 0.1
+            clock.advance(0.1)
             meter.ran(i / 1000)
         figures = meter.figures()
         assert (figures.run_per_second, figures.lag_p99, figures.lag_median) == (10.0, 0.099, 0.05)
-        clock.now += 11.0
+        clock.advance(11.0)
         assert meter.figures().run_per_second == 0.0
