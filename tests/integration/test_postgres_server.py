@@ -202,6 +202,7 @@ from tests.postgres_server import PostgresServer
 server = PostgresServer().start()
 print(server.pid, server.base_dir, server.port, flush=True)
 if sys.argv[2] == "interrupt":
+    sys.stdin.readline()  # once the test has seen the server's processes (else it races their shutdown)
     os.kill(os.getpid(), signal.SIGINT)  # an unhandled KeyboardInterrupt: atexit stops the server
 time.sleep(60)
 """
@@ -212,7 +213,11 @@ time.sleep(60)
 def test_a_server_never_outlives_its_owner(ending: str) -> None:
     """Ctrl-C (KeyboardInterrupt) and SIGKILL of the process that started the server: nothing is left behind."""
     with subprocess.Popen(
-        [sys.executable, "-c", OWNER, str(ROOT), ending], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [sys.executable, "-c", OWNER, str(ROOT), ending],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     ) as owner:
         try:
             assert owner.stdout is not None
@@ -224,6 +229,10 @@ def test_a_server_never_outlives_its_owner(ending: str) -> None:
             assert len(processes) >= 2, "the postmaster and its children"
             if ending == "sigkill":
                 owner.kill()
+            else:
+                assert owner.stdin is not None
+                owner.stdin.write("go\n")
+                owner.stdin.flush()
             _, stderr = owner.communicate(timeout=30)
             if ending == "interrupt":
                 assert "KeyboardInterrupt" in stderr
