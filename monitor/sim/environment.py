@@ -26,7 +26,6 @@ import tempfile
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Self
 from urllib.parse import urlsplit
 
@@ -48,6 +47,7 @@ from monitor.config import (
 from monitor.incidents import dedup_key
 from monitor.sim.fake_pagerduty import FakePagerDuty
 from monitor.sim.fake_slack import FakeSlack
+from monitor.sim.lifecycle import Started
 from monitor.sim.loopback import LOOPBACK_HOST
 from monitor.sim.upstreams import HEALTH_PASS, CertificateAuthority, SimulatedUpstream, TokenIssuer
 
@@ -81,7 +81,7 @@ _CONFIG_HEADER = """\
 """
 
 
-class SimulatedEnvironment:
+class SimulatedEnvironment(Started):
     """Simulated upstreams for every dependency of a config, a fake PagerDuty, and the config to run against them.
 
     `workdir` holds the written config, the certificates and the daemon's state file (a
@@ -171,14 +171,6 @@ class SimulatedEnvironment:
         if self._tempdir is not None:
             self._tempdir.cleanup()
             self._tempdir = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     # -- what the daemon and the caller need --------------------------------------------------------
 

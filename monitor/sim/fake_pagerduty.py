@@ -70,11 +70,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from http import HTTPStatus
-from types import FrameType, TracebackType
+from types import FrameType
 from typing import Any, Literal, Self
 
 import jsonschema  # type: ignore[import-untyped,unused-ignore]
 
+from monitor.sim.lifecycle import Started
 from monitor.sim.loopback import LoopbackServer, Request, Response, json_response
 from monitor.windows import MaintenanceWindow
 
@@ -229,7 +230,7 @@ def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="seconds")
 
 
-class FakePagerDuty:
+class FakePagerDuty(Started):
     """A loopback PagerDuty: Events API v2 on `events_url`, REST maintenance windows on `api_url`.
 
     `now` is the clock the maintenance-window filters use (aware datetimes). `web_url` is the
@@ -297,17 +298,6 @@ class FakePagerDuty:
             self._events_server.stop()
         finally:
             self._rest_server.stop()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     @property
     def events_url(self) -> str:

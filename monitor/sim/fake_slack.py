@@ -17,6 +17,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Self
 
+from monitor.sim.lifecycle import Started
 from monitor.sim.loopback import LoopbackServer, Request, Response
 
 __all__ = ["FakeSlack", "SlackPost"]
@@ -36,7 +37,7 @@ class SlackPost:
         return str(self.message.get("text", ""))
 
 
-class FakeSlack:
+class FakeSlack(Started):
     """Incoming webhooks on 127.0.0.1; see the module docstring."""
 
     def __init__(self) -> None:
@@ -46,11 +47,13 @@ class FakeSlack:
         self._channels: dict[str, str] = {}  # path -> channel
         self._posts: list[SlackPost] = []
 
-    def __enter__(self) -> Self:
+    def start(self) -> Self:
+        """Start the webhooks' server; returns the fake."""
         self._server.start()
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
+    def stop(self) -> None:
+        """Stop the webhooks' server."""
         self._server.stop()
 
     def webhook_url(self, channel: str) -> str:

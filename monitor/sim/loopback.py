@@ -33,9 +33,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
+
+from monitor.sim.lifecycle import Started
 
 __all__ = ["FaultResponse", "Handler", "LoopbackServer", "Request", "Response", "json_response", "shut_down"]
 
@@ -122,7 +123,7 @@ def shut_down(
             changed.wait(0.05)
 
 
-class LoopbackServer:
+class LoopbackServer(Started):
     """A threaded HTTP server on 127.0.0.1 with (method, path) dispatch and programmable faults.
 
     Use it as a context manager, or call `start()` and `stop()`. `url` is `http://127.0.0.1:PORT`
@@ -161,17 +162,6 @@ class LoopbackServer:
         """Stop listening, release held requests, cut open connections; safe to call twice."""
         self._down = False
         self._unlisten()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     @property
     def port(self) -> int:

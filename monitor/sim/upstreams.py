@@ -41,7 +41,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Self
 from urllib.parse import parse_qs, unquote_plus
 
@@ -50,6 +49,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from monitor.sim.lifecycle import Started
 from monitor.sim.loopback import (
     LOOPBACK_HOST,
     Handler,
@@ -183,7 +183,7 @@ def _server_context(certificate: IssuedCertificate) -> ssl.SSLContext:
 # -- the TLS endpoint -----------------------------------------------------------------------------
 
 
-class TlsEndpoint:
+class TlsEndpoint(Started):
     """A TLS server on 127.0.0.1 that completes each handshake, then waits for the client to hang up.
 
     That is all a tls probe needs: the certificate chain, its names and its dates. Faults:
@@ -242,14 +242,6 @@ class TlsEndpoint:
             self._changed.notify_all()
         if server is not None:
             shut_down(server, thread, connections, self._changed, lambda: bool(self._connections))
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     # -- faults ----------------------------------------------------------------------------------
 
@@ -441,7 +433,7 @@ def _bearer_token(request: Request) -> str | None:
 # -- the upstream ---------------------------------------------------------------------------------
 
 
-class SimulatedUpstream:
+class SimulatedUpstream(Started):
     """One simulated dependency: health endpoints over HTTP, optionally a TLS endpoint and a token endpoint.
 
     Configure it before `start()`: `serve_health()` for each endpoint a probe calls,
@@ -535,14 +527,6 @@ class SimulatedUpstream:
         finally:
             if self.tls is not None:
                 self.tls.stop()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     # -- faults ----------------------------------------------------------------------------------
 
