@@ -1,10 +1,13 @@
-"""The incident loop: engine states -> `incidents.decide` -> one store transaction per decision.
+"""The incident loop: engine states -> `incidents.decide` -> store writes, all of a decision or none.
 
 It is the only writer of incidents. It wakes on every state change of the engine and once a
 second (the resolve hold, escalation after `significant_duration` and the wait for an
 ancestor's verdict are matters of time, not of state), asks the pure `decide` what to do, and
 carries each decision out as one `IncidentWrite`: the outbox row, the incident change and the
 timeline entry commit together, so a kill at any moment leaves all of a decision or none of it.
+Decisions are committed `COMMIT_BATCH` to a transaction and read nothing from the store first
+(what they need of it is kept in memory): in a mass outage each round trip to the store's thread
+waits for a turn of a busy event loop.
 
 At start it reloads the incidents left open (a daemon restarted during an outage still
 resolves it) and reconciles: a trigger in the outbox without an open incident (a state file
