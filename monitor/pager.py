@@ -333,7 +333,7 @@ class Pager:
         # 4 round trips to the store's thread, not 3,000 (each waits for a turn of a busy event
         # loop), and the first pages of it are queued after a batch, not after all of them.
         if decisions and self._incident_counts is None:
-            self._incident_counts = await self.store.incident_counts(list(self.engine.config.dependencies))
+            self._incident_counts = await self.store.incident_counts()
         for start in range(0, len(decisions), COMMIT_BATCH):
             batch = decisions[start : start + COMMIT_BATCH]
             prepared = [self._prepare(d, states, probes) for d in batch]

@@ -362,15 +362,10 @@ class SqlStore(ABC):
         rows = self._rows("SELECT * FROM incidents WHERE dependency = ? ORDER BY id", (dependency,))
         return [_incident(row) for row in rows]
 
-    def incident_counts(self, dependencies: Sequence[str]) -> dict[str, int]:
-        """How many incidents, open or resolved, each of `dependencies` has (absent: none)."""
-        counts: dict[str, int] = {}
-        for start in range(0, len(dependencies), 500):
-            chunk = list(dependencies[start : start + 500])
-            marks = ", ".join("?" for _ in chunk)
-            query = f"SELECT dependency, COUNT(*) AS n FROM incidents WHERE dependency IN ({marks}) GROUP BY dependency"  # noqa: S608
-            counts.update((row["dependency"], int(row["n"])) for row in self._rows(query, tuple(chunk)))
-        return counts
+    def incident_counts(self) -> dict[str, int]:
+        """How many incidents, open or resolved, each dependency has (absent: none)."""
+        rows = self._rows("SELECT dependency, COUNT(*) AS n FROM incidents GROUP BY dependency")
+        return {row["dependency"]: int(row["n"]) for row in rows}
 
     def add_timeline(self, incident_id: int, at: float, kind: str, data: dict[str, Any] | None = None) -> None:
         """Append one entry to an incident's timeline."""

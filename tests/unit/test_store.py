@@ -187,17 +187,16 @@ class TestIncidents:
         assert [incident.id for incident in incidents] == [first, second]
 
     @pytest.mark.anyio
-    async def test_incident_counts_of_many_dependencies_at_once(self, store: Store) -> None:
-        """incident_counts counts open and resolved incidents of each asked dependency; none is absent."""
+    async def test_incident_counts_of_every_dependency_at_once(self, store: Store) -> None:
+        """incident_counts counts the open and resolved incidents of each dependency; one without any is absent."""
         with anyio.fail_after(5):
             first = await store.open_incident("evss", "k", 1.0)
             await store.resolve_incident(first, 2.0)
             await store.open_incident("evss", "k", 3.0)
             await store.open_incident("mhv", "m", 3.0)
             await store.open_incident("vaos", "v", 3.0)
-            many = [f"dep-{i}" for i in range(1_200)]  # more than one chunk of placeholders
-            counts = await store.incident_counts(["evss", "mhv", "idme", *many])
-        assert counts == {"evss": 2, "mhv": 1}
+            counts = await store.incident_counts()
+        assert counts == {"evss": 2, "mhv": 1, "vaos": 1}
 
     @pytest.mark.anyio
     async def test_timeline_in_time_order(self, store: Store) -> None:
