@@ -125,15 +125,11 @@ _COUNTS_EARLIER = (Action.TRIGGER, Action.UPDATE, Action.ESCALATE)  # events tha
 
 def silence_just_ended(silences: list[Silence], dependency: str, now: float) -> dict[str, Any] | None:
     """The silence of `dependency` that ended within the last hour, if any (for a trigger's timeline)."""
-    ended = [
-        s
-        for s in silences
-        if s.dependency == dependency and now - 3600.0 <= min(s.ends_at, s.expired_at or s.ends_at) <= now
-    ]
+    ended = [s for s in silences if s.dependency == dependency and now - 3600.0 <= s.ended_at <= now]
     if not ended:
         return None
     last = ended[-1]
-    return {"id": last.id, "until": min(last.ends_at, last.expired_at or last.ends_at), "reason": last.reason}
+    return {"id": last.id, "until": last.ended_at, "reason": last.reason}
 
 
 class Pager:

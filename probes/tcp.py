@@ -27,7 +27,7 @@ async def probe(spec: TcpProbeSpec, ctx: ProbeContext) -> ProbeResult:
         return connect_failure(spec.host, spec.port, exc)
     async with stream:
         address = str(stream.extra(SocketAttribute.remote_address)[0])  # noqa: S610 (anyio typed attribute, not Django)
-    return ProbeResult.success(f"connected to {endpoint(spec.host, spec.port)}", facts={"address": address})
+    return ProbeResult.success(f"connected to {host_port(spec.host, spec.port)}", facts={"address": address})
 
 
 def connect_failure(host: str, port: int, exc: OSError | UnicodeError) -> ProbeResult:
@@ -36,14 +36,9 @@ def connect_failure(host: str, port: int, exc: OSError | UnicodeError) -> ProbeR
         return resolution_failure(host, exc)
     code = _errno(exc)
     if code == errno.ECONNREFUSED:
-        return ProbeResult.failure(Outcome.CONNECT, f"connection refused to {endpoint(host, port)}")
+        return ProbeResult.failure(Outcome.CONNECT, f"connection refused to {host_port(host, port)}")
     reason = os.strerror(code).lower() if code else "connection failed"
-    return ProbeResult.failure(Outcome.CONNECT, f"cannot connect to {endpoint(host, port)}: {reason}")
-
-
-def endpoint(host: str, port: int) -> str:
-    """`host:port`, with brackets around an IPv6 address (`monitor.text.host_port`)."""
-    return host_port(host, port)
+    return ProbeResult.failure(Outcome.CONNECT, f"cannot connect to {host_port(host, port)}: {reason}")
 
 
 def _errno(exc: BaseException) -> int | None:

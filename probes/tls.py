@@ -20,6 +20,7 @@ from anyio.streams.tls import TLSAttribute
 
 from monitor.config import TlsProbeSpec
 from monitor.results import Outcome, ProbeResult
+from monitor.text import host_port
 from probes._certs import (
     Certificate,
     CertificateFailure,
@@ -29,7 +30,7 @@ from probes._certs import (
 )
 from probes._http_errors import find_cause, ssl_reason
 from probes.context import ProbeContext, TlsOptions
-from probes.tcp import connect_failure, endpoint
+from probes.tcp import connect_failure
 
 INSPECTION_TIMEOUT = 5.0  # the most the unverified second handshake may take, deadline permitting
 
@@ -127,4 +128,4 @@ def _parse(der: bytes | None) -> Certificate:
 
 
 def _handshake_failure(host: str, port: int, reason: str) -> ProbeResult:
-    return ProbeResult.failure(Outcome.TLS, f"TLS handshake with {endpoint(host, port)} failed: {reason}")
+    return ProbeResult.failure(Outcome.TLS, f"TLS handshake with {host_port(host, port)} failed: {reason}")

@@ -152,6 +152,11 @@ class Silence:
         """True while the silence holds at UNIX time `now`."""
         return self.created_at <= now < self.ends_at and (self.expired_at is None or now < self.expired_at)
 
+    @property
+    def ended_at(self) -> float:
+        """When it stops (or stopped) holding: its end, or the moment it was expired by hand if earlier."""
+        return self.ends_at if self.expired_at is None else min(self.ends_at, self.expired_at)
+
 
 @dataclass(frozen=True, slots=True)
 class TimelineEntry:

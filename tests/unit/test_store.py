@@ -24,6 +24,7 @@ from monitor.store import (
     Observation,
     PostgresStore,
     ReplicaReport,
+    Silence,
     SQLiteStore,
     SqlStore,
     StateLock,
@@ -669,3 +670,14 @@ class TestPostgreSQL:
             store.pending_count()
         assert "hunter2-secret" not in str(caught.value)
         assert "no_such_database" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("ends_at", "expired_at", "ended_at"),
+    [(200.0, None, 200.0), (200.0, 150.0, 150.0), (200.0, 250.0, 200.0)],
+)
+def test_a_silence_ends_at_its_end_or_its_earlier_expiry(
+    ends_at: float, expired_at: float | None, ended_at: float
+) -> None:
+    """`Silence.ended_at`: the end it was given, or the moment it was expired by hand when that came first."""
+    assert Silence(1, "evss", 100.0, ends_at, "deploy", expired_at).ended_at == ended_at
