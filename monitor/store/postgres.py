@@ -26,7 +26,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 from psycopg.rows import dict_row
 
-from monitor.store.base import SqlStore
+from monitor.store.base import SqlStore, insert_statements
 from monitor.store.records import StoreError
 
 __all__ = ["SCHEMA_VERSION", "LeaderLock", "PostgresStore", "redacted_url"]
@@ -171,6 +171,18 @@ class _Transaction:
         row = self._connection.execute(_placeholders(sql), parameters).fetchone()
         assert row is not None
         return int(row["id"])
+
+    def insert_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> list[int]:
+        if not rows:
+            return []
+        # The identity's next values in one round trip, then the rows with them (in order).
+        taken = self.rows(
+            "SELECT nextval(pg_get_serial_sequence(?, 'id')) AS id FROM generate_series(1, ?)", (table, len(rows))
+        )
+        ids = sorted(int(row["id"]) for row in taken)
+        for sql, parameters in insert_statements(table, columns, ids, rows, clause=" OVERRIDING SYSTEM VALUE"):
+            self.change(sql, parameters)
+        return ids
 
 
 class PostgresStore(SqlStore):

@@ -365,6 +365,42 @@ class TestDecisions:
         assert left_events == ["depmon/test/b", "depmon/test/c"]
         assert timeline_of_old == []
 
+    def test_a_batch_larger_than_one_statement_keeps_its_order(self, backend: SqlStore) -> None:
+        """600 decisions in one batch (several statements per table): ids, events and timelines in the
+        batch's order, updates and new incidents mixed, and the ids after a prune never reused."""
+        with backend as store:
+            first = store.apply(_trigger_write(dedup_key="depmon/test/x0", dependency="x0"))
+            store.apply(_trigger_write(incident_id=first, kind="resolve", event=("resolve", {}), resolved=True))
+            store.prune(before=1e9)  # the highest incident id is gone; AUTOINCREMENT still never reuses it
+            kept = store.apply(_trigger_write(dedup_key="depmon/test/kept", dependency="kept"))
+            writes = [_trigger_write(dedup_key=f"depmon/test/d{i}", dependency=f"d{i}") for i in range(600)]
+            writes.insert(300, _trigger_write(incident_id=kept, dedup_key="depmon/test/kept", kind="escalate"))
+            ids = store.apply_all(writes)
+            events = [e.dedup_key for e in store.outbox_events() if e.dedup_key.startswith("depmon/test/d")]
+            opened = {i.dependency: i.id for i in store.open_incidents()}
+            timeline = store.timeline(ids[599])
+        new = ids[:300] + ids[301:]
+        assert ids[300] == kept
+        assert new == list(range(kept + 1, kept + 601))
+        assert all(opened[f"d{i}"] == new[i] for i in range(600))
+        assert events == [f"depmon/test/d{i}" for i in range(600)]
+        assert first < kept
+        assert [e.kind for e in timeline] == ["trigger"]
+
+    def test_a_batch_is_a_few_statements_whatever_its_size(self, tmp_path: Path) -> None:
+        """250 new incidents with their events and timelines: a handful of statements, not three per decision
+        (each statement lets go of the GIL, and getting it back from a busy event loop takes up to 5 ms)."""
+        store = SQLiteStore(tmp_path / "state.sqlite3")
+        statements: list[str] = []
+        with store:
+            store.apply(_trigger_write())  # opens and migrates the file
+            store._db().set_trace_callback(statements.append)
+            store.apply_all([_trigger_write(dedup_key=f"depmon/test/d{i}", dependency=f"d{i}") for i in range(250)])
+            store._db().set_trace_callback(None)
+            assert len(store.open_incidents()) == 251
+        # BEGIN, three id reads, incidents in 3 statements (999 parameters each), outbox 2, timeline 2, COMMIT
+        assert len(statements) <= 12, statements
+
     def test_version_1_file_migrates_rejected_to_dropped(self, tmp_path: Path) -> None:
         """A state file of schema 1 with a `rejected` event opens as schema 2 with that event `dropped`."""
         path = tmp_path / "old.sqlite3"
