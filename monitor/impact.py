@@ -197,7 +197,21 @@ def _union(groups: Iterable[Sequence[str]]) -> tuple[str, ...]:
 
 def impacted_features(root: str, features: Mapping[str, FeatureHealth]) -> list[str]:
     """The features degraded or down because of root cause `root`, in config order."""
-    return [f for f, h in features.items() if h.impacted and root in h.impacted_by]
+    return features_by_root(features).get(root, [])
+
+
+def features_by_root(features: Mapping[str, FeatureHealth]) -> dict[str, list[str]]:
+    """Every root cause -> the features degraded or down because of it, in config order.
+
+    One pass over the features for all root causes: a mass outage's decisions ask for a
+    thousand of them at once.
+    """
+    index: dict[str, list[str]] = {}
+    for feature, health in features.items():
+        if health.impacted:
+            for root in health.impacted_by:
+                index.setdefault(root, []).append(feature)
+    return index
 
 
 def needs_from_config(features: Mapping[str, Feature]) -> dict[str, FeatureNeeds]:

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from monitor.config import Config
 from monitor.health import DependencyHealth, DependencyState, root_cause
-from monitor.impact import FeatureHealth, FeatureState, impacted_features
+from monitor.impact import FeatureHealth, FeatureState, features_by_root
 from monitor.results import ProbeResult
 from monitor.text import iso_utc, utc, utc_date
 from monitor.windows import MaintenanceWindow
@@ -178,6 +178,7 @@ def decide(
     env = policy.environment
     dependencies, features = situation.dependencies, situation.features
     decisions: list[Decision] = []
+    impacted = features_by_root(features)
     for dep, state in dependencies.items():
         if dep in open_incidents or state.state is not DependencyState.DOWN or state.cause is not None:
             continue
@@ -185,18 +186,23 @@ def decide(
             continue  # silenced: no page; still down when the silence ends, it pages then
         if awaiting_ancestor(dep, situation, now) is not None:
             continue
-        decisions.append(Decision(Action.TRIGGER, dep, dedup_key(env, dep), tuple(impacted_features(dep, features))))
+        decisions.append(Decision(Action.TRIGGER, dep, dedup_key(env, dep), tuple(impacted.get(dep, ()))))
     for dep, incident in open_incidents.items():
-        decision = _follow_up(policy, incident, dependencies.get(dep), situation, now)
+        decision = _follow_up(policy, incident, dependencies.get(dep), situation, now, impacted)
         if decision is not None:
             decisions.append(decision)
     return decisions
 
 
 def _follow_up(
-    policy: Policy, incident: OpenIncident, state: DependencyHealth | None, situation: Situation, now: float
+    policy: Policy,
+    incident: OpenIncident,
+    state: DependencyHealth | None,
+    situation: Situation,
+    now: float,
+    impacted: Mapping[str, Sequence[str]],
 ) -> Decision | None:
-    """What an open incident needs now, if anything."""
+    """What an open incident needs now, if anything (`impacted`: `features_by_root` of the situation)."""
     same = Decision(
         Action.RESOLVE,
         incident.dependency,
@@ -224,7 +230,7 @@ def _follow_up(
         return replace(same, action=Action.FLAP, flapping=True, up_since=None)
     if state.state is DependencyState.MAINTENANCE or incident.dependency in situation.silenced:
         return None  # planned work or a silence: no update, no escalation while it holds
-    current = tuple(impacted_features(incident.dependency, situation.features))
+    current = tuple(impacted.get(incident.dependency, ()))
     due = not incident.escalated and now - incident.opened_at >= policy.significant_duration
     if current == incident.features and not due:
         return None

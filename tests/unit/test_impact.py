@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from monitor.config import Feature
 from monitor.graph import children_of, ranks
@@ -18,6 +20,7 @@ from monitor.impact import (
     evaluate_features,
     feature_order,
     feature_parents,
+    features_by_root,
     impacted_features,
     needs_from_config,
     reevaluate_features,
@@ -481,3 +484,24 @@ class TestNeedsFromConfig:
             "authentication": FeatureNeeds(requires=("ssoe-oauth",)),
             "sign-in": FeatureNeeds(requires=("authentication",), any_of=("idme", "mhv")),
         }
+
+
+_ROOTS = st.sampled_from(["evss", "mhv", "vaos", "idme"])
+_FEATURE_HEALTH = st.builds(
+    FeatureHealth, st.sampled_from(list(FeatureState)), st.lists(_ROOTS, unique=True, max_size=3).map(tuple)
+)
+
+
+@given(st.dictionaries(st.sampled_from([f"f{i}" for i in range(12)]), _FEATURE_HEALTH))
+def test_features_by_root_is_each_roots_impacted_features(features: dict[str, FeatureHealth]) -> None:
+    """The one-pass index (what a mass outage's decisions read) says, for every root cause, what the
+    rule says one root at a time: the features degraded or down because of it, in config order."""
+    index = features_by_root(features)
+    for root in ["evss", "mhv", "vaos", "idme"]:
+        expected = [
+            f
+            for f, h in features.items()
+            if h.state in (FeatureState.DEGRADED, FeatureState.DOWN) and root in h.impacted_by
+        ]
+        assert index.get(root, []) == expected == impacted_features(root, features)
+    assert all(index.values())  # no root listed without a feature
