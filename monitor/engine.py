@@ -69,6 +69,7 @@ class _ProbeSlot:
     duration: Any
     outcomes: dict[str, Any]
     runs: int = 0
+    repeats: int = 0  # failures not logged since the last `probe_failed`: the same failure while down
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,10 +214,10 @@ class Engine:
         counter.inc()
         if result.cert_not_after is not None:
             self.metrics.tls_expiry.labels(dependency, probe).set(result.cert_not_after)
-        if not result.ok:
-            log.info("probe_failed", dependency=dependency, probe=probe, outcome=result.outcome, detail=result.detail)
-
         before = slot.health
+        if not result.ok:
+            self._log_failure(slot, before, result)
+
         # A failure is held (attributed to a parent) while a parent is failing, or when the probe
         # itself says a parent caused it: a child can notice a revoked token before the parent's
         # own probe runs, and must not page first.
@@ -233,7 +234,9 @@ class Engine:
                     old=before.status,
                     new=slot.health.status,
                     detail=result.detail,
+                    **({"failures_not_logged": slot.repeats} if slot.repeats else {}),
                 )
+                slot.repeats = 0
             # The graph only needs a new evaluation when the dependency's own verdict moved: while
             # 10 probes of one dependency report in one by one, it stays `unknown` until the last.
             verdict = self._own_verdict(dependency)
@@ -243,6 +246,33 @@ class Engine:
                     self.on_own_verdict(dependency)
                 dependencies, features = self._windows_moved()
                 self._evaluate([dependency, *dependencies], features)
+
+    @staticmethod
+    def _log_failure(slot: _ProbeSlot, before: ProbeHealth, result: ProbeResult) -> None:
+        """`probe_failed`, except for the same failure again while the probe is down.
+
+        Every failure that counts toward a verdict is logged, and every new reason; a probe down
+        for an hour does not log its failure twice a second (1,000 dependencies down at once
+        would be 500 lines a second, 8% of the event loop). `probe_state_changed` on recovery
+        says how many went unlogged.
+        """
+        last = before.last_failure
+        if (
+            before.status is ProbeStatus.DOWN
+            and last is not None
+            and (last.outcome, last.detail) == (result.outcome, result.detail)
+        ):
+            slot.repeats += 1
+            return
+        log.info(
+            "probe_failed",
+            dependency=slot.dependency,
+            probe=slot.name,
+            outcome=result.outcome,
+            detail=result.detail,
+            **({"failures_not_logged": slot.repeats} if slot.repeats else {}),
+        )
+        slot.repeats = 0
 
     def set_verdict(self, dependency: str, state: DependencyState, failing: bool) -> None:
         """Take a dependency's own verdict as given (the replicas' merged one) instead of from its probes.

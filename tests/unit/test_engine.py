@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from structlog.testing import capture_logs
 
 from monitor.config import Config
 from monitor.engine import Engine
@@ -115,3 +116,29 @@ class TestScheduling:
         assert not engine.ready
         engine.record("evss", "health", OK)
         assert engine.ready
+
+
+class TestFailureLogs:
+    """`probe_failed`: every failure toward a verdict and every new reason; not the same one again while down."""
+
+    def test_the_same_failure_while_down_is_counted_not_logged(self, config: Config) -> None:
+        engine = started(config)
+        down = ProbeResult.failure(Outcome.HTTP_STATUS, "HTTP 503 from /health")
+        timed_out = ProbeResult.failure(Outcome.TIMEOUT, "no answer within 5 s")
+        with capture_logs() as logs:
+            for result in [down] * 3 + [down] * 4 + [timed_out] * 2 + [OK] * 3:
+                engine.record("caseflow", "health", result)
+        failed = [(e["outcome"], e.get("failures_not_logged")) for e in logs if e["event"] == "probe_failed"]
+        # three to confirm it down, 4 repeats unlogged, a new reason logged (saying so), then its repeat unlogged
+        assert failed == [("http_status", None)] * 3 + [("timeout", 4)]
+        [recovered] = [e for e in logs if e["event"] == "probe_state_changed" and e["new"] == "up"]
+        assert recovered["failures_not_logged"] == 1
+        assert engine.probe_health("caseflow", "health").status == "up"
+
+    def test_a_probe_that_never_went_down_logs_every_failure(self, config: Config) -> None:
+        engine = started(config)
+        failure = ProbeResult.failure(Outcome.HTTP_STATUS, "HTTP 503 from /health")
+        with capture_logs() as logs:
+            for result in [failure, OK, failure, OK, failure, failure]:
+                engine.record("caseflow", "health", result)
+        assert sum(1 for e in logs if e["event"] == "probe_failed") == 4
