@@ -109,6 +109,35 @@ class TestPager:
             assert await until_written(store, 1) == [("evss", "trigger")]
             tg.cancel_scope.cancel()
 
+    async def test_a_hanging_read_of_the_silences_holds_no_page(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """While a read of the silences hangs, a dependency going down is still paged: the silences are
+        read beside the decisions, which use the last read (in a mass outage each read took 40-200 ms)."""
+        monkeypatch.setattr(pager_module, "SILENCES_EVERY_SECONDS", 0.01)
+        clock = FakeClock()
+        async with (
+            pager_over(config(tmp_path, CONFIG), clock) as (pager, engine, store),
+            anyio.create_task_group() as tg,
+        ):
+            real, reads, release = store.silences, [], anyio.Event()
+
+            async def hanging() -> Any:
+                reads.append(clock())
+                if len(reads) > 1:
+                    await release.wait()
+                return await real()
+
+            monkeypatch.setattr(store, "silences", hanging)
+            await tg.start(pager.run)
+            with anyio.fail_after(WAIT):
+                while len(reads) < 2:  # the second read hangs
+                    await anyio.sleep(0.01)
+            engine.record("evss", "h", fail(clock))
+            assert await until_written(store, 1) == [("evss", "trigger")]
+            release.set()
+            tg.cancel_scope.cancel()
+
     async def test_decisions_are_written_in_order(self, tmp_path: Path) -> None:
         """Two outages page in config order; once both are up past the hold, they resolve in the same order."""
         clock = FakeClock()
