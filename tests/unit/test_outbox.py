@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -79,7 +80,10 @@ class Harness:
         self.clock = clock
         self.metrics = Metrics()
         self.wake = FakeWakeup(clock)
-        self.outbox = Outbox(store, sender, self.metrics, clock, MaxJitter(), self.wake, wall_clock=clock)
+        # Fake time throughout: no real pause between scans (TestScans has them).
+        self.outbox = Outbox(
+            store, sender, self.metrics, clock, MaxJitter(), self.wake, wall_clock=clock, scan_every=0.0
+        )
 
     def count(self, action: str, outcome: str) -> float:
         value = self.metrics.registry.get_sample_value(
@@ -133,6 +137,39 @@ class TestBackoff:
         assert backoff.delay(1, Delivery("retry", 429, "throttled"), jitter) == 30.0
         assert backoff.delay(1, Delivery("retry", 429, "throttled", retry_after=120.0), jitter) == 120.0
         assert backoff.delay(10, Delivery("retry", 429, "throttled", retry_after=5.0), jitter) == 300.0
+
+
+class TestScans:
+    """The store's pending heads are read at most once per `scan_every`, however many deliveries end."""
+
+    @pytest.mark.anyio
+    async def test_a_burst_of_deliveries_is_served_by_a_few_scans(
+        self, store: Store, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """300 events delivered: every delivery that ends wakes the loop, but the heads are read a
+        few times (each read of 1,000 heads cost the store's thread and the loop in a mass outage)."""
+        sender = FakeSender(clock)
+        outbox = Outbox(store, sender, Metrics(), clock, MaxJitter(), wall_clock=clock, scan_every=0.1)
+        for i in range(300):
+            await outbox.put(f"depmon/test/dep{i}", "trigger", trigger(f"dep{i} down"))
+        real, scans = store.pending_heads, []
+
+        async def counted(now: float) -> Any:
+            scans.append(anyio.current_time())
+            return await real(now)
+
+        monkeypatch.setattr(store, "pending_heads", counted)
+        started = anyio.current_time()
+        async with anyio.create_task_group() as tg:
+            await tg.start(outbox.run)
+            with anyio.fail_after(10):
+                while len(sender.sent) < 300:
+                    await anyio.sleep(0.01)
+            took = anyio.current_time() - started
+            tg.cancel_scope.cancel()
+        assert sorted(key for _, key, _ in sender.sent) == sorted(f"depmon/test/dep{i}" for i in range(300))
+        assert len(scans) <= took / 0.1 + 2, (len(scans), took)
+        assert all(later - earlier >= 0.1 for earlier, later in itertools.pairwise(scans))
 
 
 class TestOutbox:
