@@ -166,6 +166,9 @@ class Engine:
         self._by_dependency: dict[str, list[_ProbeSlot]] = {d: [] for d in config.dependencies}
         for slot in self._slots.values():
             self._by_dependency[slot.dependency].append(slot)
+        # What snapshots show of the probes, kept per dependency as results come in: a snapshot
+        # copies this dict instead of walking every probe (a mass outage snapshots many times a second).
+        self._probe_view = {d: self._probes_now(d) for d in self._by_dependency}
         self.windows: list[MaintenanceWindow] = []
         # The windows in force hold while the clock stays in this span; with no windows, forever.
         self._window_span = (-math.inf, math.inf)
@@ -225,6 +228,7 @@ class Engine:
             result.blamed_on is not None and result.blamed_on in self._depends_on[dependency]
         )
         slot.health = observe(before, result, slot.timing, attributed)
+        self._probe_view[dependency] = self._probes_now(dependency)
         if slot.health.status is not before.status or slot.health.failing != before.failing:
             if slot.health.status is not before.status:
                 log.info(
@@ -306,6 +310,7 @@ class Engine:
             if key in old._slots and old_specs.get(key) == spec:
                 self._slots[key].health = old._slots[key].health
                 self._slots[key].runs = old._slots[key].runs
+        self._probe_view = {d: self._probes_now(d) for d in self._by_dependency}
         self._unprobed = sum(1 for slot in self._slots.values() if slot.runs == 0)
         self._version += 1
         self._own = {d: self._own_verdict(d) for d in self._by_dependency}
@@ -351,7 +356,10 @@ class Engine:
 
     def probes_of(self, dependency: str) -> list[tuple[str, ProbeHealth]]:
         """(probe name, health) of each probe of a dependency, in config order."""
-        return [(slot.name, slot.health) for slot in self._by_dependency[dependency]]
+        return list(self._probe_view[dependency])
+
+    def _probes_now(self, dependency: str) -> tuple[tuple[str, ProbeHealth], ...]:
+        return tuple((slot.name, slot.health) for slot in self._by_dependency[dependency])
 
     # -- evaluation ---------------------------------------------------------------------------
 
@@ -463,9 +471,7 @@ class Engine:
             feature_since=MappingProxyType(dict(self.feature_since)),
             dependency_windows=MappingProxyType(dict(self.dependency_windows)),
             windows=tuple(self.windows),
-            probes=MappingProxyType(
-                {d: tuple((slot.name, slot.health) for slot in slots) for d, slots in self._by_dependency.items()}
-            ),
+            probes=MappingProxyType(dict(self._probe_view)),
         )
         self._snapshot = (self._version, snapshot)
         return snapshot

@@ -142,3 +142,28 @@ class TestFailureLogs:
             for result in [failure, OK, failure, OK, failure, failure]:
                 engine.record("caseflow", "health", result)
         assert sum(1 for e in logs if e["event"] == "probe_failed") == 4
+
+
+class TestSnapshots:
+    """A snapshot shows every probe as of its taking, and never changes afterwards."""
+
+    def test_a_result_shows_in_the_next_snapshot_only(self, config: Config) -> None:
+        engine = started(config)
+        before = engine.snapshot()
+        failure = ProbeResult.failure(Outcome.HTTP_STATUS, "HTTP 503 from /health")
+        engine.record("caseflow", "health", failure)
+        after = engine.snapshot()
+        [(name, health)] = after.probes["caseflow"]
+        assert (name, health.last, health.failures) == ("health", failure, 1)
+        assert before.probes["caseflow"][0][1].last == OK
+        assert after.probes["evss"] == before.probes["evss"]
+        assert engine.probes_of("caseflow") == list(after.probes["caseflow"])
+
+    def test_a_reload_carries_the_probes_into_the_new_engines_snapshots(self, config: Config) -> None:
+        old = started(config)
+        failure = ProbeResult.failure(Outcome.HTTP_STATUS, "HTTP 503 from /health")
+        old.record("caseflow", "health", failure)
+        new = Engine(config, Metrics())
+        assert new.snapshot().probes["caseflow"][0][1].last is None
+        new.adopt(old)
+        assert new.snapshot().probes["caseflow"][0][1].last == failure
