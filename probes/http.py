@@ -34,7 +34,7 @@ import httpx
 
 from monitor.config import Expect, HttpProbeSpec, JsonCondition, format_duration
 from monitor.results import Outcome, ProbeResult
-from probes._body import one_line, parse_json, read_body
+from probes._body import one_line, parse_json, read_body, streamed
 from probes._http_errors import describe_http_error
 from probes._redirects import (
     Hop,
@@ -113,7 +113,7 @@ async def _exchange(
     method: str = spec.method
     target = url
     for _ in range(ctx.max_redirects + 1):  # the request itself, then each redirect
-        async with client.stream(method, target, headers=headers) as response:
+        async with streamed(client, method, target, headers=headers) as response:
             try:
                 location = redirect_location(response)
             except httpx.RemoteProtocolError:

@@ -30,7 +30,7 @@ import httpx
 
 from monitor.config import OAuth2ProbeSpec
 from monitor.results import Outcome, ProbeResult
-from probes._body import one_line, parse_json, read_body
+from probes._body import one_line, parse_json, read_body, streamed
 from probes._http_errors import describe_http_error
 from probes._redirects import not_followed_detail, redirect_location
 from probes.context import ProbeContext, TlsOptions
@@ -87,7 +87,7 @@ async def _request_grant(spec: OAuth2ProbeSpec, ctx: ProbeContext) -> Grant | Pr
         form["scope"] = spec.scope
     headers = {"Authorization": _basic_credentials(spec), "Accept": "application/json"}
     try:
-        async with client.stream("POST", url, data=form, headers=headers) as response:
+        async with streamed(client, "POST", url, data=form, headers=headers) as response:
             try:
                 location = redirect_location(response)
             except httpx.RemoteProtocolError:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import gc
 import gzip
 import http
 import re
@@ -571,3 +572,37 @@ class TestCookies:
                 assert (await run(http_spec(server.url("/healthcheck")), ctx)).ok
         assert [r.headers.get("cookie") for r in server.requests] == [None, None]
         assert not ctx.http_client().cookies
+
+
+class TestNoReferenceCycles:
+    """A probe's answer is freed when the probe ends, not by the garbage collector: at 500 answers a
+    second, each answer's objects in a reference cycle (httpx's response and its stream) made the
+    full collections that paused the event loop for 50-220 ms."""
+
+    @pytest.mark.parametrize(
+        ("handler", "fields"),
+        [
+            (reply_json({"status": "fail"}, status=503), {"expect": {"health_json": True}}),
+            (reply(200), {}),
+            (routes({"/healthcheck": redirect("/final"), "/final": reply(200)}), {"follow_redirects": True}),
+        ],
+        ids=["failing-body-read", "ok-headers-only", "redirected"],
+    )
+    async def test_a_probe_leaves_no_cyclic_garbage(self, handler: Any, fields: dict[str, Any]) -> None:
+        async with RawHttpServer(handler) as server, probe_context() as ctx:
+            spec = http_spec(server.url("/healthcheck"), **fields)
+            for _ in range(3):  # the connection pool and the caches set up
+                await run(spec, ctx)
+            gc.collect()
+            gc.disable()
+            try:
+                gc.set_debug(gc.DEBUG_SAVEALL)
+                results = [await run(spec, ctx) for _ in range(20)]
+                gc.collect()
+                garbage = [type(o).__name__ for o in gc.garbage]
+            finally:
+                gc.set_debug(0)
+                gc.garbage.clear()
+                gc.enable()
+        assert len({r.ok for r in results}) == 1  # each probe ran to its usual end
+        assert garbage == []
