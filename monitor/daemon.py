@@ -22,6 +22,7 @@ loops first, then the outbox is drained under a grace deadline, then the server.
 from __future__ import annotations
 
 import contextlib
+import gc
 import random
 import resource
 import signal
@@ -189,6 +190,23 @@ def raise_open_file_limit() -> tuple[int, int]:
     return soft, soft
 
 
+# Young objects collected every 20,000 allocations (CPython's default: 700), older ones every 20
+# collections of the generation below (default 10).
+COLLECTOR_THRESHOLDS = (20_000, 20, 20)
+
+
+def tune_collector() -> None:
+    """Collect garbage less often than CPython's defaults, which suit short programs.
+
+    A probe's result lives until the next run of the probe (2 s at 500 probes a second), long
+    enough to survive the young collections the defaults run ~100 times a second, so the old
+    generation grew quickly and was walked in full about once a second: 50-270 ms pauses of the
+    event loop each (19-22 collections over 10 ms in 20 s of 1,000 targets failing at once).
+    With these thresholds: 7-11, a full one about once a run; young ones take up to 40 ms.
+    """
+    gc.set_threshold(*COLLECTOR_THRESHOLDS)
+
+
 def _removed(old: Config, new: Config) -> tuple[set[str], set[tuple[str, str]], set[str]]:
     """(dependencies, (dependency, probe) pairs, features) of `old` that `new` no longer has."""
     old_probes = {(d, p.name) for d, p in old.iter_probes()}
@@ -339,6 +357,7 @@ class Daemon:
         if self._runtime.sender is None:
             log.warning("pagerduty_dry_run", reason="no routing key: events are recorded and logged, not sent")
         old_limit, open_files = raise_open_file_limit()
+        tune_collector()
         replication = self._replication
         outbox = self._outbox = Outbox(
             store,
@@ -379,6 +398,7 @@ class Daemon:
                     listen="{}:{}".format(*listener.getsockname()[:2]),
                     open_files_limit=open_files,
                     open_files_limit_was=old_limit,
+                    collector_thresholds=list(gc.get_threshold()),
                 )
                 async for signum in signals:
                     if signum == signal.SIGHUP:

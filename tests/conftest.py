@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import re
 import secrets
@@ -28,6 +29,14 @@ def _fresh_structlog() -> Iterator[None]:
     put the defaults back so later tests do not log into a closed file."""
     yield
     structlog.reset_defaults()
+
+
+@pytest.fixture(autouse=True)
+def _collector_thresholds() -> Iterator[None]:
+    """A daemon run in-process tunes the garbage collector (`daemon.tune_collector`): put it back."""
+    thresholds = gc.get_threshold()
+    yield
+    gc.set_threshold(*thresholds)
 
 
 # -- a throwaway PostgreSQL (tests/postgres_server.py) ------------------------------------------

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from monitor.daemon import COLLECTOR_THRESHOLDS
 from monitor.sim.fake_pagerduty import FakePagerDuty
 from monitor.sim.loopback import LoopbackServer, Response
 from tests.e2e.harness import DaemonProcess, http_dependencies_config, wait_for
@@ -47,6 +48,11 @@ def test_a_flood_of_idle_connections_pages_no_dependency(tmp_path: Path) -> None
         try:
             daemon.start()
             wait_for(lambda: daemon.get("/readyz").status_code == 200, 15, "readiness")
+            # Set up for load before anything else: every file it may open, fewer full collections.
+            started = daemon.find("daemon_started")
+            assert started is not None
+            assert started["collector_thresholds"] == list(COLLECTOR_THRESHOLDS)
+            assert started["open_files_limit"] >= started["open_files_limit_was"]
             port = int(daemon.get("/healthz").url.port or 0)
             with idle_connections(port, FLOOD) as flood:
                 assert len(flood) > FLOOD // 2
