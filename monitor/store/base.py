@@ -50,14 +50,8 @@ class Transaction(Protocol):
         """Run an `INSERT ... RETURNING id`; the new id."""
         ...
 
-    def insert_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> list[int]:
-        """Insert `rows` (values of `columns`) into `table` in a few statements, whatever their number.
-
-        Returns their new ids, increasing in the order of `rows`. A batch of decisions writes each
-        table this way: every statement is a call into the driver, which lets go of the GIL, and
-        a thread that lets go of it waits up to `sys.getswitchinterval()` to get it back from a
-        busy event loop (5 ms: 250 decisions one row at a time took 0.7-2 s in a mass outage).
-        """
+    def reserve_ids(self, table: str, count: int) -> list[int]:
+        """`count` new ids of `table`, increasing, that no other row gets (`SqlStore._insert_rows`)."""
         ...
 
 
@@ -65,11 +59,11 @@ class Transaction(Protocol):
 MAX_PARAMETERS = 999
 
 
-def insert_statements(
-    table: str, columns: Sequence[str], ids: Sequence[int], rows: Sequence[Sequence[object]], *, clause: str = ""
+def _insert_statements(
+    table: str, columns: Sequence[str], ids: Sequence[int], rows: Sequence[Sequence[object]], clause: str
 ) -> list[tuple[str, list[object]]]:
     """The `INSERT INTO table (id, columns...) clause VALUES (...), (...)` statements that write `rows`
-    with the given `ids`, in order, each within `MAX_PARAMETERS`. For `Transaction.insert_rows`."""
+    with the given `ids`, in order, each within `MAX_PARAMETERS`."""
     width = len(columns) + 1
     per_statement = max(1, MAX_PARAMETERS // width)
     head = f"INSERT INTO {table} (id, {', '.join(columns)}){clause} VALUES "  # noqa: S608 (names of ours, values bound)
@@ -192,6 +186,7 @@ class SqlStore(ABC):
     _PRUNE_SILENCES: ClassVar[str]
     _LOCK_ROWS: ClassVar[str] = ""  # appended to a query whose rows the transaction claims
     _FENCE: ClassVar[str] = "SELECT epoch FROM leadership WHERE id = 1"
+    _OVERRIDE_IDS: ClassVar[str] = ""  # between an INSERT's columns and its VALUES when it gives the ids
 
     @abstractmethod
     def _transaction(self, *, write: bool) -> AbstractContextManager[Transaction]:
@@ -520,9 +515,9 @@ class SqlStore(ABC):
                 current = rows[0]["epoch"] if rows else None
                 if current != fence:
                     raise NotLeader(f"{self.name}: leadership epoch {current} is not ours ({fence}): not written")
-            # One statement per table for the batch's new rows (see `Transaction.insert_rows`).
+            # One statement per table for the batch's new rows (see `_insert_rows`).
             opened = [write for write in writes if write.incident_id is None]
-            fresh = iter(tx.insert_rows("incidents", _INCIDENT_COLUMNS, [_incident_row(w) for w in opened]))
+            fresh = iter(self._insert_rows(tx, "incidents", _INCIDENT_COLUMNS, [_incident_row(w) for w in opened]))
             outbox: list[tuple[object, ...]] = []
             timeline: list[tuple[object, ...]] = []
             for write in writes:
@@ -538,8 +533,25 @@ class SqlStore(ABC):
                     )
                 timeline.append((incident_id, write.at, write.kind, _dumps(write.timeline)))
                 ids.append(incident_id)
-            tx.insert_rows("outbox", _OUTBOX_COLUMNS, outbox)
-            tx.insert_rows("timeline", _TIMELINE_COLUMNS, timeline)
+            self._insert_rows(tx, "outbox", _OUTBOX_COLUMNS, outbox)
+            self._insert_rows(tx, "timeline", _TIMELINE_COLUMNS, timeline)
+        return ids
+
+    def _insert_rows(
+        self, tx: Transaction, table: str, columns: Sequence[str], rows: Sequence[Sequence[object]]
+    ) -> list[int]:
+        """Insert `rows` (values of `columns`) into `table` in a few statements, whatever their number.
+
+        Returns their new ids, increasing in the order of `rows`. A batch of decisions writes each
+        table this way: every statement is a call into the driver, which lets go of the GIL, and
+        a thread that lets go of it waits up to `sys.getswitchinterval()` to get it back from a
+        busy event loop (5 ms: 250 decisions one row at a time took 0.7-2 s in a mass outage).
+        """
+        if not rows:
+            return []
+        ids = tx.reserve_ids(table, len(rows))
+        for sql, parameters in _insert_statements(table, columns, ids, rows, self._OVERRIDE_IDS):
+            tx.change(sql, parameters)
         return ids
 
     @staticmethod

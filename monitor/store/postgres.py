@@ -26,7 +26,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 from psycopg.rows import dict_row
 
-from monitor.store.base import SqlStore, insert_statements
+from monitor.store.base import SqlStore
 from monitor.store.records import StoreError
 
 __all__ = ["SCHEMA_VERSION", "LeaderLock", "PostgresStore", "redacted_url"]
@@ -172,17 +172,12 @@ class _Transaction:
         assert row is not None
         return int(row["id"])
 
-    def insert_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> list[int]:
-        if not rows:
-            return []
-        # The identity's next values in one round trip, then the rows with them (in order).
+    def reserve_ids(self, table: str, count: int) -> list[int]:
+        # The identity's next values, in one round trip.
         taken = self.rows(
-            "SELECT nextval(pg_get_serial_sequence(?, 'id')) AS id FROM generate_series(1, ?)", (table, len(rows))
+            "SELECT nextval(pg_get_serial_sequence(?, 'id')) AS id FROM generate_series(1, ?)", (table, count)
         )
-        ids = sorted(int(row["id"]) for row in taken)
-        for sql, parameters in insert_statements(table, columns, ids, rows, clause=" OVERRIDING SYSTEM VALUE"):
-            self.change(sql, parameters)
-        return ids
+        return sorted(int(row["id"]) for row in taken)
 
 
 class PostgresStore(SqlStore):
@@ -205,6 +200,7 @@ class PostgresStore(SqlStore):
     _PRUNE_SILENCES = "DELETE FROM silences WHERE LEAST(ends_at, COALESCE(expired_at, ends_at)) < ?"
     _LOCK_ROWS = " FOR UPDATE OF o SKIP LOCKED"
     _FENCE = "SELECT epoch FROM leadership WHERE id = 1 FOR SHARE"
+    _OVERRIDE_IDS = " OVERRIDING SYSTEM VALUE"  # the identity is GENERATED ALWAYS
 
     def __init__(self, url: str) -> None:
         self.url = url

@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from monitor.store.base import SqlStore, insert_statements
+from monitor.store.base import SqlStore
 from monitor.store.records import StateLocked, StoreError
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore", "StateLock"]
@@ -229,20 +229,15 @@ class _Transaction:
     def insert(self, sql: str, parameters: Sequence[object] = ()) -> int:
         return int(self._db.execute(sql, parameters).fetchone()["id"])
 
-    def insert_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> list[int]:
-        if not rows:
-            return []
-        # The ids AUTOINCREMENT would give, taken here: a RETURNING row is one more call each. The
-        # write transaction (BEGIN IMMEDIATE) holds the file's write lock, so nobody takes them meanwhile.
+    def reserve_ids(self, table: str, count: int) -> list[int]:
+        # The ids AUTOINCREMENT would give: past the highest ever given and the highest now. The
+        # write transaction (BEGIN IMMEDIATE) holds the file's write lock: nobody takes them meanwhile.
         top = self._db.execute(
             f"SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = ?), 0), "  # noqa: S608 (a table of ours)
             f"COALESCE((SELECT MAX(id) FROM {table}), 0))",
             (table,),
         ).fetchone()[0]
-        ids = list(range(top + 1, top + 1 + len(rows)))
-        for sql, parameters in insert_statements(table, columns, ids, rows):
-            self._db.execute(sql, parameters)
-        return ids
+        return list(range(top + 1, top + 1 + count))
 
 
 class SQLiteStore(SqlStore):
