@@ -327,7 +327,7 @@ class Daemon:
             # One daemon per SQLite file; replicas share PostgreSQL and elect a leader instead.
             StateLock(self.state_path) if url is None else contextlib.nullcontext(),
         ):
-            async with Store(connect(url, self.state_path)) as store:
+            async with Store(connect(url, self.state_path, monitor.environment)) as store:
                 await store.pending_count()  # open (and migrate) now: a bad file or database fails here
                 if url is not None:
                     lock = LeaderLock(url, leader_key(monitor.environment), 1.5 * monitor.defaults.interval)
@@ -372,6 +372,7 @@ class Daemon:
         pager.service_status = self._service_status
         if replication is not None:
             pager.self_verdict = replication.self_state
+            pager.on_not_leader = replication.step_down
         stop_server, server_done = anyio.Event(), anyio.Event()
         self._store = store
         self._note_feature_states()

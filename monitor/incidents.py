@@ -544,8 +544,17 @@ def owning_team_sentence(config: Config, dependency: str, status: ServiceStatus 
     return f"{own} is {status.status}{when}{meaning}"
 
 
+_SELF_EFFECTS = {
+    "overloaded": "while this holds, dependency failures are inconclusive: they count toward no threshold and "
+    "page nobody",
+    "store_stalled": "while this holds, no decision is recorded: dependency pages wait until the store answers, "
+    "then go out once; this page was sent directly, around the store",
+}
+
+
 def build_self_event(decision: Decision, environment: str, condition: str, reason: str) -> dict[str, Any]:
-    """The page of depmon's own trouble: overloaded, or cannot see out. Never a dependency's page."""
+    """The page of depmon's own trouble: overloaded, cannot see out, or a store that cannot commit.
+    Never a dependency's page."""
     if decision.action is Action.RESOLVE:
         return {"event_action": "resolve", "dedup_key": decision.dedup_key}
     text = f"{reason} [{environment}]"
@@ -564,8 +573,7 @@ def build_self_event(decision: Decision, environment: str, condition: str, reaso
                 "condition": condition,
                 "reason": reason,
                 "environment": environment,
-                "effect": "while this holds, dependency failures are inconclusive: they count toward no "
-                "threshold and page nobody",
+                "effect": _SELF_EFFECTS.get(condition, _SELF_EFFECTS["overloaded"]),
                 "escalated": decision.escalated,
                 "flapping": decision.flapping,
             },

@@ -158,6 +158,11 @@ class Metrics:
         self.replica_leader = Gauge(
             "depmon_replica_leader", "1 while this replica leads (decides and pages), else 0", ("replica",), registry=r
         )
+        self.store_stalled = Gauge(
+            "depmon_store_stalled",
+            "1 while the decisions' writes cannot commit within 5 s (depmon's own trouble: the self page), else 0",
+            registry=r,
+        )
         self.dependency_down_replicas = Gauge(
             "depmon_dependency_down_replicas",
             "How many live replicas see the dependency down (it pages at the quorum)",

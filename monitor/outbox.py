@@ -168,6 +168,27 @@ class Outbox:
         self.queued()
         return event_id
 
+    async def send_now(self, body: Mapping[str, Any]) -> Delivery:
+        """Send one PagerDuty event at once, around the store: the page of a store that cannot commit
+        (SPEC 11.4). Counted and logged like a delivery; in dry run it is logged, not sent."""
+        action = str(body.get("event_action", "trigger"))
+        fields = {"dedup_key": body.get("dedup_key"), "action": action, "direct": True}
+        if self._sender is None:
+            log.info("would_page", summary=body.get("payload", {}).get("summary"), **fields)
+            return Delivery("accepted", None, "dry run: logged, not sent")
+        try:
+            delivery = await self._sender.send(body)
+        except Exception as exc:  # a sender bug: the caller tries again
+            log.exception("pagerduty_event_sender_crashed", **fields)
+            delivery = Delivery("retry", None, f"sender raised {exc.__class__.__name__}")
+        outcome = (
+            "accepted" if delivery.status == "accepted" else "dropped" if delivery.status == "dropped" else "retried"
+        )
+        self._metrics.pagerduty_events.labels(action=action, outcome=outcome).inc()
+        report = log.info if outcome == "accepted" else log.error
+        report(f"pagerduty_event_{outcome}", reason=delivery.message, http_status=delivery.http_status, **fields)
+        return delivery
+
     def use_sender(self, sender: EventSender | None, slack: SlackSender | None = None) -> None:
         """Deliver through these from now on (a reload's new routing key, URL or webhooks; None: dry run)."""
         self._sender = sender

@@ -11,8 +11,16 @@ waits for a turn of a busy event loop.
 
 At start it reloads the incidents left open (a daemon restarted during an outage still
 resolves it) and reconciles: a trigger in the outbox without an open incident (a state file
-written by an older depmon killed between its two writes) gets one. Once an hour it prunes
-what `monitor.retention` no longer keeps.
+written by an older depmon killed between its two writes) gets one. Once an hour, beside the
+decisions, it prunes what `monitor.retention` no longer keeps.
+
+A commit that has not ended within `STALL_SECONDS` is depmon's own trouble, not a dependency's
+(SPEC 11.4): `depmon_store_stalled` is 1 and the self page (`store_stalled`) is sent directly,
+around the store, since the outbox may be what is stalled; once a commit goes through, the page
+is recorded as an incident (its timeline says it went directly) and resolves like any other. The
+decisions that could not commit are decided again and committed then, each once. A commit
+refused because another replica leads (`NotLeader`) makes this one step down at once
+(`on_not_leader`): `depmon_replica_leader` is 1 only for a replica whose decisions commit.
 """
 
 from __future__ import annotations
@@ -40,15 +48,16 @@ from monitor.incidents import (
     build_event,
     build_self_event,
     decide,
+    dedup_key,
     incident_facts,
 )
 from monitor.metrics import Metrics
 from monitor.outbox import Outbox
 from monitor.pagerduty import ServiceStatus
 from monitor.results import ProbeResult
-from monitor.selfwatch import SelfState, SelfWatch
+from monitor.selfwatch import SelfCondition, SelfState, SelfWatch
 from monitor.slack import SLACK_PREFIX, slack_channels, slack_message
-from monitor.store import Incident, IncidentWrite, Silence, Store
+from monitor.store import Incident, IncidentWrite, NotLeader, Silence, Store
 
 log = structlog.get_logger("depmon.pager")
 
@@ -57,6 +66,7 @@ COMMIT_BATCH = 250  # decisions written per store transaction
 PRUNE_EVERY_SECONDS = 3600.0
 SILENCES_EVERY_SECONDS = 0.25  # the silences are read this often, beside the decisions
 _CONFIRM_SLACK_SECONDS = 1.0
+STALL_SECONDS = 5.0  # a decision's commit that takes longer is depmon's own trouble (SPEC 11.4)
 
 
 def confirm_within(config: Config) -> dict[str, float]:
@@ -166,6 +176,14 @@ class Pager:
         # depmon's own verdict as the leader sees it for all replicas (None: this one's watch).
         self.fence: int | None = None
         self.self_verdict: Callable[[], SelfState] | None = None
+        # Among replicas: told when a commit is refused because another replica leads (it steps down).
+        self.on_not_leader: Callable[[str], None] | None = None
+        # A store that cannot commit (see the module docstring): since when, and the page sent around it.
+        self._stalled_since: float | None = None
+        self._stall_page: dict[str, Any] | None = None
+        self._stall_delivered = False
+        self._unrecorded: IncidentWrite | None = None  # the page sent around the store, to record
+        self.metrics.store_stalled.set(0)
         self.use(engine)
 
     def use(self, engine: Engine, watch: SelfWatch | None = None, decisions: Engine | None = None) -> None:
@@ -238,9 +256,11 @@ class Pager:
         never waits for that round trip to the store (40-200 ms each in a mass outage).
         """
         await self.load()
-        await self._refresh_silences()
         async with anyio.create_task_group() as tg:
-            tg.start_soon(self._follow_silences)
+            # Silences and pruning go beside the decisions, in the store's other lane: a table
+            # another client has locked holds them, never a page.
+            await tg.start(self._follow_silences)
+            tg.start_soon(self._prune_every_hour)
             task_status.started()
             while True:
                 with anyio.move_on_after(TICK_SECONDS):
@@ -248,22 +268,131 @@ class Pager:
                 self.states.consume_change()
                 try:
                     await self.reconcile()
-                    await self._prune_when_due()
                 except Exception:  # contain it: the next change or tick tries again
                     self._errors.inc()
                     log.exception("pager_error")
 
-    async def _follow_silences(self) -> None:
+    async def _follow_silences(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        """Read the silences now (the decisions start with them, unless the store cannot answer), then
+        every `SILENCES_EVERY_SECONDS`."""
+        started = False
         while True:
-            await anyio.sleep(SILENCES_EVERY_SECONDS)
             try:
-                await self._refresh_silences()
+                with anyio.fail_after(STALL_SECONDS):
+                    await self._refresh_silences()
             except Exception:  # contain it: the decisions keep the silences last read
                 self._errors.inc()
                 log.exception("pager_error")
+            if not started:
+                task_status.started()
+                started = True
+            await anyio.sleep(SILENCES_EVERY_SECONDS)
+
+    async def _prune_every_hour(self) -> None:
+        while True:
+            try:
+                await self._prune_when_due()
+            except Exception:  # contain it: the next hour tries again
+                self._errors.inc()
+                log.exception("pager_error")
+            await anyio.sleep(TICK_SECONDS)
 
     async def _apply(self, write: IncidentWrite) -> int:
-        return await self.store.apply(write, self.fence)
+        return (await self._commit([write]))[0]
+
+    async def _commit(self, writes: list[IncidentWrite]) -> list[int]:
+        """Commit decisions (all or none), watched: past `STALL_SECONDS` the store is stalled (see the
+        module docstring). After a stall, the first commit that goes through records the page sent
+        around the store."""
+        failure: Exception | None = None
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._watch_stall)
+            try:
+                ids = await self.store.apply_all(writes, self.fence)
+            except Exception as exc:  # raised below, as itself (a task group would wrap it in a group)
+                failure = exc
+            tg.cancel_scope.cancel()
+        if isinstance(failure, NotLeader) and self.on_not_leader is not None:
+            self.on_not_leader(str(failure))
+        if failure is not None:
+            raise failure
+        if self._stalled_since is not None:
+            self._store_answered()
+        return ids
+
+    async def _watch_stall(self) -> None:
+        """Until cancelled by the commit's end: after `STALL_SECONDS` (at once if the store is already
+        stalled), call it stalled and send the self page around the store, again every
+        `STALL_SECONDS` until PagerDuty takes it."""
+        if self._stalled_since is None:
+            await anyio.sleep(STALL_SECONDS)
+            self._stalled_since = self.clock() - STALL_SECONDS
+            self.metrics.store_stalled.set(1)
+            log.error(
+                "store_stalled", seconds=STALL_SECONDS, note="decisions cannot commit: the self page goes directly"
+            )
+        while not self._stall_delivered:
+            await self._send_stall_page()
+            if not self._stall_delivered:
+                await anyio.sleep(STALL_SECONDS)
+
+    async def _send_stall_page(self) -> None:
+        """The self page of a stalled store, sent directly (no page when a self incident is already open)."""
+        if self.watch is None or SELF in self.open:
+            self._stall_delivered = True  # depmon is already paging about itself: one self page
+            return
+        if self._stall_page is None:
+            key = dedup_key(self._policy.environment, SELF)
+            decision = Decision(Action.TRIGGER, SELF, key, ())
+            reason = (
+                f"depmon's store ({self.store.state_path}) has not committed a decision for {STALL_SECONDS:.0f} s: "
+                "pages wait until it answers"
+            )
+            self._stall_page = build_self_event(
+                decision, self._policy.environment, str(SelfCondition.STORE_STALLED), reason
+            )
+        delivery = await self.outbox.send_now(self._stall_page)
+        self._stall_delivered = delivery.status != "retry"
+
+    def _store_answered(self) -> None:
+        """The first commit after a stall: the gauge goes back to 0, and the page sent around the store,
+        if any, is to be recorded (`_record_unrecorded`, before the next decisions)."""
+        stalled_for = self.clock() - (self._stalled_since or self.clock())
+        page, delivered = self._stall_page, self._stall_delivered
+        self._stalled_since, self._stall_page, self._stall_delivered = None, None, False
+        self.metrics.store_stalled.set(0)
+        log.warning("store_answered", stalled_seconds=round(stalled_for, 3))
+        if page is None:
+            return
+        self._unrecorded = IncidentWrite(
+            dependency=SELF,
+            dedup_key=page["dedup_key"],
+            at=self.clock(),
+            kind="trigger",
+            timeline={
+                "action": "trigger",
+                "sent_directly": True,
+                "delivered": delivered,
+                "condition": str(SelfCondition.STORE_STALLED),
+                "stalled_seconds": round(stalled_for, 3),
+                "event": page,
+            },
+            summary=page["payload"]["summary"],
+            severity=page["payload"]["severity"],
+        )
+
+    async def _record_unrecorded(self) -> None:
+        """Record the page sent around a stalled store as the open self incident; it then resolves
+        through the outbox like any other (kept for the next try if this commit fails)."""
+        write = self._unrecorded
+        if write is None:
+            return
+        if SELF not in self.open:
+            (incident_id,) = await self._commit([write])
+            self.open[SELF] = OpenIncident(SELF, write.dedup_key, write.at, (), False, incident_id, None, False)
+            self.metrics.incidents_open.set(len(self.open))
+            log.warning("incident_triggered", dependency=SELF, dedup_key=write.dedup_key, summary=write.summary)
+        self._unrecorded = None
 
     def _self_state(self) -> SelfState:
         if self.self_verdict is not None:
@@ -313,6 +442,7 @@ class Pager:
 
     async def reconcile(self) -> None:
         """Decide and carry out every action the current states call for."""
+        await self._record_unrecorded()
         silenced = {s.dependency for s in self.silences if s.active_at(self.clock())}
         await self._record_silence_changes(silenced, self.clock())
         # Snapshots: the decisions and their writes see one state, whatever the engines do meanwhile.
@@ -341,7 +471,7 @@ class Pager:
         for start in range(0, len(decisions), COMMIT_BATCH):
             batch = decisions[start : start + COMMIT_BATCH]
             prepared = [self._prepare(d, states, probes) for d in batch]
-            ids = await self.store.apply_all([write for _, write, _ in prepared], self.fence)
+            ids = await self._commit([write for _, write, _ in prepared])
             for (decision, write, incident), incident_id in zip(prepared, ids, strict=True):
                 self._record(decision, write, incident, incident_id)
 

@@ -281,7 +281,7 @@ def print_postmortem(
         print(f"{path}: no state file (depmon run records incidents there; see --state)", file=err)
         return EXIT_NO_INCIDENT
     try:
-        with connect(url, path) as store:
+        with connect(url, path, config.monitor.environment) as store:
             incidents = store.incidents_of(dependency)
             if not incidents:
                 print(f"{path}: no incident of {dependency} is recorded", file=err)

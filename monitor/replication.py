@@ -71,6 +71,7 @@ class Replication:
         self._since: dict[str, tuple[tuple[DependencyState, bool], float]] = {}
         self._sent: dict[str, Observation] = {}
         self._full = True
+        self._release = False  # stepped down while holding the lock: let go of it at the next turn
         if self.leading:
             self.led.set()
         self.use(config, engine, watch, decisions)
@@ -195,12 +196,24 @@ class Replication:
                     self.decisions.set_verdict(dep, verdict.state, verdict.failing)
         self.verdicts = merged
 
+    def step_down(self, reason: str) -> None:
+        """A decision's commit was refused (`NotLeader`: another replica holds this environment's
+        leadership of record): stop leading now, so `depmon_replica_leader` is 1 only for a replica
+        whose decisions commit. The lead loop lets go of the lock and seeks the lead again; taking it
+        writes a new epoch."""
+        if self.lock is not None and self.leading:
+            self._set_leading(False, reason)
+            self._release = True
+
     async def _lead_loop(self) -> None:
         assert self.lock is not None
         lock = self.lock
         proven = self.clock()
         while True:
             await anyio.sleep(self.heartbeat)
+            if self._release:
+                self._release = False
+                await self._blocking(lock.release, self.heartbeat, fail=False)
             try:
                 if not self.leading:
                     # Taking the lead late is harmless: a slow connection gets a whole interval.

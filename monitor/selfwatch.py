@@ -63,6 +63,7 @@ class SelfCondition(enum.StrEnum):
     OK = "ok"
     OVERLOADED = "overloaded"
     BLIND = "cannot_see_out"
+    STORE_STALLED = "store_stalled"  # the pager's, not the watch's: decisions cannot commit (SPEC 11.4)
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,7 +46,9 @@ def run_silence(
     """
     url = config.monitor.state_url
     path = _State(
-        state_path or config.monitor.state_path, None if state_path or url is None else url.get_secret_value()
+        state_path or config.monitor.state_path,
+        None if state_path or url is None else url.get_secret_value(),
+        config.monitor.environment,
     )
     now = clock()
     try:
@@ -66,6 +68,7 @@ class _State:
 
     path: str
     url: str | None
+    environment: str  # only its silences: environments may share a database (SPEC 11.4)
 
     def exists(self) -> bool:
         return self.url is not None or Path(self.path).exists()
@@ -73,7 +76,7 @@ class _State:
     def open(self) -> SqlStore:
         if self.url is None:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        return connect(self.url, self.path)
+        return connect(self.url, self.path, self.environment)
 
     def __str__(self) -> str:
         return self.path if self.url is None else redacted_url(self.url)

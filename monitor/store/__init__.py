@@ -15,7 +15,7 @@ sender adds it when it sends. The errors are drawn in `monitor.store.records`.
 from __future__ import annotations
 
 from monitor.store.aio import Store
-from monitor.store.base import SqlStore
+from monitor.store.base import LANES, LaneTimeouts, SqlStore
 from monitor.store.postgres import LeaderLock, PostgresStore, leader_key, redacted_url
 from monitor.store.records import (
     PAGERDUTY,
@@ -35,10 +35,12 @@ from monitor.store.records import (
 from monitor.store.sqlite import SCHEMA_VERSION, SQLiteStore, StateLock
 
 __all__ = [
+    "LANES",
     "PAGERDUTY",
     "SCHEMA_VERSION",
     "Incident",
     "IncidentWrite",
+    "LaneTimeouts",
     "LeaderLock",
     "NotLeader",
     "Observation",
@@ -61,6 +63,9 @@ __all__ = [
 ]
 
 
-def connect(state_url: str | None, state_path: str) -> SqlStore:
-    """The blocking store of a config: PostgreSQL at `state_url` when set, else the SQLite file."""
-    return PostgresStore(state_url) if state_url else SQLiteStore(state_path)
+def connect(state_url: str | None, state_path: str, environment: str) -> SqlStore:
+    """The blocking store of a config: PostgreSQL at `state_url` when set, else the SQLite file; it
+    reads and writes only the rows of `environment`."""
+    if state_url:
+        return PostgresStore(state_url, environment=environment)
+    return SQLiteStore(state_path, environment=environment)

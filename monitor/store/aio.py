@@ -1,12 +1,20 @@
-"""The store for async code: every blocking store method, run in one worker thread at a time.
+"""The store for async code: every blocking store method, run in a worker thread of its lane.
 
 `Store` has no hand-written twin of each query: `_InThread(SqlStore.method)` makes the async
 method from the blocking one, with its exact signature (typed through ParamSpec), so a method
 added to `SqlStore` is one line here.
 
-The calls take turns (`Turns`), and the decisions' calls (`first=True`: the pager's reads and
-writes) go before the others waiting: in a mass outage the outbox delivers a thousand events,
-two or three store calls each, and a decision queued behind them reached PagerDuty seconds late.
+Each method belongs to a lane: a connection of its own (`SqlStore.lane`) and a worker thread,
+one call at a time (SPEC 11.4: no page waits on a store call it does not need):
+
+- `paging`: the decisions and the outbox. Its calls take turns (`Turns`), and the decisions'
+  (`first=True`) go before the others waiting: in a mass outage the outbox delivers a thousand
+  events, two or three store calls each, and a decision queued behind them reached PagerDuty
+  seconds late;
+- `replication`: heartbeats, the replicas' observations, leadership;
+- `other`: what people read and the housekeeping (feature history, silences, timelines,
+  pruning). A table another client has locked holds these calls, not a page.
+
 """
 
 from __future__ import annotations
@@ -68,14 +76,26 @@ class Turns:
             self._held = False
 
 
-class _InThread(Generic[_P, _T]):
-    """A `Store` method: the `SqlStore` method of the same name, run in the store's worker thread.
+class _Lane:
+    """One lane: a backend on a connection of its own, its turns, and its worker thread."""
 
-    `first`: a decision's call, which goes before the other calls waiting for the store.
+    def __init__(self, backend: SqlStore) -> None:
+        self.sync = backend
+        self.turns = Turns()
+        self.limiter = anyio.CapacityLimiter(1)  # the worker thread: one, free whenever a turn starts
+
+
+class _InThread(Generic[_P, _T]):
+    """A `Store` method: the `SqlStore` method of the same name, run in its lane's worker thread.
+
+    `first`: a decision's call, which goes before the other calls waiting for the lane.
     """
 
-    def __init__(self, method: Callable[Concatenate[SqlStore, _P], _T], *, first: bool = False) -> None:
+    def __init__(
+        self, method: Callable[Concatenate[SqlStore, _P], _T], lane: str = "other", *, first: bool = False
+    ) -> None:
         self._method = method
+        self._lane = lane
         self._first = first
         self.__doc__ = method.__doc__
 
@@ -86,33 +106,56 @@ class _InThread(Generic[_P, _T]):
     def __get__(self, store: Store | None, owner: type[Store]) -> Any:
         if store is None:
             return self
-        method, first = self._method, self._first
+        method, first, lane = self._method, self._first, store.lane(self._lane)
 
         async def in_thread(*args: _P.args, **kwargs: _P.kwargs) -> _T:
-            call = functools.partial(method, store.sync, *args, **kwargs)
-            async with store.turns.turn(first=first):
-                return await anyio.to_thread.run_sync(call, limiter=store.limiter)
+            call = functools.partial(method, lane.sync, *args, **kwargs)
+            async with lane.turns.turn(first=first):
+                return await anyio.to_thread.run_sync(call, limiter=lane.limiter)
 
         return in_thread
 
 
 class Store:
-    """The store for async code: each method runs its blocking twin in one worker thread.
+    """The store for async code: each method runs its blocking twin in its lane's worker thread.
 
-    `Store(path)` (SQLite) or `Store(backend)` is cheap and does no I/O; the connection is opened
-    on the first call. `store.sync` is the blocking face of the same store, for code without an
-    event loop. One call at a time (`turns`, the decisions' first): the backend holds one connection.
+    `Store(backend)` or `Store(path, environment=...)` (SQLite) is cheap and does no I/O; each
+    lane's connection is opened on its first call. `store.sync` is the blocking face of the same
+    store (the `other` lane's backend), for code without an event loop.
     """
 
-    def __init__(self, state: str | os.PathLike[str] | SqlStore) -> None:
-        self.sync: SqlStore = state if isinstance(state, SqlStore) else SQLiteStore(state)
-        self.turns = Turns()
-        self.limiter = anyio.CapacityLimiter(1)  # the worker thread: one, free whenever a turn starts
+    def __init__(self, state: str | os.PathLike[str] | SqlStore, *, environment: str | None = None) -> None:
+        if isinstance(state, SqlStore):
+            self.sync: SqlStore = state
+        elif environment is None:
+            raise TypeError("Store(path) needs the environment its rows belong to")
+        else:
+            self.sync = SQLiteStore(state, environment=environment)
+        self._lanes: dict[str, _Lane] = {"other": _Lane(self.sync)}
+
+    def lane(self, name: str) -> _Lane:
+        """The lane `name`, opened on first use (":memory:" has one connection: every lane is `other`)."""
+        lane = self._lanes.get(name)
+        if lane is None:
+            backend = self.sync.lane(name)
+            lane = self._lanes["other"] if backend is self.sync else _Lane(backend)
+            self._lanes[name] = lane
+        return lane
+
+    @property
+    def turns(self) -> Turns:
+        """The paging lane's turns (the decisions' calls go first)."""
+        return self.lane("paging").turns
 
     @property
     def state_path(self) -> str:
         """The SQLite file path (or ":memory:"), or the PostgreSQL URL without its password."""
         return self.sync.name
+
+    @property
+    def environment(self) -> str:
+        """The environment whose rows this store reads and writes."""
+        return self.sync.environment
 
     async def __aenter__(self) -> Store:
         return self
@@ -122,39 +165,49 @@ class Store:
         with anyio.CancelScope(shield=True):
             await self.close()
 
-    close = _InThread(SqlStore.close)
-    # outbox
-    enqueue = _InThread(SqlStore.enqueue)
-    pending_heads = _InThread(SqlStore.pending_heads)
-    claim_heads = _InThread(SqlStore.claim_heads)
-    next_attempt_at = _InThread(SqlStore.next_attempt_at)
-    outbox_event = _InThread(SqlStore.outbox_event)
-    outbox_events = _InThread(SqlStore.outbox_events)
-    mark_accepted = _InThread(SqlStore.mark_accepted)
-    mark_dropped = _InThread(SqlStore.mark_dropped)
-    mark_dry_run = _InThread(SqlStore.mark_dry_run)
-    schedule_retry = _InThread(SqlStore.schedule_retry)
-    pending_count = _InThread(SqlStore.pending_count)
-    # incidents, timeline, decisions
+    async def close(self) -> None:
+        """Close every lane's connection (in its own thread, after the call it is running)."""
+        closed: set[int] = set()
+        for lane in list(self._lanes.values()):
+            if id(lane) in closed:
+                continue
+            closed.add(id(lane))
+            async with lane.turns.turn():
+                await anyio.to_thread.run_sync(lane.sync.close, limiter=lane.limiter)
+
+    # outbox (paging: the decisions' lane, the decisions first)
+    enqueue = _InThread(SqlStore.enqueue, "paging")
+    pending_heads = _InThread(SqlStore.pending_heads, "paging")
+    claim_heads = _InThread(SqlStore.claim_heads, "paging")
+    next_attempt_at = _InThread(SqlStore.next_attempt_at, "paging")
+    outbox_event = _InThread(SqlStore.outbox_event, "paging")
+    outbox_events = _InThread(SqlStore.outbox_events, "paging")
+    mark_accepted = _InThread(SqlStore.mark_accepted, "paging")
+    mark_dropped = _InThread(SqlStore.mark_dropped, "paging")
+    mark_dry_run = _InThread(SqlStore.mark_dry_run, "paging")
+    schedule_retry = _InThread(SqlStore.schedule_retry, "paging")
+    pending_count = _InThread(SqlStore.pending_count, "paging")
+    # decisions
+    apply = _InThread(SqlStore.apply, "paging", first=True)
+    apply_all = _InThread(SqlStore.apply_all, "paging", first=True)
+    incident_counts = _InThread(SqlStore.incident_counts, "paging", first=True)
+    open_incidents = _InThread(SqlStore.open_incidents, "paging")
+    orphaned_triggers = _InThread(SqlStore.orphaned_triggers, "paging")
+    # incidents, timelines and housekeeping, as people read them
     open_incident = _InThread(SqlStore.open_incident)
     update_incident = _InThread(SqlStore.update_incident)
     resolve_incident = _InThread(SqlStore.resolve_incident)
     incident = _InThread(SqlStore.incident)
-    open_incidents = _InThread(SqlStore.open_incidents)
     incidents_of = _InThread(SqlStore.incidents_of)
-    incident_counts = _InThread(SqlStore.incident_counts, first=True)
     add_timeline = _InThread(SqlStore.add_timeline)
     timeline = _InThread(SqlStore.timeline)
-    apply = _InThread(SqlStore.apply, first=True)
-    apply_all = _InThread(SqlStore.apply_all, first=True)
-    orphaned_triggers = _InThread(SqlStore.orphaned_triggers)
     prune = _InThread(SqlStore.prune)
     # feature history, silences
     record_feature_states = _InThread(SqlStore.record_feature_states)
     feature_history = _InThread(SqlStore.feature_history)
-    silences = _InThread(SqlStore.silences, first=True)
+    silences = _InThread(SqlStore.silences)
     # replicas
-    register = _InThread(SqlStore.register)
-    report = _InThread(SqlStore.report)
-    replica_views = _InThread(SqlStore.replica_views)
-    take_leadership = _InThread(SqlStore.take_leadership)
+    register = _InThread(SqlStore.register, "replication")
+    report = _InThread(SqlStore.report, "replication")
+    replica_views = _InThread(SqlStore.replica_views, "replication")
+    take_leadership = _InThread(SqlStore.take_leadership, "replication")

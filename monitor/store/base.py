@@ -14,6 +14,7 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
 from monitor.store.records import (
@@ -32,7 +33,25 @@ from monitor.store.records import (
     TimelineEntry,
 )
 
-__all__ = ["SqlStore", "Transaction"]
+__all__ = ["LANES", "LaneTimeouts", "SqlStore", "Transaction"]
+
+
+@dataclass(frozen=True, slots=True)
+class LaneTimeouts:
+    """How long one lane's statements may wait for a lock, and run, in seconds (SPEC 11.4)."""
+
+    lock: float
+    statement: float
+
+
+# The store's lanes, each a connection of its own (`monitor.store.Store`). A decision's writes may
+# wait for a lock up to 5 s: past that the pager calls the store stalled (its own trouble, the
+# self page); the views' and the replication's calls give up sooner, they are retried anyway.
+LANES: dict[str, LaneTimeouts] = {
+    "paging": LaneTimeouts(lock=5.0, statement=10.0),
+    "replication": LaneTimeouts(lock=2.0, statement=5.0),
+    "other": LaneTimeouts(lock=2.0, statement=30.0),
+}
 
 
 class Transaction(Protocol):
@@ -125,22 +144,24 @@ def _incident(row: Any) -> Incident:
 _HEAD_COLUMNS = ", ".join(f"o.{name}" for name in _HEAD_FIELDS)
 _HEADS = f"""
     SELECT {_HEAD_COLUMNS} FROM outbox AS o
-    WHERE o.status = 'pending'
+    WHERE o.environment = ? AND o.status = 'pending'
       AND o.id = (
         SELECT MIN(id) FROM outbox
-        WHERE status = 'pending' AND destination = o.destination AND dedup_key = o.dedup_key
+        WHERE environment = o.environment AND status = 'pending'
+          AND destination = o.destination AND dedup_key = o.dedup_key
       )
 """  # noqa: S608 (column names of a dataclass)
 _DUE_HEADS = _HEADS + " AND o.next_attempt_at <= ? ORDER BY o.id"
 _EARLIEST_HEAD = "SELECT MIN(next_attempt_at) AS earliest FROM (" + _HEADS + ") AS heads"  # noqa: S608 (constant text)
 # Heads this replica may deliver: unclaimed, claimed by itself, or whose claim ran out (a
 # replica that died mid-delivery). The backend appends its row-locking clause.
-_CLAIMABLE_HEADS = _HEADS + " AND (o.claimed_by IS NULL OR o.claimed_by = ? OR o.claimed_until < ?) ORDER BY o.id"
-_SETTLE = "claimed_by = NULL, claimed_until = NULL"
-_OUTBOX_COLUMNS = ("dedup_key", "action", "body", "created_at", "next_attempt_at", "destination")
-_TIMELINE_COLUMNS = ("incident_id", "at", "kind", "data")
+_CLAIMABLE_HEADS = _HEADS + " AND (o.claim_replica IS NULL OR o.claim_replica = ? OR o.claim_until < ?) ORDER BY o.id"
+_SETTLE = "claim_replica = NULL, claim_until = NULL"
+# Every row names its environment first (SPEC 11.4: environments may share one database).
+_OUTBOX_COLUMNS = ("environment", "dedup_key", "action", "body", "created_at", "next_attempt_at", "destination")
+_TIMELINE_COLUMNS = ("environment", "incident_id", "at", "kind", "data")
 _INCIDENT_COLUMNS = (
-    *("dependency", "dedup_key", "opened_at", "escalated", "features"),
+    *("environment", "dependency", "dedup_key", "opened_at", "escalated", "features"),
     *("summary", "severity", "flapping", "up_since"),
 )
 
@@ -154,9 +175,10 @@ _INSERT_OUTBOX = _insert_one("outbox", _OUTBOX_COLUMNS)
 _INSERT_TIMELINE = _insert_one("timeline", _TIMELINE_COLUMNS)
 
 
-def _incident_row(write: IncidentWrite) -> tuple[object, ...]:
+def _incident_row(environment: str, write: IncidentWrite) -> tuple[object, ...]:
     """The `_INCIDENT_COLUMNS` of the incident a decision opens."""
     return (
+        environment,
         write.dependency,
         write.dedup_key,
         write.at,
@@ -176,21 +198,32 @@ def _without_routing_key(body: dict[str, Any]) -> str:
 class SqlStore(ABC):
     """The state store's methods (outbox, incidents, timeline, history, silences, replicas).
 
-    Subclasses open the connection and give `_transaction`; `name` names the store in errors.
+    Every row belongs to one environment (`monitor.environment`): a store reads and writes only
+    its own, so environments may share one database (SPEC 11.4). Subclasses open the connection
+    and give `_transaction`; `name` names the store in errors.
     """
 
     name: str
+    environment: str
     # SQL that differs between the backends (see the subclasses).
     _HISTORY_SINCE: ClassVar[str]
     _PRUNE_HISTORY: ClassVar[str]
     _PRUNE_SILENCES: ClassVar[str]
     _LOCK_ROWS: ClassVar[str] = ""  # appended to a query whose rows the transaction claims
-    _FENCE: ClassVar[str] = "SELECT epoch FROM leadership WHERE id = 1"
+    _FENCE: ClassVar[str] = "SELECT epoch FROM leadership WHERE environment = ?"
     _OVERRIDE_IDS: ClassVar[str] = ""  # between an INSERT's columns and its VALUES when it gives the ids
 
     @abstractmethod
     def _transaction(self, *, write: bool) -> AbstractContextManager[Transaction]:
         """A transaction; `write` ones take the write lock up front (SQLite) or are ordinary (PostgreSQL)."""
+
+    @abstractmethod
+    def lane(self, name: str) -> SqlStore:
+        """A store over the same state with a connection of its own (`name` sets its timeouts).
+
+        `monitor.store.Store` gives the decisions and the replication each a lane, so a slow call
+        of another kind (a table another client has locked) never holds a page.
+        """
 
     # Each backend holds one connection (opened on first use), behind one lock.
     _lock: threading.RLock
@@ -229,11 +262,14 @@ class SqlStore(ABC):
         if action not in ("trigger", "resolve"):
             raise ValueError(f"outbox action must be trigger or resolve, not {action!r}")
         with self._transaction(write=True) as tx:
-            return tx.insert(_INSERT_OUTBOX, (dedup_key, action, _without_routing_key(body), at, at, destination))
+            return tx.insert(
+                _INSERT_OUTBOX,
+                (self.environment, dedup_key, action, _without_routing_key(body), at, at, destination),
+            )
 
     def pending_heads(self, now: float) -> list[OutboxHead]:
         """The oldest pending event of each dedup key, if due (`next_attempt_at <= now`), oldest first."""
-        return [_outbox_head(row) for row in self._rows(_DUE_HEADS, (now,))]
+        return [_outbox_head(row) for row in self._rows(_DUE_HEADS, (self.environment, now))]
 
     def claim_heads(self, replica: str, now: float, lease: float) -> list[OutboxHead]:
         """The pending heads `replica` may deliver now, claimed for it until `now + lease`, oldest first.
@@ -242,25 +278,25 @@ class SqlStore(ABC):
         rows another replica is claiming at this instant are skipped (`FOR UPDATE SKIP LOCKED`).
         """
         with self._transaction(write=True) as tx:
-            rows = tx.rows(_CLAIMABLE_HEADS + self._LOCK_ROWS, (replica, now))
+            rows = tx.rows(_CLAIMABLE_HEADS + self._LOCK_ROWS, (self.environment, replica, now))
             ids = [row["id"] for row in rows]
             for start in range(0, len(ids), 500):
                 chunk = ids[start : start + 500]
                 marks = ", ".join("?" for _ in chunk)
                 tx.change(
-                    f"UPDATE outbox SET claimed_by = ?, claimed_until = ? WHERE id IN ({marks})",  # noqa: S608
+                    f"UPDATE outbox SET claim_replica = ?, claim_until = ? WHERE id IN ({marks})",  # noqa: S608
                     (replica, now + lease, *chunk),
                 )
         return [_outbox_head(row) for row in rows]
 
     def next_attempt_at(self) -> float | None:
         """When the earliest pending head falls due; None when nothing is pending."""
-        rows = self._rows(_EARLIEST_HEAD)
+        rows = self._rows(_EARLIEST_HEAD, (self.environment,))
         return None if not rows or rows[0]["earliest"] is None else float(rows[0]["earliest"])
 
     def outbox_event(self, event_id: int) -> OutboxEvent:
         """One outbox event by id (KeyError if there is none)."""
-        rows = self._rows("SELECT * FROM outbox WHERE id = ?", (event_id,))
+        rows = self._rows("SELECT * FROM outbox WHERE id = ? AND environment = ?", (event_id, self.environment))
         if not rows:
             raise KeyError(f"no outbox event with id {event_id}")
         return _outbox_event(rows[0])
@@ -268,39 +304,34 @@ class SqlStore(ABC):
     def outbox_events(self, dedup_key: str | None = None) -> list[OutboxEvent]:
         """Every outbox event (of one dedup key, when given), oldest first."""
         if dedup_key is None:
-            rows = self._rows("SELECT * FROM outbox ORDER BY id")
+            rows = self._rows("SELECT * FROM outbox WHERE environment = ? ORDER BY id", (self.environment,))
         else:
-            rows = self._rows("SELECT * FROM outbox WHERE dedup_key = ? ORDER BY id", (dedup_key,))
+            rows = self._rows(
+                "SELECT * FROM outbox WHERE environment = ? AND dedup_key = ? ORDER BY id",
+                (self.environment, dedup_key),
+            )
         return [_outbox_event(row) for row in rows]
+
+    def _settle(self, event_id: int, assignments: str, parameters: Sequence[object]) -> None:
+        """Change a pending outbox event of this environment (`assignments` are constant text of ours)."""
+        self._change(
+            f"UPDATE outbox SET {assignments} WHERE id = ? AND environment = ? AND status = 'pending'",  # noqa: S608
+            (*parameters, event_id, self.environment),
+            "pending outbox event",
+            event_id,
+        )
 
     def mark_accepted(self, event_id: int, at: float) -> None:
         """PagerDuty accepted the event (202)."""
-        self._change(
-            f"UPDATE outbox SET status = 'accepted', delivered_at = ?, attempts = attempts + 1, {_SETTLE} "  # noqa: S608
-            "WHERE id = ? AND status = 'pending'",
-            (at, event_id),
-            "pending outbox event",
-            event_id,
-        )
+        self._settle(event_id, f"status = 'accepted', delivered_at = ?, attempts = attempts + 1, {_SETTLE}", (at,))
 
     def mark_dropped(self, event_id: int, reason: str) -> None:
         """PagerDuty refused the event itself (400): it is never retried; `reason` says why."""
-        self._change(
-            f"UPDATE outbox SET status = 'dropped', last_error = ?, attempts = attempts + 1, {_SETTLE} "  # noqa: S608
-            "WHERE id = ? AND status = 'pending'",
-            (reason, event_id),
-            "pending outbox event",
-            event_id,
-        )
+        self._settle(event_id, f"status = 'dropped', last_error = ?, attempts = attempts + 1, {_SETTLE}", (reason,))
 
     def mark_dry_run(self, event_id: int) -> None:
         """No routing key is configured: the event was logged instead of sent."""
-        self._change(
-            f"UPDATE outbox SET status = 'dry_run', {_SETTLE} WHERE id = ? AND status = 'pending'",  # noqa: S608
-            (event_id,),
-            "pending outbox event",
-            event_id,
-        )
+        self._settle(event_id, f"status = 'dry_run', {_SETTLE}", ())
 
     def schedule_retry(
         self, event_id: int, next_attempt_at: float, error: str, hold_until: float | None = None
@@ -310,17 +341,17 @@ class SqlStore(ABC):
         `hold_until` extends the deliverer's claim (the retry is its own, on its monotonic clock);
         another replica takes the event over only if the claim runs out.
         """
-        self._change(
-            "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?, last_error = ?, "
-            "claimed_until = COALESCE(?, claimed_until) WHERE id = ? AND status = 'pending'",
-            (next_attempt_at, error, hold_until, event_id),
-            "pending outbox event",
+        self._settle(
             event_id,
+            "attempts = attempts + 1, next_attempt_at = ?, last_error = ?, claim_until = COALESCE(?, claim_until)",
+            (next_attempt_at, error, hold_until),
         )
 
     def pending_count(self) -> int:
         """How many events wait for delivery."""
-        rows = self._rows("SELECT COUNT(*) AS n FROM outbox WHERE status = 'pending'")
+        rows = self._rows(
+            "SELECT COUNT(*) AS n FROM outbox WHERE environment = ? AND status = 'pending'", (self.environment,)
+        )
         return int(rows[0]["n"]) if rows else 0
 
     # -- incidents and timeline -------------------------------------------------------------
@@ -340,9 +371,10 @@ class SqlStore(ABC):
         """Record a new open incident; returns its id."""
         with self._transaction(write=True) as tx:
             return tx.insert(
-                "INSERT INTO incidents (dependency, dedup_key, opened_at, escalated, features, summary, severity, "
-                "data) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                "INSERT INTO incidents (environment, dependency, dedup_key, opened_at, escalated, features, summary, "
+                "severity, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                 (
+                    self.environment,
                     dependency,
                     dedup_key,
                     opened_at,
@@ -382,8 +414,8 @@ class SqlStore(ABC):
         # Column names come from the fixed set above, never from the caller.
         assignments = ", ".join(f"{column} = ?" for column in changes)
         self._change(
-            f"UPDATE incidents SET {assignments} WHERE id = ?",  # noqa: S608
-            (*changes.values(), incident_id),
+            f"UPDATE incidents SET {assignments} WHERE id = ? AND environment = ?",  # noqa: S608
+            (*changes.values(), incident_id, self.environment),
             "incident",
             incident_id,
         )
@@ -391,43 +423,57 @@ class SqlStore(ABC):
     def resolve_incident(self, incident_id: int, at: float) -> None:
         """Close an open incident at `at` (resolving a resolved one keeps its first resolution)."""
         self._change(
-            "UPDATE incidents SET resolved_at = COALESCE(resolved_at, ?) WHERE id = ?",
-            (at, incident_id),
+            "UPDATE incidents SET resolved_at = COALESCE(resolved_at, ?) WHERE id = ? AND environment = ?",
+            (at, incident_id, self.environment),
             "incident",
             incident_id,
         )
 
     def incident(self, incident_id: int) -> Incident:
         """One incident by id (KeyError if there is none)."""
-        rows = self._rows("SELECT * FROM incidents WHERE id = ?", (incident_id,))
+        rows = self._rows("SELECT * FROM incidents WHERE id = ? AND environment = ?", (incident_id, self.environment))
         if not rows:
             raise KeyError(f"no incident with id {incident_id}")
         return _incident(rows[0])
 
     def open_incidents(self) -> list[Incident]:
         """Every incident not yet resolved, oldest first (a restarted daemon reloads these)."""
-        return [_incident(row) for row in self._rows("SELECT * FROM incidents WHERE resolved_at IS NULL ORDER BY id")]
+        rows = self._rows(
+            "SELECT * FROM incidents WHERE environment = ? AND resolved_at IS NULL ORDER BY id", (self.environment,)
+        )
+        return [_incident(row) for row in rows]
 
     def incidents_of(self, dependency: str) -> list[Incident]:
         """Every incident of a dependency, open or resolved, newest last."""
-        rows = self._rows("SELECT * FROM incidents WHERE dependency = ? ORDER BY id", (dependency,))
+        rows = self._rows(
+            "SELECT * FROM incidents WHERE environment = ? AND dependency = ? ORDER BY id",
+            (self.environment, dependency),
+        )
         return [_incident(row) for row in rows]
 
     def incident_counts(self) -> dict[str, int]:
         """How many incidents, open or resolved, each dependency has (absent: none)."""
-        rows = self._rows("SELECT dependency, COUNT(*) AS n FROM incidents GROUP BY dependency")
+        rows = self._rows(
+            "SELECT dependency, COUNT(*) AS n FROM incidents WHERE environment = ? GROUP BY dependency",
+            (self.environment,),
+        )
         return {row["dependency"]: int(row["n"]) for row in rows}
 
     def add_timeline(self, incident_id: int, at: float, kind: str, data: dict[str, Any] | None = None) -> None:
         """Append one entry to an incident's timeline."""
         with self._transaction(write=True) as tx:
-            if not tx.rows("SELECT id FROM incidents WHERE id = ?", (incident_id,)):
+            if not tx.rows(
+                "SELECT id FROM incidents WHERE id = ? AND environment = ?", (incident_id, self.environment)
+            ):
                 raise KeyError(f"no incident with id {incident_id}")
-            tx.insert(_INSERT_TIMELINE, (incident_id, at, kind, _dumps(data or {})))
+            tx.insert(_INSERT_TIMELINE, (self.environment, incident_id, at, kind, _dumps(data or {})))
 
     def timeline(self, incident_id: int) -> list[TimelineEntry]:
         """An incident's timeline in time order (ties in insertion order)."""
-        rows = self._rows("SELECT * FROM timeline WHERE incident_id = ? ORDER BY at, id", (incident_id,))
+        rows = self._rows(
+            "SELECT * FROM timeline WHERE environment = ? AND incident_id = ? ORDER BY at, id",
+            (self.environment, incident_id),
+        )
         return [TimelineEntry(row["incident_id"], row["at"], row["kind"], json.loads(row["data"])) for row in rows]
 
     # -- feature history --------------------------------------------------------------------
@@ -444,13 +490,17 @@ class SqlStore(ABC):
             for feature, state, at in changes:
                 if feature not in last:
                     rows = tx.rows(
-                        "SELECT state FROM feature_history WHERE feature = ? ORDER BY at DESC, id DESC LIMIT 1",
-                        (feature,),
+                        "SELECT state FROM feature_history WHERE environment = ? AND feature = ? "
+                        "ORDER BY at DESC, id DESC LIMIT 1",
+                        (self.environment, feature),
                     )
                     last[feature] = rows[0]["state"] if rows else None
                 if last[feature] == state:
                     continue
-                tx.change("INSERT INTO feature_history (feature, state, at) VALUES (?, ?, ?)", (feature, state, at))
+                tx.change(
+                    "INSERT INTO feature_history (environment, feature, state, at) VALUES (?, ?, ?, ?)",
+                    (self.environment, feature, state, at),
+                )
                 last[feature] = state
                 written += 1
         return written
@@ -463,7 +513,8 @@ class SqlStore(ABC):
         with its first change after it.
         """
         history: dict[str, list[tuple[float, str]]] = {}
-        for row in self._rows(self._HISTORY_SINCE, (since, since)):
+        env = self.environment
+        for row in self._rows(self._HISTORY_SINCE, (env, since)):
             history.setdefault(row["feature"], []).append((row["at"], row["state"]))
         return history
 
@@ -473,13 +524,14 @@ class SqlStore(ABC):
         """Record a silence; returns its id."""
         with self._transaction(write=True) as tx:
             return tx.insert(
-                "INSERT INTO silences (dependency, created_at, ends_at, reason) VALUES (?, ?, ?, ?) RETURNING id",
-                (dependency, created_at, ends_at, reason),
+                "INSERT INTO silences (environment, dependency, created_at, ends_at, reason) "
+                "VALUES (?, ?, ?, ?, ?) RETURNING id",
+                (self.environment, dependency, created_at, ends_at, reason),
             )
 
     def silences(self, active_at: float | None = None) -> list[Silence]:
         """Every silence, oldest first, or only those active at `active_at`."""
-        rows = self._rows("SELECT * FROM silences ORDER BY id")
+        rows = self._rows("SELECT * FROM silences WHERE environment = ? ORDER BY id", (self.environment,))
         found = [
             Silence(r["id"], r["dependency"], r["created_at"], r["ends_at"], r["reason"], r["expired_at"]) for r in rows
         ]
@@ -488,8 +540,8 @@ class SqlStore(ABC):
     def expire_silence(self, silence_id: int, at: float) -> None:
         """End a silence now (KeyError for an unknown id; expiring twice keeps the first time)."""
         self._change(
-            "UPDATE silences SET expired_at = COALESCE(expired_at, ?) WHERE id = ?",
-            (at, silence_id),
+            "UPDATE silences SET expired_at = COALESCE(expired_at, ?) WHERE id = ? AND environment = ?",
+            (at, silence_id, self.environment),
             "silence",
             silence_id,
         )
@@ -509,15 +561,18 @@ class SqlStore(ABC):
     def apply_all(self, writes: Sequence[IncidentWrite], fence: int | None = None) -> list[int]:
         """`apply` for several decisions in one transaction (one commit): all of them or none."""
         ids: list[int] = []
+        env = self.environment
         with self._transaction(write=True) as tx:
             if fence is not None:
-                rows = tx.rows(self._FENCE)
+                rows = tx.rows(self._FENCE, (env,))
                 current = rows[0]["epoch"] if rows else None
                 if current != fence:
-                    raise NotLeader(f"{self.name}: leadership epoch {current} is not ours ({fence}): not written")
+                    raise NotLeader(
+                        f"{self.name}: leadership epoch {current} of {env} is not ours ({fence}): not written"
+                    )
             # One statement per table for the batch's new rows (see `_insert_rows`).
             opened = [write for write in writes if write.incident_id is None]
-            fresh = iter(self._insert_rows(tx, "incidents", _INCIDENT_COLUMNS, [_incident_row(w) for w in opened]))
+            fresh = iter(self._insert_rows(tx, "incidents", _INCIDENT_COLUMNS, [_incident_row(env, w) for w in opened]))
             outbox: list[tuple[object, ...]] = []
             timeline: list[tuple[object, ...]] = []
             for write in writes:
@@ -529,9 +584,9 @@ class SqlStore(ABC):
                 events = [(PAGERDUTY, *write.event)] if write.event is not None else []
                 for destination, action, body in [*events, *write.messages]:
                     outbox.append(
-                        (write.dedup_key, action, _without_routing_key(body), write.at, write.at, destination)
+                        (env, write.dedup_key, action, _without_routing_key(body), write.at, write.at, destination)
                     )
-                timeline.append((incident_id, write.at, write.kind, _dumps(write.timeline)))
+                timeline.append((env, incident_id, write.at, write.kind, _dumps(write.timeline)))
                 ids.append(incident_id)
             self._insert_rows(tx, "outbox", _OUTBOX_COLUMNS, outbox)
             self._insert_rows(tx, "timeline", _TIMELINE_COLUMNS, timeline)
@@ -554,14 +609,13 @@ class SqlStore(ABC):
             tx.change(sql, parameters)
         return ids
 
-    @staticmethod
-    def _update_incident(tx: Transaction, write: IncidentWrite, incident_id: int) -> None:
+    def _update_incident(self, tx: Transaction, write: IncidentWrite, incident_id: int) -> None:
         changed = tx.change(
             "UPDATE incidents SET features = ?, escalated = ?, flapping = ?, up_since = ?, "
             "summary = CASE WHEN ? = '' THEN summary ELSE ? END, "
             "severity = CASE WHEN ? = '' THEN severity ELSE ? END, "
             "resolved_at = CASE WHEN ? = 1 THEN COALESCE(resolved_at, ?) ELSE resolved_at END "
-            "WHERE id = ?",
+            "WHERE id = ? AND environment = ?",
             (
                 _dumps(list(write.features)),
                 int(write.escalated),
@@ -574,6 +628,7 @@ class SqlStore(ABC):
                 int(write.resolved),
                 write.at,
                 incident_id,
+                self.environment,
             ),
         )
         if changed != 1:
@@ -586,33 +641,43 @@ class SqlStore(ABC):
         can hold these after a kill; the daemon opens an incident for each, so a recovery resolves it.
         """
         rows = self._rows(
-            "SELECT * FROM outbox AS o WHERE o.action = 'trigger' AND o.status != 'dropped' "
+            "SELECT * FROM outbox AS o WHERE o.environment = ? AND o.action = 'trigger' AND o.status != 'dropped' "
             "AND o.destination = 'pagerduty' "
-            "AND o.id = (SELECT MAX(id) FROM outbox WHERE dedup_key = o.dedup_key AND destination = 'pagerduty') "
-            "AND NOT EXISTS (SELECT 1 FROM incidents AS i WHERE i.dedup_key = o.dedup_key AND i.resolved_at IS NULL) "
-            "ORDER BY o.id"
+            "AND o.id = (SELECT MAX(id) FROM outbox WHERE environment = o.environment AND dedup_key = o.dedup_key "
+            "AND destination = 'pagerduty') "
+            "AND NOT EXISTS (SELECT 1 FROM incidents AS i WHERE i.environment = o.environment "
+            "AND i.dedup_key = o.dedup_key AND i.resolved_at IS NULL) "
+            "ORDER BY o.id",
+            (self.environment,),
         )
         return [_outbox_event(row) for row in rows]
 
     def prune(self, before: float) -> tuple[int, int]:
         """Delete settled outbox rows and closed incidents (with their timelines) older than `before`,
-        the feature history, the silences that ended and the replicas last heard before it.
+        the feature history, the silences that ended and the replicas last heard before it, all of
+        this environment.
 
         Pending events and open incidents are never pruned, nor each feature's last change before
         `before` (the state in force then). Returns (events, incidents) deleted.
         """
+        env = self.environment
         with self._transaction(write=True) as tx:
             events = tx.change(
-                "DELETE FROM outbox WHERE status != 'pending' AND COALESCE(delivered_at, created_at) < ?", (before,)
+                "DELETE FROM outbox WHERE environment = ? AND status != 'pending' "
+                "AND COALESCE(delivered_at, created_at) < ?",
+                (env, before),
             )
-            old = "SELECT id FROM incidents WHERE resolved_at IS NOT NULL AND resolved_at < ?"
-            tx.change(f"DELETE FROM timeline WHERE incident_id IN ({old})", (before,))  # noqa: S608
-            incidents = tx.change(f"DELETE FROM incidents WHERE id IN ({old})", (before,))  # noqa: S608
-            tx.change(self._PRUNE_HISTORY, (before, before))
-            tx.change(self._PRUNE_SILENCES, (before,))
-            gone = "SELECT name FROM replicas WHERE seen_at < ?"
-            tx.change(f"DELETE FROM observations WHERE replica IN ({gone})", (before,))  # noqa: S608
-            tx.change("DELETE FROM replicas WHERE seen_at < ?", (before,))
+            old = "SELECT id FROM incidents WHERE environment = ? AND resolved_at IS NOT NULL AND resolved_at < ?"
+            tx.change(f"DELETE FROM timeline WHERE incident_id IN ({old})", (env, before))  # noqa: S608
+            incidents = tx.change(f"DELETE FROM incidents WHERE id IN ({old})", (env, before))  # noqa: S608
+            tx.change(self._PRUNE_HISTORY, (env, before))
+            tx.change(self._PRUNE_SILENCES, (env, before))
+            gone = "SELECT name FROM replicas WHERE environment = ? AND seen_at < ?"
+            tx.change(
+                f"DELETE FROM observations WHERE environment = ? AND replica IN ({gone})",  # noqa: S608
+                (env, env, before),
+            )
+            tx.change("DELETE FROM replicas WHERE environment = ? AND seen_at < ?", (env, before))
         return events, incidents
 
     # -- replicas (SPEC 10.6) ---------------------------------------------------------------
@@ -624,24 +689,30 @@ class SqlStore(ABC):
         instance) takes its name back once the old process has been silent that long.
         """
         with self._transaction(write=True) as tx:
-            rows = tx.rows("SELECT instance, seen_at, every_seconds FROM replicas WHERE name = ?", (replica,))
+            rows = tx.rows(
+                "SELECT instance, seen_at, every_seconds FROM replicas WHERE environment = ? AND name = ?",
+                (self.environment, replica),
+            )
             if rows and rows[0]["instance"] != instance and now - rows[0]["seen_at"] < 2 * rows[0]["every_seconds"]:
                 raise StoreError(
-                    f"{self.name}: the replica name {replica!r} is in use by another live depmon "
-                    f"(heard {now - rows[0]['seen_at']:.1f} s ago): give each replica its own monitor.replica"
+                    f"{self.name}: the replica name {replica!r} is in use by another live depmon of "
+                    f"{self.environment} (heard {now - rows[0]['seen_at']:.1f} s ago): give each replica its own "
+                    "monitor.replica"
                 )
 
     def report(self, report: ReplicaReport) -> None:
         """Record a replica's heartbeat and the observations in it, in one transaction."""
+        env = self.environment
         with self._transaction(write=True) as tx:
             tx.change(
-                "INSERT INTO replicas (name, instance, started_at, seen_at, every_seconds, self_state, self_reason) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET "
+                "INSERT INTO replicas (environment, name, instance, started_at, seen_at, every_seconds, self_state, "
+                "self_reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (environment, name) DO UPDATE SET "
                 "started_at = CASE WHEN replicas.instance = excluded.instance THEN replicas.started_at "
                 "ELSE excluded.started_at END, instance = excluded.instance, seen_at = excluded.seen_at, "
                 "every_seconds = excluded.every_seconds, self_state = excluded.self_state, "
                 "self_reason = excluded.self_reason",
                 (
+                    env,
                     report.replica,
                     report.instance,
                     report.at,
@@ -652,24 +723,36 @@ class SqlStore(ABC):
                 ),
             )
             if report.dependencies is not None:
-                tx.change("DELETE FROM observations WHERE replica = ?", (report.replica,))
+                tx.change("DELETE FROM observations WHERE environment = ? AND replica = ?", (env, report.replica))
             for dependency, seen in report.observations.items():
                 tx.change(
-                    "INSERT INTO observations (replica, dependency, state, failing, since, at, detail) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (replica, dependency) DO UPDATE SET "
+                    "INSERT INTO observations (environment, replica, dependency, state, failing, since, at, detail) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (environment, replica, dependency) DO UPDATE SET "
                     "state = excluded.state, failing = excluded.failing, since = excluded.since, "
                     "at = excluded.at, detail = excluded.detail",
-                    (report.replica, dependency, seen.state, int(seen.failing), seen.since, report.at, seen.detail),
+                    (
+                        env,
+                        report.replica,
+                        dependency,
+                        seen.state,
+                        int(seen.failing),
+                        seen.since,
+                        report.at,
+                        seen.detail,
+                    ),
                 )
 
     def replica_views(self) -> list[ReplicaView]:
-        """Every replica heard from (live or not: `monitor.quorum.live` decides), by name."""
+        """Every replica of this environment heard from (live or not: `monitor.quorum.live` decides), by name."""
+        env = self.environment
         with self._transaction(write=False) as tx:
             replicas = tx.rows(
                 "SELECT r.*, l.replica AS leading FROM replicas AS r "
-                "LEFT JOIN leadership AS l ON l.id = 1 AND l.replica = r.name ORDER BY r.name"
+                "LEFT JOIN leadership AS l ON l.environment = r.environment AND l.replica = r.name "
+                "WHERE r.environment = ? ORDER BY r.name",
+                (env,),
             )
-            rows = tx.rows("SELECT * FROM observations ORDER BY replica, dependency")
+            rows = tx.rows("SELECT * FROM observations WHERE environment = ? ORDER BY replica, dependency", (env,))
         seen: dict[str, dict[str, Observation]] = {}
         for row in rows:
             seen.setdefault(row["replica"], {})[row["dependency"]] = Observation(
@@ -691,18 +774,19 @@ class SqlStore(ABC):
         ]
 
     def take_leadership(self, replica: str, at: float) -> int:
-        """Become the leader of record: returns the new epoch, which fences every earlier leader's writes."""
+        """Become the leader of record of this environment: returns the new epoch, which fences every
+        earlier leader's writes."""
         with self._transaction(write=True) as tx:
             return int(
                 tx.rows(
-                    "INSERT INTO leadership (id, epoch, replica, since) VALUES (1, 1, ?, ?) "
-                    "ON CONFLICT (id) DO UPDATE SET epoch = leadership.epoch + 1, replica = excluded.replica, "
-                    "since = excluded.since RETURNING epoch",
-                    (replica, at),
+                    "INSERT INTO leadership (environment, epoch, replica, since) VALUES (?, 1, ?, ?) "
+                    "ON CONFLICT (environment) DO UPDATE SET epoch = leadership.epoch + 1, "
+                    "replica = excluded.replica, since = excluded.since RETURNING epoch",
+                    (self.environment, replica, at),
                 )[0]["epoch"]
             )
 
     def leadership(self) -> tuple[str, int, float] | None:
-        """(replica, epoch, since) of the leader of record, or None before the first."""
-        rows = self._rows("SELECT replica, epoch, since FROM leadership WHERE id = 1")
+        """(replica, epoch, since) of this environment's leader of record, or None before the first."""
+        rows = self._rows("SELECT replica, epoch, since FROM leadership WHERE environment = ?", (self.environment,))
         return None if not rows else (rows[0]["replica"], int(rows[0]["epoch"]), float(rows[0]["since"]))

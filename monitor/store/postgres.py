@@ -24,9 +24,10 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
+from psycopg import sql
 from psycopg.rows import dict_row
 
-from monitor.store.base import SqlStore
+from monitor.store.base import LANES, SqlStore
 from monitor.store.records import StoreError
 
 __all__ = ["SCHEMA_VERSION", "LeaderLock", "PostgresStore", "redacted_url"]
@@ -117,6 +118,39 @@ _MIGRATIONS: tuple[str, ...] = (
         since   DOUBLE PRECISION NOT NULL
     );
     """,
+    # 2: every row names its environment (SPEC 11.4: environments may share the database); the
+    # rows already here are the migrating replica's (`_ENVIRONMENT`: its name, bound). The column
+    # has no default and the keys change, so an older depmon still connected cannot write a row
+    # without one: its inserts fail (NOT NULL), its upserts name a conflict target that no longer
+    # exists, its fence reads a column that is gone, and its outbox claims name renamed columns.
+    "".join(  # noqa: S608 (table names of ours, no parameter)
+        f"""
+        ALTER TABLE {table} ADD COLUMN environment TEXT;
+        UPDATE {table} SET environment = _ENVIRONMENT;
+        ALTER TABLE {table} ALTER COLUMN environment SET NOT NULL;
+        """  # noqa: S608
+        for table in ("outbox", "incidents", "timeline", "feature_history", "silences", "replicas", "observations")
+    )
+    + """
+    ALTER TABLE outbox RENAME COLUMN claimed_by TO claim_replica;
+    ALTER TABLE outbox RENAME COLUMN claimed_until TO claim_until;
+    DROP INDEX outbox_pending_by_key;
+    CREATE INDEX outbox_pending_by_key ON outbox (environment, destination, dedup_key, id) WHERE status = 'pending';
+    DROP INDEX incidents_by_dependency;
+    CREATE INDEX incidents_by_dependency ON incidents (environment, dependency, id);
+    DROP INDEX feature_history_by_feature;
+    CREATE INDEX feature_history_by_feature ON feature_history (environment, feature, at);
+    ALTER TABLE replicas DROP CONSTRAINT replicas_pkey;
+    ALTER TABLE replicas ADD PRIMARY KEY (environment, name);
+    ALTER TABLE observations DROP CONSTRAINT observations_pkey;
+    ALTER TABLE observations ADD PRIMARY KEY (environment, replica, dependency);
+    ALTER TABLE leadership ADD COLUMN environment TEXT;
+    UPDATE leadership SET environment = _ENVIRONMENT;
+    ALTER TABLE leadership ALTER COLUMN environment SET NOT NULL;
+    ALTER TABLE leadership DROP CONSTRAINT leadership_pkey;
+    ALTER TABLE leadership DROP COLUMN id;
+    ALTER TABLE leadership ADD PRIMARY KEY (environment);
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -183,31 +217,41 @@ class _Transaction:
 class PostgresStore(SqlStore):
     """The shared database, with blocking methods; calls are serialized on one connection."""
 
+    # `scope` holds the two parameters: the environment, and a time.
     _HISTORY_SINCE = """
+        WITH scope AS (SELECT ?::text AS env, ?::double precision AS moment)
         SELECT feature, state, at, seq FROM (
-            SELECT DISTINCT ON (feature) feature, state, at, id AS seq FROM feature_history
-            WHERE at < ? ORDER BY feature, at DESC, id DESC
+            SELECT DISTINCT ON (feature) feature, state, at, id AS seq FROM feature_history, scope
+            WHERE environment = scope.env AND at < scope.moment ORDER BY feature, at DESC, id DESC
         ) AS before
         UNION ALL
-        SELECT feature, state, at, id FROM feature_history WHERE at >= ?
+        SELECT feature, state, at, id FROM feature_history, scope WHERE environment = scope.env AND at >= scope.moment
         ORDER BY feature, at, seq
     """
     _PRUNE_HISTORY = """
-        DELETE FROM feature_history WHERE at < ? AND id NOT IN (
-            SELECT DISTINCT ON (feature) id FROM feature_history WHERE at < ? ORDER BY feature, at DESC, id DESC
+        WITH scope AS (SELECT ?::text AS env, ?::double precision AS moment)
+        DELETE FROM feature_history USING scope WHERE environment = scope.env AND at < scope.moment AND id NOT IN (
+            SELECT DISTINCT ON (feature) h.id FROM feature_history AS h, scope AS s
+            WHERE h.environment = s.env AND h.at < s.moment ORDER BY h.feature, h.at DESC, h.id DESC
         )
     """
-    _PRUNE_SILENCES = "DELETE FROM silences WHERE LEAST(ends_at, COALESCE(expired_at, ends_at)) < ?"
+    _PRUNE_SILENCES = "DELETE FROM silences WHERE environment = ? AND LEAST(ends_at, COALESCE(expired_at, ends_at)) < ?"
     _LOCK_ROWS = " FOR UPDATE OF o SKIP LOCKED"
-    _FENCE = "SELECT epoch FROM leadership WHERE id = 1 FOR SHARE"
+    _FENCE = "SELECT epoch FROM leadership WHERE environment = ? FOR SHARE"
     _OVERRIDE_IDS = " OVERRIDING SYSTEM VALUE"  # the identity is GENERATED ALWAYS
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, environment: str, lane: str = "other") -> None:
         self.url = url
         self.name = redacted_url(url)
+        self.environment = environment
+        self.lane_name = lane
         self._lock = threading.RLock()
         self._connection: psycopg.Connection[Any] | None = None
         self._closed = False
+
+    def lane(self, name: str) -> PostgresStore:
+        """The same database on a connection of its own, with `name`'s timeouts."""
+        return PostgresStore(self.url, environment=self.environment, lane=name)
 
     def _db(self) -> psycopg.Connection[Any]:
         if self._closed:
@@ -218,7 +262,14 @@ class PostgresStore(SqlStore):
 
     def _open(self) -> psycopg.Connection[Any]:
         try:
-            connection = psycopg.connect(self.url, row_factory=dict_row, **_CONNECT)  # type: ignore[arg-type]
+            timeouts = LANES[self.lane_name]
+            # Every statement has a deadline, and a lock wait a shorter one (SPEC 11.4).
+            options = (
+                f"{_CONNECT['options']} -c lock_timeout={int(timeouts.lock * 1000)} "
+                f"-c statement_timeout={int(timeouts.statement * 1000)}"
+            )
+            settings = dict(_CONNECT, options=options)
+            connection = psycopg.connect(self.url, row_factory=dict_row, **settings)  # type: ignore[arg-type]
         except psycopg.Error as exc:
             raise StoreError(f"{self.name}: cannot connect ({_reason(exc)})") from exc
         try:
@@ -231,6 +282,9 @@ class PostgresStore(SqlStore):
     def _migrate(self, connection: psycopg.Connection[Any]) -> None:
         try:
             with connection.transaction():
+                # Replicas starting together wait for the first one's migration, however long it takes.
+                connection.execute("SET LOCAL lock_timeout = 0")
+                connection.execute("SET LOCAL statement_timeout = 0")
                 connection.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
                 connection.execute("CREATE TABLE IF NOT EXISTS depmon_schema (version INTEGER NOT NULL)")
                 row = connection.execute("SELECT version FROM depmon_schema").fetchone()
@@ -240,8 +294,10 @@ class PostgresStore(SqlStore):
                         f"{self.name}: schema version {version} was written by a newer depmon "
                         f"(this one knows up to {SCHEMA_VERSION})"
                     )
+                environment = sql.Literal(self.environment).as_string(connection)
                 for script in _MIGRATIONS[version:]:
-                    connection.execute(script.encode())  # no parameters: several statements at once
+                    # No parameters (several statements at once): the environment is quoted by psycopg.
+                    connection.execute(script.replace("_ENVIRONMENT", environment).encode())
                 if row is None:
                     connection.execute("INSERT INTO depmon_schema (version) VALUES (%s)", (SCHEMA_VERSION,))
                 else:
@@ -269,8 +325,12 @@ class PostgresStore(SqlStore):
 
 
 def leader_key(environment: str) -> int:
-    """The advisory lock key of an environment's leader (environments may share a database)."""
-    digest = hashlib.blake2b(f"depmon leader {environment}".encode(), digest_size=8).digest()
+    """The advisory lock key of an environment's leader (environments may share a database).
+
+    It names the schema version: a replica of an older schema, which can no longer write, never
+    holds the lock the replicas of this one elect their leader with.
+    """
+    digest = hashlib.blake2b(f"depmon leader {environment} schema {SCHEMA_VERSION}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
 
 

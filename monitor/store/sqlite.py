@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from monitor.store.base import SqlStore
+from monitor.store.base import LANES, SqlStore
 from monitor.store.records import StateLocked, StoreError
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore", "StateLock"]
@@ -157,22 +157,84 @@ _MIGRATIONS: tuple[str, ...] = (
         since   REAL    NOT NULL
     );
     """,
+    # 7: every row names its environment (SPEC 11.4); the rows already here are the migrating
+    # daemon's (`_ENVIRONMENT` is replaced by its name, quoted). The claim columns are renamed so
+    # that no older depmon's claim can be written (see the PostgreSQL migration).
+    """
+    ALTER TABLE outbox ADD COLUMN environment TEXT NOT NULL DEFAULT _ENVIRONMENT;
+    ALTER TABLE outbox RENAME COLUMN claimed_by TO claim_replica;
+    ALTER TABLE outbox RENAME COLUMN claimed_until TO claim_until;
+    DROP INDEX outbox_pending_by_key;
+    CREATE INDEX outbox_pending_by_key ON outbox (environment, destination, dedup_key, id) WHERE status = 'pending';
+    ALTER TABLE incidents ADD COLUMN environment TEXT NOT NULL DEFAULT _ENVIRONMENT;
+    DROP INDEX incidents_by_dependency;
+    CREATE INDEX incidents_by_dependency ON incidents (environment, dependency, id);
+    ALTER TABLE timeline ADD COLUMN environment TEXT NOT NULL DEFAULT _ENVIRONMENT;
+    ALTER TABLE feature_history ADD COLUMN environment TEXT NOT NULL DEFAULT _ENVIRONMENT;
+    DROP INDEX feature_history_by_feature;
+    CREATE INDEX feature_history_by_feature ON feature_history (environment, feature, at);
+    ALTER TABLE silences ADD COLUMN environment TEXT NOT NULL DEFAULT _ENVIRONMENT;
+    CREATE TABLE replicas_v7 (
+        environment   TEXT NOT NULL,
+        name          TEXT NOT NULL,
+        instance      TEXT NOT NULL,
+        started_at    REAL NOT NULL,
+        seen_at       REAL NOT NULL,
+        every_seconds REAL NOT NULL,
+        self_state    TEXT NOT NULL DEFAULT 'ok',
+        self_reason   TEXT NOT NULL DEFAULT '',
+        PRIMARY KEY (environment, name)
+    );
+    INSERT INTO replicas_v7 SELECT _ENVIRONMENT, name, instance, started_at, seen_at, every_seconds, self_state,
+        self_reason FROM replicas;
+    DROP TABLE replicas;
+    ALTER TABLE replicas_v7 RENAME TO replicas;
+    CREATE TABLE observations_v7 (
+        environment TEXT    NOT NULL,
+        replica     TEXT    NOT NULL,
+        dependency  TEXT    NOT NULL,
+        state       TEXT    NOT NULL,
+        failing     INTEGER NOT NULL,
+        since       REAL    NOT NULL,
+        at          REAL    NOT NULL,
+        detail      TEXT    NOT NULL DEFAULT '',
+        PRIMARY KEY (environment, replica, dependency)
+    );
+    INSERT INTO observations_v7 SELECT _ENVIRONMENT, replica, dependency, state, failing, since, at, detail
+        FROM observations;
+    DROP TABLE observations;
+    ALTER TABLE observations_v7 RENAME TO observations;
+    CREATE TABLE leadership_v7 (
+        environment TEXT    PRIMARY KEY,
+        epoch       INTEGER NOT NULL,
+        replica     TEXT    NOT NULL,
+        since       REAL    NOT NULL
+    );
+    INSERT INTO leadership_v7 SELECT _ENVIRONMENT, epoch, replica, since FROM leadership;
+    DROP TABLE leadership;
+    ALTER TABLE leadership_v7 RENAME TO leadership;
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
-# The features that have history, one index seek each (a loose index scan: SQLite would otherwise
-# read every row to find the distinct names), so reads and pruning cost features, not rows.
+# The features of an environment that have history, one index seek each (a loose index scan:
+# SQLite would otherwise read every row to find the distinct names), so reads and pruning cost
+# features, not rows. `scope` holds the two parameters: the environment, and a time.
 _HISTORY_FEATURES = """
-    WITH RECURSIVE features (feature) AS (
-        SELECT MIN(feature) FROM feature_history
+    WITH RECURSIVE scope (env, moment) AS (SELECT ?, ?),
+    features (feature) AS (
+        SELECT MIN(feature) FROM feature_history WHERE environment = (SELECT env FROM scope)
         UNION ALL
-        SELECT (SELECT MIN(feature) FROM feature_history WHERE feature > features.feature)
+        SELECT (SELECT MIN(feature) FROM feature_history
+                WHERE environment = (SELECT env FROM scope) AND feature > features.feature)
         FROM features WHERE features.feature IS NOT NULL
     )
 """
-# The last change of each feature before a time: the state in force then.
+# The last change of each feature before the scope's time: the state in force then.
 _LAST_CHANGE_BEFORE = """
-    SELECT (SELECT id FROM feature_history AS h WHERE h.feature = features.feature AND h.at < ?
+    SELECT (SELECT id FROM feature_history AS h
+            WHERE h.environment = (SELECT env FROM scope) AND h.feature = features.feature
+              AND h.at < (SELECT moment FROM scope)
             ORDER BY h.at DESC, h.id DESC LIMIT 1)
     FROM features WHERE features.feature IS NOT NULL
 """
@@ -248,20 +310,30 @@ class SQLiteStore(SqlStore):
         SELECT feature, state, at, id AS seq FROM feature_history WHERE id IN ({_LAST_CHANGE_BEFORE})
         UNION ALL
         SELECT h.feature, h.state, h.at, h.id FROM features JOIN feature_history AS h
-            ON h.feature = features.feature AND h.at >= ?
+            ON h.environment = (SELECT env FROM scope) AND h.feature = features.feature
+            AND h.at >= (SELECT moment FROM scope)
         ORDER BY feature, at, seq
     """  # noqa: S608
     _PRUNE_HISTORY = f"""{_HISTORY_FEATURES}
-        DELETE FROM feature_history WHERE at < ? AND id NOT IN ({_LAST_CHANGE_BEFORE})
+        DELETE FROM feature_history WHERE environment = (SELECT env FROM scope)
+            AND at < (SELECT moment FROM scope) AND id NOT IN ({_LAST_CHANGE_BEFORE})
     """  # noqa: S608
-    _PRUNE_SILENCES = "DELETE FROM silences WHERE MIN(ends_at, COALESCE(expired_at, ends_at)) < ?"
+    _PRUNE_SILENCES = "DELETE FROM silences WHERE environment = ? AND MIN(ends_at, COALESCE(expired_at, ends_at)) < ?"
 
-    def __init__(self, state_path: str | os.PathLike[str]) -> None:
+    def __init__(self, state_path: str | os.PathLike[str], *, environment: str, lane: str = "other") -> None:
         self.state_path = str(state_path)
         self.name = self.state_path
+        self.environment = environment
+        self.lane_name = lane
         self._lock = threading.RLock()
         self._connection: sqlite3.Connection | None = None
         self._closed = False
+
+    def lane(self, name: str) -> SQLiteStore:
+        """The same file on a connection of its own; ":memory:" has one connection, so itself."""
+        if self.state_path == ":memory:":
+            return self
+        return SQLiteStore(self.state_path, environment=self.environment, lane=name)
 
     # -- connection -------------------------------------------------------------------------
 
@@ -309,7 +381,8 @@ class SQLiteStore(SqlStore):
             # FULL: an event the outbox has accepted survives a power cut, not only a crash.
             connection.execute("PRAGMA synchronous = FULL")
             connection.execute("PRAGMA foreign_keys = ON")
-            connection.execute("PRAGMA busy_timeout = 5000")
+            # SQLite's one lock timeout: how long a write waits for another connection's.
+            connection.execute(f"PRAGMA busy_timeout = {int(LANES[self.lane_name].lock * 1000)}")
             self._migrate(connection)
             if private:
                 for suffix in ("-wal", "-shm"):
@@ -335,7 +408,9 @@ class SQLiteStore(SqlStore):
                 f"{self.state_path}: schema version {version} was written by a newer depmon "
                 f"(this one knows up to {SCHEMA_VERSION})"
             )
+        environment = "'" + self.environment.replace("'", "''") + "'"  # a literal: executescript binds nothing
         for target, script in enumerate(_MIGRATIONS[version:], start=version + 1):
+            script = script.replace("_ENVIRONMENT", environment)
             # executescript commits first; the BEGIN makes the step and its version bump atomic.
             connection.executescript(f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {target};\nCOMMIT;")
 

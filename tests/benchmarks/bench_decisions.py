@@ -101,7 +101,7 @@ def _writes(count: int, first: int) -> list[IncidentWrite]:
 
 def apply_ms(busy: bool, rounds: int, work: Path) -> float:
     """Median wall ms of `apply_all` of 250 triggers in a worker thread, the main thread busy or idle."""
-    store = SQLiteStore(work / f"state-{busy}.sqlite3")
+    store = SQLiteStore(work / f"state-{busy}.sqlite3", environment="test")
     store.apply_all(_writes(1, 10**7))  # created and migrated
     samples: list[float] = []
     for n in range(rounds):

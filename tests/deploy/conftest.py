@@ -58,8 +58,15 @@ SPEC_10_4_METRICS: dict[str, str] = {
     "depmon_dependency_down_replicas": "gauge",
 }
 
+# SPEC section 11.4 (issue 20): the store stalled gauge; and the loop error counter of the 0.1.0
+# changelog, which the pager's alert selects.
+SPEC_11_METRICS: dict[str, str] = {
+    "depmon_store_stalled": "gauge",
+    "depmon_loop_errors_total": "counter",
+}
+
 # Every metric of the contract: what rules and panels may select.
-SPEC_METRICS: dict[str, str] = {**SPEC_6_METRICS, **SPEC_10_4_METRICS}
+SPEC_METRICS: dict[str, str] = {**SPEC_6_METRICS, **SPEC_10_4_METRICS, **SPEC_11_METRICS}
 
 # Series Prometheus itself adds to every target.
 PROMETHEUS_SYNTHETIC_SERIES = frozenset({"up", "scrape_duration_seconds", "scrape_samples_scraped"})

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.deploy.conftest import SPEC_6_METRICS, SPEC_10_4_METRICS
+from tests.deploy.conftest import SPEC_6_METRICS, SPEC_10_4_METRICS, SPEC_11_METRICS
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS = ROOT / "deploy" / "prometheus"
@@ -33,6 +33,8 @@ EXPECTED_ALERTS = {
     "DepmonPagerDutyEventsDropped",
     "DepmonOverloaded",
     "DepmonCannotSeeOut",
+    "DepmonPagerFailing",
+    "DepmonStoreStalled",
     "DepmonNoLeader",
     "DepmonMultipleLeaders",
     "DependencySeenDownBelowQuorum",
@@ -179,7 +181,14 @@ class TestRuleMetricNames:
         """The test suite's copy of the metric table equals SPEC.md section 6 (plus 10.4, checked below)."""
         section = _spec_text().split("## 6.", 1)[1].split("\n## ", 1)[0]
         assert _metric_table(section) == SPEC_6_METRICS
-        assert spec_metrics == {**SPEC_6_METRICS, **SPEC_10_4_METRICS}
+        assert spec_metrics == {**SPEC_6_METRICS, **SPEC_10_4_METRICS, **SPEC_11_METRICS}
+
+    def test_third_round_metrics_are_named_by_the_spec_or_the_changelog(self) -> None:
+        """Each metric of the third round's list is in SPEC.md section 11, or in the README's changelog."""
+        section = _spec_text().split("## 11.", 1)[1]
+        changelog = (ROOT / "README.md").read_text(encoding="utf-8").split("## Changelog", 1)[1]
+        for name in SPEC_11_METRICS:
+            assert f"`{name}`" in section or f"`{name.removesuffix('_total')}" in changelog, name
 
     def test_second_round_metric_list_matches_the_spec(self) -> None:
         """The test suite's copy of the second round's metric table equals SPEC.md section 10.4."""

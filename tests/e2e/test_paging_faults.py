@@ -259,7 +259,7 @@ def test_orphaned_triggers_left_by_an_older_depmon_are_resolved(tmp_path: Path) 
     """Outbox triggers without their incident, one delivered and one pending, are resolved on a healthy start."""
     with simulated(tmp_path, {"a": (), "b": (), "c": ()}) as sim:
         created = time.time() - 60
-        with SQLiteStore(sim.state_path) as store:
+        with SQLiteStore(sim.state_path, environment="e2e") as store:
             delivered = store.enqueue(sim.dedup_key("a"), "trigger", old_trigger(sim, "a"), created)
             store.enqueue(sim.dedup_key("b"), "trigger", old_trigger(sim, "b"), created)
             # The older depmon delivered a's trigger, then was killed before writing the incident.
@@ -570,7 +570,7 @@ def test_history_older_than_the_retention_is_pruned_and_nothing_pending_or_open(
     with simulated(tmp_path, {"a": (), "b": ()}, retention="1h") as sim:
         key_a, key_b = sim.dedup_key("a"), sim.dedup_key("b")
         old = time.time() - 2 * 3600
-        with SQLiteStore(sim.state_path) as store:
+        with SQLiteStore(sim.state_path, environment="e2e") as store:
             closed = store.open_incident("a", key_a, old - 60)
             store.resolve_incident(closed, old)
             store.mark_accepted(store.enqueue(key_a, "trigger", old_trigger(sim, "a"), old - 60), old - 59)
@@ -586,7 +586,7 @@ def test_history_older_than_the_retention_is_pruned_and_nothing_pending_or_open(
             wait_for_event(sim, "b", "resolve")
             assert actions(sim, "b") == ["trigger", "resolve"]
             assert daemon.stop() == 0
-        with SQLiteStore(sim.state_path) as store:
+        with SQLiteStore(sim.state_path, environment="e2e") as store:
             assert store.outbox_events(key_a) == []
             assert store.incidents_of("a") == []
             assert [event.action for event in store.outbox_events(key_b)] == ["trigger", "resolve"]

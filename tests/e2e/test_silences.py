@@ -54,7 +54,7 @@ class TestSilence:
             assert len(events_of(sim, "a", "trigger")) == 1
             assert metric_value(daemon.get("/metrics").text, "depmon_silenced", dependency="a") == 0
             # The silence that held the page back is in the incident's timeline (and so its postmortem).
-            with SQLiteStore(sim.state_path) as store:
+            with SQLiteStore(sim.state_path, environment="e2e") as store:
                 incident = store.incidents_of("a")[-1]
                 [trigger_entry] = [e for e in store.timeline(incident.id) if e.kind == "trigger"]
             assert trigger_entry.data["silence"]["reason"] == "vendor deploy"
@@ -83,6 +83,6 @@ class TestSilence:
 
 def timeline_kinds(sim: SimulatedEnvironment) -> list[str]:
     """The timeline kinds of the dependency's latest incident, read from the state file."""
-    with SQLiteStore(sim.state_path) as store:
+    with SQLiteStore(sim.state_path, environment="e2e") as store:
         incident = store.incidents_of("a")[-1]
         return [entry.kind for entry in store.timeline(incident.id)]

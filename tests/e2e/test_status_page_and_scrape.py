@@ -74,7 +74,7 @@ def daemon(tmp_path: Path) -> Iterator[tuple[DaemonProcess, LoopbackServer]]:
     upstream.route("GET", "/caseflow", lambda request: Response(200, b"ok"))
     state = tmp_path / "state.sqlite3"
     now = time.time()
-    with SQLiteStore(state) as store:
+    with SQLiteStore(state, environment="e2e") as store:
         store.record_feature_states(
             [("claims", s, now - ago) for s, ago in zip(EARLIER, EARLIER_OFFSETS, strict=True)]
             + [("appeals", "ok", now - 23 * HOUR)]
@@ -304,7 +304,7 @@ class TestFeatureHistory:
         for feature in ("claims", "appeals"):
             wait_for(lambda f=feature: _states(process, f)[-1] == "ok", 10, f"{feature} ok")
         assert process.stop(20) == 0
-        with SQLiteStore(tmp_path / "state.sqlite3") as store:
+        with SQLiteStore(tmp_path / "state.sqlite3", environment="e2e") as store:
             history: dict[str, Any] = store.feature_history(time.time() - 60)
         assert [state for _, state in history["claims"]][-3:] == ["unknown", "ok", "unknown"]
         assert [state for _, state in history["appeals"]][-3:] == ["unknown", "ok", "unknown"]

@@ -89,7 +89,7 @@ class Rig:
 
 @asynccontextmanager
 async def rig(fake: FakePagerDuty, path: str | Path = ":memory:") -> AsyncIterator[Rig]:
-    async with Store(path) as store:
+    async with Store(path, environment="test") as store:
         built = Rig(store, fake)
         async with built.running():
             yield built

@@ -29,7 +29,7 @@ def test_a_silence_set_by_the_cli_is_in_the_replicas_database(tmp_path: Path, po
     out, err = io.StringIO(), io.StringIO()
     status = run_silence(config, None, "evss", "1h", "EVSS deploy", False, None, out, err, clock=lambda: 1000.0)
     assert (status, err.getvalue()) == (0, "")
-    with PostgresStore(postgres_url) as store:
+    with PostgresStore(postgres_url, environment="test") as store:
         [silence] = store.silences(active_at=1001.0)
     assert (silence.dependency, silence.ends_at, silence.reason) == ("evss", 4600.0, "EVSS deploy")
     assert not (tmp_path / "var").exists(), "no SQLite file is created when state_url is set"
@@ -44,7 +44,7 @@ def test_postmortem_reads_the_replicas_database(tmp_path: Path, postgres_url: st
     path = tmp_path / "depmon.yaml"
     path.write_text(CONFIG.format(url=postgres_url))
     config = load_config(path, {})
-    with PostgresStore(postgres_url) as store:
+    with PostgresStore(postgres_url, environment="test") as store:
         store.apply(IncidentWrite("evss", "depmon/test/evss", 1000.0, "trigger", {"action": "trigger"}, summary="x"))
     out, err = io.StringIO(), io.StringIO()
     status = print_postmortem(config, "evss", None, None, out, err=err)

@@ -65,7 +65,7 @@ class TestThroughTheOutbox:
         sender = SlackSender({ALERTS: slack.webhook_url(ALERTS)})
         slack.fail_with(500, times=4)
         metrics = Metrics()
-        async with Store(tmp_path / "s.sqlite3") as store:
+        async with Store(tmp_path / "s.sqlite3", environment="test") as store:
             outbox = Outbox(store, None, metrics, backoff=FAST, slack=sender)
             for text in ("trigger", "update", "resolve"):
                 action = "resolve" if text == "resolve" else "trigger"
@@ -86,7 +86,7 @@ class TestThroughTheOutbox:
     async def test_a_channel_without_a_webhook_is_skipped_cleanly(self, tmp_path: Path) -> None:
         """A message for a channel that lost its webhook is marked skipped, not retried or counted dropped."""
         metrics = Metrics()
-        async with Store(tmp_path / "s.sqlite3") as store:
+        async with Store(tmp_path / "s.sqlite3", environment="test") as store:
             outbox = Outbox(store, None, metrics, backoff=FAST, slack=None)
             event_id = await store.enqueue("k", "trigger", {"text": "x"}, at=1.0, destination="slack:#gone")
             left = await outbox.drain(2.0)

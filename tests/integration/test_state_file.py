@@ -85,7 +85,7 @@ class TestPermissions:
     def test_new_directories_0700_and_files_0600_whatever_the_umask(self, tmp_path: Path, umask: int) -> None:
         """Directories depmon creates are 0700; the file and its -wal and -shm are 0600."""
         state = tmp_path / "var" / "depmon" / "state.sqlite3"
-        with SQLiteStore(state) as store:
+        with SQLiteStore(state, environment="test") as store:
             store.enqueue("depmon/test/evss", "trigger", BODY, at=1.0)
             assert _mode(tmp_path / "var") == 0o700
             assert _mode(tmp_path / "var" / "depmon") == 0o700
@@ -95,17 +95,17 @@ class TestPermissions:
     def test_an_existing_world_readable_file_is_made_private(self, tmp_path: Path) -> None:
         """A state file an older depmon left 0644 is 0600 once opened."""
         state = tmp_path / "state.sqlite3"
-        with SQLiteStore(state) as store:
+        with SQLiteStore(state, environment="test") as store:
             store.pending_count()
         state.chmod(0o644)
-        with SQLiteStore(state) as store:
+        with SQLiteStore(state, environment="test") as store:
             store.pending_count()
         assert _mode(state) == 0o600
 
     def test_an_existing_directory_is_left_alone(self, tmp_path: Path) -> None:
         """The operator's directory (a mount point, a StateDirectory) keeps its mode."""
         tmp_path.chmod(0o755)
-        with SQLiteStore(tmp_path / "state.sqlite3") as store:
+        with SQLiteStore(tmp_path / "state.sqlite3", environment="test") as store:
             store.pending_count()
         assert _mode(tmp_path) == 0o755
 
@@ -117,7 +117,7 @@ class TestUnusableStateFile:
         """A file that is not SQLite is refused as not a usable state file."""
         state = tmp_path / "state.sqlite3"
         state.write_bytes(b"this is not a database, it is a shopping list\n" * 100)
-        with pytest.raises(StoreError) as caught, SQLiteStore(state) as store:
+        with pytest.raises(StoreError) as caught, SQLiteStore(state, environment="test") as store:
             store.pending_count()
         assert str(caught.value) == f"{state}: not a usable depmon state file (file is not a database)"
 
@@ -125,7 +125,7 @@ class TestUnusableStateFile:
         """A state path whose directory is a regular file cannot be opened, and says so."""
         (tmp_path / "file").write_text("x", encoding="utf-8")
         state = tmp_path / "file" / "state.sqlite3"
-        with pytest.raises(StoreError) as caught, SQLiteStore(state) as store:
+        with pytest.raises(StoreError) as caught, SQLiteStore(state, environment="test") as store:
             store.pending_count()
         assert str(caught.value).startswith(f"{state}: cannot open the state file (")
 
@@ -133,21 +133,21 @@ class TestUnusableStateFile:
         """A new state file on a full disk is refused with SQLite's own reason."""
         _fill(tiny_disk)
         state = tiny_disk / "state.sqlite3"
-        with pytest.raises(StoreError) as caught, SQLiteStore(state) as store:
+        with pytest.raises(StoreError) as caught, SQLiteStore(state, environment="test") as store:
             store.pending_count()
         assert str(caught.value) == f"{state}: cannot use the state file (database or disk is full)"
 
     def test_full_disk_at_run_time_loses_nothing_accepted(self, tiny_disk: Path) -> None:
         """An event accepted before the disk filled is still pending after the failed write and a reopen."""
         state = tiny_disk / "state.sqlite3"
-        with SQLiteStore(state) as store:
+        with SQLiteStore(state, environment="test") as store:
             first = store.enqueue("depmon/test/evss", "trigger", BODY, at=1.0)
             filler = _fill(tiny_disk)
             with pytest.raises((StoreError, sqlite3.Error)):  # noqa: PT012 - free pages take a few rows first
                 for attempt in range(200):
                     store.enqueue("depmon/test/evss", "trigger", {"payload": {"summary": "x" * 2000}}, at=2.0 + attempt)
         filler.unlink()
-        with SQLiteStore(state) as store:
+        with SQLiteStore(state, environment="test") as store:
             events = store.outbox_events()
         assert events[0].id == first
         assert events[0].body == BODY

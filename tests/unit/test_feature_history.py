@@ -164,7 +164,7 @@ class TestDaemonHistory:
     async def test_the_loop_writes_changes_every_second(self, config: Config, tmp_path: Path) -> None:
         """A change the engine reports reaches the state file while the history loop runs."""
         daemon = _daemon(config, tmp_path)
-        async with Store(":memory:") as store, anyio.create_task_group() as tg:
+        async with Store(":memory:", environment="test") as store, anyio.create_task_group() as tg:
             await tg.start(daemon._record_history, store)
             daemon.engine.record("evss", "health", OK)
             with anyio.fail_after(5):
@@ -177,7 +177,7 @@ class TestDaemonHistory:
     async def test_stopping_writes_what_is_left_and_every_feature_unknown(self, config: Config, tmp_path: Path) -> None:
         """Cancelled, the loop writes the changes not yet written, then `unknown` for every feature."""
         daemon = _daemon(config, tmp_path)
-        async with Store(":memory:") as store:
+        async with Store(":memory:", environment="test") as store:
             async with anyio.create_task_group() as tg:
                 await tg.start(daemon._record_history, store)
                 daemon._feature_changes.append("claims", "down", 10.0)
@@ -201,7 +201,7 @@ class TestDaemonHistory:
     async def test_history_includes_changes_not_yet_written(self, config: Config, tmp_path: Path) -> None:
         """The view's history is the stored changes followed by those still waiting for the loop."""
         daemon = _daemon(config, tmp_path)
-        async with Store(":memory:") as store:
+        async with Store(":memory:", environment="test") as store:
             await store.record_feature_states([("claims", "ok", 5.0)])
             daemon._store = store
             daemon._feature_changes.append("claims", "down", 10.0)
@@ -213,7 +213,7 @@ class TestDaemonHistory:
     async def test_an_unreadable_store_gives_only_the_pending_changes(self, config: Config, tmp_path: Path) -> None:
         """With the state file closed the history still answers, from the changes not yet written, and says why."""
         daemon = _daemon(config, tmp_path)
-        store = Store(":memory:")
+        store = Store(":memory:", environment="test")
         await store.close()
         daemon._store = store
         daemon._feature_changes.append("claims", "down", 10.0)

@@ -113,7 +113,7 @@ class Harness:
 
 @pytest.fixture
 async def store() -> AsyncIterator[Store]:
-    async with Store(":memory:") as opened:
+    async with Store(":memory:", environment="test") as opened:
         yield opened
 
 
@@ -363,11 +363,11 @@ class TestOutbox:
     async def test_pending_events_survive_restart(self, tmp_path: Path, clock: FakeClock) -> None:
         """An event left pending by one outbox is delivered once by a new outbox over the same file."""
         path = tmp_path / "depmon.sqlite3"
-        async with Store(path) as first_store:
+        async with Store(path, environment="test") as first_store:
             first = Harness(first_store, FakeSender(clock, lambda body, call: SERVER_ERROR), clock)
             await first.outbox.put("a", "trigger", trigger("a1"))
             await first.outbox.drain(deadline_seconds=1)
-        async with Store(path) as second_store:
+        async with Store(path, environment="test") as second_store:
             sender = FakeSender(clock)
             second = Harness(second_store, sender, clock)
             async with second.running():

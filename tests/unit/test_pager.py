@@ -65,7 +65,7 @@ def ok(clock: FakeClock) -> ProbeResult:
 async def pager_over(cfg: Config, clock: FakeClock) -> AsyncIterator[tuple[Pager, Engine, Store]]:
     """A pager over a fresh engine of `cfg` and an in-memory store, loaded (not running)."""
     metrics = Metrics()
-    async with Store(":memory:") as store:
+    async with Store(":memory:", environment="test") as store:
         engine = Engine(cfg, metrics, clock=clock)
         outbox = Outbox(store, None, metrics, clock, wall_clock=clock)
         pager = Pager(engine, store, outbox, metrics, clock=clock)

@@ -134,7 +134,7 @@ class PagingModel(RuleBasedStateMachine):
 
     def _start(self) -> None:
         """A (re)started daemon: new store handle, engine, outbox and pager; open incidents reloaded."""
-        self.store = Store(self.state_path)
+        self.store = Store(self.state_path, environment="test")
         self.engine: Engine = self.portal.call(lambda: Engine(self.config, self.metrics, clock=self.clock))
         self.portal.call(self.engine.set_windows, list(self.windows.values()))
         self.outbox = Outbox(self.store, self.sender, self.metrics, self.clock, wall_clock=self.clock)

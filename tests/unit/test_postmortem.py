@@ -87,7 +87,7 @@ def _record(
 def state(tmp_path: Path) -> Path:
     """A state file with two EVSS incidents: the first short and resolved, the second escalated and resolved."""
     path = tmp_path / "state" / "depmon.sqlite3"
-    with SQLiteStore(path) as store:
+    with SQLiteStore(path, environment="production") as store:
         _record(store, FIRST_OPENED, escalate=False, resolve=True)
         _record(store, SECOND_OPENED, escalate=True, resolve=True)
     return path
@@ -95,7 +95,7 @@ def state(tmp_path: Path) -> Path:
 
 def _draft_of_one(config: Config, tmp_path: Path, opened: float, *, now: float = NOW, **record: Any) -> str:
     """The draft, at `now`, of the one EVSS incident `_record` writes (with `record`) to a fresh state file."""
-    with SQLiteStore(tmp_path / "s.sqlite3") as store:
+    with SQLiteStore(tmp_path / "s.sqlite3", environment="production") as store:
         _record(store, opened, **record)
         incident = store.incidents_of("evss")[0]
         timeline = store.timeline(incident.id)
@@ -103,7 +103,7 @@ def _draft_of_one(config: Config, tmp_path: Path, opened: float, *, now: float =
 
 
 def _render(config: Config, path: Path, number: int) -> str:
-    with SQLiteStore(path) as store:
+    with SQLiteStore(path, environment="production") as store:
         incident = store.incidents_of("evss")[number - 1]
         timeline = store.timeline(incident.id)
     return render_postmortem(config, "evss", incident, timeline, number - 1, NOW)
@@ -324,7 +324,7 @@ class TestPostmortemCommand:
 def _draft_with_detail(config: Config, tmp_path: Path, detail: str) -> str:
     """The draft of one EVSS incident whose only evidence has this detail."""
     path = tmp_path / "depmon.sqlite3"
-    with SQLiteStore(path) as store:
+    with SQLiteStore(path, environment="production") as store:
         failure = {"probe": "base", "outcome": "condition", "detail": detail, "at": FIRST_OPENED}
         incident_id = store.open_incident("evss", "depmon/production/evss", FIRST_OPENED, features=EVSS_FEATURES)
         store.add_timeline(incident_id, FIRST_OPENED, "trigger", _entry("trigger", EVSS_FEATURES, "down", [failure]))
