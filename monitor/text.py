@@ -14,6 +14,7 @@ and `host_port` / `parse_host_port` for addresses (`[::1]:9464`).
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import UTC, datetime
 
@@ -71,16 +72,28 @@ def elapsed(seconds: float) -> str:
     return " ".join([p for p in parts[:2] if not p.startswith("0")] or ["0s"])
 
 
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
+_LATEST = datetime.max.replace(tzinfo=UTC)
+
+
 def moment(value: float | datetime | str) -> datetime:
     """A UNIX time, an aware datetime or an ISO 8601 text (`Z` allowed) as an aware UTC datetime.
 
-    Raises ValueError for text that is not an ISO 8601 time.
+    A UNIX time past the year 9999 (a row written by hand with `1e300` or `inf`) is the last moment
+    of 9999, one before the year 1 the first moment of the year 1: shown as far future or far past,
+    never an error on a page that lists it. Raises ValueError for NaN and for text that is not an
+    ISO 8601 time.
     """
     if isinstance(value, datetime):
         return value.astimezone(UTC)
     if isinstance(value, str):
         return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
-    return datetime.fromtimestamp(value, UTC)
+    try:
+        return datetime.fromtimestamp(value, UTC)
+    except (OverflowError, OSError, ValueError):
+        if math.isnan(value):
+            raise ValueError("NaN is not a time") from None
+        return _LATEST if value > 0 else _EARLIEST
 
 
 def utc(value: float | datetime | str, *, seconds: bool = False, date: bool = True, zone: bool = True) -> str:

@@ -72,6 +72,16 @@ class TestTimes:
         assert iso_utc(AT.timestamp()) == "2026-11-27T11:48:12.345678Z"
         assert vets_api_time(AT) == "2026-11-27T11:48:12.000Z"
 
+    @pytest.mark.parametrize("far", [1e300, float("inf"), 10.0**18])
+    def test_a_time_past_the_year_9999_is_the_far_future(self, far: float) -> None:
+        """A UNIX time no date can hold is shown as the last moment of 9999, not an error."""
+        assert iso_utc(far) == "9999-12-31T23:59:59.999999Z"
+        assert utc(far) == "9999-12-31 23:59 UTC"
+
+    def test_a_time_before_the_year_1_is_the_far_past(self) -> None:
+        """A UNIX time before the year 1 is shown as its first moment."""
+        assert iso_utc(-float("inf")) == "0001-01-01T00:00:00Z"
+
 
 class TestHostPort:
     """Addresses as `host:port`, IPv6 in brackets."""
