@@ -2,7 +2,9 @@
 
 Exit statuses: 0 success; 1 something is down (check), PagerDuty unreadable (maintenance) or
 no such incident (postmortem); 2 invalid config, bad arguments or a port that cannot be bound.
-A configuration error is printed as `FILE: key.path: message` lines, never as a traceback.
+A configuration error is printed as `FILE: key.path: message` lines, never as a traceback; a bad
+argument as one line naming it (text with a control or bidirectional-format character is refused
+here, for every command, before anything else is read).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from monitor import __version__
 from monitor.config import Config, ConfigError, default_config_path, load_config
 from monitor.logs import Redactor, configure_logging
 from monitor.store import StoreError
-from monitor.text import parse_host_port
+from monitor.text import checked_text, parse_host_port
 
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
 
@@ -116,21 +118,25 @@ def build_parser() -> argparse.ArgumentParser:
         "features they cover (exit 1 when PagerDuty cannot be read). `open DEPENDENCY --for DURATION --message "
         '"TITLE|BODY"`: create a window on the dependency\'s PagerDuty service, described USER_MESSAGE:TITLE|BODY '
         "(what the app shows), and print its id and the features the app shows as down. `close WINDOW_ID`: end "
-        "it now. open/close exit 1 when PagerDuty refuses, 2 on bad input or an empty pagerduty.from_email.",
+        "it now. open/close exit 1 when PagerDuty refuses, 2 on bad input (a control or bidirectional-format "
+        "character in any text) or an empty pagerduty.from_email.",
     )
     maintenance.add_argument("action", nargs="?", choices=("open", "close"), help="open or close a window")
     maintenance.add_argument("target", nargs="?", metavar="DEPENDENCY|WINDOW_ID", help="what to open or close")
-    maintenance.add_argument("--for", dest="duration", metavar="DURATION", help="how long the window lasts (open)")
+    maintenance.add_argument(
+        "--for", dest="duration", metavar="DURATION", help="how long the window lasts (open; at most 90d)"
+    )
     maintenance.add_argument("--message", metavar="TITLE|BODY", help="what the app shows Veterans (open)")
 
     silence = sub.add_parser(
         "silence",
         help="no page for a dependency for a while",
         description="Silence a dependency: no page for it until the silence ends; one still down then pages. "
-        "The running daemon sees it within a second. Exit 2 for an unknown dependency or bad input.",
+        "The running daemon sees it within a second. Exit 2 for an unknown dependency or bad input: --for past "
+        "90 days, a control or bidirectional-format character in any text, an --expire id past 64 bits.",
     )
     silence.add_argument("dependency", metavar="DEPENDENCY", nargs="?", help="the dependency id to silence")
-    silence.add_argument("--for", dest="duration", metavar="DURATION", help="how long, e.g. 30m or 2h")
+    silence.add_argument("--for", dest="duration", metavar="DURATION", help="how long, e.g. 30m or 2h (at most 90d)")
     silence.add_argument("--reason", metavar="TEXT", help="why (shown on /status and in the incident timeline)")
     silence.add_argument("--list", dest="list_them", action="store_true", help="list the silences in force")
     silence.add_argument("--expire", type=int, metavar="ID", help="end silence ID now")
@@ -155,6 +161,13 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     environ = os.environ if environ is None else environ
     args = build_parser().parse_args(argv)
     command = args.command
+    try:
+        for argument, text in _text_arguments(args):
+            checked_text(argument, text)
+    except ValueError as exc:
+        action = getattr(args, "action", None)  # `maintenance open`: said as the other refusals say it
+        print(f"depmon {command}{f' {action}' if action else ''}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     if command == "demo":
         from monitor.demo import run_demo
 
@@ -239,6 +252,19 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             sys.stderr,
         )
     raise AssertionError(command)  # argparse admits only the commands above
+
+
+def _text_arguments(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """(argument, text) of every free-text argument given: what the terminal, /status or a page shows back."""
+    named = {"reason": "--reason", "message": "--message", "target": "DEPENDENCY|WINDOW_ID"}
+    named["dependency"] = "--dependency" if args.command == "check" else "DEPENDENCY"
+    found = []
+    for dest, argument in named.items():
+        value = getattr(args, dest, None)
+        for text in value if isinstance(value, list) else [value]:
+            if isinstance(text, str):
+                found.append((argument, text))
+    return found
 
 
 def _run(

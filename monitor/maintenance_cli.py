@@ -25,13 +25,12 @@ from monitor.config import Config
 from monitor.impact import features_covered, needs_from_config
 from monitor.incidents import USER_MESSAGE_PREFIX, WINDOW_DESCRIPTION_LIMIT
 from monitor.logs import Redactor
-from monitor.text import format_duration, parse_duration, utc
+from monitor.text import duration_argument, format_duration, utc
 
 __all__ = ["run_maintenance_action"]
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
 _WINDOW_ID = re.compile(r"[A-Za-z0-9]{1,64}")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class _Usage(Exception):
@@ -97,14 +96,12 @@ def _open_arguments(
     if not service:
         raise _Usage(f"{dependency} has no pagerduty_service in the config: PagerDuty has no window to open for it")
     try:
-        seconds = parse_duration(duration)
+        seconds = duration_argument("--for", duration)
     except ValueError as exc:
-        raise _Usage(f"--for {duration!r}: {exc}") from None
+        raise _Usage(str(exc)) from None
     title, bar, body = message.partition("|")
     if not bar or not title.strip() or not body.strip():
         raise _Usage('--message must be "TITLE|BODY" (the app shows the title, then the body)')
-    if _CONTROL.search(message):
-        raise _Usage("--message must be one line, without control characters")
     description = USER_MESSAGE_PREFIX + message
     if len(description) > WINDOW_DESCRIPTION_LIMIT:
         room = WINDOW_DESCRIPTION_LIMIT - len(USER_MESSAGE_PREFIX)

@@ -1,6 +1,6 @@
 """`depmon silence`: no page for a dependency for a while (SPEC 10.2).
 
-    depmon silence DEPENDENCY --for DURATION --reason TEXT   add one; prints its id and end
+    depmon silence DEPENDENCY --for DURATION --reason TEXT   add one (at most 90 days); prints its id and end
     depmon silence --list                                     the silences in force
     depmon silence --expire ID                                end one now
 
@@ -18,13 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from monitor.config import Config, format_duration, parse_duration
+from monitor.config import Config, format_duration
 from monitor.store import SqlStore, StoreError, connect, redacted_url
-from monitor.text import utc
+from monitor.text import duration_argument, utc
 
 __all__ = ["run_silence"]
 
 EXIT_OK, EXIT_USAGE = 0, 2
+LARGEST_ID = 2**63 - 1  # the store's ids are 64-bit signed integers (SQLite INTEGER, PostgreSQL BIGINT)
 
 
 def run_silence(
@@ -54,6 +55,9 @@ def run_silence(
     try:
         if list_them:
             return _list(path, now, out)
+        if expire is not None and not 1 <= expire <= LARGEST_ID:
+            print(f"depmon silence: --expire: must be a silence id, 1 to {LARGEST_ID} (got {expire})", file=err)
+            return EXIT_USAGE
         if expire is not None:
             return _expire(path, expire, now, out, err)
         return _add(config, path, dependency, duration, reason, now, out, err)
@@ -100,9 +104,9 @@ def _add(
         print(f"depmon silence: unknown dependency {dependency!r} (known: {known})", file=err)
         return EXIT_USAGE
     try:
-        seconds = parse_duration(duration)
+        seconds = duration_argument("--for", duration)
     except ValueError as exc:
-        print(f"depmon silence: --for {duration!r}: {exc}", file=err)
+        print(f"depmon silence: {exc}", file=err)
         return EXIT_USAGE
     with path.open() as store:
         silence_id = store.add_silence(dependency, now, now + seconds, reason)

@@ -1,4 +1,5 @@
-"""depmon's own HTTP surface under a flood, on loopback: idle sockets are hung up on, requests are capped.
+"""depmon's own HTTP surface under a flood, on loopback: idle sockets are hung up on, requests are capped;
+and /status and / still served when the store holds a time no date can hold.
 
 The server runs the way the daemon runs it: hypercorn's `worker_serve` inside an anyio task group,
 with `server_config()` (the idle timeout shortened to 1 s to keep the tests short).
@@ -10,6 +11,8 @@ import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -26,7 +29,13 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
+from monitor.config import bundled_config_path, load_config
+from monitor.engine import Engine
+from monitor.incidents import OpenIncident
+from monitor.metrics import Metrics
+from monitor.selfwatch import SelfState
 from monitor.server import IDLE_CONNECTION_SECONDS, RequestCap, create_app, server_config
+from monitor.store import Silence, SQLiteStore
 
 pytestmark = pytest.mark.anyio
 
@@ -204,3 +213,44 @@ class TestRequestCap:
         assert client.get("/readyz").status_code == 200
         assert client.get("/status").status_code == 503
         assert client.get("/metrics").status_code == 503
+
+
+@dataclass
+class _StatusView:
+    """A daemon's view for /status and /: the bundled config's engine and the silences read from a store."""
+
+    engine: Engine
+    silences: list[Silence]
+    metrics: Metrics = field(default_factory=Metrics)
+    alive: bool = True
+    open_incidents: dict[str, OpenIncident] = field(default_factory=dict)
+    self_state: SelfState = field(default_factory=SelfState)
+    maintenance_status: dict[str, Any] | None = None
+    replicas: list[dict[str, Any]] = field(default_factory=list)
+
+    async def feature_history(self, since: float) -> dict[str, list[tuple[float, str]]]:
+        return {}
+
+
+class TestOutOfRangeRows:
+    """A row no date can hold, written into the store by hand, never breaks /status or /."""
+
+    @pytest.mark.parametrize("ends_at", [1e300, float("inf")])
+    def test_a_silence_ending_past_the_year_9999_is_shown_as_the_far_future(
+        self, tmp_path: Path, ends_at: float
+    ) -> None:
+        """A silence whose end is 1e300 or infinity is served (200) on /status and /, ending at the end of 9999."""
+        now = time.time()
+        with SQLiteStore(tmp_path / "state.sqlite3") as store:
+            store.add_silence("evss", now - 60, ends_at, "written by hand")
+            silences = store.silences(active_at=now)
+        config = load_config(bundled_config_path(), {})
+        view = _StatusView(Engine(config, Metrics(), clock=lambda: now), silences)
+        client = TestClient(create_app(view, lambda: now))
+        status = client.get("/status")
+        assert status.status_code == 200
+        [silence] = status.json()["silences"]
+        assert silence["until"] == "9999-12-31T23:59:59.999999Z"
+        page = client.get("/")
+        assert page.status_code == 200
+        assert "9999-12-31 23:59 UTC" in page.text

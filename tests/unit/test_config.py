@@ -38,6 +38,10 @@ INVALID_CASES: dict[str, tuple[Mapping[str, str], tuple[str, ...]]] = {
     "unknown_expect_key": ({}, ("dependencies.evss.probes[0].expect.latency: unknown key",)),
     "missing_environment": ({}, ("monitor.environment: required key is missing",)),
     "bad_duration": ({}, ("monitor.defaults.interval: must be a duration like 500ms, 10s, 3m, 1h or 90d",)),
+    "duration_over_ten_years": (
+        {},
+        ("monitor.resolve_hold: must be at most 10 years", "monitor.retention: must be at most 10 years"),
+    ),
     "bad_duration_max_latency": (
         {},
         ("dependencies.evss.probes[0].expect.max_latency: must be a duration like 500ms, 10s, 3m, 1h or 90d",),
