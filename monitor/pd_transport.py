@@ -51,23 +51,15 @@ Pitfalls found in `pagerduty` 7.2 / `httpx2` 2.16:
 
 from __future__ import annotations
 
-import ipaddress
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx2
 
+from monitor.urls import is_loopback
+
 __all__ = ["AnswerEncoded", "AnswerTooLarge", "BoundedTransport", "DeadlineExceeded", "LoopbackRewriteTransport"]
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class LoopbackRewriteTransport(httpx2.HTTPTransport):
@@ -80,7 +72,7 @@ class LoopbackRewriteTransport(httpx2.HTTPTransport):
         target = httpx2.URL(target_base_url)
         if target.scheme not in ("http", "https") or not target.host:
             raise ValueError(f"target_base_url must be an http(s) URL, not {target_base_url!r}")
-        if not _is_loopback(target.host):
+        if not is_loopback(target.host):
             raise ValueError(f"target_base_url must point at a loopback address, not {target.host!r}")
         if target.query or target.fragment:
             raise ValueError(f"target_base_url must not have a query or fragment: {target_base_url!r}")

@@ -14,9 +14,9 @@ import zoneinfo
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Annotated, Any, Literal, get_args
-from urllib.parse import urlsplit
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -28,12 +28,40 @@ from pydantic import (
 
 from monitor.graph import ancestors
 from monitor.text import parse_duration, parse_host_port
+from monitor.urls import LOOPBACK, check_postgresql_url, check_url, conninfo_passwords, url_passwords
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 _ID_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
 _URL_PATTERN = r"^https?://"
 _ENVIRONMENT_PATTERN = r"^[A-Za-z0-9._-]+$"
 Id = Annotated[str, Field(pattern=_ID_PATTERN, max_length=64)]
+_SECURE_URL = f"an https:// URL (http:// only to a loopback address: {LOOPBACK})"
+_PROXY_URL = "an http://, https://, socks5:// or socks5h:// URL"
+_STATE_URL = "a postgresql:// URL (or null for the SQLite file at state_path)"
+
+
+def _secure_url(value: str) -> str:
+    # Keys, tokens and webhook URLs travel in these requests: clear text only on this machine.
+    check_url(value, ("https", "http"), _SECURE_URL, clear_text=("http",))
+    return value
+
+
+def _secure_secret_url(value: SecretStr) -> SecretStr:
+    if value.get_secret_value():  # empty: that channel is skipped
+        _secure_url(value.get_secret_value())
+    return value
+
+
+def _proxy_url(value: str | None) -> str | None:
+    if value is not None:
+        check_url(value, ("http", "https", "socks5", "socks5h"), _PROXY_URL, userinfo=True)
+    return value
+
+
+# A URL that carries a credential (in itself, or in the requests sent to it).
+SecureUrl = Annotated[str, AfterValidator(_secure_url)]
+SecureSecretUrl = Annotated[SecretStr, AfterValidator(_secure_secret_url)]
+ProxyUrl = Annotated[str | None, AfterValidator(_proxy_url)]
 
 
 class _Model(BaseModel):
@@ -89,7 +117,7 @@ class _ProbeBase(_Model):
 
 
 class _TlsClientOptions(_Model):
-    proxy: str | None = None
+    proxy: ProxyUrl = None
     ca_file: str | None = None
     client_cert: str | None = None
     client_key: str | None = None
@@ -243,8 +271,7 @@ class MonitorSettings(_Model):
     def _postgresql_url(cls, value: SecretStr | None) -> SecretStr | None:
         if value is None or not value.get_secret_value():
             return None  # `${DEPMON_STATE_URL:-}` unset: the embedded SQLite store
-        if urlsplit(value.get_secret_value()).scheme not in ("postgresql", "postgres"):
-            raise ValueError("must be a postgresql:// URL (or null for the SQLite file at state_path)")
+        check_postgresql_url(value.get_secret_value(), _STATE_URL)
         return value
 
     @model_validator(mode="after")
@@ -265,23 +292,14 @@ class PagerDutySettings(_Model):
     """The `pagerduty:` section. Secrets are `SecretStr`: they print as `**********`."""
 
     routing_key: SecretStr = SecretStr("")
-    events_url: str = Field(default="https://events.pagerduty.com", pattern=_URL_PATTERN)
+    events_url: SecureUrl = "https://events.pagerduty.com"
     api_token: SecretStr = SecretStr("")
-    api_url: str = Field(default="https://api.pagerduty.com", pattern=_URL_PATTERN)
+    api_url: SecureUrl = "https://api.pagerduty.com"
     web_url: str = Field(default="https://dsva.pagerduty.com", pattern=_URL_PATTERN)
     maintenance_poll_interval: Duration = 180.0
     # PagerDuty's required `From` header on REST writes (a user's email address, not a secret):
     # `depmon maintenance open/close` refuse to run without it.
     from_email: str = Field(default="", pattern=r"^$|^[^@\s]+@[^@\s]+$")
-
-    @field_validator("events_url", "api_url")
-    @classmethod
-    def _https_or_loopback(cls, value: str) -> str:
-        # Keys and tokens travel in these requests: clear text is only acceptable on this machine.
-        host = value.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)[0]
-        if value.startswith("http://") and host not in ("127.0.0.1", "localhost", "[::1]"):
-            raise ValueError("must be https:// (http:// only for 127.0.0.1, for tests)")
-        return value
 
     @field_validator("routing_key")
     @classmethod
@@ -355,21 +373,7 @@ class Feature(_Model):
 class SlackSettings(_Model):
     """`slack:`: one incoming webhook per channel (SPEC 10.1); an empty URL skips that channel."""
 
-    webhooks: dict[str, SecretStr] = Field(default_factory=dict)
-
-    @field_validator("webhooks")
-    @classmethod
-    def _https_or_loopback(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
-        # A webhook URL is a credential: clear text only on this machine.
-        for channel, url in value.items():
-            text = url.get_secret_value()
-            if not text:
-                continue
-            host = text.split("://", 1)[-1].split("/", 1)[0].rsplit(":", 1)[0]
-            loopback = text.startswith("http://") and host in ("127.0.0.1", "localhost", "[::1]")
-            if not (text.startswith("https://") or loopback):
-                raise ValueError(f"{channel}: must be an https:// URL (http:// only for 127.0.0.1, for tests)")
-        return value
+    webhooks: dict[str, SecureSecretUrl] = Field(default_factory=dict)
 
     def webhook(self, channel: str | None) -> str | None:
         """The webhook URL of a channel, or None when it has none (or an empty one)."""
@@ -421,7 +425,7 @@ class Config(_Model):
         secrets = [self.pagerduty.routing_key.get_secret_value(), self.pagerduty.api_token.get_secret_value()]
         secrets += [url.get_secret_value() for url in self.slack.webhooks.values()]
         if self.monitor.state_url is not None:
-            secrets.append(urlsplit(self.monitor.state_url.get_secret_value()).password or "")
+            secrets += conninfo_passwords(self.monitor.state_url.get_secret_value())
         for _, probe in self.iter_probes():
             if isinstance(probe, OAuth2ProbeSpec):
                 secrets += [probe.client_id.get_secret_value(), probe.client_secret.get_secret_value()]
@@ -429,7 +433,7 @@ class Config(_Model):
                 # Credentials given as headers (`Authorization: Basic ...`, `X-Api-Key: ...`).
                 secrets += [v for k, v in probe.headers.items() if _SECRET_HEADER.search(k)]
             if isinstance(probe, HttpProbeSpec | OAuth2ProbeSpec) and probe.proxy:
-                secrets.append(urlsplit(probe.proxy).password or "")
+                secrets += url_passwords(probe.proxy)
         return [s for s in dict.fromkeys(secrets) if s]
 
 

@@ -21,14 +21,16 @@ import hashlib
 import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
+from monitor.logs import Redactor
 from monitor.store.base import LANES, SqlStore
 from monitor.store.records import StoreError
+from monitor.urls import conninfo_passwords
+from monitor.urls import redacted_conninfo as redacted_url
 
 __all__ = ["SCHEMA_VERSION", "LeaderLock", "PostgresStore", "redacted_url"]
 
@@ -172,18 +174,10 @@ _CONNECT = {
 }
 
 
-def redacted_url(url: str) -> str:
-    """`url` without its password: what errors and /status may show."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}" if user else f"***@{netloc}"))
-
-
-def _reason(exc: psycopg.Error) -> str:
-    return " ".join(str(exc).split()) or exc.__class__.__name__
+def _reason(exc: psycopg.Error, url: str) -> str:
+    # psycopg's messages may quote the connection string it could not read, password and all.
+    text = Redactor(conninfo_passwords(url)).scrub(str(exc))
+    return " ".join(text.split()) or exc.__class__.__name__
 
 
 def _placeholders(sql: str) -> str:
@@ -271,7 +265,7 @@ class PostgresStore(SqlStore):
             settings = dict(_CONNECT, options=options)
             connection = psycopg.connect(self.url, row_factory=dict_row, **settings)  # type: ignore[arg-type]
         except psycopg.Error as exc:
-            raise StoreError(f"{self.name}: cannot connect ({_reason(exc)})") from exc
+            raise StoreError(f"{self.name}: cannot connect ({_reason(exc, self.url)})") from exc
         try:
             self._migrate(connection)
         except BaseException:
@@ -303,7 +297,7 @@ class PostgresStore(SqlStore):
                 else:
                     connection.execute("UPDATE depmon_schema SET version = %s", (max(version, SCHEMA_VERSION),))
         except psycopg.Error as exc:
-            raise StoreError(f"{self.name}: cannot prepare the database ({_reason(exc)})") from exc
+            raise StoreError(f"{self.name}: cannot prepare the database ({_reason(exc, self.url)})") from exc
 
     @contextlib.contextmanager
     def _transaction(self, *, write: bool) -> Iterator[_Transaction]:
@@ -316,7 +310,7 @@ class PostgresStore(SqlStore):
                 with contextlib.suppress(psycopg.Error):
                     connection.close()
                 self._connection = None
-                raise StoreError(f"{self.name}: {_reason(exc)}") from exc
+                raise StoreError(f"{self.name}: {_reason(exc, self.url)}") from exc
 
     @property
     def schema_version(self) -> int:
@@ -362,7 +356,7 @@ class LeaderLock:
                 row = self._connection.execute("SELECT pg_try_advisory_lock(%s) AS held", (self.key,)).fetchone()
             except psycopg.Error as exc:
                 self._drop()
-                raise StoreError(f"{self.name}: leader lock: {_reason(exc)}") from exc
+                raise StoreError(f"{self.name}: leader lock: {_reason(exc, self.url)}") from exc
             return bool(row and row["held"])
 
     def check(self) -> None:
@@ -378,7 +372,7 @@ class LeaderLock:
                 ).fetchone()
             except psycopg.Error as exc:
                 self._drop()
-                raise StoreError(f"{self.name}: leader lock: {_reason(exc)}") from exc
+                raise StoreError(f"{self.name}: leader lock: {_reason(exc, self.url)}") from exc
             if not row or not row["held"]:
                 self._drop()
                 raise StoreError(f"{self.name}: leader lock: lost")

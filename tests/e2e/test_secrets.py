@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import socket
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -68,3 +72,53 @@ class TestSecrets:
 
         leaks = [(where, secret[:4] + "...") for where, text in outputs.items() for secret in secrets if secret in text]
         assert leaks == []
+
+
+STATE_PASSWORD = "qu3ry-Passw0rd-of-the-state"
+STATE_CONFIG = """
+monitor:
+  environment: e2e
+  state_url: "postgresql://depmon@127.0.0.1:{port}/depmon?password={password}&sslpassword=ssl-{password}"
+dependencies:
+  evss:
+    name: EVSS
+    probes:
+      - {{name: port, kind: tcp, host: 127.0.0.1, port: {port}}}
+"""
+
+
+@pytest.fixture
+def down_database_config(tmp_path: Path) -> Iterator[Path]:
+    """A config whose state_url carries `?password=` and points at a loopback port where nothing listens."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))  # bound, never listening: every connection is refused at once
+        path = tmp_path / "depmon.yaml"
+        path.write_text(STATE_CONFIG.format(port=sock.getsockname()[1], password=STATE_PASSWORD))
+        yield path
+
+
+class TestStateUrlPassword:
+    """A state_url's query-string password stays out of every command's output when the database is down."""
+
+    @pytest.mark.parametrize(
+        "command",
+        [
+            pytest.param(["silence", "evss", "--for", "1h", "--reason", "deploy"], id="silence"),
+            pytest.param(["silence", "--list"], id="silence-list"),
+            pytest.param(["postmortem", "evss"], id="postmortem"),
+            pytest.param(["run", "--listen", "127.0.0.1:0", "--log-format", "json"], id="run"),
+        ],
+    )
+    def test_password_absent_host_present(self, down_database_config: Path, command: list[str]) -> None:
+        """The command fails naming the database's host, and no password form is in its stdout or stderr."""
+        done = subprocess.run(
+            [sys.executable, "-m", "monitor.entry", *command, "--config", str(down_database_config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        output = done.stdout + done.stderr
+        assert done.returncode != 0, output
+        assert "127.0.0.1" in output
+        assert STATE_PASSWORD not in output

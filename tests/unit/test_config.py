@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from monitor.cli import main
 from monitor.config import (
@@ -30,6 +31,9 @@ CLIENT_ID = "depmon-client-4711"
 CLIENT_SECRET = "hunter2-Client-Secret-0xC0FFEE"
 SECRETS_ENV = {"SSOE_CLIENT_ID": CLIENT_ID, "SSOE_CLIENT_SECRET": CLIENT_SECRET}
 KINDS = "known kinds: http, oauth2, tls, tcp, dns"
+USERINFO = "must not carry a user or password (user:password@ before the host)"
+HTTPS = "must be an https:// URL (http:// only to a loopback address: 127.0.0.0/8, ::1 or localhost)"
+PORT = "has an invalid port (1 to 65535)"
 
 # fixture name -> (environ, the `key.path: message` part of each line, in the order printed)
 INVALID_CASES: dict[str, tuple[Mapping[str, str], tuple[str, ...]]] = {
@@ -117,6 +121,31 @@ INVALID_CASES: dict[str, tuple[Mapping[str, str], tuple[str, ...]]] = {
     "state_url_not_postgresql": (
         {},
         ("monitor.state_url: must be a postgresql:// URL (or null for the SQLite file at state_path)",),
+    ),
+    "state_url_unreadable": (
+        {},
+        (
+            "monitor.state_url: is not a connection URL libpq can read "
+            "(its reason is not shown: it may quote the password)",
+        ),
+    ),
+    "url_userinfo": (
+        {},
+        (f"pagerduty.events_url: {USERINFO}", f"pagerduty.api_url: {USERINFO}", f"slack.webhooks.#alerts: {USERINFO}"),
+    ),
+    "url_clear_text_not_loopback": (
+        {},
+        (f"pagerduty.events_url: {HTTPS}", f"pagerduty.api_url: {HTTPS}", f"slack.webhooks.#alerts: {HTTPS}"),
+    ),
+    "url_no_host": (
+        {},
+        ("pagerduty.events_url: must name a host", "dependencies.evss.probes[0].proxy: must name a host"),
+    ),
+    "url_bad_port": ({}, (f"pagerduty.api_url: {PORT}", f"slack.webhooks.#alerts: {PORT}")),
+    "url_control_characters": ({}, ("slack.webhooks.#alerts: must not contain spaces or control characters",)),
+    "proxy_bad_scheme": (
+        {},
+        ("dependencies.evss.probes[0].proxy: must be an http://, https://, socks5:// or socks5h:// URL",),
     ),
     "quorum_without_replicas": (
         {},
@@ -440,11 +469,83 @@ class TestSecrets:
         )
         assert sorted(config.secret_values()) == ["k-123456", "pr0xy-pass"]
 
+    def test_secret_values_include_every_state_url_password(self) -> None:
+        """Every password form of a state_url counts as a secret: userinfo, `?password=` and `?sslpassword=`."""
+        url = "postgresql://depmon:us3r-pass@db.example/depmon?password=qu3ry-pass&sslpassword=k3y%2Fpass"
+        config = _minimal({"monitor": {"environment": "test", "state_url": url}})
+        assert sorted(config.secret_values()) == ["k3y/pass", "qu3ry-pass", "us3r-pass"]
+
     def test_secrets_hidden_in_model_repr(self) -> None:
         """The loaded config's repr shows no secret value."""
         config = load_config(VALID / "variables.yaml", environ=SECRETS_ENV)
         assert CLIENT_SECRET not in repr(config)
         assert CLIENT_SECRET in config.secret_values()
+
+
+# case -> (a webhook URL refused, its message)
+REFUSED_URLS = {
+    "userinfo-hides-the-host": ("http://127.0.0.1:8080@hooks.evil.example/x", USERINFO),
+    "localhost-prefix": ("http://localhost.evil.example/x", HTTPS),
+    "loopback-prefix": ("http://127.0.0.1.evil.example/x", HTTPS),
+    "ipv4-mapped": ("http://[::ffff:7f00:1]/x", HTTPS),
+    "integer-address": ("http://2130706433/x", HTTPS),
+}
+
+
+class TestUrls:
+    """Configured URLs are read by a URL parser: scheme, host, port and userinfo, never split strings."""
+
+    @pytest.mark.parametrize(
+        "url",
+        [
+            pytest.param("http://[::1]/hook", id="ipv6-loopback"),
+            pytest.param("http://[0:0:0:0:0:0:0:1]:8080/hook", id="ipv6-loopback-long-form"),
+            pytest.param("http://127.1.2.3/hook", id="anywhere-in-127/8"),
+            pytest.param("http://LOCALHOST:8080/hook", id="localhost-any-case"),
+            pytest.param("https://hooks.slack.com/services/T0/B0/x", id="https"),
+        ],
+    )
+    def test_loopback_or_https_accepted(self, url: str) -> None:
+        """A webhook and the PagerDuty URLs may be http:// to any loopback address, and https:// anywhere."""
+        config = _minimal({"pagerduty": {"events_url": url, "api_url": url}, "slack": {"webhooks": {"#a": url}}})
+        assert (config.pagerduty.events_url, config.pagerduty.api_url, config.slack.webhook("#a")) == (url, url, url)
+
+    @pytest.mark.parametrize(("url", "message"), REFUSED_URLS.values(), ids=REFUSED_URLS.keys())
+    def test_non_loopback_clear_text_refused(self, url: str, message: str) -> None:
+        """http:// to a host that only looks local is refused, with a message that does not quote the URL."""
+        with pytest.raises(ValidationError) as caught:
+            _minimal({"slack": {"webhooks": {"#a": url}}})
+        [error] = caught.value.errors()
+        assert (error["loc"], error["msg"]) == (("slack", "webhooks", "#a"), f"Value error, {message}")
+
+    def test_proxy_credentials_accepted(self) -> None:
+        """A probe's proxy may carry its own user and password, and may be a SOCKS proxy."""
+        probe = {"name": "h", "kind": "http", "url": "https://vaos.example/health"}
+        for proxy in ("http://fwd:pr0xy-pass@proxy.example:3128", "socks5h://proxy.example:1080"):
+            config = _minimal({"dependencies": {"vaos": {"name": "VAOS", "probes": [{**probe, "proxy": proxy}]}}})
+            assert next(spec.proxy for _, spec in config.iter_probes()) == proxy
+
+    @pytest.mark.parametrize(
+        "url",
+        [
+            pytest.param("postgresql://depmon@db1.example:5432,db2.example:5433/depmon", id="several-hosts"),
+            pytest.param("postgresql:///depmon?host=/run/postgresql", id="socket-directory"),
+        ],
+    )
+    def test_state_url_read_by_libpq(self, url: str) -> None:
+        """A state_url libpq reads is accepted, several hosts and a socket directory included."""
+        config = _minimal({"monitor": {"environment": "test", "state_url": url}})
+        assert config.monitor.state_url is not None
+        assert config.monitor.state_url.get_secret_value() == url
+
+
+def _minimal(sections: Mapping[str, object]) -> Config:
+    """A one-dependency config with `sections` replacing its top-level sections."""
+    document: dict[str, object] = {
+        "monitor": {"environment": "test"},
+        "dependencies": {"evss": {"name": "EVSS", "probes": [{"name": "port", "kind": "tcp", "host": "h", "port": 1}]}},
+    }
+    return Config.model_validate({**document, **sections})
 
 
 class TestTiming:
