@@ -81,7 +81,7 @@ class TestSilenceInput:
 
     def test_the_largest_id_is_looked_up_and_one_more_refused(self, state: Path) -> None:
         """`--expire 2**63-1` is looked up in the store (no such silence); `2**63` never reaches it."""
-        with SQLiteStore(state) as store:
+        with SQLiteStore(state, environment="production") as store:
             store.add_silence("evss", time.time(), time.time() + 60, "deploy")
         result = depmon("silence", "--expire", str(LARGEST_ID + 1), "--state", str(state))
         refused(result, f"depmon silence: --expire: must be a silence id, 1 to {LARGEST_ID} (got {LARGEST_ID + 1})")
@@ -120,7 +120,7 @@ class TestSilenceInput:
     @pytest.mark.parametrize("ends_at", [1e300, float("inf")])
     def test_a_silence_ending_past_the_year_9999_is_listed(self, state: Path, ends_at: float) -> None:
         """A row written by hand with an end no date can hold is listed as ending at the far future."""
-        with SQLiteStore(state) as store:
+        with SQLiteStore(state, environment="production") as store:
             silence_id = store.add_silence("evss", time.time(), ends_at, "written by hand")
         result = depmon("silence", "--list", "--state", str(state))
         assert result.returncode == 0, result.stderr

@@ -241,7 +241,7 @@ class TestOutOfRangeRows:
     ) -> None:
         """A silence whose end is 1e300 or infinity is served (200) on /status and /, ending at the end of 9999."""
         now = time.time()
-        with SQLiteStore(tmp_path / "state.sqlite3") as store:
+        with SQLiteStore(tmp_path / "state.sqlite3", environment="production") as store:
             store.add_silence("evss", now - 60, ends_at, "written by hand")
             silences = store.silences(active_at=now)
         config = load_config(bundled_config_path(), {})

@@ -124,7 +124,9 @@ class TestStoreErrors:
 
     def test_refused_connection(self, closed_port: int) -> None:
         """A `?password=` URL whose server is down gives an error naming the host and not the password."""
-        store = PostgresStore(f"postgresql://depmon@127.0.0.1:{closed_port}/depmon?password=qu3ry-s3cret")
+        store = PostgresStore(
+            f"postgresql://depmon@127.0.0.1:{closed_port}/depmon?password=qu3ry-s3cret", environment="test"
+        )
         with pytest.raises(StoreError) as caught:
             store.pending_count()
         assert "127.0.0.1" in str(caught.value)
@@ -132,7 +134,7 @@ class TestStoreErrors:
 
     def test_psycopg_message_quoting_the_password(self) -> None:
         """psycopg's complaint about an unreadable URL quotes its password; the StoreError does not."""
-        store = PostgresStore("postgresql://depmon:s3cret%zzpass@127.0.0.1:1/depmon")
+        store = PostgresStore("postgresql://depmon:s3cret%zzpass@127.0.0.1:1/depmon", environment="test")
         with pytest.raises(StoreError) as caught:
             store.pending_count()
         assert "percent-encoded" in str(caught.value)
