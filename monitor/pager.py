@@ -67,6 +67,7 @@ PRUNE_EVERY_SECONDS = 3600.0
 SILENCES_EVERY_SECONDS = 0.25  # the silences are read this often, beside the decisions
 _CONFIRM_SLACK_SECONDS = 1.0
 STALL_SECONDS = 5.0  # a decision's commit that takes longer is depmon's own trouble (SPEC 11.4)
+STALL_CHECK_SECONDS = 0.25
 
 
 def confirm_within(config: Config) -> dict[str, float]:
@@ -182,6 +183,8 @@ class Pager:
         self._stalled_since: float | None = None
         self._stall_page: dict[str, Any] | None = None
         self._stall_delivered = False
+        self._stall_retry_at = 0.0
+        self._failing_since: float | None = None  # the first commit not gone through since the last that did
         self._unrecorded: IncidentWrite | None = None  # the page sent around the store, to record
         self.metrics.store_stalled.set(0)
         self.use(engine)
@@ -255,12 +258,14 @@ class Pager:
         The silences are read by a task of their own, every `SILENCES_EVERY_SECONDS`: a decision
         never waits for that round trip to the store (40-200 ms each in a mass outage).
         """
+        self._failing_since = None  # a new leadership's commits start with a clean slate
         await self.load()
         async with anyio.create_task_group() as tg:
             # Silences and pruning go beside the decisions, in the store's other lane: a table
             # another client has locked holds them, never a page.
             await tg.start(self._follow_silences)
             tg.start_soon(self._prune_every_hour)
+            tg.start_soon(self._watch_commits)
             task_status.started()
             while True:
                 with anyio.move_on_after(TICK_SECONDS):
@@ -301,40 +306,41 @@ class Pager:
         return (await self._commit([write]))[0]
 
     async def _commit(self, writes: list[IncidentWrite]) -> list[int]:
-        """Commit decisions (all or none), watched: past `STALL_SECONDS` the store is stalled (see the
-        module docstring). After a stall, the first commit that goes through records the page sent
-        around the store."""
-        failure: Exception | None = None
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self._watch_stall)
-            try:
-                ids = await self.store.apply_all(writes, self.fence)
-            except Exception as exc:  # raised below, as itself (a task group would wrap it in a group)
-                failure = exc
-            tg.cancel_scope.cancel()
-        if isinstance(failure, NotLeader) and self.on_not_leader is not None:
-            self.on_not_leader(str(failure))
-        if failure is not None:
-            raise failure
-        if self._stalled_since is not None:
-            self._store_answered()
+        """Commit decisions (all or none). Since when commits have been failing or hanging is kept for
+        `_watch_commits`; a commit refused because another replica leads tells `on_not_leader`."""
+        if self._failing_since is None:
+            self._failing_since = self.clock()
+        try:
+            ids = await self.store.apply_all(writes, self.fence)
+        except NotLeader as exc:
+            self._failing_since = None  # not the store's trouble: this replica no longer leads
+            if self.on_not_leader is not None:
+                self.on_not_leader(str(exc))
+            raise
+        self._failing_since = None
         return ids
 
-    async def _watch_stall(self) -> None:
-        """Until cancelled by the commit's end: after `STALL_SECONDS` (at once if the store is already
-        stalled), call it stalled and send the self page around the store, again every
-        `STALL_SECONDS` until PagerDuty takes it."""
-        if self._stalled_since is None:
-            await anyio.sleep(STALL_SECONDS)
-            self._stalled_since = self.clock() - STALL_SECONDS
-            self.metrics.store_stalled.set(1)
-            log.error(
-                "store_stalled", seconds=STALL_SECONDS, note="decisions cannot commit: the self page goes directly"
-            )
-        while not self._stall_delivered:
-            await self._send_stall_page()
-            if not self._stall_delivered:
-                await anyio.sleep(STALL_SECONDS)
+    async def _watch_commits(self) -> None:
+        """Every `STALL_CHECK_SECONDS`: a commit waited for (or failing) for `STALL_SECONDS` makes the
+        store stalled, and the self page is sent around it until PagerDuty takes it; the first commit
+        that goes through ends the stall. One task does all of it, so a commit that ends never
+        cancels a page on its way."""
+        while True:
+            await anyio.sleep(STALL_CHECK_SECONDS)
+            failing_since = self._failing_since
+            if self._stalled_since is None:
+                if failing_since is None or self.clock() - failing_since < STALL_SECONDS:
+                    continue
+                self._stalled_since = failing_since
+                self.metrics.store_stalled.set(1)
+                log.error(
+                    "store_stalled", seconds=STALL_SECONDS, note="decisions cannot commit: self page sent directly"
+                )
+            if failing_since is None:
+                self._store_answered()
+            elif not self._stall_delivered and self.clock() >= self._stall_retry_at:
+                await self._send_stall_page()
+                self._stall_retry_at = self.clock() + STALL_SECONDS
 
     async def _send_stall_page(self) -> None:
         """The self page of a stalled store, sent directly (no page when a self incident is already open)."""
@@ -360,6 +366,7 @@ class Pager:
         stalled_for = self.clock() - (self._stalled_since or self.clock())
         page, delivered = self._stall_page, self._stall_delivered
         self._stalled_since, self._stall_page, self._stall_delivered = None, None, False
+        self._stall_retry_at = 0.0
         self.metrics.store_stalled.set(0)
         log.warning("store_answered", stalled_seconds=round(stalled_for, 3))
         if page is None:
