@@ -35,9 +35,13 @@ from monitor.text import iso_utc
 # timer runs from accept until a whole request head has arrived, so a slow sender is closed too);
 # past MAX_CONCURRENT_REQUESTS, a request is answered 503 at once.
 MAX_CONCURRENT_REQUESTS = 32
+# /metrics has slots of its own (SPEC 11.4): 32 slow /status readers must not make a scrape 503.
+# Prometheus scrapes one at a time per server; 4 leave room for a few servers and a person's curl.
+MAX_CONCURRENT_SCRAPES = 4
 IDLE_CONNECTION_SECONDS = 5.0
 READ_TIMEOUT_SECONDS = 10
 ALWAYS_SERVED = ("/healthz", "/readyz")  # constant answers the kubelet must get, even under a flood
+SCRAPE_PATHS = ("/metrics",)
 HISTORY_SECONDS = 24 * 3600  # the status page's feature history: the last 24 hours
 
 FeatureHistory = Mapping[str, Sequence[tuple[float, str]]]
@@ -72,8 +76,14 @@ class View(Protocol):
         ...
 
 
-def create_app(view: View, clock: Callable[[], float], max_requests: int = MAX_CONCURRENT_REQUESTS) -> Starlette:
-    """The ASGI app of the daemon's endpoints, at most `max_requests` at once (see `RequestCap`)."""
+def create_app(
+    view: View,
+    clock: Callable[[], float],
+    max_requests: int = MAX_CONCURRENT_REQUESTS,
+    max_scrapes: int = MAX_CONCURRENT_SCRAPES,
+) -> Starlette:
+    """The ASGI app of the daemon's endpoints: at most `max_requests` readers and, apart, `max_scrapes`
+    scrapes of /metrics at once (see `RequestCap`)."""
 
     async def metrics(request: Request) -> Response:
         openmetrics = "application/openmetrics-text" in request.headers.get("accept", "")
@@ -117,7 +127,7 @@ def create_app(view: View, clock: Callable[[], float], max_requests: int = MAX_C
             Route("/status", status),
             Route("/maintenance_windows", maintenance_windows),
         ],
-        middleware=[Middleware(RequestCap, limit=max_requests)],
+        middleware=[Middleware(RequestCap, limit=max_requests, own_slots={path: max_scrapes for path in SCRAPE_PATHS})],
     )
 
 
@@ -252,25 +262,47 @@ def status_document(view: View, now: float, history: FeatureHistory | None = Non
     }
 
 
+class _Slots:
+    """A number of requests that may be in flight at once, and how many are."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.active = 0
+
+
 class RequestCap:
     """ASGI middleware: at most `limit` HTTP requests in flight; beyond that, an immediate 503.
 
     `/healthz` and `/readyz` are always served: they cost nothing, and a scrape flood must not get
-    the daemon restarted by its liveness probe. `refused` counts the requests turned away.
+    the daemon restarted by its liveness probe. Each path of `own_slots` (/metrics) has that many
+    slots of its own, which the other requests cannot take: slow `/status` readers do not turn
+    Prometheus away. `refused` counts the requests turned away, `active` those in flight.
     """
 
-    def __init__(self, app: ASGIApp, limit: int = MAX_CONCURRENT_REQUESTS, exempt: Collection[str] = ALWAYS_SERVED):
+    def __init__(
+        self,
+        app: ASGIApp,
+        limit: int = MAX_CONCURRENT_REQUESTS,
+        exempt: Collection[str] = ALWAYS_SERVED,
+        own_slots: Mapping[str, int] | None = None,
+    ):
         self.app = app
-        self.limit = limit
         self.exempt = frozenset(exempt)
-        self.active = 0
+        self._general = _Slots(limit)
+        self._own = {path: _Slots(slots) for path, slots in (own_slots or {}).items()}
         self.refused = 0
+
+    @property
+    def active(self) -> int:
+        """The requests in flight, every kind of slot together."""
+        return self._general.active + sum(slots.active for slots in self._own.values())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in self.exempt:
             await self.app(scope, receive, send)
             return
-        if self.active >= self.limit:  # one event loop: no lock needed between the test and the increment
+        slots = self._own.get(scope["path"], self._general)
+        if slots.active >= slots.limit:  # one event loop: no lock needed between the test and the increment
             self.refused += 1
             busy = PlainTextResponse(
                 "depmon is busy: too many requests at once\n",
@@ -279,11 +311,11 @@ class RequestCap:
             )
             await busy(scope, receive, send)
             return
-        self.active += 1
+        slots.active += 1
         try:
             await self.app(scope, receive, send)
         finally:
-            self.active -= 1
+            slots.active -= 1
 
 
 def server_config() -> HypercornConfig:
