@@ -10,7 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, Protocol
 
+import h11
+from hypercorn.asyncio import tcp_server
 from hypercorn.config import Config as HypercornConfig
+from hypercorn.events import Closed, Event
+from hypercorn.protocol import ProtocolWrapper
+from hypercorn.protocol.h11 import H11Protocol
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS_CONTENT_TYPE
 from starlette.applications import Starlette
@@ -32,7 +37,8 @@ from monitor.text import iso_utc
 
 # depmon's own surface (issue 11): a flood must not take the daemon's file descriptors or its event
 # loop. A connection that sends nothing is closed after IDLE_CONNECTION_SECONDS (hypercorn's idle
-# timer runs from accept until a whole request head has arrived, so a slow sender is closed too);
+# timer runs from accept, or the end of the last answer, until a whole request head has arrived,
+# and bytes do not restart it, so a slow sender is closed too: HTTP/1.1 only, see `_Http11Only`);
 # past MAX_CONCURRENT_REQUESTS, a request is answered 503 at once.
 MAX_CONCURRENT_REQUESTS = 32
 # /metrics has slots of its own (SPEC 11.4): 32 slow /status readers must not make a scrape 503.
@@ -316,6 +322,57 @@ class RequestCap:
             await self.app(scope, receive, send)
         finally:
             slots.active -= 1
+
+
+class _NotHttp11(Exception):
+    """A request head of another HTTP version: answered 505, then the connection is closed."""
+
+
+class _Http11Protocol(H11Protocol):
+    """hypercorn's HTTP/1.1 protocol without its two ways into HTTP/2 (h2c).
+
+    In HTTP/2 every frame a client sends, a PING as much as a byte of one, restarts hypercorn's
+    idle timer: a connection that never asks for anything stayed open for good, and 300 of them
+    took every file descriptor of a daemon allowed 256 (issue 21). depmon's port speaks HTTP/1.1
+    only (SPEC 11.4): `Upgrade: h2c` is ignored (the request is answered in HTTP/1.1, never 101),
+    and the prior-knowledge preface (`PRI * HTTP/2.0`), like any version but 1.0 and 1.1, gets
+    505 and the connection closed.
+    """
+
+    async def handle(self, event: Event) -> None:
+        """Handle one event of the connection, closing it after a refused request head."""
+        try:
+            await super().handle(event)
+        except _NotHttp11:
+            await self.send(Closed())
+
+    async def _check_protocol(self, event: h11.Request) -> None:
+        if event.http_version not in (b"1.0", b"1.1"):
+            await self._send_error_response(505)  # HTTP Version Not Supported
+            raise _NotHttp11  # before the request reaches the app
+
+
+class _Http11Only(ProtocolWrapper):
+    """hypercorn's per-connection protocol, always `_Http11Protocol` (depmon serves no TLS, so no ALPN h2)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.protocol = _Http11Protocol(
+            self.app,
+            self.config,
+            self.context,
+            self.task_group,
+            self.state,
+            self.ssl,
+            self.client,
+            self.server,
+            self.send,
+        )
+
+
+# hypercorn has no setting to refuse HTTP/2 in clear text; its TCP server builds each connection's
+# protocol from this module-level name. depmon is the process, and its one server speaks HTTP/1.1.
+tcp_server.ProtocolWrapper = _Http11Only  # type: ignore[attr-defined]
 
 
 def server_config() -> HypercornConfig:
