@@ -1,7 +1,8 @@
 """The HTTP endpoints (SPEC section 5): read-only views of the daemon's state.
 
-Served by hypercorn inside the daemon's own anyio task group (no second event loop, no
-thread; /metrics too is rendered on the event loop, in pieces: `monitor.metrics.render`).
+Served by hypercorn, HTTP/1.1 only, inside the daemon's own anyio task group (no second event
+loop, no thread; /metrics is rendered by a forked child, or on the event loop in pieces when the
+child cannot: `monitor.metrics.render_forked`, `render`).
 Every handler reads the current `View`; none of them changes state.
 """
 
