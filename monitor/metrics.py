@@ -12,11 +12,12 @@ import os
 import signal
 import time
 from collections.abc import Iterable, Iterator
+from typing import NoReturn
 
 import anyio
 import anyio.lowlevel
 import prometheus_client
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from prometheus_client.exposition import generate_latest
 from prometheus_client.metrics_core import Metric
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
@@ -46,6 +47,10 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
+        # The standard process_* metrics (SPEC 11.5) of this process, read from /proc/<its pid>:
+        # a forked child renders /metrics (`render_forked`), and /proc/self there is the child.
+        daemon_pid = os.getpid()
+        ProcessCollector(pid=lambda: daemon_pid, registry=r)
         probe_labels = ("dependency", "probe", "kind")
         self.probe_success = Gauge(
             "depmon_probe_success", "1 if the last run of the probe succeeded, else 0", probe_labels, registry=r
@@ -225,6 +230,32 @@ class _Families:
 
 
 EOF_LINE = b"# EOF\n"
+# A forked renderer that writes nothing more for this long cannot finish: it waits for a lock that
+# a thread of the daemon held at the fork (that thread does not exist in the child). One piece of
+# the child's render is one family's collect or 1,000 samples: ~30 ms at 1,000 probes, alone on
+# a core; 0.5 s leaves room for a loaded machine, and the scrape is still answered within ~1 s.
+CHILD_STALL_SECONDS = 0.5
+_CHILD_CHUNK = 1000  # samples per piece in the child: bigger pieces, less re-rendering of headers
+
+
+def _pieces(registry: CollectorRegistry, openmetrics: bool, chunk: int) -> Iterator[bytes]:
+    """The registry's exposition in pieces of at most `chunk` samples; joined, exactly prometheus_client's bytes."""
+    generate = generate_openmetrics if openmetrics else generate_latest
+
+    def rendered(family: Metric) -> bytes:
+        text = generate(_Families((family,)))
+        return text.removesuffix(EOF_LINE) if openmetrics else text
+
+    for family in registry.collect():
+        header = rendered(Metric(family.name, family.documentation, family.type, family.unit))
+        yield header  # HELP, TYPE (and UNIT) once, however many pieces the samples take
+        samples = family.samples
+        for start in range(0, len(samples), chunk):
+            piece = Metric(family.name, family.documentation, family.type, family.unit)
+            piece.samples = samples[start : start + chunk]
+            yield rendered(piece)[len(header) :]
+    if openmetrics:
+        yield EOF_LINE
 
 
 async def render(
@@ -242,96 +273,126 @@ async def render(
     whole render (2.2 s at 1,000 probes). Collecting one family is not cut: it is done at once
     (the largest, the duration histogram, is a few tens of milliseconds at 1,000 probes).
     """
-    generate = generate_openmetrics if openmetrics else generate_latest
-
-    def rendered(family: Metric) -> bytes:
-        text = generate(_Families((family,)))
-        return text.removesuffix(EOF_LINE) if openmetrics else text
-
     parts: list[bytes] = []
     slice_ends = time.perf_counter() + slice_seconds
-    for family in registry.collect():
-        header = rendered(Metric(family.name, family.documentation, family.type, family.unit))
-        parts.append(header)  # HELP, TYPE (and UNIT) once, however many pieces the samples take
-        samples = family.samples
-        for start in range(0, len(samples), chunk):
-            piece = Metric(family.name, family.documentation, family.type, family.unit)
-            piece.samples = samples[start : start + chunk]
-            parts.append(rendered(piece)[len(header) :])
-            if (yielded := time.perf_counter()) >= slice_ends:
-                await anyio.lowlevel.checkpoint()
-                # On an overloaded loop a turn takes long: the next slice is a third of that wait,
-                # so the render keeps a quarter of the loop and still ends (9.8 s -> ~1.5 s at a
-                # 60% share of a core), while a loop that keeps up gets it back every 10 ms.
-                waited = time.perf_counter() - yielded
-                slice_ends = time.perf_counter() + max(slice_seconds, waited / 3)
-    if openmetrics:
-        parts.append(EOF_LINE)
+    for piece in _pieces(registry, openmetrics, chunk):
+        parts.append(piece)
+        if (yielded := time.perf_counter()) >= slice_ends:
+            await anyio.lowlevel.checkpoint()
+            # On an overloaded loop a turn takes long: the next slice is a third of that wait,
+            # so the render keeps a quarter of the loop and still ends (9.8 s -> ~1.5 s at a
+            # 60% share of a core), while a loop that keeps up gets it back every 10 ms.
+            waited = time.perf_counter() - yielded
+            slice_ends = time.perf_counter() + max(slice_seconds, waited / 3)
     return b"".join(parts)
 
 
-async def render_forked(registry: CollectorRegistry, openmetrics: bool = False, deadline: float = 10.0) -> bytes | None:
+async def render_forked(
+    registry: CollectorRegistry,
+    openmetrics: bool = False,
+    stall: float = CHILD_STALL_SECONDS,
+    deadline: float = 10.0,
+) -> bytes | None:
     """The registry rendered by a forked child, off this process's event loop and GIL; None when it cannot be.
 
     The child is a copy-on-write snapshot of the daemon taken between two steps of the event loop
     (no metric is being written then: they are written on the loop only), so it renders one
-    consistent state on the other core while the probes go on. It writes the text into an
-    anonymous in-memory file and exits; the daemon pays the fork (a few milliseconds for ~100 MB),
-    one wake-up when the child's end of a pipe closes, and one read (a pipe alone would take a turn
-    of the busy loop per 64 KiB). The child only renders and writes: signal handlers back to their
-    defaults (a signal to the process group must not reach the daemon's wake-up pipe), no
-    logging, `os._exit`. None (the caller renders in slices instead) when the fork fails, the
-    child fails, or it is not done within `deadline` seconds (it is killed).
+    consistent state on the other core while the probes go on. It writes the text, piece by piece,
+    into an anonymous in-memory file and exits; the daemon pays the fork (a few milliseconds for
+    ~100 MB), a look at the file's size ten times per `stall` seconds, one wake-up when the child
+    exits (its pidfd turns readable) and one read.
+
+    A child of a threaded process can inherit a lock that a thread held at the fork, held for
+    good. The child takes none it can do without (no logging, `os._exit`), but a metric's lock is
+    one it needs; whether a thread holds one at the fork cannot be known. So a child that writes
+    nothing for `stall` seconds (or is not done within `deadline`) is killed and reaped at once
+    (a child stuck from the start holds the scrape `stall` seconds; one stuck later, that long
+    after its last piece; a slow child that makes progress on a loaded machine is let finish),
+    and the caller renders in slices on the loop instead (the lock is free again there: the thread
+    that held it runs on). Rendering afresh rather than serving an older text: a killed child is
+    rare, and /metrics must show the state now (an alert on `depmon_dependency_up` reads it).
+    None too when this is not Linux or the fork fails.
     """
-    generate = generate_openmetrics if openmetrics else generate_latest
     try:
         text = os.memfd_create("depmon-metrics", os.MFD_CLOEXEC)
     except (OSError, AttributeError):  # not Linux
         return None
-    done_read, done_write = os.pipe()
     try:
         pid = os.fork()
     except OSError:
-        for fd in (text, done_read, done_write):
-            os.close(fd)
+        os.close(text)
         return None
     if pid == 0:  # pragma: no cover - the child; its output is what the parent's tests check
-        status = 1
-        try:
-            signal.set_wakeup_fd(-1)
-            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-                signal.signal(signum, signal.SIG_DFL)
-            gc.disable()
-            os.close(done_read)
-            view = memoryview(generate(registry))
-            while view:
-                view = view[os.write(text, view) :]
-            status = 0
-        finally:
-            os._exit(status)  # closes done_write: the parent wakes up
-    os.close(done_write)
-    exited: int | None = None
+        _render_in_child(registry, openmetrics, text)
     try:
-        with anyio.move_on_after(deadline) as waiting:
-            await anyio.wait_readable(done_read)  # EOF: the child has exited
-        if waiting.cancelled_caught:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        exited = await _reap(pid)
-        if exited != 0:
-            return None
-        size = os.fstat(text).st_size
-        return os.pread(text, size, 0)
+        return await _child_output(pid, text, stall, deadline)
     finally:
-        os.close(done_read)
         os.close(text)
 
 
-async def _reap(pid: int, attempts: int = 1000) -> int | None:
-    """Wait (without blocking the loop) for a child that is exiting; its exit status, None if it did not."""
-    for _ in range(attempts):
-        done, status = os.waitpid(pid, os.WNOHANG)  # noqa: ASYNC222 - WNOHANG never blocks
-        if done:
-            return os.waitstatus_to_exitcode(status)
-        await anyio.sleep(0.001)
-    return None
+def _render_in_child(registry: CollectorRegistry, openmetrics: bool, text: int) -> NoReturn:
+    """In the forked child: write the exposition into `text` piece by piece, then exit (0 when all is written)."""
+    status = 1
+    try:
+        signal.set_wakeup_fd(-1)  # a signal to the process group must not reach the daemon's wake-up pipe
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_DFL)
+        gc.disable()
+        for piece in _pieces(registry, openmetrics, _CHILD_CHUNK):
+            view = memoryview(piece)
+            while view:
+                view = view[os.write(text, view) :]
+        status = 0
+    finally:
+        os._exit(status)  # no atexit, no flush of inherited buffers, no lock taken
+
+
+async def _child_output(pid: int, text: int, stall: float, deadline: float) -> bytes | None:
+    """What child `pid` wrote into `text` once it has exited well; None when it failed or was killed.
+
+    Whatever happens here, cancellation included, the child is dead and reaped on return.
+    """
+    try:
+        pidfd = os.pidfd_open(pid)
+    except (OSError, AttributeError):  # Linux before 5.3: nothing to wait on; the caller renders
+        await _kill(pid, None)
+        return None
+    exit_code: int | None = None
+    try:
+        written = 0
+        started = last_written = time.monotonic()
+        while True:
+            with anyio.move_on_after(stall / 10):  # a look at the file's size ten times per `stall`
+                await anyio.wait_readable(pidfd)  # readable once the child has exited
+                break
+            now = time.monotonic()
+            if (size := os.fstat(text).st_size) != written:
+                written, last_written = size, now
+            if now - last_written >= stall or now - started >= deadline:
+                break  # stuck (or too slow): killed below
+        exit_code = _exit_code(pid)
+        if exit_code == 0:
+            return os.pread(text, os.fstat(text).st_size, 0)
+        return None
+    finally:
+        if exit_code is None:
+            await _kill(pid, pidfd)
+        os.close(pidfd)
+
+
+def _exit_code(pid: int) -> int | None:
+    """Child `pid`'s exit code once it has exited (it is then reaped); None while it runs."""
+    done, status = os.waitpid(pid, os.WNOHANG)
+    return os.waitstatus_to_exitcode(status) if done else None
+
+
+async def _kill(pid: int, pidfd: int | None) -> None:
+    """Kill child `pid` and reap it, even when the caller is being cancelled (no zombie is left)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+        while _exit_code(pid) is None:
+            if pidfd is None:
+                await anyio.sleep(0.001)
+            else:
+                await anyio.wait_readable(pidfd)  # readable once it is dead

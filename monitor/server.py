@@ -1,7 +1,8 @@
 """The HTTP endpoints (SPEC section 5): read-only views of the daemon's state.
 
-Served by hypercorn inside the daemon's own anyio task group (no second event loop, no
-thread; /metrics too is rendered on the event loop, in pieces: `monitor.metrics.render`).
+Served by hypercorn, HTTP/1.1 only, inside the daemon's own anyio task group (no second event
+loop, no thread; /metrics is rendered by a forked child, or on the event loop in pieces when the
+child cannot: `monitor.metrics.render_forked`, `render`).
 Every handler reads the current `View`; none of them changes state.
 """
 
@@ -10,7 +11,12 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, Protocol
 
+import h11
+from hypercorn.asyncio import tcp_server
 from hypercorn.config import Config as HypercornConfig
+from hypercorn.events import Closed, Event
+from hypercorn.protocol import ProtocolWrapper
+from hypercorn.protocol.h11 import H11Protocol
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS_CONTENT_TYPE
 from starlette.applications import Starlette
@@ -32,12 +38,17 @@ from monitor.text import iso_utc
 
 # depmon's own surface (issue 11): a flood must not take the daemon's file descriptors or its event
 # loop. A connection that sends nothing is closed after IDLE_CONNECTION_SECONDS (hypercorn's idle
-# timer runs from accept until a whole request head has arrived, so a slow sender is closed too);
+# timer runs from accept, or the end of the last answer, until a whole request head has arrived,
+# and bytes do not restart it, so a slow sender is closed too: HTTP/1.1 only, see `_Http11Only`);
 # past MAX_CONCURRENT_REQUESTS, a request is answered 503 at once.
 MAX_CONCURRENT_REQUESTS = 32
+# /metrics has slots of its own (SPEC 11.4): 32 slow /status readers must not make a scrape 503.
+# Prometheus scrapes one at a time per server; 4 leave room for a few servers and a person's curl.
+MAX_CONCURRENT_SCRAPES = 4
 IDLE_CONNECTION_SECONDS = 5.0
 READ_TIMEOUT_SECONDS = 10
 ALWAYS_SERVED = ("/healthz", "/readyz")  # constant answers the kubelet must get, even under a flood
+SCRAPE_PATHS = ("/metrics",)
 HISTORY_SECONDS = 24 * 3600  # the status page's feature history: the last 24 hours
 
 FeatureHistory = Mapping[str, Sequence[tuple[float, str]]]
@@ -72,8 +83,14 @@ class View(Protocol):
         ...
 
 
-def create_app(view: View, clock: Callable[[], float], max_requests: int = MAX_CONCURRENT_REQUESTS) -> Starlette:
-    """The ASGI app of the daemon's endpoints, at most `max_requests` at once (see `RequestCap`)."""
+def create_app(
+    view: View,
+    clock: Callable[[], float],
+    max_requests: int = MAX_CONCURRENT_REQUESTS,
+    max_scrapes: int = MAX_CONCURRENT_SCRAPES,
+) -> Starlette:
+    """The ASGI app of the daemon's endpoints: at most `max_requests` readers and, apart, `max_scrapes`
+    scrapes of /metrics at once (see `RequestCap`)."""
 
     async def metrics(request: Request) -> Response:
         openmetrics = "application/openmetrics-text" in request.headers.get("accept", "")
@@ -117,7 +134,7 @@ def create_app(view: View, clock: Callable[[], float], max_requests: int = MAX_C
             Route("/status", status),
             Route("/maintenance_windows", maintenance_windows),
         ],
-        middleware=[Middleware(RequestCap, limit=max_requests)],
+        middleware=[Middleware(RequestCap, limit=max_requests, own_slots={path: max_scrapes for path in SCRAPE_PATHS})],
     )
 
 
@@ -252,25 +269,47 @@ def status_document(view: View, now: float, history: FeatureHistory | None = Non
     }
 
 
+class _Slots:
+    """A number of requests that may be in flight at once, and how many are."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.active = 0
+
+
 class RequestCap:
     """ASGI middleware: at most `limit` HTTP requests in flight; beyond that, an immediate 503.
 
     `/healthz` and `/readyz` are always served: they cost nothing, and a scrape flood must not get
-    the daemon restarted by its liveness probe. `refused` counts the requests turned away.
+    the daemon restarted by its liveness probe. Each path of `own_slots` (/metrics) has that many
+    slots of its own, which the other requests cannot take: slow `/status` readers do not turn
+    Prometheus away. `refused` counts the requests turned away, `active` those in flight.
     """
 
-    def __init__(self, app: ASGIApp, limit: int = MAX_CONCURRENT_REQUESTS, exempt: Collection[str] = ALWAYS_SERVED):
+    def __init__(
+        self,
+        app: ASGIApp,
+        limit: int = MAX_CONCURRENT_REQUESTS,
+        exempt: Collection[str] = ALWAYS_SERVED,
+        own_slots: Mapping[str, int] | None = None,
+    ):
         self.app = app
-        self.limit = limit
         self.exempt = frozenset(exempt)
-        self.active = 0
+        self._general = _Slots(limit)
+        self._own = {path: _Slots(slots) for path, slots in (own_slots or {}).items()}
         self.refused = 0
+
+    @property
+    def active(self) -> int:
+        """The requests in flight, every kind of slot together."""
+        return self._general.active + sum(slots.active for slots in self._own.values())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in self.exempt:
             await self.app(scope, receive, send)
             return
-        if self.active >= self.limit:  # one event loop: no lock needed between the test and the increment
+        slots = self._own.get(scope["path"], self._general)
+        if slots.active >= slots.limit:  # one event loop: no lock needed between the test and the increment
             self.refused += 1
             busy = PlainTextResponse(
                 "depmon is busy: too many requests at once\n",
@@ -279,11 +318,62 @@ class RequestCap:
             )
             await busy(scope, receive, send)
             return
-        self.active += 1
+        slots.active += 1
         try:
             await self.app(scope, receive, send)
         finally:
-            self.active -= 1
+            slots.active -= 1
+
+
+class _NotHttp11(Exception):
+    """A request head of another HTTP version: answered 505, then the connection is closed."""
+
+
+class _Http11Protocol(H11Protocol):
+    """hypercorn's HTTP/1.1 protocol without its two ways into HTTP/2 (h2c).
+
+    In HTTP/2 every frame a client sends, a PING as much as a byte of one, restarts hypercorn's
+    idle timer: a connection that never asks for anything stayed open for good, and 300 of them
+    took every file descriptor of a daemon allowed 256 (issue 21). depmon's port speaks HTTP/1.1
+    only (SPEC 11.4): `Upgrade: h2c` is ignored (the request is answered in HTTP/1.1, never 101),
+    and the prior-knowledge preface (`PRI * HTTP/2.0`), like any version but 1.0 and 1.1, gets
+    505 and the connection closed.
+    """
+
+    async def handle(self, event: Event) -> None:
+        """Handle one event of the connection, closing it after a refused request head."""
+        try:
+            await super().handle(event)
+        except _NotHttp11:
+            await self.send(Closed())
+
+    async def _check_protocol(self, event: h11.Request) -> None:
+        if event.http_version not in (b"1.0", b"1.1"):
+            await self._send_error_response(505)  # HTTP Version Not Supported
+            raise _NotHttp11  # before the request reaches the app
+
+
+class _Http11Only(ProtocolWrapper):
+    """hypercorn's per-connection protocol, always `_Http11Protocol` (depmon serves no TLS, so no ALPN h2)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.protocol = _Http11Protocol(
+            self.app,
+            self.config,
+            self.context,
+            self.task_group,
+            self.state,
+            self.ssl,
+            self.client,
+            self.server,
+            self.send,
+        )
+
+
+# hypercorn has no setting to refuse HTTP/2 in clear text; its TCP server builds each connection's
+# protocol from this module-level name. depmon is the process, and its one server speaks HTTP/1.1.
+tcp_server.ProtocolWrapper = _Http11Only  # type: ignore[attr-defined]
 
 
 def server_config() -> HypercornConfig:

@@ -16,11 +16,14 @@ import httpx
 
 from monitor.sim.daemon import DaemonProcess
 from monitor.sim.environment import SimulatedEnvironment
+from monitor.sim.fake_pagerduty import FakePagerDuty
+from monitor.sim.loopback import LoopbackServer, Response
 
 __all__ = [
     "DaemonProcess",
     "SignalAfterSpawn",
     "all_up",
+    "healthy_upstream_daemon",
     "http_dependencies_config",
     "metric_value",
     "running",
@@ -94,6 +97,25 @@ def http_dependencies_config(
         )
     )
     return path
+
+
+@contextlib.contextmanager
+def healthy_upstream_daemon(
+    tmp_path: Path, count: int, monitor: str
+) -> Iterator[tuple[DaemonProcess, LoopbackServer, FakePagerDuty]]:
+    """A started daemon (`http_dependencies_config`: `count` dependencies, `monitor`) whose probes
+    reach a loopback upstream answering healthy, paging a fake PagerDuty; closed at the end."""
+    with LoopbackServer() as upstream, FakePagerDuty() as pagerduty:
+        upstream.route("GET", "/health", lambda request: Response(200, b'{"status": "pass"}'))
+        config = http_dependencies_config(
+            tmp_path / "depmon.yaml", count, f"{upstream.url}/health", pagerduty.events_url, "F" * 32, monitor
+        )
+        daemon = DaemonProcess(config, tmp_path / "state.sqlite3")
+        try:
+            daemon.start()
+            yield daemon, upstream, pagerduty
+        finally:
+            daemon.close()
 
 
 def metric_value(exposition: str, name: str, **labels: str) -> float | None:

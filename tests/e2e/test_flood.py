@@ -10,9 +10,8 @@ from pathlib import Path
 import pytest
 
 from monitor.daemon import COLLECTOR_THRESHOLDS
-from monitor.sim.fake_pagerduty import FakePagerDuty
-from monitor.sim.loopback import LoopbackServer, Response
-from tests.e2e.harness import DaemonProcess, http_dependencies_config, wait_for
+from monitor.sim.loopback import Response
+from tests.e2e.harness import healthy_upstream_daemon, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -39,29 +38,20 @@ def idle_connections(port: int, count: int) -> Iterator[list[socket.socket]]:
 
 def test_a_flood_of_idle_connections_pages_no_dependency(tmp_path: Path) -> None:
     """2,000 idle sockets on depmon's port: /healthz answers, no page; a real outage still pages, alone."""
-    with LoopbackServer() as upstream, FakePagerDuty() as pagerduty:
-        upstream.route("GET", "/health", lambda request: Response(200, b'{"status": "pass"}'))
-        config = http_dependencies_config(
-            tmp_path / "depmon.yaml", 5, f"{upstream.url}/health", pagerduty.events_url, "F" * 32, MONITOR
-        )
-        daemon = DaemonProcess(config, tmp_path / "state.sqlite3")
-        try:
-            daemon.start()
-            wait_for(lambda: daemon.get("/readyz").status_code == 200, 15, "readiness")
-            # Set up for load before anything else: every file it may open, fewer full collections.
-            started = daemon.find("daemon_started")
-            assert started is not None
-            assert started["collector_thresholds"] == list(COLLECTOR_THRESHOLDS)
-            assert started["open_files_limit"] >= started["open_files_limit_was"]
-            port = int(daemon.get("/healthz").url.port or 0)
-            with idle_connections(port, FLOOD) as flood:
-                assert len(flood) > FLOOD // 2
-                assert daemon.get("/healthz").status_code == 200
-                wait_for(lambda: daemon.status()["dependencies"]["d1"]["probes"]["health"]["ok"], 5, "probes run")
-                # The positive event an absence is proved against: a real outage pages, and only it.
-                upstream.route("GET", "/health", lambda request: Response(503, b'{"status": "fail"}'))
-                events = pagerduty.wait_for(lambda got: len({e.dedup_key for e in got}) >= 5, timeout=15)
-        finally:
-            daemon.close()
+    with healthy_upstream_daemon(tmp_path, 5, MONITOR) as (daemon, upstream, pagerduty):
+        wait_for(lambda: daemon.get("/readyz").status_code == 200, 15, "readiness")
+        # Set up for load before anything else: every file it may open, fewer full collections.
+        started = daemon.find("daemon_started")
+        assert started is not None
+        assert started["collector_thresholds"] == list(COLLECTOR_THRESHOLDS)
+        assert started["open_files_limit"] >= started["open_files_limit_was"]
+        port = int(daemon.get("/healthz").url.port or 0)
+        with idle_connections(port, FLOOD) as flood:
+            assert len(flood) > FLOOD // 2
+            assert daemon.get("/healthz").status_code == 200
+            wait_for(lambda: daemon.status()["dependencies"]["d1"]["probes"]["health"]["ok"], 5, "probes run")
+            # The positive event an absence is proved against: a real outage pages, and only it.
+            upstream.route("GET", "/health", lambda request: Response(503, b'{"status": "fail"}'))
+            events = pagerduty.wait_for(lambda got: len({e.dedup_key for e in got}) >= 5, timeout=15)
     assert {e.dedup_key for e in events if e.action == "trigger"} == {f"depmon/e2e/d{i}" for i in range(5)}
     assert all(e.action == "trigger" for e in events)  # nothing paged (or resolved) before the outage

@@ -34,7 +34,7 @@ from monitor.engine import Engine
 from monitor.incidents import OpenIncident
 from monitor.metrics import Metrics
 from monitor.selfwatch import SelfState
-from monitor.server import IDLE_CONNECTION_SECONDS, RequestCap, create_app, server_config
+from monitor.server import IDLE_CONNECTION_SECONDS, MAX_CONCURRENT_REQUESTS, RequestCap, create_app, server_config
 from monitor.store import Silence, SQLiteStore
 
 pytestmark = pytest.mark.anyio
@@ -201,18 +201,54 @@ class TestRequestCap:
         assert (cap.refused, cap.active) == (1, 0)
 
     def test_create_app_applies_the_cap(self) -> None:
-        """The daemon's app is capped: with a cap of 0 every endpoint but /healthz and /readyz is 503."""
+        """The daemon's app is capped: with caps of 0 every endpoint but /healthz and /readyz is 503."""
 
         class View(_AliveView):
             @property
             def engine(self) -> Any:
                 return type("Engine", (), {"ready": True})()
 
-        client = TestClient(create_app(View(), time.time, max_requests=0))  # type: ignore[arg-type]
+        client = TestClient(create_app(View(), time.time, max_requests=0, max_scrapes=0))  # type: ignore[arg-type]
         assert client.get("/healthz").status_code == 200
         assert client.get("/readyz").status_code == 200
         assert client.get("/status").status_code == 503
         assert client.get("/metrics").status_code == 503
+
+    async def test_slow_status_readers_leave_metrics_healthz_and_readyz_their_slots(self) -> None:
+        """With every general slot held by a hung /status, /metrics, /healthz and /readyz still answer 200."""
+        release = anyio.Event()
+        reading = 0
+
+        class StalledStoreView(_AliveView):
+            metrics = Metrics()
+
+            @property
+            def engine(self) -> Any:
+                return type("Engine", (), {"ready": True})()
+
+            async def feature_history(self, since: float) -> dict[str, list[tuple[float, str]]]:
+                nonlocal reading
+                reading += 1
+                await release.wait()  # never set: the test ends by cancelling the readers
+                return {}
+
+        app = create_app(StalledStoreView(), time.time)  # type: ignore[arg-type]
+        transport = httpx.ASGITransport(app=app)
+        async with (
+            httpx.AsyncClient(transport=transport, base_url="http://depmon") as client,
+            anyio.create_task_group() as tg,
+        ):
+            for _ in range(MAX_CONCURRENT_REQUESTS):
+                tg.start_soon(client.get, "/status")
+            with anyio.fail_after(5):
+                while reading < MAX_CONCURRENT_REQUESTS:
+                    await anyio.sleep(0.01)
+                busy = await client.get("/status")
+                answers = {path: await client.get(path) for path in ("/metrics", "/healthz", "/readyz")}
+            tg.cancel_scope.cancel()
+        assert busy.status_code == 503
+        assert {path: answer.status_code for path, answer in answers.items()} == dict.fromkeys(answers, 200)
+        assert b"depmon_build_info{" in answers["/metrics"].content
 
 
 @dataclass

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from pathlib import Path
+
 import anyio
 import anyio.lowlevel
+import httpx
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
 from monitor.metrics import Metrics, render, render_forked
+from monitor.server import create_app
 
 pytestmark = pytest.mark.anyio
 
@@ -117,3 +123,52 @@ class TestRenderForked:
         monkeypatch.setattr("monitor.metrics.generate_latest", lambda registry: time.sleep(30) or b"")
         with anyio.fail_after(10):
             assert await render_forked(registry_with_awkward_labels(), deadline=0.5) is None
+
+    async def test_a_child_stuck_on_a_lock_held_at_the_fork_leaves_the_scrape_within_a_second(self) -> None:
+        """A metric's lock held by a thread at the fork: the child is killed and reaped, /metrics answers in < 1 s."""
+        registry = registry_with_awkward_labels()
+        gauge = Gauge("written_by_a_thread", "a gauge a thread writes to", ("dependency",), registry=registry)
+        gauge.labels("d0").set(1)
+        expected = generate_latest(registry)
+        held, release = threading.Event(), threading.Event()
+
+        def write_slowly() -> None:
+            with gauge._lock:  # type: ignore[attr-defined]
+                held.set()
+                release.wait(10)
+
+        class View:
+            metrics = type("Metrics", (), {"registry": registry})()
+
+        client = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=create_app(View(), time.time)), base_url="http://d"
+        )
+        writer = threading.Thread(target=write_slowly)
+        # The thread lets go in this process soon after the fork; in the child it never does.
+        letting_go = threading.Timer(0.3, release.set)
+        children = _children()
+        writer.start()
+        try:
+            held.wait(5)
+            letting_go.start()
+            started = time.perf_counter()
+            with anyio.fail_after(15):  # past any deadline a child has: it is reaped even when this fails
+                async with client:
+                    response = await client.get("/metrics")
+            elapsed = time.perf_counter() - started
+        finally:
+            release.set()
+            letting_go.cancel()
+            writer.join()
+        assert elapsed < 1.0
+        assert response.status_code == 200
+        assert response.content == expected
+        assert _children() == children
+
+
+def _children() -> set[int]:
+    """This process's child processes (zombies included), from /proc."""
+    found: set[int] = set()
+    for task in Path("/proc/self/task").iterdir():
+        found.update(int(pid) for pid in (task / "children").read_text().split())
+    return found
