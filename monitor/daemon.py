@@ -41,21 +41,21 @@ from hypercorn.config import Sockets
 from hypercorn.utils import wrap_app
 
 from monitor.config import Config, ConfigError, load_config
-from monitor.engine import Engine
-from monitor.impact import FeatureState
-from monitor.incidents import OpenIncident
-from monitor.maintenance import MaintenancePoller
+from monitor.maintenance.poller import MaintenancePoller
+from monitor.maintenance.windows import MaintenanceWindow
 from monitor.metrics import Metrics
-from monitor.outbox import Outbox
-from monitor.pager import TICK_SECONDS, Pager
-from monitor.pagerduty import EventsSender, MaintenanceClient, ServiceStatus
-from monitor.replication import Replication
-from monitor.scheduler import Scheduler
-from monitor.selfwatch import LoopLagMonitor, SelfState, SelfWatch
-from monitor.server import create_app, server_config
-from monitor.slack import SlackSender
+from monitor.pagerduty.clients import EventsSender, MaintenanceClient, ServiceStatus
+from monitor.paging.decisions import OpenIncident
+from monitor.paging.incident_writer import TICK_SECONDS, Pager
+from monitor.paging.outbox import Outbox
+from monitor.paging.slack import SlackSender
+from monitor.replicas.replication import Replication
+from monitor.schedule.loops import Scheduler
+from monitor.state.impact import FeatureState
+from monitor.state.live import Engine
+from monitor.state.self_watch import LoopLagMonitor, SelfState, SelfWatch
 from monitor.store import LeaderLock, Silence, StateLock, Store, connect, leader_key
-from monitor.windows import MaintenanceWindow
+from monitor.web.server import create_app, server_config
 from probes import ProbeContext
 from probes.oauth2 import token_fetcher
 from probes.tokens import TokenCache

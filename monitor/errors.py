@@ -7,7 +7,7 @@
     ├── StoreError             monitor.store: state that cannot be used
     │   ├── StateLocked        another depmon holds the SQLite file
     │   └── NotLeader          a decision from a replica that no longer leads (fenced)
-    ├── PagerDutyError         monitor.pagerduty: a REST call PagerDuty refused or did not answer
+    ├── PagerDutyError         monitor.pagerduty.clients: a REST call PagerDuty refused or did not answer
     └── TokenUnavailable       probes.tokens: a bearer token could not be obtained
 """
 

@@ -2,7 +2,7 @@
 
 A probe reports failure as data (a `ProbeResult` with an outcome and a readable detail), never
 by raising for "down". It does not own its deadline: the caller runs it inside a cancel scope
-(`monitor.probing.run_probe`).
+(`monitor.schedule.run_probe.run_probe`).
 
 The kinds are listed once, by the config models (`monitor.config.PROBE_KINDS`, one spec model per
 kind): the registry is built from that list, kind `x` being `probes/x.py`'s `probe`. Adding a kind

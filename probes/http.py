@@ -15,7 +15,7 @@ and the detail says where it pointed.
 The checks are pure functions of the answer (`evaluate_answer` and the helpers below it), so
 they are table-tested without I/O. Transport failures are translated by
 `probes._http_errors.describe_http_error`. The deadline is not the probe's: the caller runs it
-in a cancel scope (`monitor.probing.run_probe`), which also cuts off a body that drips.
+in a cancel scope (`monitor.schedule.run_probe.run_probe`), which also cuts off a body that drips.
 """
 
 from __future__ import annotations

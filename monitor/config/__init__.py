@@ -42,7 +42,7 @@ from monitor.config.models import (
     Timing,
     TlsProbeSpec,
 )
-from monitor.graph import find_cycle
+from monitor.state.graph import find_cycle
 from monitor.text import format_duration, parse_duration
 
 __all__ = [

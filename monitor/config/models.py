@@ -26,7 +26,7 @@ from pydantic import (
     model_validator,
 )
 
-from monitor.graph import ancestors
+from monitor.state.graph import ancestors
 from monitor.text import parse_duration, parse_host_port
 from monitor.urls import LOOPBACK, check_postgresql_url, check_url, conninfo_passwords, url_passwords
 

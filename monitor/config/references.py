@@ -8,7 +8,7 @@ from collections.abc import Iterable
 
 from monitor.config.errors import Loc
 from monitor.config.models import Config, HttpProbeSpec, OAuth2ProbeSpec, Timing, _ProbeBase
-from monitor.graph import find_cycle
+from monitor.state.graph import find_cycle
 from monitor.text import format_duration
 
 

@@ -44,7 +44,7 @@ from monitor.config import (
     format_duration,
     load_config,
 )
-from monitor.incidents import dedup_key
+from monitor.paging.decisions import dedup_key
 from monitor.sim.fake_pagerduty import FakePagerDuty
 from monitor.sim.fake_slack import FakeSlack
 from monitor.sim.lifecycle import Started

@@ -38,9 +38,9 @@ import threading
 import time
 from pathlib import Path
 
-from monitor.health import DependencyHealth, DependencyState
-from monitor.impact import FeatureHealth, FeatureState
-from monitor.incidents import Action, OpenIncident, Policy, Situation, decide, dedup_key
+from monitor.paging.decisions import Action, OpenIncident, Policy, Situation, decide, dedup_key
+from monitor.state.health import DependencyHealth, DependencyState
+from monitor.state.impact import FeatureHealth, FeatureState
 from monitor.store import IncidentWrite
 from monitor.store.sqlite import SQLiteStore
 

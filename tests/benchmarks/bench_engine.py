@@ -42,10 +42,10 @@ from typing import Any
 
 import monitor
 from monitor.config import Config
-from monitor.engine import Engine
 from monitor.logs import configure_logging
 from monitor.metrics import Metrics
 from monitor.results import Outcome, ProbeResult
+from monitor.state.live import Engine
 
 OK = ProbeResult.success("HTTP 200 from /health")
 FAIL = ProbeResult.failure(Outcome.HTTP_STATUS, "HTTP 503 from /health")

@@ -38,13 +38,13 @@ from typing import Any
 import anyio
 import httpx
 
-from monitor.bench import depmon_config, loopback_target, percentile
+from monitor.commands.bench import depmon_config, loopback_target, percentile
 from monitor.config import Config
 from monitor.daemon import build_probe_context
-from monitor.engine import Engine
 from monitor.logs import configure_logging
 from monitor.metrics import Metrics
-from monitor.scheduler import Scheduler
+from monitor.schedule.loops import Scheduler
+from monitor.state.live import Engine
 from probes import ProbeContext
 from probes.context import TlsOptions
 

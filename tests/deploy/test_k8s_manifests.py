@@ -447,16 +447,16 @@ class TestPrometheusRuleSync:
 
 def validate_config(files: dict[str, str], env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
     """`depmon validate` on a config directory of `files` (name -> text), under `env` alone."""
-    pytest.importorskip("monitor.cli")
+    pytest.importorskip("monitor.commands.cli")
     for name, text in files.items():
         (tmp_path / name).write_text(text, encoding="utf-8")
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("PAGERDUTY_", "SSOE_", "PD_SERVICE_", "DEPMON_"))}
     return subprocess.run(
-        # The CLI the console script runs (pyproject: depmon = monitor.entry:main, which calls monitor.cli.main).
+        # The CLI the console script runs (pyproject: depmon = monitor.entry:main, which calls monitor.commands.cli.main).
         [
             sys.executable,
             "-c",
-            "import sys; from monitor.cli import main; sys.exit(main())",
+            "import sys; from monitor.commands.cli import main; sys.exit(main())",
             "validate",
             "--config",
             str(tmp_path),

@@ -33,7 +33,7 @@ class TestBenchCommand:
         env = {key: value for key, value in os.environ.items() if key != "DEPMON_CONFIG"}
         command = ["bench", "--targets", "50", "--interval", "1", "--seconds", "3", "--no-blackbox", "--json"]
         result = subprocess.run(
-            [sys.executable, "-m", "monitor.cli", *command],
+            [sys.executable, "-m", "monitor.commands.cli", *command],
             capture_output=True,
             text=True,
             timeout=90,

@@ -117,7 +117,7 @@ class TestDaemonStartup:
             [
                 sys.executable,
                 "-m",
-                "monitor.cli",
+                "monitor.commands.cli",
                 "run",
                 "--config",
                 str(config),

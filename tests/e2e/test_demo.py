@@ -21,7 +21,7 @@ class TestDemoCommand:
         in Slack, MHV's window opened and closed with `depmon maintenance`, and exit 0."""
         env = {key: value for key, value in os.environ.items() if key != "DEPMON_CONFIG"}
         result = subprocess.run(
-            [sys.executable, "-m", "monitor.cli", "demo", "--duration", str(DURATION)],
+            [sys.executable, "-m", "monitor.commands.cli", "demo", "--duration", str(DURATION)],
             capture_output=True,
             text=True,
             timeout=DURATION + 70,

@@ -390,7 +390,7 @@ class TestReload:
     def test_a_sighup_right_after_spawn_does_not_kill_the_daemon(self, tmp_path: Path) -> None:
         """SIGHUPs 250, 400 and 600 ms after the spawn leave the daemon running and serving /healthz.
 
-        Before the fix, `import monitor.cli` (~0.9 s) ran before SIGHUP was ignored; now only the
+        Before the fix, `import monitor.commands.cli` (~0.9 s) ran before SIGHUP was ignored; now only the
         interpreter's own start (~0.1-0.15 s here, `python -X importtime`) comes first.
         """
         with simulated(tmp_path, {"a": ()}) as sim:
@@ -518,7 +518,7 @@ def test_a_second_daemon_on_the_same_state_file_exits_2_naming_the_first(tmp_pat
             [
                 sys.executable,
                 "-m",
-                "monitor.cli",
+                "monitor.commands.cli",
                 "run",
                 "--config",
                 str(sim.config_dir),

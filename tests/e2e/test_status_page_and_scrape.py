@@ -44,7 +44,7 @@ HOUR = 3600.0
 # had an outage, a maintenance window and a degraded spell over the day.
 EARLIER = ("ok", "down", "ok", "maintenance", "ok", "degraded", "ok")
 EARLIER_OFFSETS = (23 * HOUR, 9 * HOUR, 8.3 * HOUR, 5 * HOUR, 4.5 * HOUR, 2 * HOUR, 1.7 * HOUR)
-# The history strip's colors (monitor/statuspage.py), as Chromium paints them.
+# The history strip's colors (monitor/web/status_page.py), as Chromium paints them.
 COLORS = {
     "ok": (0x2E, 0x85, 0x40),
     "degraded": (0xF0, 0xA3, 0x0A),

@@ -24,8 +24,8 @@ import anyio
 import trustme
 
 from monitor.config import HttpProbeSpec
-from monitor.probing import run_probe
 from monitor.results import ProbeResult
+from monitor.schedule.run_probe import run_probe
 from probes.context import ProbeContext
 from probes.tokens import TokenUnavailable
 

@@ -20,7 +20,7 @@ import jsonschema
 import pagerduty
 import pytest
 
-from monitor.pd_transport import LoopbackRewriteTransport
+from monitor.pagerduty.transport import LoopbackRewriteTransport
 from monitor.sim.fake_pagerduty import MAX_EVENT_BYTES, FakePagerDuty, event_errors
 from monitor.sim.loopback import LoopbackServer, Request, Response, json_response
 

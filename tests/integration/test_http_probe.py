@@ -24,8 +24,8 @@ import anyio
 import pytest
 import trustme
 
-from monitor.probing import run_probe
 from monitor.results import Outcome, ProbeResult
+from monitor.schedule.run_probe import run_probe
 from probes.context import TlsOptions
 from tests.integration.http_loopback import (
     FakeTokens,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from monitor.config import HttpProbeSpec
-from monitor.probing import run_probe
+from monitor.schedule.run_probe import run_probe
 from monitor.sim.loopback import LoopbackServer, Response
 from probes.context import ProbeContext
 

@@ -11,11 +11,11 @@ import pytest
 from pydantic import SecretStr
 from structlog.testing import capture_logs
 
-from monitor.maintenance import MaintenancePoller
+from monitor.maintenance.poller import MaintenancePoller
+from monitor.maintenance.windows import MaintenanceWindow
 from monitor.metrics import Metrics
-from monitor.pagerduty import MaintenanceClient, MaintenanceUnavailable
+from monitor.pagerduty.clients import MaintenanceClient, MaintenanceUnavailable
 from monitor.sim.fake_pagerduty import FakePagerDuty
-from monitor.windows import MaintenanceWindow
 from tests.clocks import FakeClock
 
 EVSS, MHV, SSOE = "PZKWB6Y", "PP2ZZ2V", "P0J60YD"

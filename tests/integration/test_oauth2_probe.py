@@ -23,8 +23,8 @@ from anyio.streams.tls import TLSStream
 from structlog.testing import capture_logs
 
 from monitor.config import OAuth2ProbeSpec
-from monitor.probing import run_probe
 from monitor.results import Outcome, ProbeResult
+from monitor.schedule.run_probe import run_probe
 from probes import oauth2
 from probes.context import ProbeContext
 from probes.tokens import Grant, TokenCache, TokenUnavailable

@@ -14,8 +14,8 @@ from pydantic import SecretStr
 from structlog.testing import capture_logs
 
 from monitor.metrics import Metrics
-from monitor.outbox import Backoff, Outbox
-from monitor.pagerduty import EventsSender
+from monitor.pagerduty.clients import EventsSender
+from monitor.paging.outbox import Backoff, Outbox
 from monitor.sim.fake_pagerduty import FakePagerDuty, event_errors
 from monitor.store import Store
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+from monitor.commands.silence import run_silence
 from monitor.config import load_config
-from monitor.silence import run_silence
 from monitor.store import IncidentWrite, PostgresStore
 
 CONFIG = """
@@ -39,7 +39,7 @@ def test_a_silence_set_by_the_cli_is_in_the_replicas_database(tmp_path: Path, po
 
 
 def test_postmortem_reads_the_replicas_database(tmp_path: Path, postgres_url: str) -> None:
-    from monitor.postmortem import print_postmortem
+    from monitor.commands.postmortem import print_postmortem
 
     path = tmp_path / "depmon.yaml"
     path.write_text(CONFIG.format(url=postgres_url))

@@ -30,12 +30,12 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from monitor.config import bundled_config_path, load_config
-from monitor.engine import Engine
-from monitor.incidents import OpenIncident
 from monitor.metrics import Metrics
-from monitor.selfwatch import SelfState
-from monitor.server import IDLE_CONNECTION_SECONDS, MAX_CONCURRENT_REQUESTS, RequestCap, create_app, server_config
+from monitor.paging.decisions import OpenIncident
+from monitor.state.live import Engine
+from monitor.state.self_watch import SelfState
 from monitor.store import Silence, SQLiteStore
+from monitor.web.server import IDLE_CONNECTION_SECONDS, MAX_CONCURRENT_REQUESTS, RequestCap, create_app, server_config
 
 pytestmark = pytest.mark.anyio
 

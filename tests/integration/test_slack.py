@@ -9,9 +9,9 @@ import anyio
 import pytest
 
 from monitor.metrics import Metrics
-from monitor.outbox import Backoff, Outbox
+from monitor.paging.outbox import Backoff, Outbox
+from monitor.paging.slack import SlackSender
 from monitor.sim.fake_slack import FakeSlack
-from monitor.slack import SlackSender
 from monitor.store import Store
 
 ALERTS = "#va-mobile-app-alerts"

@@ -67,7 +67,7 @@ def _fill(disk: Path) -> Path:
 
 def _depmon_run(state: Path) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("PAGERDUTY_", "SSOE_", "DEPMON_"))}
-    command = "import sys; from monitor.cli import main; sys.exit(main())"
+    command = "import sys; from monitor.commands.cli import main; sys.exit(main())"
     arguments = ["run", "--config", str(MINIMAL_CONFIG), "--listen", "127.0.0.1:0", "--state", str(state)]
     return subprocess.run(
         [sys.executable, "-c", command, *arguments],

@@ -10,8 +10,8 @@ import anyio
 import pytest
 
 from monitor.config import DnsProbeSpec, TcpProbeSpec
-from monitor.probing import run_probe
 from monitor.results import Outcome, ProbeResult
+from monitor.schedule.run_probe import run_probe
 from probes.context import ProbeContext
 
 

@@ -22,8 +22,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from monitor.config import TlsProbeSpec
-from monitor.probing import run_probe
 from monitor.results import Outcome, ProbeResult
+from monitor.schedule.run_probe import run_probe
 from probes._certs import describe_span
 from probes.context import ProbeContext, TlsOptions
 from probes.tls import describe_certificate_failure, find_verification_error

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from monitor.bench import (
+from monitor.commands.bench import (
     Figures,
     Report,
     Scrape,

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from monitor import check
+from monitor.commands import check
 from monitor.config import AnyProbeSpec, Config, bundled_config_path, load_config
 from monitor.results import Outcome, ProbeResult
 from probes import ProbeContext

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from monitor.cli import main
+from monitor.commands.cli import main
 from monitor.config import (
     Config,
     ConfigError,

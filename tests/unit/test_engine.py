@@ -6,9 +6,9 @@ import pytest
 from structlog.testing import capture_logs
 
 from monitor.config import Config
-from monitor.engine import Engine
 from monitor.metrics import Metrics
 from monitor.results import Outcome, ProbeResult
+from monitor.state.live import Engine
 
 OK = ProbeResult.success("HTTP 200 from /health")
 

@@ -19,13 +19,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
-import monitor.health
-import monitor.impact
+import monitor.state.health
+import monitor.state.impact
 from monitor.config import Config
-from monitor.engine import Engine
-from monitor.graph import children_of, descendants, topological_order
-from monitor.health import DependencyHealth, DependencyState, evaluate_dependencies, own_health
-from monitor.impact import (
+from monitor.maintenance.windows import MaintenanceWindow, services_in_maintenance, stable_span, windows_by_node
+from monitor.metrics import Metrics
+from monitor.results import Outcome, ProbeResult
+from monitor.state.graph import children_of, descendants, topological_order
+from monitor.state.health import DependencyHealth, DependencyState, evaluate_dependencies, own_health
+from monitor.state.impact import (
     FeatureHealth,
     FeatureNeeds,
     FeatureState,
@@ -33,9 +35,7 @@ from monitor.impact import (
     feature_parents,
     needs_from_config,
 )
-from monitor.metrics import Metrics
-from monitor.results import Outcome, ProbeResult
-from monitor.windows import MaintenanceWindow, services_in_maintenance, stable_span, windows_by_node
+from monitor.state.live import Engine
 from tests.clocks import FakeClock
 
 OK = ProbeResult.success("HTTP 200 from /health")
@@ -98,8 +98,8 @@ class Spy:
 def spying(monkeypatch: pytest.MonkeyPatch, config: Config) -> Spy:
     """Count the calls of the pure one-node evaluations, whoever makes them."""
     found = Spy(config)
-    evaluate_dependency = monitor.health.evaluate_dependency
-    evaluate_feature = monitor.impact.evaluate_feature
+    evaluate_dependency = monitor.state.health.evaluate_dependency
+    evaluate_feature = monitor.state.impact.evaluate_feature
     feature_of = {need: f for f, need in needs_from_config(config.features).items()}
 
     def dependency(probes: Any, down_parent: str | None, in_maintenance: bool) -> DependencyHealth:
@@ -116,8 +116,8 @@ def spying(monkeypatch: pytest.MonkeyPatch, config: Config) -> Spy:
         found.probes_read.append(dependency)
         return original(self, dependency)
 
-    monkeypatch.setattr(monitor.health, "evaluate_dependency", dependency)
-    monkeypatch.setattr(monitor.impact, "evaluate_feature", feature)
+    monkeypatch.setattr(monitor.state.health, "evaluate_dependency", dependency)
+    monkeypatch.setattr(monitor.state.impact, "evaluate_feature", feature)
     monkeypatch.setattr(Engine, "_probe_healths", probe_healths)
     return found
 

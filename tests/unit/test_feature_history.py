@@ -14,11 +14,11 @@ from structlog.testing import capture_logs
 
 from monitor.config import Config
 from monitor.daemon import Daemon, FeatureChanges
-from monitor.engine import Engine
 from monitor.metrics import Metrics
 from monitor.results import Outcome, ProbeResult
-from monitor.server import HISTORY_SECONDS, history_segments
+from monitor.state.live import Engine
 from monitor.store import Store
+from monitor.web.server import HISTORY_SECONDS, history_segments
 
 NOW = 1_800_000_000.0  # 2027-01-15T08:00:00Z
 SINCE = NOW - HISTORY_SECONDS

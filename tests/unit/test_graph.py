@@ -7,7 +7,16 @@ from itertools import pairwise
 
 import pytest
 
-from monitor.graph import ancestors, children_of, descendants, find_cycle, levels, propagate, ranks, topological_order
+from monitor.state.graph import (
+    ancestors,
+    children_of,
+    descendants,
+    find_cycle,
+    levels,
+    propagate,
+    ranks,
+    topological_order,
+)
 
 # A small depends_on graph of VA.gov's shape: SSOe issues the tokens the others need.
 VA = {

@@ -7,8 +7,9 @@ from collections.abc import Mapping, Sequence
 import pytest
 
 from monitor.config import Timing
-from monitor.graph import children_of, ranks, topological_order
-from monitor.health import (
+from monitor.results import Outcome, ProbeResult
+from monitor.state.graph import children_of, ranks, topological_order
+from monitor.state.health import (
     DependencyHealth,
     DependencyState,
     ProbeHealth,
@@ -19,7 +20,6 @@ from monitor.health import (
     reevaluate_dependencies,
     root_cause,
 )
-from monitor.results import Outcome, ProbeResult
 
 UNKNOWN, UP, DEGRADED, DOWN = ProbeStatus.UNKNOWN, ProbeStatus.UP, ProbeStatus.DEGRADED, ProbeStatus.DOWN
 MAINTENANCE = DependencyState.MAINTENANCE

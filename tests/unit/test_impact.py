@@ -9,9 +9,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from monitor.config import Feature
-from monitor.graph import children_of, ranks
-from monitor.health import DependencyHealth, DependencyState
-from monitor.impact import (
+from monitor.state.graph import children_of, ranks
+from monitor.state.health import DependencyHealth, DependencyState
+from monitor.state.impact import (
     FeatureHealth,
     FeatureNeeds,
     FeatureState,

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from monitor.commands.impact_report import OutageImpact, impact_map, render_impact
 from monitor.config import Config, bundled_config_path, load_config
-from monitor.reports import OutageImpact, impact_map, render_impact
 
 
 @pytest.fixture(scope="module")

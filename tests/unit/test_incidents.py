@@ -15,9 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from monitor.config import Config, bundled_config_path, load_config
-from monitor.health import DependencyHealth, DependencyState
-from monitor.impact import FeatureHealth, FeatureState, evaluate_features, needs_from_config
-from monitor.incidents import (
+from monitor.maintenance.windows import MaintenanceWindow
+from monitor.paging.decisions import (
     EVENT_BYTES_LIMIT,
     Action,
     Decision,
@@ -37,7 +36,8 @@ from monitor.incidents import (
     va_severity,
 )
 from monitor.results import Outcome, ProbeResult
-from monitor.windows import MaintenanceWindow
+from monitor.state.health import DependencyHealth, DependencyState
+from monitor.state.impact import FeatureHealth, FeatureState, evaluate_features, needs_from_config
 
 SCHEMA = json.loads((Path(__file__).parents[2] / "monitor" / "schemas" / "events-v2.json").read_text())
 PUBLISHED = Path(__file__).parents[3] / "shared" / "pagerduty" / "events-v2.openapi.json"

@@ -8,10 +8,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from monitor.cli import main
+from monitor.commands.cli import main
 from monitor.config import Config, bundled_config_path, load_config
-from monitor.impact import FeatureHealth, FeatureState
-from monitor.incidents import (
+from monitor.pagerduty.clients import ServiceStatus
+from monitor.paging.decisions import (
     USER_MESSAGE_PREFIX,
     WINDOW_DESCRIPTION_LIMIT,
     Action,
@@ -22,8 +22,8 @@ from monitor.incidents import (
     maintenance_message,
     owning_team_sentence,
 )
-from monitor.pagerduty import ServiceStatus
 from monitor.sim.fake_pagerduty import FakePagerDuty
+from monitor.state.impact import FeatureHealth, FeatureState
 
 TOKEN = "tok-Secret-9f2c41d7e8"  # a test value that must never be printed
 FROM = "oncall@example.gov"

@@ -14,15 +14,15 @@ import anyio
 import pytest
 from starlette.testclient import TestClient
 
-from monitor import pagerduty
+from monitor.commands.impact_report import app_maintenance_windows, run_maintenance
 from monitor.config import Config, bundled_config_path, load_config
-from monitor.engine import Engine
-from monitor.incidents import OpenIncident
+from monitor.maintenance.windows import MaintenanceWindow
 from monitor.metrics import Metrics
-from monitor.reports import app_maintenance_windows, run_maintenance
-from monitor.selfwatch import SelfState
-from monitor.server import create_app
-from monitor.windows import MaintenanceWindow
+from monitor.pagerduty import clients as pagerduty
+from monitor.paging.decisions import OpenIncident
+from monitor.state.live import Engine
+from monitor.state.self_watch import SelfState
+from monitor.web.server import create_app
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 VETS_API_NAMESPACE = uuid.UUID("fa1a248e-0f71-4077-8d25-ed7430bcdb34")

@@ -15,7 +15,7 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
 from monitor.metrics import Metrics, render, render_forked
-from monitor.server import create_app
+from monitor.web.server import create_app
 
 pytestmark = pytest.mark.anyio
 

@@ -15,8 +15,8 @@ import pytest
 from structlog.testing import capture_logs
 
 from monitor.metrics import Metrics
-from monitor.outbox import Backoff, Outbox, Wakeup
-from monitor.pagerduty import Delivery
+from monitor.pagerduty.clients import Delivery
+from monitor.paging.outbox import Backoff, Outbox, Wakeup
 from monitor.store import Store
 from tests.clocks import FakeClock
 

@@ -16,13 +16,13 @@ from typing import Any
 import anyio
 import pytest
 
-from monitor import pager as pager_module
 from monitor.config import Config, load_config
-from monitor.engine import Engine
 from monitor.metrics import Metrics
-from monitor.outbox import Outbox
-from monitor.pager import Pager
+from monitor.paging import incident_writer as pager_module
+from monitor.paging.incident_writer import Pager
+from monitor.paging.outbox import Outbox
 from monitor.results import Outcome, ProbeResult
+from monitor.state.live import Engine
 from monitor.store import Store
 from tests.clocks import FakeClock
 

@@ -31,15 +31,15 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from monitor.config import Config, load_config
-from monitor.engine import Engine
-from monitor.health import DependencyState
+from monitor.maintenance.windows import MaintenanceWindow
 from monitor.metrics import Metrics
-from monitor.outbox import Outbox
-from monitor.pager import Pager
-from monitor.pagerduty import Delivery
+from monitor.pagerduty.clients import Delivery
+from monitor.paging.incident_writer import Pager
+from monitor.paging.outbox import Outbox
 from monitor.results import Outcome, ProbeResult
+from monitor.state.health import DependencyState
+from monitor.state.live import Engine
 from monitor.store import Store
-from monitor.windows import MaintenanceWindow
 from tests.clocks import FakeClock
 
 SERVICES = {"parent": "PPARENT", "child": "PCHILD", "other": "POTHER"}

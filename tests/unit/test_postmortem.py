@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-import monitor.cli
+import monitor.commands.cli
+from monitor.commands.postmortem import print_postmortem, render_postmortem
 from monitor.config import Config, bundled_config_path, load_config
-from monitor.postmortem import print_postmortem, render_postmortem
 from monitor.store import SQLiteStore
 
 EVSS_FEATURES = ["claims", "letters_and_documents", "direct_deposit_benefits", "disability_rating"]
@@ -296,20 +296,22 @@ class TestPostmortemCommand:
 
     def test_prints_latest_draft(self, state: Path, capsys: pytest.CaptureFixture[str]) -> None:
         """The command prints the latest incident's draft and exits 0."""
-        assert monitor.cli.main(["postmortem", "evss", "--state", str(state)], environ={}) == 0
+        assert monitor.commands.cli.main(["postmortem", "evss", "--state", str(state)], environ={}) == 0
         printed = capsys.readouterr().out
         assert printed.startswith("# Postmortem (draft): EVSS down")
         assert "Recurrence: 1 earlier incident of EVSS" in printed
 
     def test_incident_option(self, state: Path, capsys: pytest.CaptureFixture[str]) -> None:
         """--incident 1 prints the first incident."""
-        assert monitor.cli.main(["postmortem", "evss", "--incident", "1", "--state", str(state)], environ={}) == 0
+        assert (
+            monitor.commands.cli.main(["postmortem", "evss", "--incident", "1", "--state", str(state)], environ={}) == 0
+        )
         assert "- **Date:** 2025-03-04 (UTC)" in capsys.readouterr().out
 
     def test_missing_state_exits_1(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         """A missing state file exits 1 with a message on stderr and creates nothing."""
         path = tmp_path / "none.sqlite3"
-        assert monitor.cli.main(["postmortem", "evss", "--state", str(path)], environ={}) == 1
+        assert monitor.commands.cli.main(["postmortem", "evss", "--state", str(path)], environ={}) == 1
         captured = capsys.readouterr()
         assert captured.out == ""
         assert "no state file" in captured.err
@@ -317,7 +319,7 @@ class TestPostmortemCommand:
 
     def test_unknown_dependency_exits_1(self, state: Path, capsys: pytest.CaptureFixture[str]) -> None:
         """An unknown dependency exits 1 naming the known ids."""
-        assert monitor.cli.main(["postmortem", "nope", "--state", str(state)], environ={}) == 1
+        assert monitor.commands.cli.main(["postmortem", "nope", "--state", str(state)], environ={}) == 1
         assert "known: ssoe-oauth" in capsys.readouterr().err
 
 

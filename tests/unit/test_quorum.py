@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from monitor.health import DependencyState as S
-from monitor.quorum import Verdict, is_live, merge, self_trouble, verdicts
+from monitor.replicas.quorum import Verdict, is_live, merge, self_trouble, verdicts
+from monitor.state.health import DependencyState as S
 from monitor.store import Observation, ReplicaView
 
 DOWN, UP, DEGRADED, UNKNOWN = (Observation(str(s), s is S.DOWN, 0.0) for s in (S.DOWN, S.UP, S.DEGRADED, S.UNKNOWN))

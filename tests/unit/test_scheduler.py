@@ -16,12 +16,12 @@ from typing import Any, cast
 import anyio
 import pytest
 
-from monitor import scheduler as scheduler_module
 from monitor.config import AnyProbeSpec, Config
-from monitor.engine import Engine
 from monitor.metrics import Metrics
 from monitor.results import Outcome, ProbeResult
-from monitor.scheduler import Scheduler
+from monitor.schedule import loops as scheduler_module
+from monitor.schedule.loops import Scheduler
+from monitor.state.live import Engine
 from probes import ProbeContext
 
 OK = ProbeResult.success("HTTP 200 from /health")

@@ -9,9 +9,9 @@ import anyio
 import pytest
 
 from monitor.config import load_config
-from monitor.engine import Engine
 from monitor.metrics import Metrics
-from monitor.scheduler import Scheduler
+from monitor.schedule.loops import Scheduler
+from monitor.state.live import Engine
 from probes import ProbeContext
 
 pytestmark = pytest.mark.anyio

@@ -9,7 +9,7 @@ import pytest
 from monitor.config import Config, load_config
 from monitor.metrics import Metrics
 from monitor.results import Outcome, ProbeResult
-from monitor.selfwatch import (
+from monitor.state.self_watch import (
     LoopLagMonitor,
     ScheduleFigures,
     ScheduleMeter,

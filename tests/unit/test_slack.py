@@ -14,12 +14,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from monitor.config import Config, bundled_config_path, load_config
-from monitor.health import DependencyHealth, DependencyState
-from monitor.impact import evaluate_features, needs_from_config
-from monitor.incidents import Action, Decision, EventContext, build_event, build_self_event
+from monitor.paging.decisions import Action, Decision, EventContext, build_event, build_self_event
+from monitor.paging.slack import Mrkdwn, escape, link, mrkdwn, slack_channels, slack_message
 from monitor.results import Outcome, ProbeResult
-from monitor.selfwatch import ScheduleFigures, judge
-from monitor.slack import Mrkdwn, escape, link, mrkdwn, slack_channels, slack_message
+from monitor.state.health import DependencyHealth, DependencyState
+from monitor.state.impact import evaluate_features, needs_from_config
+from monitor.state.self_watch import ScheduleFigures, judge
 
 ALERTS = "#va-mobile-app-alerts"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from html.parser import HTMLParser
 from typing import Any
 
-from monitor.statuspage import render_status_page
+from monitor.web.status_page import render_status_page
 
 HOSTILE = "[click](https://evil.example) <img src=x onerror=alert(1)> \"' ><script>alert(2)</script>"
 OWN_LINKS = {"/status", "/metrics", "/maintenance_windows"}

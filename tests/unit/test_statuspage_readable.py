@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from monitor.statuspage import history_strip, render_status_page, state_for, utc_time
 from monitor.text import span
+from monitor.web.status_page import history_strip, render_status_page, state_for, utc_time
 
 NOW = "2026-11-27T12:00:00.000000Z"
 SINCE = "2026-11-27T11:48:12.345678Z"  # 11 min 47.6 s before NOW

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from monitor.cli import main
+from monitor.commands.cli import main
+from monitor.commands.validate_strict import required_secret_issues
 from monitor.config import Config, ConfigIssue, bundled_config_path, load_config
-from monitor.strict import required_secret_issues
 
 ROUTING_KEY = "0123456789abcdef0123456789abcdef"
 SECRETS = {

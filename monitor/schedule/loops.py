@@ -11,7 +11,7 @@ before the deadline starts, so waiting for a slot shows as scheduler lag, not as
 
 With a `SelfWatch`, every run is also reported to it (lag, local causes), the canaries run as
 loops of their own, and a failed result that measured depmon rather than the upstream (see
-`monitor.selfwatch.inconclusive`) is counted in `depmon_probes_inconclusive_total` and not given
+`monitor.state.self_watch.inconclusive`) is counted in `depmon_probes_inconclusive_total` and not given
 to the engine: it counts toward no threshold.
 
 When a dependency's probe fails for the first time, the critical probes of its ancestors are
@@ -37,11 +37,11 @@ import anyio
 import structlog
 
 from monitor.config import AnyProbeSpec, Config
-from monitor.engine import Engine
 from monitor.metrics import Metrics
-from monitor.probing import run_probe
 from monitor.results import ProbeResult
-from monitor.selfwatch import SelfWatch, inconclusive
+from monitor.schedule.run_probe import run_probe
+from monitor.state.live import Engine
+from monitor.state.self_watch import SelfWatch, inconclusive
 from probes import ProbeContext
 
 log = structlog.get_logger("depmon.scheduler")

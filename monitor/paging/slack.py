@@ -27,7 +27,7 @@ import anyio
 import httpx
 
 from monitor.config import Config
-from monitor.pagerduty import Delivery
+from monitor.pagerduty.clients import Delivery
 
 __all__ = ["SLACK_PREFIX", "Mrkdwn", "SlackSender", "escape", "link", "mrkdwn", "slack_channels", "slack_message"]
 

@@ -39,8 +39,8 @@ import anyio.lowlevel
 import structlog
 
 from monitor.metrics import Metrics
-from monitor.pagerduty import Delivery
-from monitor.slack import SLACK_PREFIX, SlackSender
+from monitor.pagerduty.clients import Delivery
+from monitor.paging.slack import SLACK_PREFIX, SlackSender
 from monitor.store import OutboxEvent, OutboxHead, Store
 
 __all__ = ["Backoff", "EventSender", "Outbox", "Wakeup"]
@@ -51,7 +51,7 @@ Action = Literal["trigger", "resolve"]
 
 
 class EventSender(Protocol):
-    """What the outbox delivers through (`monitor.pagerduty.EventsSender` in the daemon)."""
+    """What the outbox delivers through (`monitor.pagerduty.clients.EventsSender` in the daemon)."""
 
     async def send(self, body: Mapping[str, Any]) -> Delivery:
         """Send one event once; never raises for a delivery failure."""

@@ -29,9 +29,9 @@ import anyio
 import anyio.abc
 import structlog
 
+from monitor.maintenance.windows import MaintenanceWindow
 from monitor.metrics import Metrics
-from monitor.pagerduty import MaintenanceUnavailable, ServiceRead, ServiceStatus, WindowsResult
-from monitor.windows import MaintenanceWindow
+from monitor.pagerduty.clients import MaintenanceUnavailable, ServiceRead, ServiceStatus, WindowsResult
 
 __all__ = ["MaintenancePoller", "WindowsSource"]
 
@@ -39,7 +39,7 @@ log = structlog.get_logger("depmon.maintenance")
 
 
 class WindowsSource(Protocol):
-    """Where windows come from (`monitor.pagerduty.MaintenanceClient` in the daemon)."""
+    """Where windows come from (`monitor.pagerduty.clients.MaintenanceClient` in the daemon)."""
 
     async def open_windows(self, service_ids: Sequence[str]) -> WindowsResult:
         """Open and upcoming windows of the services; raises `MaintenanceUnavailable`."""

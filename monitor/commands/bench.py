@@ -5,7 +5,7 @@
     depmon run (subprocess, generated     blackbox_exporter (subprocess), driven by a small
     config of N http dependencies)        asyncio client: N / interval `/probe` calls a second
 
-depmon runs as the real daemon (`python -m monitor.cli run`) with a generated config, not
+depmon runs as the real daemon (`python -m monitor.commands.cli run`) with a generated config, not
 in-process: what a user sizes is the daemon they deploy (engine, pager, store, logs, its
 /metrics server on the same event loop), and a separate process is measured exactly as
 blackbox_exporter is, from /proc/<pid>/stat and /proc/<pid>/status, with none of this
@@ -776,7 +776,7 @@ def measure_depmon(
     for name, part in config_files(document).items():
         (config / name).write_text(yaml.safe_dump(part))
     log_path = work / "depmon.log"
-    argv = [sys.executable, "-m", "monitor.cli", "run", "--config", str(config), "--log-format", "json"]
+    argv = [sys.executable, "-m", "monitor.commands.cli", "run", "--config", str(config), "--log-format", "json"]
     argv += ["--state", str(work / "depmon.sqlite3")]
     notes: list[str] = []
     progress(f"depmon: starting with {targets} dependencies every {interval:g} s")

@@ -35,9 +35,9 @@ import anyio
 import structlog
 
 from monitor.config import Config
-from monitor.engine import Engine, Snapshot
-from monitor.health import ProbeHealth
-from monitor.incidents import (
+from monitor.metrics import Metrics
+from monitor.pagerduty.clients import ServiceStatus
+from monitor.paging.decisions import (
     SELF,
     Action,
     Decision,
@@ -51,12 +51,12 @@ from monitor.incidents import (
     dedup_key,
     incident_facts,
 )
-from monitor.metrics import Metrics
-from monitor.outbox import Outbox
-from monitor.pagerduty import ServiceStatus
+from monitor.paging.outbox import Outbox
+from monitor.paging.slack import SLACK_PREFIX, slack_channels, slack_message
 from monitor.results import ProbeResult
-from monitor.selfwatch import SelfCondition, SelfState, SelfWatch
-from monitor.slack import SLACK_PREFIX, slack_channels, slack_message
+from monitor.state.health import ProbeHealth
+from monitor.state.live import Engine, Snapshot
+from monitor.state.self_watch import SelfCondition, SelfState, SelfWatch
 from monitor.store import Incident, IncidentWrite, NotLeader, Silence, Store
 
 log = structlog.get_logger("depmon.pager")

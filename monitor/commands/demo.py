@@ -38,11 +38,11 @@ from typing import Any, TextIO
 
 import httpx
 
+from monitor.maintenance.windows import MaintenanceWindow
 from monitor.sim.daemon import DaemonProcess, log_time
 from monitor.sim.environment import SimulatedEnvironment
 from monitor.sim.fake_pagerduty import ReceivedEvent
 from monitor.sim.fake_slack import SlackPost
-from monitor.windows import MaintenanceWindow
 
 __all__ = ["run_demo"]
 

@@ -28,8 +28,11 @@ import anyio
 import structlog
 
 from monitor.config import Config, Timing
-from monitor.graph import children_of, ranks, topological_order
-from monitor.health import (
+from monitor.maintenance.windows import MaintenanceWindow, stable_span, windows_by_node
+from monitor.metrics import Metrics
+from monitor.results import ProbeResult
+from monitor.state.graph import children_of, ranks, topological_order
+from monitor.state.health import (
     DependencyHealth,
     DependencyState,
     ProbeHealth,
@@ -39,7 +42,7 @@ from monitor.health import (
     parent_failing,
     reevaluate_dependencies,
 )
-from monitor.impact import (
+from monitor.state.impact import (
     FeatureHealth,
     dependency_nodes,
     feature_order,
@@ -48,9 +51,6 @@ from monitor.impact import (
     reevaluate_features,
     with_own_window,
 )
-from monitor.metrics import Metrics
-from monitor.results import ProbeResult
-from monitor.windows import MaintenanceWindow, stable_span, windows_by_node
 
 log = structlog.get_logger("depmon.engine")
 

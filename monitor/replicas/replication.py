@@ -29,11 +29,11 @@ import anyio.to_thread
 import structlog
 
 from monitor.config import Config
-from monitor.engine import Engine
-from monitor.health import DependencyState
 from monitor.metrics import Metrics
-from monitor.quorum import Verdict, self_trouble, verdicts
-from monitor.selfwatch import SelfCondition, SelfState, SelfWatch
+from monitor.replicas.quorum import Verdict, self_trouble, verdicts
+from monitor.state.health import DependencyState
+from monitor.state.live import Engine
+from monitor.state.self_watch import SelfCondition, SelfState, SelfWatch
 from monitor.store import LeaderLock, Observation, ReplicaReport, ReplicaView, Store
 
 __all__ = ["Replication"]

@@ -19,8 +19,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from monitor.config import Feature
-from monitor.graph import propagate, topological_order
-from monitor.health import DependencyHealth, DependencyState, root_cause
+from monitor.state.graph import propagate, topological_order
+from monitor.state.health import DependencyHealth, DependencyState, root_cause
 
 
 class FeatureState(enum.StrEnum):
@@ -70,7 +70,7 @@ def evaluate_features(
 
 
 def feature_parents(needs: Mapping[str, FeatureNeeds]) -> dict[str, list[str]]:
-    """Feature -> the dependencies and features it needs: the feature graph for `monitor.graph`."""
+    """Feature -> the dependencies and features it needs: the feature graph for `monitor.state.graph`."""
     return {f: [*n.requires, *n.any_of] for f, n in needs.items()}
 
 

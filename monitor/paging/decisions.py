@@ -33,14 +33,14 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from monitor.config import Config
-from monitor.health import DependencyHealth, DependencyState, root_cause
-from monitor.impact import FeatureHealth, FeatureState, features_by_root
+from monitor.maintenance.windows import MaintenanceWindow
 from monitor.results import ProbeResult
+from monitor.state.health import DependencyHealth, DependencyState, root_cause
+from monitor.state.impact import FeatureHealth, FeatureState, features_by_root
 from monitor.text import iso_utc, utc, utc_date
-from monitor.windows import MaintenanceWindow
 
 if TYPE_CHECKING:
-    from monitor.pagerduty import ServiceStatus
+    from monitor.pagerduty.clients import ServiceStatus
 
 SUMMARY_LIMIT = 1024
 EVENT_BYTES_LIMIT = 512 * 1024  # PagerDuty refuses a larger event with a 400

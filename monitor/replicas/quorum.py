@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from monitor.health import DependencyState
+from monitor.state.health import DependencyState
 from monitor.store.records import Observation, ReplicaView
 
 __all__ = ["Verdict", "is_live", "merge", "self_trouble", "verdicts"]

@@ -169,12 +169,12 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         print(f"depmon {command}{f' {action}' if action else ''}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if command == "demo":
-        from monitor.demo import run_demo
+        from monitor.commands.demo import run_demo
 
         status: int = run_demo(duration=args.duration, listen=args.listen)
         return status
     if command == "bench":
-        from monitor.bench import run_bench
+        from monitor.commands.bench import run_bench
 
         return run_bench(
             args.targets, args.interval, args.seconds, not args.no_blackbox, args.json, fail_after=args.fail_after
@@ -192,7 +192,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
 
     if command == "validate":
         if args.strict:
-            from monitor.strict import check_strict
+            from monitor.commands.validate_strict import check_strict
 
             strict_issues = check_strict(config_path, config)
             for issue in strict_issues:
@@ -202,7 +202,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         print(f"{config_path}: valid ({len(config.dependencies)} dependencies, {len(config.features)} features)")
         return EXIT_OK
     if command == "impact":
-        from monitor.reports import render_impact
+        from monitor.commands.impact_report import render_impact
 
         print(render_impact(config, args.format))
         return EXIT_OK
@@ -213,11 +213,11 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
 
     configure_logging(sys.stderr, redactor=redactor, level=30)  # warnings only: the output is the report
     if command == "check":
-        from monitor.check import run_check
+        from monitor.commands.check import run_check
 
         return anyio.run(run_check, config, args.dependency, args.json, sys.stdout)
     if command == "maintenance" and args.action is not None:
-        from monitor.maintenance_cli import run_maintenance_action
+        from monitor.commands.maintenance import run_maintenance_action
 
         return anyio.run(
             run_maintenance_action,
@@ -230,15 +230,15 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             sys.stderr,
         )
     if command == "maintenance":
-        from monitor.reports import run_maintenance
+        from monitor.commands.impact_report import run_maintenance
 
         return anyio.run(run_maintenance, config, sys.stdout)
     if command == "postmortem":
-        from monitor.postmortem import print_postmortem
+        from monitor.commands.postmortem import print_postmortem
 
         return print_postmortem(config, args.dependency, args.incident, args.state, sys.stdout)
     if command == "silence":
-        from monitor.silence import run_silence
+        from monitor.commands.silence import run_silence
 
         return run_silence(
             config,

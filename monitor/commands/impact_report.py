@@ -11,11 +11,11 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from monitor.config import Config
-from monitor.graph import children_of, descendants
-from monitor.health import DependencyHealth, DependencyState
-from monitor.impact import FeatureNeeds, FeatureState, evaluate_features, features_covered, needs_from_config
+from monitor.maintenance.windows import MaintenanceWindow
+from monitor.state.graph import children_of, descendants
+from monitor.state.health import DependencyHealth, DependencyState
+from monitor.state.impact import FeatureNeeds, FeatureState, evaluate_features, features_covered, needs_from_config
 from monitor.text import vets_api_time
-from monitor.windows import MaintenanceWindow
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +127,7 @@ def _mid(ident: str) -> str:
 
 async def run_maintenance(config: Config, out: TextIO) -> int:
     """Print open and upcoming windows per dependency; 1 when PagerDuty cannot be read."""
-    from monitor.pagerduty import MaintenanceClient, MaintenanceUnavailable
+    from monitor.pagerduty.clients import MaintenanceClient, MaintenanceUnavailable
 
     pd = config.pagerduty
     if not pd.api_token.get_secret_value():

@@ -10,12 +10,12 @@ import anyio
 
 from monitor.config import AnyProbeSpec, Config
 from monitor.daemon import build_probe_context
-from monitor.engine import Engine
-from monitor.graph import ancestors, levels
-from monitor.health import DependencyState
-from monitor.impact import impacted_features
 from monitor.metrics import Metrics
-from monitor.probing import run_probe
+from monitor.schedule.run_probe import run_probe
+from monitor.state.graph import ancestors, levels
+from monitor.state.health import DependencyState
+from monitor.state.impact import impacted_features
+from monitor.state.live import Engine
 from probes import ProbeContext
 
 

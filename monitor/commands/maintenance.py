@@ -22,9 +22,9 @@ from datetime import UTC, datetime
 from typing import TextIO
 
 from monitor.config import Config
-from monitor.impact import features_covered, needs_from_config
-from monitor.incidents import USER_MESSAGE_PREFIX, WINDOW_DESCRIPTION_LIMIT
 from monitor.logs import Redactor
+from monitor.paging.decisions import USER_MESSAGE_PREFIX, WINDOW_DESCRIPTION_LIMIT
+from monitor.state.impact import features_covered, needs_from_config
 from monitor.text import duration_argument, format_duration, utc
 
 __all__ = ["run_maintenance_action"]
@@ -48,7 +48,7 @@ async def run_maintenance_action(
     clock: Callable[[], float] = time.time,
 ) -> int:
     """Carry out `depmon maintenance open|close`; returns the exit status."""
-    from monitor.pagerduty import MaintenanceClient, WindowWriteFailed
+    from monitor.pagerduty.clients import MaintenanceClient, WindowWriteFailed
 
     redactor = Redactor(config.secret_values())
     try:

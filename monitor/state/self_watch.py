@@ -38,9 +38,9 @@ import anyio.abc
 import structlog
 
 from monitor.config import AnyProbeSpec, Config, Timing
-from monitor.health import DependencyHealth, DependencyState, ProbeHealth, ProbeStatus, observe
 from monitor.metrics import Metrics
 from monitor.results import Outcome, ProbeResult
+from monitor.state.health import DependencyHealth, DependencyState, ProbeHealth, ProbeStatus, observe
 
 __all__ = [
     "LoopLagMonitor",

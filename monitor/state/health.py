@@ -19,8 +19,8 @@ from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from monitor.config import Timing
-from monitor.graph import propagate
 from monitor.results import ProbeResult
+from monitor.state.graph import propagate
 
 
 class ProbeStatus(enum.StrEnum):

@@ -53,8 +53,8 @@ from pydantic import SecretStr
 
 from monitor.errors import DepmonError
 from monitor.logs import Redactor
-from monitor.pd_transport import BoundedTransport, LoopbackRewriteTransport
-from monitor.windows import MaintenanceWindow
+from monitor.maintenance.windows import MaintenanceWindow
+from monitor.pagerduty.transport import BoundedTransport, LoopbackRewriteTransport
 
 __all__ = [
     "Delivery",

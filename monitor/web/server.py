@@ -26,15 +26,15 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from monitor.engine import Engine
-from monitor.impact import FeatureState
-from monitor.incidents import OpenIncident
+from monitor.commands.impact_report import app_maintenance_windows
 from monitor.metrics import Metrics, render, render_forked
-from monitor.reports import app_maintenance_windows
-from monitor.selfwatch import SelfState
-from monitor.statuspage import render_status_page
+from monitor.paging.decisions import OpenIncident
+from monitor.state.impact import FeatureState
+from monitor.state.live import Engine
+from monitor.state.self_watch import SelfState
 from monitor.store import Silence
 from monitor.text import iso_utc
+from monitor.web.status_page import render_status_page
 
 # depmon's own surface (issue 11): a flood must not take the daemon's file descriptors or its event
 # loop. A connection that sends nothing is closed after IDLE_CONNECTION_SECONDS (hypercorn's idle

@@ -1,0 +1,1 @@
+"""This replica among replicas: heartbeat, leadership, and the quorum's verdicts (pure)."""

@@ -1,0 +1,1 @@
+"""The HTTP endpoints: /metrics, /status, /maintenance_windows, the status page."""
