@@ -42,9 +42,9 @@ from hypercorn.utils import wrap_app
 
 from monitor.config import Config, ConfigError, load_config
 from monitor.maintenance.poller import MaintenancePoller
-from monitor.maintenance.windows import MaintenanceWindow
+from monitor.maintenance.records import MaintenanceWindow, ServiceStatus
 from monitor.metrics import Metrics
-from monitor.pagerduty.clients import EventsSender, MaintenanceClient, ServiceStatus
+from monitor.pagerduty.clients import EventsSender, MaintenanceClient
 from monitor.paging.decisions import OpenIncident
 from monitor.paging.incident_writer import TICK_SECONDS, Pager
 from monitor.paging.outbox import Outbox

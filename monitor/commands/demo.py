@@ -38,7 +38,7 @@ from typing import Any, TextIO
 
 import httpx
 
-from monitor.maintenance.windows import MaintenanceWindow
+from monitor.maintenance.records import MaintenanceWindow
 from monitor.sim.daemon import DaemonProcess, log_time
 from monitor.sim.environment import SimulatedEnvironment
 from monitor.sim.fake_pagerduty import ReceivedEvent

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from monitor.config import Config
-from monitor.maintenance.windows import MaintenanceWindow
+from monitor.maintenance.records import MaintenanceWindow
 from monitor.state.graph import children_of, descendants
 from monitor.state.health import DependencyHealth, DependencyState
 from monitor.state.impact import FeatureNeeds, FeatureState, evaluate_features, features_covered, needs_from_config

@@ -23,7 +23,7 @@ from typing import TextIO
 
 from monitor.config import Config
 from monitor.logs import Redactor
-from monitor.paging.decisions import USER_MESSAGE_PREFIX, WINDOW_DESCRIPTION_LIMIT
+from monitor.paging.event_content import USER_MESSAGE_PREFIX, WINDOW_DESCRIPTION_LIMIT
 from monitor.state.impact import features_covered, needs_from_config
 from monitor.text import duration_argument, format_duration, utc
 

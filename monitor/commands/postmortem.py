@@ -23,7 +23,7 @@ from typing import Any, TextIO
 
 from monitor.config import Config
 from monitor.logs import Redactor
-from monitor.paging.decisions import IncidentFacts, escalation_criteria, page_links, severity, summary
+from monitor.paging.event_content import IncidentFacts, escalation_criteria, page_links, severity, summary
 from monitor.store import Incident, StoreError, TimelineEntry, connect, redacted_url
 from monitor.text import elapsed, format_duration, utc, utc_date
 

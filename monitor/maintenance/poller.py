@@ -29,9 +29,9 @@ import anyio
 import anyio.abc
 import structlog
 
-from monitor.maintenance.windows import MaintenanceWindow
+from monitor.maintenance.records import MaintenanceWindow, ServiceStatus
 from monitor.metrics import Metrics
-from monitor.pagerduty.clients import MaintenanceUnavailable, ServiceRead, ServiceStatus, WindowsResult
+from monitor.pagerduty.clients import MaintenanceUnavailable, ServiceRead, WindowsResult
 
 __all__ = ["MaintenancePoller", "WindowsSource"]
 

@@ -53,7 +53,7 @@ from pydantic import SecretStr
 
 from monitor.errors import DepmonError
 from monitor.logs import Redactor
-from monitor.maintenance.windows import MaintenanceWindow
+from monitor.maintenance.records import SERVICE_STATUSES, MaintenanceWindow
 from monitor.pagerduty.transport import BoundedTransport, LoopbackRewriteTransport
 
 __all__ = [
@@ -63,7 +63,6 @@ __all__ = [
     "MaintenanceUnavailable",
     "PagerDutyError",
     "ServiceRead",
-    "ServiceStatus",
     "WindowWriteFailed",
     "WindowsResult",
     "window_request_body",
@@ -109,32 +108,12 @@ class WindowWriteFailed(PagerDutyError):
         self.http_status = http_status
 
 
-SERVICE_STATUSES = ("active", "warning", "critical", "maintenance", "disabled")
-"""What PagerDuty's `service.status` can be: active (no open incident), warning and critical
-(incidents open, low and high urgency), maintenance (in a window), disabled (pages nobody)."""
-
-
 @dataclass(frozen=True, slots=True)
 class ServiceRead:
     """One `GET /services/{id}` answer: the status, and `last_incident_timestamp` (UNIX time) when given."""
 
     status: str
     last_incident_at: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ServiceStatus:
-    """An owning team's own PagerDuty service as last known (the poller keeps one per service id).
-
-    `since`: when it took this status (UNIX time), None when unknown. `observed`: `since` is the
-    poll that first saw the status (the change happened between that poll and the one before),
-    not PagerDuty's `last_incident_timestamp`. `read_at`: the poll that last read it.
-    """
-
-    status: str
-    since: float | None
-    observed: bool
-    read_at: float
 
 
 @dataclass(frozen=True, slots=True)

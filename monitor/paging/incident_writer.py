@@ -35,22 +35,10 @@ import anyio
 import structlog
 
 from monitor.config import Config
+from monitor.maintenance.records import ServiceStatus
 from monitor.metrics import Metrics
-from monitor.pagerduty.clients import ServiceStatus
-from monitor.paging.decisions import (
-    SELF,
-    Action,
-    Decision,
-    EventContext,
-    OpenIncident,
-    Policy,
-    Situation,
-    build_event,
-    build_self_event,
-    decide,
-    dedup_key,
-    incident_facts,
-)
+from monitor.paging.decisions import SELF, Action, Decision, OpenIncident, Policy, Situation, decide, dedup_key
+from monitor.paging.event_content import EventContext, build_event, build_self_event, incident_facts
 from monitor.paging.outbox import Outbox
 from monitor.paging.slack import SLACK_PREFIX, slack_channels, slack_message
 from monitor.results import ProbeResult

@@ -75,7 +75,7 @@ from typing import Any, Literal, Self
 
 import jsonschema  # type: ignore[import-untyped,unused-ignore]
 
-from monitor.maintenance.windows import MaintenanceWindow
+from monitor.maintenance.records import MaintenanceWindow
 from monitor.sim.lifecycle import Started
 from monitor.sim.loopback import LoopbackServer, Request, Response, json_response
 

@@ -28,7 +28,7 @@ import anyio
 import structlog
 
 from monitor.config import Config, Timing
-from monitor.maintenance.windows import MaintenanceWindow, stable_span, windows_by_node
+from monitor.maintenance.records import MaintenanceWindow, stable_span, windows_by_node
 from monitor.metrics import Metrics
 from monitor.results import ProbeResult
 from monitor.state.graph import children_of, ranks, topological_order

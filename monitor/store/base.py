@@ -743,7 +743,8 @@ class SqlStore(ABC):
                 )
 
     def replica_views(self) -> list[ReplicaView]:
-        """Every replica of this environment heard from (live or not: `monitor.replicas.quorum.live` decides), by name."""
+        """Every replica of this environment heard from, by name (live or not:
+        `monitor.replicas.quorum.is_live` decides)."""
         env = self.environment
         with self._transaction(write=False) as tx:
             replicas = tx.rows(

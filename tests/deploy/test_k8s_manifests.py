@@ -452,7 +452,8 @@ def validate_config(files: dict[str, str], env: dict[str, str], tmp_path: Path) 
         (tmp_path / name).write_text(text, encoding="utf-8")
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("PAGERDUTY_", "SSOE_", "PD_SERVICE_", "DEPMON_"))}
     return subprocess.run(
-        # The CLI the console script runs (pyproject: depmon = monitor.entry:main, which calls monitor.commands.cli.main).
+        # The CLI the console script runs (pyproject: depmon = monitor.entry:main, which calls
+        # monitor.commands.cli.main).
         [
             sys.executable,
             "-c",

@@ -12,7 +12,7 @@ from pydantic import SecretStr
 from structlog.testing import capture_logs
 
 from monitor.maintenance.poller import MaintenancePoller
-from monitor.maintenance.windows import MaintenanceWindow
+from monitor.maintenance.records import MaintenanceWindow
 from monitor.metrics import Metrics
 from monitor.pagerduty.clients import MaintenanceClient, MaintenanceUnavailable
 from monitor.sim.fake_pagerduty import FakePagerDuty

@@ -22,7 +22,7 @@ from structlog.testing import capture_logs
 import monitor.state.health
 import monitor.state.impact
 from monitor.config import Config
-from monitor.maintenance.windows import MaintenanceWindow, services_in_maintenance, stable_span, windows_by_node
+from monitor.maintenance.records import MaintenanceWindow, services_in_maintenance, stable_span, windows_by_node
 from monitor.metrics import Metrics
 from monitor.results import Outcome, ProbeResult
 from monitor.state.graph import children_of, descendants, topological_order

@@ -15,18 +15,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from monitor.config import Config, bundled_config_path, load_config
-from monitor.maintenance.windows import MaintenanceWindow
-from monitor.paging.decisions import (
+from monitor.maintenance.records import MaintenanceWindow
+from monitor.paging.decisions import Action, Decision, OpenIncident, Policy, Situation, decide
+from monitor.paging.event_content import (
     EVENT_BYTES_LIMIT,
-    Action,
-    Decision,
     EventContext,
     IncidentFacts,
-    OpenIncident,
-    Policy,
-    Situation,
     build_event,
-    decide,
     escalation_criteria,
     event_size,
     paged_severity,

@@ -10,12 +10,11 @@ import pytest
 
 from monitor.commands.cli import main
 from monitor.config import Config, bundled_config_path, load_config
-from monitor.pagerduty.clients import ServiceStatus
-from monitor.paging.decisions import (
+from monitor.maintenance.records import ServiceStatus
+from monitor.paging.decisions import Action, Decision
+from monitor.paging.event_content import (
     USER_MESSAGE_PREFIX,
     WINDOW_DESCRIPTION_LIMIT,
-    Action,
-    Decision,
     EventContext,
     build_event,
     maintenance_command,

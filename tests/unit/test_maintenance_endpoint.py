@@ -16,7 +16,7 @@ from starlette.testclient import TestClient
 
 from monitor.commands.impact_report import app_maintenance_windows, run_maintenance
 from monitor.config import Config, bundled_config_path, load_config
-from monitor.maintenance.windows import MaintenanceWindow
+from monitor.maintenance.records import MaintenanceWindow
 from monitor.metrics import Metrics
 from monitor.pagerduty import clients as pagerduty
 from monitor.paging.decisions import OpenIncident

@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from monitor.config import Config, load_config
-from monitor.maintenance.windows import MaintenanceWindow
+from monitor.maintenance.records import MaintenanceWindow
 from monitor.metrics import Metrics
 from monitor.pagerduty.clients import Delivery
 from monitor.paging.incident_writer import Pager

@@ -14,7 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from monitor.config import Config, bundled_config_path, load_config
-from monitor.paging.decisions import Action, Decision, EventContext, build_event, build_self_event
+from monitor.paging.decisions import Action, Decision
+from monitor.paging.event_content import EventContext, build_event, build_self_event
 from monitor.paging.slack import Mrkdwn, escape, link, mrkdwn, slack_channels, slack_message
 from monitor.results import Outcome, ProbeResult
 from monitor.state.health import DependencyHealth, DependencyState

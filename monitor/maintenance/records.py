@@ -1,4 +1,4 @@
-"""PagerDuty maintenance windows as the rest of depmon sees them (pure data, no I/O)."""
+"""PagerDuty maintenance windows and services as the rest of depmon sees them (pure data, no I/O)."""
 
 from __future__ import annotations
 
@@ -65,3 +65,23 @@ def stable_span(windows: list[MaintenanceWindow], now: datetime) -> tuple[float,
             else:
                 before = max(before, edge)
     return before, after
+
+
+SERVICE_STATUSES = ("active", "warning", "critical", "maintenance", "disabled")
+"""What PagerDuty's `service.status` can be: active (no open incident), warning and critical
+(incidents open, low and high urgency), maintenance (in a window), disabled (pages nobody)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceStatus:
+    """An owning team's own PagerDuty service as last known (the poller keeps one per service id).
+
+    `since`: when it took this status (UNIX time), None when unknown. `observed`: `since` is the
+    poll that first saw the status (the change happened between that poll and the one before),
+    not PagerDuty's `last_incident_timestamp`. `read_at`: the poll that last read it.
+    """
+
+    status: str
+    since: float | None
+    observed: bool
+    read_at: float
