@@ -33,6 +33,7 @@ from typing import Any, Literal
 import httpx
 
 from monitor.config import Expect, HttpProbeSpec, JsonCondition, format_duration
+from monitor.errors import TokenUnavailable
 from monitor.results import Outcome, ProbeResult
 from probes._body import one_line, parse_json, read_body, streamed
 from probes._http_errors import describe_http_error
@@ -47,7 +48,6 @@ from probes._redirects import (
     where,
 )
 from probes.context import ProbeContext, TlsOptions
-from probes.tokens import TokenUnavailable
 
 __all__ = [
     "Answer",

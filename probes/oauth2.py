@@ -29,13 +29,14 @@ from urllib.parse import quote_plus
 import httpx
 
 from monitor.config import OAuth2ProbeSpec
+from monitor.errors import TokenUnavailable
 from monitor.results import Outcome, ProbeResult
 from probes._body import one_line, parse_json, read_body, streamed
 from probes._http_errors import describe_http_error
 from probes._redirects import not_followed_detail, redirect_location
 from probes.context import ProbeContext, TlsOptions
 from probes.tls import describe_certificate_failure, find_verification_error
-from probes.tokens import Grant, TokenFetcher, TokenUnavailable
+from probes.tokens import Grant, TokenFetcher
 
 DEFAULT_EXPIRES_IN = 300.0  # RFC 6749 5.1 makes expires_in optional; assume a short lifetime
 _REFUSED_STATUSES = frozenset({400, 401, 403})  # RFC 6749 5.2: the server's "no" to this client

@@ -26,7 +26,7 @@ import anyio
 import structlog
 
 from monitor.config import OAuth2ProbeSpec
-from monitor.errors import DepmonError
+from monitor.errors import TokenUnavailable
 
 if TYPE_CHECKING:
     from monitor.config import Config
@@ -35,10 +35,6 @@ log = structlog.get_logger("depmon.tokens")
 
 MAX_REFRESH_MARGIN = 60.0  # renew at most this long before expiry ...
 REFRESH_FRACTION = 0.1  # ... or this share of the token's lifetime, whichever is smaller
-
-
-class TokenUnavailable(DepmonError):
-    """No valid token could be had for a ref; the message is a readable, secret-free reason."""
 
 
 @dataclass(frozen=True, slots=True)

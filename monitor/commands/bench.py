@@ -52,6 +52,8 @@ import httpx
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from monitor.errors import BenchError
+
 HOST = "127.0.0.1"
 HEALTH_BODY = b'{"status":"pass"}'
 FAILING_BODY = b'{"status":"fail"}'
@@ -63,10 +65,6 @@ SCRAPE_EVERY_SECONDS = 15.0  # a common Prometheus scrape interval; the slowest 
 PROGRESS_EVERY_SECONDS = 5.0
 
 Progress = Callable[[str], None]
-
-
-class BenchError(Exception):
-    """A part of the bench could not be started; the message says which and why."""
 
 
 # ---------------------------------------------------------------------------------------------

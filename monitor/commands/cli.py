@@ -230,7 +230,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             sys.stderr,
         )
     if command == "maintenance":
-        from monitor.commands.impact_report import run_maintenance
+        from monitor.commands.maintenance import run_maintenance
 
         return anyio.run(run_maintenance, config, sys.stdout)
     if command == "postmortem":

@@ -23,11 +23,12 @@ from typing import TextIO
 
 from monitor.config import Config
 from monitor.logs import Redactor
+from monitor.maintenance.app_view import covered_features, covered_nodes
 from monitor.paging.event_content import USER_MESSAGE_PREFIX, WINDOW_DESCRIPTION_LIMIT
 from monitor.state.impact import features_covered, needs_from_config
 from monitor.text import duration_argument, format_duration, utc
 
-__all__ = ["run_maintenance_action"]
+__all__ = ["run_maintenance", "run_maintenance_action"]
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
 _WINDOW_ID = re.compile(r"[A-Za-z0-9]{1,64}")
@@ -48,7 +49,8 @@ async def run_maintenance_action(
     clock: Callable[[], float] = time.time,
 ) -> int:
     """Carry out `depmon maintenance open|close`; returns the exit status."""
-    from monitor.pagerduty.clients import MaintenanceClient, WindowWriteFailed
+    from monitor.errors import WindowWriteFailed
+    from monitor.pagerduty.clients import MaintenanceClient
 
     redactor = Redactor(config.secret_values())
     try:
@@ -119,3 +121,41 @@ def _print_opened(
     print(f"maintenance window {window_id} opened on {service} for {format_duration(seconds)}, until {until}", file=out)
     print(f"the app shows as down: {names}", file=out)
     print(f"end it with `depmon maintenance close {window_id}`", file=out)
+
+
+async def run_maintenance(config: Config, out: TextIO) -> int:
+    """Print open and upcoming windows per dependency; 1 when PagerDuty cannot be read."""
+    from monitor.errors import MaintenanceUnavailable
+    from monitor.pagerduty.clients import MaintenanceClient
+
+    pd = config.pagerduty
+    if not pd.api_token.get_secret_value():
+        print("no PagerDuty API token (pagerduty.api_token): maintenance windows cannot be read", file=out)
+        return 1
+    owners = config.service_owners()
+    client = MaintenanceClient(pd.api_url, pd.api_token)
+    try:
+        result = await client.open_windows(list(owners))
+    except MaintenanceUnavailable as exc:
+        print(f"PagerDuty maintenance windows cannot be read: {exc}", file=out)
+        return 1
+    finally:
+        client.close()
+    needs = needs_from_config(config.features)
+    now = datetime.now(UTC)
+    if not result.windows:
+        print("no open or upcoming maintenance windows", file=out)
+    for window in sorted(result.windows, key=lambda w: w.start):
+        nodes = sorted(covered_nodes(window, owners))
+        when = "open now" if window.is_open_at(now) else "upcoming"
+        features = covered_features(window, owners, needs)
+        print(f"{window.start.isoformat()} .. {window.end.isoformat()}  [{when}]  {', '.join(nodes)}", file=out)
+        print(f"    {window.description or '(no description)'}", file=out)
+        print(f"    features: {', '.join(config.features[f].name for f in features) or '-'}", file=out)
+    for bad in result.bad_service_ids:
+        print(
+            f"warning: PagerDuty refused service id {bad} ({', '.join(owners.get(bad, ['?']))}); "
+            "check its pagerduty_service",
+            file=out,
+        )
+    return 0

@@ -17,7 +17,6 @@ classes, the loading functions and the errors.
 
 from __future__ import annotations
 
-from monitor.config.errors import ConfigError, ConfigIssue
 from monitor.config.loading import _read_documents, bundled_config_path, default_config_path, load_config
 from monitor.config.models import (
     PROBE_KINDS,
@@ -42,6 +41,7 @@ from monitor.config.models import (
     Timing,
     TlsProbeSpec,
 )
+from monitor.errors import ConfigError, ConfigIssue
 from monitor.state.graph import find_cycle
 from monitor.text import format_duration, parse_duration
 

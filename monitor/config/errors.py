@@ -8,7 +8,6 @@ environment. The one exception is a reference to an unknown id, which names that
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from pydantic import (
@@ -16,29 +15,9 @@ from pydantic import (
 )
 
 from monitor.config.models import _ENVIRONMENT_PATTERN, _ID_PATTERN, _URL_PATTERN, PROBE_KINDS
-from monitor.errors import DepmonError
+from monitor.errors import ConfigIssue
 
 Loc = tuple[str | int, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class ConfigIssue:
-    """One configuration problem, located by file and key path."""
-
-    file: str
-    path: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.file}: {self.path}: {self.message}" if self.path else f"{self.file}: {self.message}"
-
-
-class ConfigError(DepmonError):
-    """The configuration is invalid; `issues` lists every problem found."""
-
-    def __init__(self, issues: Iterable[ConfigIssue]) -> None:
-        self.issues = list(issues)
-        super().__init__("\n".join(str(issue) for issue in self.issues))
 
 
 def format_loc(loc: Iterable[str | int]) -> str:

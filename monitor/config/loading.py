@@ -24,9 +24,10 @@ from pydantic import (
     ValidationError,
 )
 
-from monitor.config.errors import ConfigError, ConfigIssue, format_loc, pydantic_issues
+from monitor.config.errors import format_loc, pydantic_issues
 from monitor.config.models import Config
 from monitor.config.references import check_references
+from monitor.errors import ConfigError, ConfigIssue
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 

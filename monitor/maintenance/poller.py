@@ -29,9 +29,10 @@ import anyio
 import anyio.abc
 import structlog
 
+from monitor.errors import MaintenanceUnavailable
 from monitor.maintenance.records import MaintenanceWindow, ServiceStatus
 from monitor.metrics import Metrics
-from monitor.pagerduty.clients import MaintenanceUnavailable, ServiceRead, WindowsResult
+from monitor.pagerduty.clients import ServiceRead, WindowsResult
 
 __all__ = ["MaintenancePoller", "WindowsSource"]
 

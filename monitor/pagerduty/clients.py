@@ -51,7 +51,7 @@ import pagerduty
 import structlog
 from pydantic import SecretStr
 
-from monitor.errors import DepmonError
+from monitor.errors import MaintenanceUnavailable, PagerDutyError, WindowWriteFailed
 from monitor.logs import Redactor
 from monitor.maintenance.records import SERVICE_STATUSES, MaintenanceWindow
 from monitor.pagerduty.transport import BoundedTransport, LoopbackRewriteTransport
@@ -82,30 +82,6 @@ _THREAD_GRACE = 2.0  # seconds past the transport's own deadline before the even
 _vendor_log = logging.getLogger("depmon.pagerduty.vendor")
 _vendor_log.addHandler(logging.NullHandler())
 _vendor_log.propagate = False
-
-
-class PagerDutyError(DepmonError):
-    """Base of this module's exceptions."""
-
-
-class MaintenanceUnavailable(PagerDutyError):
-    """PagerDuty's maintenance windows could not be read; `reason` says why (secret-free)."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-class WindowWriteFailed(PagerDutyError):
-    """A maintenance window could not be created or ended; `reason` says why (secret-free).
-
-    `http_status` is PagerDuty's answer (None when none came).
-    """
-
-    def __init__(self, reason: str, http_status: int | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.http_status = http_status
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,9 +26,9 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
+from monitor.errors import StoreError
 from monitor.logs import Redactor
 from monitor.store.base import LANES, SqlStore
-from monitor.store.records import StoreError
 from monitor.urls import conninfo_passwords
 from monitor.urls import redacted_conninfo as redacted_url
 

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from monitor.errors import DepmonError
+from monitor.errors import NotLeader, StateLocked, StoreError
 
 __all__ = [
     "PAGERDUTY",
@@ -35,22 +35,6 @@ __all__ = [
 Action = Literal["trigger", "resolve"]
 PAGERDUTY = "pagerduty"  # the outbox destination of PagerDuty events; Slack posts go to `slack:<channel>`
 OutboxStatus = Literal["pending", "accepted", "dropped", "dry_run"]
-
-
-class StoreError(DepmonError):
-    """The state cannot be used (newer schema, not a depmon store, unwritable, unreachable)."""
-
-
-class StateLocked(StoreError):
-    """Another depmon holds the state file; `holder` says who (pid and host), when known."""
-
-    def __init__(self, state_path: str, holder: str) -> None:
-        super().__init__(f"{state_path} is in use by another depmon ({holder}): one daemon per state file")
-        self.holder = holder
-
-
-class NotLeader(StoreError):
-    """A decision carried a leadership epoch that is no longer current: another replica leads now."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,8 +16,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from monitor.errors import StateLocked, StoreError
 from monitor.store.base import LANES, SqlStore
-from monitor.store.records import StateLocked, StoreError
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore", "StateLock"]
 

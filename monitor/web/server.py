@@ -26,7 +26,7 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from monitor.commands.impact_report import app_maintenance_windows
+from monitor.maintenance.app_view import app_maintenance_windows
 from monitor.metrics import Metrics, render, render_forked
 from monitor.paging.decisions import OpenIncident
 from monitor.state.impact import FeatureState

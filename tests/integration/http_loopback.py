@@ -24,10 +24,10 @@ import anyio
 import trustme
 
 from monitor.config import HttpProbeSpec
+from monitor.errors import TokenUnavailable
 from monitor.results import ProbeResult
 from monitor.schedule.run_probe import run_probe
 from probes.context import ProbeContext
-from probes.tokens import TokenUnavailable
 
 # ---------------------------------------------------------------------------------------------
 # Loopback servers

@@ -11,10 +11,11 @@ import pytest
 from pydantic import SecretStr
 from structlog.testing import capture_logs
 
+from monitor.errors import MaintenanceUnavailable
 from monitor.maintenance.poller import MaintenancePoller
 from monitor.maintenance.records import MaintenanceWindow
 from monitor.metrics import Metrics
-from monitor.pagerduty.clients import MaintenanceClient, MaintenanceUnavailable
+from monitor.pagerduty.clients import MaintenanceClient
 from monitor.sim.fake_pagerduty import FakePagerDuty
 from tests.clocks import FakeClock
 

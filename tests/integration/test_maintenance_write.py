@@ -12,9 +12,10 @@ import anyio
 import pytest
 from pydantic import SecretStr
 
+from monitor.errors import WindowWriteFailed
 from monitor.maintenance.poller import MaintenancePoller
 from monitor.metrics import Metrics
-from monitor.pagerduty.clients import MaintenanceClient, WindowWriteFailed, window_request_body
+from monitor.pagerduty.clients import MaintenanceClient, window_request_body
 from monitor.sim.fake_pagerduty import FakePagerDuty, window_errors
 from tests.integration.test_fake_pagerduty import openapi_validator
 

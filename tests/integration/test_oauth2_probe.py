@@ -23,11 +23,12 @@ from anyio.streams.tls import TLSStream
 from structlog.testing import capture_logs
 
 from monitor.config import OAuth2ProbeSpec
+from monitor.errors import TokenUnavailable
 from monitor.results import Outcome, ProbeResult
 from monitor.schedule.run_probe import run_probe
 from probes import oauth2
 from probes.context import ProbeContext
-from probes.tokens import Grant, TokenCache, TokenUnavailable
+from probes.tokens import Grant, TokenCache
 from tests.clocks import FakeClock
 from tests.integration.http_loopback import gzip_bomb, peak_rss
 

@@ -21,7 +21,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
-from monitor.pagerduty.clients import Delivery, EventsSender, MaintenanceClient, MaintenanceUnavailable
+from monitor.errors import MaintenanceUnavailable
+from monitor.pagerduty.clients import Delivery, EventsSender, MaintenanceClient
 from monitor.sim.loopback import LoopbackServer, Request, Response, json_response
 
 ROUTING_KEY = "R" * 32

@@ -16,11 +16,11 @@ import pytest
 import respx
 
 from monitor.config import HttpProbeSpec, OAuth2ProbeSpec, load_config
+from monitor.errors import TokenUnavailable
 from monitor.results import Outcome, ProbeResult
 from probes import _redirects, http, oauth2
 from probes._redirects import Hop, Refusal, next_hop, refused_target, resolved_refusal, same_origin, show_url
 from probes.context import ProbeContext
-from probes.tokens import TokenUnavailable
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "config" / "valid"
 API = "https://api.example/health"

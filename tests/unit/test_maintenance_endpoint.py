@@ -14,8 +14,9 @@ import anyio
 import pytest
 from starlette.testclient import TestClient
 
-from monitor.commands.impact_report import app_maintenance_windows, run_maintenance
+from monitor.commands.maintenance import run_maintenance
 from monitor.config import Config, bundled_config_path, load_config
+from monitor.maintenance.app_view import app_maintenance_windows
 from monitor.maintenance.records import MaintenanceWindow
 from monitor.metrics import Metrics
 from monitor.pagerduty import clients as pagerduty

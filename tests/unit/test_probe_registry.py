@@ -1,4 +1,4 @@
-"""The probe kinds are listed once: the config's spec models, and the registry built from them."""
+"""The probe kinds: the config's spec models and the explicit map of probe functions agree."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import typing
 import pytest
 
 from monitor.config import PROBE_KINDS, AnyProbeSpec
-from probes import prober_for
+from probes import PROBERS, prober_for
 
 
 class TestProbeKinds:
-    """`PROBE_KINDS` (from the spec models) and `prober_for` (from `PROBE_KINDS`)."""
+    """`PROBE_KINDS` (from the spec models) and `PROBERS` (the map)."""
 
     def test_the_kinds_are_the_spec_models_kinds(self) -> None:
         """Each spec model of the union gives one kind, in the union's order."""
@@ -26,6 +26,10 @@ class TestProbeKinds:
         assert inspect.iscoroutinefunction(probe)
         assert probe.__module__ == f"probes.{kind}"
         assert list(inspect.signature(probe).parameters) == ["spec", "ctx"]
+
+    def test_the_map_has_exactly_the_configs_kinds(self) -> None:
+        """No kind the config accepts lacks a function, and the map has no kind the config refuses."""
+        assert tuple(PROBERS) == PROBE_KINDS
 
     def test_an_unknown_kind_has_none(self) -> None:
         """A kind no spec model names has no probe (the config refuses it before)."""
