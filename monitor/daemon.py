@@ -46,7 +46,7 @@ from monitor.maintenance.records import MaintenanceWindow, ServiceStatus
 from monitor.metrics import Metrics
 from monitor.pagerduty.clients import EventsSender, MaintenanceClient
 from monitor.paging.decisions import OpenIncident
-from monitor.paging.incident_writer import TICK_SECONDS, Pager
+from monitor.paging.incident_writer import Pager, Replica
 from monitor.paging.outbox import Outbox
 from monitor.paging.slack import SlackSender
 from monitor.replicas.replication import Replication
@@ -62,6 +62,7 @@ from probes.tokens import TokenCache
 
 log = structlog.get_logger("depmon.daemon")
 
+TICK_SECONDS = 1.0  # the daemon's tick: the one owner of time (windows opening and ending, the pager's timers)
 DRAIN_GRACE_SECONDS = 10.0
 HISTORY_FLUSH_SECONDS = 1.0  # feature state changes reach the state file this often
 HISTORY_FINAL_FLUSH_SECONDS = 5.0  # the last write at shutdown gives up after this
@@ -252,6 +253,7 @@ class Daemon:
         self._windows: list[MaintenanceWindow] = []
         self._monitoring: anyio.CancelScope | None = None
         self._polling: anyio.CancelScope | None = None
+        self._paging: anyio.CancelScope | None = None
         self.poller: MaintenancePoller | None = None
         if on_secrets is not None:
             on_secrets(config.secret_values())
@@ -367,12 +369,7 @@ class Daemon:
             replica=config.monitor.replica,
             poll=None if replication is None else replication.heartbeat,
         )
-        pager = self._pager = Pager(self._runtime.engine, store, outbox, self._metrics)
-        pager.use(self._runtime.engine, self._runtime.watch, self._runtime.decisions)
-        pager.service_status = self._service_status
-        if replication is not None:
-            pager.self_verdict = replication.self_state
-            pager.on_not_leader = replication.step_down
+        self._pager = self._new_pager(self._runtime, store, outbox)
         stop_server, server_done = anyio.Event(), anyio.Event()
         self._store = store
         self._note_feature_states()
@@ -382,11 +379,9 @@ class Daemon:
                 await tg.start(self._tick)
                 await tg.start(self._record_history, store)
                 await tg.start(outbox.run)
-                if replication is None:
-                    await tg.start(pager.run)
-                else:
+                if replication is not None:
                     await tg.start(replication.run)
-                    tg.start_soon(self._lead, replication, pager)
+                self._paging = await tg.start(self._page)
                 tg.start_soon(self._serve, listener, stop_server, server_done)
                 self._polling = await tg.start(self._poll)
                 self._monitoring = await tg.start(self._monitor)
@@ -415,7 +410,7 @@ class Daemon:
                 with anyio.CancelScope(shield=True):
                     if replication is None or replication.leading:
                         with contextlib.suppress(Exception):  # a deposed leader's writes are fenced off
-                            await pager.reconcile()
+                            await self._pager.reconcile()
                     await outbox.drain(DRAIN_GRACE_SECONDS)
                 stop_server.set()
                 with anyio.move_on_after(5, shield=True):
@@ -439,9 +434,41 @@ class Daemon:
                 runtime.engine.tick()
                 if runtime.decisions is not None:
                     runtime.decisions.tick()
+                if self._pager is not None:
+                    self._pager.tick()
             except Exception:  # contained: the next second tries again
                 self._metrics.loop_errors.labels("tick").inc()
                 log.exception("tick_failed")
+
+    def _new_pager(self, runtime: Runtime, store: Store, outbox: Outbox) -> Pager:
+        """The pager of one runtime, built once from its collaborators (a reload builds another)."""
+        replication = self._replication
+        replica = (
+            None
+            if replication is None
+            else Replica(lambda: replication.epoch, replication.self_state, replication.step_down)
+        )
+        return Pager(
+            runtime.config,
+            runtime.decisions or runtime.engine,
+            store,
+            outbox,
+            self._metrics,
+            evidence=runtime.engine,
+            watch=runtime.watch,
+            service_status=self._service_status,
+            replica=replica,
+        )
+
+    async def _page(self, *, task_status: anyio.abc.TaskStatus[anyio.CancelScope]) -> None:
+        """The current runtime's pager: always with one replica; among replicas, while this one leads."""
+        with anyio.CancelScope() as scope:
+            task_status.started(scope)
+            assert self._pager is not None
+            if self._replication is None:
+                await self._pager.run()
+            else:
+                await self._lead(self._replication, self._pager)
 
     async def _lead(self, replication: Replication, pager: Pager) -> None:
         """Among replicas: run the pager while this replica leads, and stop it the moment it does not.
@@ -452,7 +479,6 @@ class Daemon:
         while True:
             await replication.led.wait()
             lost = replication.lost
-            pager.fence = replication.epoch
             try:
                 async with anyio.create_task_group() as tg:
                     await tg.start(pager.run)
@@ -573,11 +599,18 @@ class Daemon:
                 errors=[f"monitor.{k} changes only with a restart" for k in moved],
             )
             return
-        if self._monitoring is None or self._polling is None or self._pager is None or self._outbox is None:
+        if (
+            self._monitoring is None
+            or self._polling is None
+            or self._paging is None
+            or self._outbox is None
+            or self._store is None
+        ):
             raise AssertionError("reload before the daemon started")
         # The swap: no await between here and the new loops' start, so nothing sees half of it.
         self._monitoring.cancel()
         self._polling.cancel()
+        self._paging.cancel()  # its last commit ends first (a store call is not interrupted)
         old = self._runtime
         runtime.engine.adopt(old.engine)
         runtime.engine.set_windows(self._windows)
@@ -589,7 +622,7 @@ class Daemon:
         self._outbox.use_sender(runtime.sender, runtime.slack)
         if old.slack is not None:
             tg.start_soon(old.slack.aclose)  # after the swap: a post under way on it fails and is retried
-        self._pager.use(runtime.engine, runtime.watch, runtime.decisions)
+        self._pager = self._new_pager(runtime, self._store, self._outbox)  # reads the open incidents at start
         if self._replication is not None:
             self._replication.use(config, runtime.engine, runtime.watch, runtime.decisions)
         self.config, self._runtime = config, runtime
@@ -601,10 +634,11 @@ class Daemon:
         self._metrics.config_last_reload_successful.set(1)
         (
             runtime.decisions or runtime.engine
-        ).changed.set()  # the pager re-decides now: a removed dependency's incident resolves
+        ).changed.set()  # the new pager decides at once: a removed dependency's incident resolves
         log.info("config_reloaded", path=str(self.config_path), dependencies=len(config.dependencies))
         self._monitoring = await tg.start(self._monitor)
         self._polling = await tg.start(self._poll)
+        self._paging = await tg.start(self._page)
 
     async def _take_windows(self, windows: list[MaintenanceWindow]) -> None:
         self._windows = windows

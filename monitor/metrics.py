@@ -12,7 +12,8 @@ import os
 import signal
 import time
 from collections.abc import Iterable, Iterator
-from typing import NoReturn
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import anyio
 import anyio.lowlevel
@@ -23,6 +24,9 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
 from monitor import __version__
+
+if TYPE_CHECKING:
+    from monitor.results import ProbeResult
 
 # No `<name>_created` series (the start time of each counter and histogram child): they doubled
 # the counters' series and added one per histogram child, at 1,000 probes 2,000 of the ~29,000
@@ -41,10 +45,20 @@ _DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
 
 
+@dataclass(frozen=True, slots=True)
+class _ProbeChildren:
+    """One probe's metric children, resolved once: `labels()` costs a lock and a dict lookup per call."""
+
+    success: Any
+    duration: Any
+    outcomes: dict[str, Any]
+
+
 class Metrics:
     """Every depmon metric, registered on `registry` (a fresh one per instance by default)."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self._probe_children: dict[tuple[str, str], _ProbeChildren] = {}
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
         # The standard process_* metrics (SPEC 11.5) of this process, read from /proc/<its pid>:
@@ -175,6 +189,29 @@ class Metrics:
             registry=r,
         )
 
+    # -- the engine's listener (monitor.state.live.StateListener): its states as series ----------
+
+    def probe_configured(self, dependency: str, probe: str, kind: str) -> None:
+        """Create a probe's series (0 until its first result) and keep its children for `probe_result`."""
+        self._probe_children[(dependency, probe)] = _ProbeChildren(
+            self.probe_success.labels(dependency, probe, kind), self.probe_duration.labels(dependency, probe, kind), {}
+        )
+
+    def probe_result(self, dependency: str, probe: str, kind: str, result: ProbeResult) -> None:
+        """Publish one probe result; the children are resolved once per probe (this runs 500 times a second)."""
+        children = self._probe_children.get((dependency, probe))
+        if children is None:
+            self.probe_configured(dependency, probe, kind)
+            children = self._probe_children[(dependency, probe)]
+        children.success.set(1 if result.ok else 0)
+        children.duration.observe(result.latency_seconds)
+        counter = children.outcomes.get(result.outcome)
+        if counter is None:
+            counter = children.outcomes[result.outcome] = self.probes.labels(dependency, probe, kind, result.outcome)
+        counter.inc()
+        if result.cert_not_after is not None:
+            self.tls_expiry.labels(dependency, probe).set(result.cert_not_after)
+
     def set_dependency_state(self, dependency: str, state: str, in_maintenance: bool) -> None:
         """Publish a dependency's state: the one-hot series, `up` and the maintenance flag."""
         for candidate in DEPENDENCY_STATES:
@@ -200,6 +237,9 @@ class Metrics:
             self.silenced,
             self.dependency_down_replicas,
         )
+        for dependency, probe in list(self._probe_children):
+            if dependency in dependencies or (dependency, probe) in probes:
+                del self._probe_children[(dependency, probe)]  # their children are removed below
         for dependency in dependencies:
             for metric in by_dependency:
                 metric.remove_by_labels({"dependency": dependency})

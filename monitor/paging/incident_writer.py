@@ -1,8 +1,8 @@
-"""The incident loop: engine states -> `incidents.decide` -> store writes, all of a decision or none.
+"""The incident writer: engine snapshots -> `decisions.decide` -> store writes, all of a decision or none.
 
-It is the only writer of incidents. It wakes on every state change of the engine and once a
-second (the resolve hold, escalation after `significant_duration` and the wait for an
-ancestor's verdict are matters of time, not of state), asks the pure `decide` what to do, and
+It is the only writer of incidents. It wakes on every state change of the engine and at each of
+the daemon's ticks (`Pager.tick`: the resolve hold, escalation after `significant_duration` and
+the wait for an ancestor's verdict are matters of time, not of state), asks the pure `decide`, and
 carries each decision out as one `IncidentWrite`: the outbox row, the incident change and the
 timeline entry commit together, so a kill at any moment leaves all of a decision or none of it.
 Decisions are committed `COMMIT_BATCH` to a transaction and read nothing from the store first
@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -49,7 +50,7 @@ from monitor.store import Incident, IncidentWrite, NotLeader, Silence, Store
 
 log = structlog.get_logger("depmon.pager")
 
-TICK_SECONDS = 1.0
+PRUNE_CHECK_SECONDS = 1.0  # how often the pruning task asks whether an hour has passed
 COMMIT_BATCH = 250  # decisions written per store transaction
 PRUNE_EVERY_SECONDS = 3600.0
 SILENCES_EVERY_SECONDS = 0.25  # the silences are read this often, beside the decisions
@@ -131,42 +132,67 @@ def silence_just_ended(silences: list[Silence], dependency: str, now: float) -> 
     return {"id": last.id, "until": last.ended_at, "reason": last.reason}
 
 
+@dataclass(frozen=True, slots=True)
+class Replica:
+    """What a pager among replicas is told by its replica (SPEC 10.6); one replica needs none of it.
+
+    `fence`: the leadership epoch every write carries (a deposed leader's write is refused);
+    `self_verdict`: depmon's own verdict over all replicas; `on_not_leader`: a commit was refused
+    because another replica leads (this one steps down).
+    """
+
+    fence: Callable[[], int | None]
+    self_verdict: Callable[[], SelfState]
+    on_not_leader: Callable[[str], None]
+
+
 class Pager:
-    """Turns state changes into PagerDuty events through the outbox."""
+    """Turns state changes into PagerDuty events through the outbox.
+
+    Built once per config (the daemon's `Runtime`) from its collaborators, and never rewired: a
+    reload builds a new one, which reads the open incidents from the store. It reads the engines
+    only through their snapshots. `states` gives the states decided on (among replicas, the
+    engine fed the quorum's verdicts); `evidence` this replica's own probes (default: `states`).
+    Without a `watch` there is no self page (tests of the dependency rules). `service_status` is
+    the owning team's own PagerDuty service as the maintenance poller last read it.
+    """
 
     def __init__(
         self,
-        engine: Engine,
+        config: Config,
+        states: Engine,
         store: Store,
         outbox: Outbox,
         metrics: Metrics,
+        *,
+        evidence: Engine | None = None,
+        watch: SelfWatch | None = None,
+        service_status: Callable[[str], ServiceStatus | None] = lambda _service: None,
+        replica: Replica | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        self.config = config
+        self.states = states
+        self.evidence = evidence if evidence is not None else states
         self.store = store
         self.outbox = outbox
         self.metrics = metrics
+        self.watch = watch
+        self.service_status = service_status
+        self.replica = replica
         self.clock = clock
         self.open: dict[str, OpenIncident] = {}
         self._errors = metrics.loop_errors.labels("pager")
         self._pruned_at: float | None = None
-        self.watch: SelfWatch | None = None
         self.silences: list[Silence] = []  # active now, as last read from the store (about once a second)
         self._all_silences: list[Silence] = []  # every silence as last read (a trigger names one just ended)
         # Each dependency's incidents in the store, open or resolved (an event says how often it happened
-        # before): read at load, counted as decisions open them, read again after a prune or a reload.
+        # before): read at load, counted as decisions open them, read again after a prune.
         # A mass outage's decisions then read nothing from the store: each read is a round trip to
         # the store's thread, which waits for a turn of a busy event loop.
         self._incident_counts: dict[str, int] | None = None
-        # The owning team's own PagerDuty service as the maintenance poller last read it (the daemon sets it).
-        self.service_status: Callable[[str], ServiceStatus | None] = lambda _service: None
         self._silenced: set[str] = set()  # the dependencies silenced at the last reconciliation
         self._silenced_gauges: set[str] | None = None  # what `depmon_dependency_silenced` was last set from
-        # Among replicas: the leadership epoch every write is fenced with (None: one replica), and
-        # depmon's own verdict as the leader sees it for all replicas (None: this one's watch).
-        self.fence: int | None = None
-        self.self_verdict: Callable[[], SelfState] | None = None
-        # Among replicas: told when a commit is refused because another replica leads (it steps down).
-        self.on_not_leader: Callable[[str], None] | None = None
         # A store that cannot commit (see the module docstring): since when, and the page sent around it.
         self._stalled_since: float | None = None
         self._stall_page: dict[str, Any] | None = None
@@ -175,30 +201,18 @@ class Pager:
         self._failing_since: float | None = None  # the first commit not gone through since the last that did
         self._unrecorded: IncidentWrite | None = None  # the page sent around the store, to record
         self.metrics.store_stalled.set(0)
-        self.use(engine)
-
-    def use(self, engine: Engine, watch: SelfWatch | None = None, decisions: Engine | None = None) -> None:
-        """Follow `engine` and `watch` (a reload's new ones) from the next reconciliation on.
-
-        Without a watch there is no self page (tests of the dependency rules, `depmon check`).
-        `decisions`: among replicas, the engine fed the quorum's verdicts, which the decisions
-        take their states from; `engine` (this replica's probes) still gives the evidence.
-        """
-        previous = getattr(self, "states", None)
-        self.engine = engine
-        self.watch = watch
-        self.states = decisions if decisions is not None else engine
-        if previous is not None and previous is not self.states:
-            previous.changed.set()  # the running loop waits on the old engine: wake it to follow this one
-        self._policy = Policy.from_config(engine.config)
-        self._ancestors = engine.config.ancestors()
-        self._silenced_gauges = None  # a new config's dependencies get their gauge at the next read
-        self._incident_counts = None  # and their incidents counted
-        self._confirm_within = confirm_within(engine.config)
+        self._policy = Policy.from_config(config)
+        self._ancestors = config.ancestors()
+        self._confirm_within = confirm_within(config)
         self._recheck_within = {
-            dep: interval + self._confirm_within.get(dep, 0.0)
-            for dep, interval in longest_intervals(engine.config).items()
+            dep: interval + self._confirm_within.get(dep, 0.0) for dep, interval in longest_intervals(config).items()
         }
+
+    def tick(self) -> None:
+        """A second has passed (the daemon's tick, the one owner of time): decide again, since the resolve
+        hold, escalation after `significant_duration` and the wait for an ancestor's verdict are
+        matters of time, not of state."""
+        self.states.changed.set()
 
     @property
     def _environment_prefix(self) -> str:
@@ -256,8 +270,7 @@ class Pager:
             tg.start_soon(self._watch_commits)
             task_status.started()
             while True:
-                with anyio.move_on_after(TICK_SECONDS):
-                    await self.states.changed.wait()
+                await self.states.changed.wait()  # a state change, or the daemon's tick (`tick`)
                 self.states.consume_change()
                 try:
                     await self.reconcile()
@@ -288,7 +301,7 @@ class Pager:
             except Exception:  # contain it: the next hour tries again
                 self._errors.inc()
                 log.exception("pager_error")
-            await anyio.sleep(TICK_SECONDS)
+            await anyio.sleep(PRUNE_CHECK_SECONDS)
 
     async def _apply(self, write: IncidentWrite) -> int:
         return (await self._commit([write]))[0]
@@ -299,11 +312,11 @@ class Pager:
         if self._failing_since is None:
             self._failing_since = self.clock()
         try:
-            ids = await self.store.apply_all(writes, self.fence)
+            ids = await self.store.apply_all(writes, None if self.replica is None else self.replica.fence())
         except NotLeader as exc:
             self._failing_since = None  # not the store's trouble: this replica no longer leads
-            if self.on_not_leader is not None:
-                self.on_not_leader(str(exc))
+            if self.replica is not None:
+                self.replica.on_not_leader(str(exc))
             raise
         self._failing_since = None
         return ids
@@ -390,8 +403,8 @@ class Pager:
         self._unrecorded = None
 
     def _self_state(self) -> SelfState:
-        if self.self_verdict is not None:
-            return self.self_verdict()
+        if self.replica is not None:
+            return self.replica.self_verdict()
         return self.watch.state if self.watch is not None else SelfState()
 
     async def _refresh_silences(self) -> None:
@@ -404,7 +417,7 @@ class Pager:
         self.silences = [s for s in self._all_silences if s.active_at(now)]
         silenced = {s.dependency for s in self.silences}
         if silenced != self._silenced_gauges:
-            for dep in self.engine.config.dependencies:
+            for dep in self.config.dependencies:
                 self.metrics.silenced.labels(dep).set(1 if dep in silenced else 0)
             self._silenced_gauges = silenced
 
@@ -441,7 +454,7 @@ class Pager:
         silenced = {s.dependency for s in self.silences if s.active_at(self.clock())}
         await self._record_silence_changes(silenced, self.clock())
         # Snapshots: the decisions and their writes see one state, whatever the engines do meanwhile.
-        states, probes = self.states.snapshot(), self.engine.snapshot()
+        states, probes = self.states.snapshot(), self.evidence.snapshot()
         dependencies: dict[str, Any] = dict(states.dependencies)
         if self.watch is not None:
             dependencies[SELF] = self._self_state().as_dependency()
@@ -475,7 +488,7 @@ class Pager:
         if self._pruned_at is not None and now - self._pruned_at < PRUNE_EVERY_SECONDS:
             return
         self._pruned_at = now
-        events, incidents = await self.store.prune(now - self.engine.config.monitor.retention)
+        events, incidents = await self.store.prune(now - self.config.monitor.retention)
         if incidents:
             self._incident_counts = None  # read again before the next decisions
         if events or incidents:
@@ -629,7 +642,7 @@ class Pager:
             log.warning(event, features=list(decision.features), **fields)
 
     def _owning_team_status(self, dependency: str) -> ServiceStatus | None:
-        dep = self.engine.config.dependencies.get(dependency)
+        dep = self.config.dependencies.get(dependency)
         return self.service_status(dep.pagerduty_service) if dep is not None and dep.pagerduty_service else None
 
     def _upcoming_windows(self, dependency: str, states: Snapshot) -> list[Any]:

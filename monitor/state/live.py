@@ -22,14 +22,13 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import MappingProxyType
-from typing import Any
+from typing import Protocol
 
 import anyio
 import structlog
 
 from monitor.config import Config, Timing
 from monitor.maintenance.records import MaintenanceWindow, stable_span, windows_by_node
-from monitor.metrics import Metrics
 from monitor.results import ProbeResult
 from monitor.state.graph import children_of, ranks, topological_order
 from monitor.state.health import (
@@ -55,9 +54,30 @@ from monitor.state.impact import (
 log = structlog.get_logger("depmon.engine")
 
 
+class StateListener(Protocol):
+    """What the engine tells as it goes: each probe configured and each result, each dependency's and
+    feature's new state. `monitor.metrics.Metrics` is one: it publishes them as series."""
+
+    def probe_configured(self, dependency: str, probe: str, kind: str) -> None:
+        """A probe of the config, before its first result."""
+        ...
+
+    def probe_result(self, dependency: str, probe: str, kind: str, result: ProbeResult) -> None:
+        """One result of a probe (on the event loop, at every run: it must be cheap)."""
+        ...
+
+    def set_dependency_state(self, dependency: str, state: str, in_maintenance: bool) -> None:
+        """A dependency's state changed (or its window did)."""
+        ...
+
+    def set_feature_state(self, feature: str, state: str) -> None:
+        """A feature's state changed."""
+        ...
+
+
 @dataclass(slots=True)
 class _ProbeSlot:
-    """Everything resolved once per probe: identity, timing and its metric children."""
+    """Everything resolved once per probe: identity, timing and health."""
 
     dependency: str
     name: str
@@ -65,9 +85,6 @@ class _ProbeSlot:
     critical: bool
     timing: Timing
     health: ProbeHealth
-    success: Any
-    duration: Any
-    outcomes: dict[str, Any]
     runs: int = 0
     repeats: int = 0  # failures not logged since the last `probe_failed`: the same failure while down
 
@@ -112,19 +129,21 @@ class Engine:
     def __init__(
         self,
         config: Config,
-        metrics: Metrics,
+        listener: StateListener,
         clock: Callable[[], float] = time.time,
         one_shot: bool = False,
         on_feature_change: Callable[[str, str, float], None] | None = None,
     ) -> None:
-        """`one_shot`: thresholds of 1, for `depmon check`, where each probe runs once.
+        """`listener` is told of every probe result and state change (the daemon's `Metrics`, which
+        publishes them as Prometheus series: the engine itself writes no metric).
+        `one_shot`: thresholds of 1, for `depmon check`, where each probe runs once.
 
         `on_feature_change(feature, state, at)` is called, on the event loop, each time a
         feature's state changes after the initial evaluation (where `feature_state_changed` is
         logged): the daemon keeps the changes for the status page's history. It must not block.
         """
         self.config = config
-        self.metrics = metrics
+        self.listener = listener
         self.clock = clock
         self._on_feature_change = on_feature_change
         # Called with a dependency each time its own verdict moves (replicas report just those).
@@ -159,10 +178,8 @@ class Engine:
                     else config.timing(spec)
                 ),
                 health=ProbeHealth(),
-                success=metrics.probe_success.labels(*labels),
-                duration=metrics.probe_duration.labels(*labels),
-                outcomes={},
             )
+            listener.probe_configured(*labels)
         self._by_dependency: dict[str, list[_ProbeSlot]] = {d: [] for d in config.dependencies}
         for slot in self._slots.values():
             self._by_dependency[slot.dependency].append(slot)
@@ -207,16 +224,7 @@ class Engine:
         if slot.runs == 0:
             self._unprobed -= 1
         slot.runs += 1
-        slot.success.set(1 if result.ok else 0)
-        slot.duration.observe(result.latency_seconds)
-        counter = slot.outcomes.get(result.outcome)
-        if counter is None:
-            counter = slot.outcomes[result.outcome] = self.metrics.probes.labels(
-                dependency, probe, slot.kind, result.outcome
-            )
-        counter.inc()
-        if result.cert_not_after is not None:
-            self.metrics.tls_expiry.labels(dependency, probe).set(result.cert_not_after)
+        self.listener.probe_result(dependency, probe, slot.kind, result)
         before = slot.health
         if not result.ok:
             self._log_failure(slot, before, result)
@@ -417,7 +425,7 @@ class Engine:
             self.dependencies[dep_id] = state
             if old is None or old.state is not state.state or old.cause != state.cause:
                 self.dependency_since[dep_id] = now
-                self.metrics.set_dependency_state(dep_id, state.state, dep_id in self.dependency_windows)
+                self.listener.set_dependency_state(dep_id, state.state, dep_id in self.dependency_windows)
                 if not initial:
                     log.info(
                         "dependency_state_changed",
@@ -442,7 +450,7 @@ class Engine:
             self.features[feat_id] = feature
             if old_feature is None or old_feature.state is not feature.state:
                 self.feature_since[feat_id] = now
-                self.metrics.set_feature_state(feat_id, feature.state)
+                self.listener.set_feature_state(feat_id, feature.state)
                 if not initial:
                     log.info(
                         "feature_state_changed",

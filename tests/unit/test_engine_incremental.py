@@ -213,8 +213,8 @@ class TestIncrementality:
         """A head going down publishes and logs its 4 dependencies and the features whose state moved, no more."""
         engine = all_up(config)
         published: list[str] = []
-        monkeypatch.setattr(engine.metrics, "set_dependency_state", lambda dep, *_: published.append(dep))
-        monkeypatch.setattr(engine.metrics, "set_feature_state", lambda feat, *_: published.append(feat))
+        monkeypatch.setattr(engine.listener, "set_dependency_state", lambda dep, *_: published.append(dep))
+        monkeypatch.setattr(engine.listener, "set_feature_state", lambda feat, *_: published.append(feat))
         with capture_logs() as logs:
             engine.record("g4-head", "health", FAIL)
         moved = ["f4", "f5", "g4-child0", "g4-child1", "g4-child2", "g4-head", "heads"]
@@ -521,7 +521,8 @@ def _take(engine: Engine, clock: FakeClock, step: tuple[Any, ...]) -> bool:
 def _published(engine: Engine) -> dict[tuple[str, str, str], float]:
     """(metric, node, state) -> value of the state series, in one read of the registry."""
     found = {}
-    for metric in engine.metrics.registry.collect():
+    assert isinstance(engine.listener, Metrics)
+    for metric in engine.listener.registry.collect():
         for sample in metric.samples:
             if sample.name in STATE_SERIES:
                 node = sample.labels.get("dependency") or sample.labels["feature"]

@@ -68,7 +68,7 @@ async def pager_over(cfg: Config, clock: FakeClock) -> AsyncIterator[tuple[Pager
     async with Store(":memory:", environment="test") as store:
         engine = Engine(cfg, metrics, clock=clock)
         outbox = Outbox(store, None, metrics, clock, wall_clock=clock)
-        pager = Pager(engine, store, outbox, metrics, clock=clock)
+        pager = Pager(cfg, engine, store, outbox, metrics, clock=clock)
         await pager.load()
         yield pager, engine, store
 
@@ -94,11 +94,8 @@ async def until_written(store: Store, count: int) -> list[tuple[str, str]]:
 class TestPager:
     """The incident loop around the pure decisions."""
 
-    async def test_a_change_wakes_it_without_waiting_for_the_tick(
-        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-    ) -> None:
-        """With the tick an hour away, a dependency going down is still paged: the change woke the loop."""
-        monkeypatch.setattr(pager_module, "TICK_SECONDS", 3600.0)
+    async def test_a_change_wakes_it_without_a_tick(self, tmp_path: Path) -> None:
+        """With no tick at all, a dependency going down is still paged: the change woke the loop."""
         clock = FakeClock()
         async with (
             pager_over(config(tmp_path, CONFIG), clock) as (pager, engine, store),
@@ -158,29 +155,40 @@ class TestPager:
             ]
             assert pager.open == {}
 
-    async def test_after_use_it_follows_the_new_engine(self, tmp_path: Path) -> None:
-        """After a reload's `use()`, the new engine's outage pages and the old engine's is no longer seen."""
+    async def test_a_reloads_pager_takes_over_the_open_incidents(self, tmp_path: Path) -> None:
+        """A reload builds a new pager over the new engine: it reads the incidents the old one left open,
+        resolves the one whose dependency the reload removed, and pages the new engine's outage."""
         clock = FakeClock()
-        async with pager_over(config(tmp_path, CONFIG), clock) as (pager, old, store):
-            new = Engine(config(tmp_path, CONFIG + OTHER), Metrics(), clock=clock)
-            pager.use(new)
+        async with pager_over(config(tmp_path, CONFIG), clock) as (old_pager, old, store):
+            old.record("caseflow", "h", fail(clock))
+            await old_pager.reconcile()
+            reloaded = config(tmp_path, CONFIG.replace("caseflow", "appeals") + OTHER)
+            new = Engine(reloaded, Metrics(), clock=clock)
+            pager = Pager(reloaded, new, store, old_pager.outbox, Metrics(), clock=clock)
+            await pager.load()
+            assert set(pager.open) == {"caseflow"}
             old.record("evss", "h", fail(clock))  # the replaced engine: nobody reads it any more
             new.record("mhv", "h", fail(clock))
             await pager.reconcile()
-            assert await written(store) == [("mhv", "trigger")]
+            assert await written(store) == [("caseflow", "trigger"), ("mhv", "trigger"), ("caseflow", "resolve")]
 
-    async def test_the_running_loop_follows_a_reload(self, tmp_path: Path) -> None:
-        """A running pager given a new engine pages for that engine's dependency (by its next tick at the latest)."""
+    async def test_the_daemons_tick_wakes_the_loop(self, tmp_path: Path) -> None:
+        """Time alone (the resolve hold running out) is decided at the daemon's tick: the loop has none."""
         clock = FakeClock()
         async with (
-            pager_over(config(tmp_path, CONFIG), clock) as (pager, _old, store),
+            pager_over(config(tmp_path, CONFIG), clock) as (pager, engine, store),
             anyio.create_task_group() as tg,
         ):
             await tg.start(pager.run)
-            new = Engine(config(tmp_path, CONFIG + OTHER), Metrics(), clock=clock)
-            pager.use(new)
-            new.record("mhv", "h", fail(clock))
-            assert await until_written(store, 1) == [("mhv", "trigger")]
+            engine.record("evss", "h", fail(clock))
+            await until_written(store, 1)
+            engine.record("evss", "h", ok(clock))  # up again: the hold starts, nothing sent
+            with anyio.fail_after(WAIT):
+                while pager.open["evss"].up_since is None:
+                    await anyio.sleep(0.01)
+            clock.advance(3600.0)
+            pager.tick()
+            assert await until_written(store, 2) == [("evss", "trigger"), ("evss", "resolve")]
             tg.cancel_scope.cancel()
 
 

@@ -138,7 +138,7 @@ class PagingModel(RuleBasedStateMachine):
         self.engine: Engine = self.portal.call(lambda: Engine(self.config, self.metrics, clock=self.clock))
         self.portal.call(self.engine.set_windows, list(self.windows.values()))
         self.outbox = Outbox(self.store, self.sender, self.metrics, self.clock, wall_clock=self.clock)
-        self.pager = Pager(self.engine, self.store, self.outbox, self.metrics, clock=self.clock)
+        self.pager = Pager(self.config, self.engine, self.store, self.outbox, self.metrics, clock=self.clock)
         self.portal.call(self.pager.load)
         self.seen_events = len(self.portal.call(self.store.outbox_events))
 
@@ -249,7 +249,9 @@ class PagingModel(RuleBasedStateMachine):
         self.portal.call(engine.adopt, old)
         self.portal.call(engine.set_windows, list(self.windows.values()))
         self.engine = engine
-        self.pager.use(engine)
+        # A reload builds a new pager over the new engine, which reads the open incidents from the store.
+        self.pager = Pager(self.config, engine, self.store, self.outbox, self.metrics, clock=self.clock)
+        self.portal.call(self.pager.load)
 
     # -- invariants -----------------------------------------------------------------------------------
 
