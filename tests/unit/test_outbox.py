@@ -1,4 +1,4 @@
-"""The outbox delivery loop, with an in-process sender, a fake clock and a fake sleep."""
+"""The outbox delivery loop, with in-process sinks, a fake clock and a fake sleep."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ from structlog.testing import capture_logs
 from monitor.metrics import Metrics
 from monitor.pagerduty.clients import Delivery
 from monitor.paging.outbox import Backoff, Outbox, Wakeup
+from monitor.paging.sinks import Destination, Sinks
+from monitor.paging.sinks.pagerduty_events import EVENTS
 from monitor.store import Store
 from tests.clocks import FakeClock
 
@@ -54,14 +56,17 @@ class MaxJitter(random.Random):
 
 
 class FakeSender:
-    """Records what it is given and answers from a script (then `default`)."""
+    """A sink that records what it is given and answers from a script (then `default`)."""
 
     def __init__(self, clock: FakeClock, script: Callable[[Mapping[str, Any], int], Delivery] | None = None) -> None:
         self.clock = clock
         self.script = script
         self.sent: list[tuple[float, str, str | None]] = []  # (time, dedup_key, summary)
 
-    async def send(self, body: Mapping[str, Any]) -> Delivery:
+    def can_deliver(self, destination: Destination) -> bool:
+        return True
+
+    async def send(self, destination: Destination, body: Mapping[str, Any]) -> Delivery:
         await anyio.lowlevel.checkpoint()
         summary = body.get("payload", {}).get("summary")
         self.sent.append((self.clock(), body["dedup_key"], summary))
@@ -74,7 +79,7 @@ class FakeSender:
 class Harness:
     """An outbox over an in-memory store with fake time."""
 
-    def __init__(self, store: Store, sender: FakeSender | None, clock: FakeClock) -> None:
+    def __init__(self, store: Store, sender: FakeSender | None, clock: FakeClock, sinks: Sinks | None = None) -> None:
         self.store = store
         self.sender = sender
         self.clock = clock
@@ -82,7 +87,14 @@ class Harness:
         self.wake = FakeWakeup(clock)
         # Fake time throughout: no real pause between scans (TestScans has them).
         self.outbox = Outbox(
-            store, sender, self.metrics, clock, MaxJitter(), self.wake, wall_clock=clock, scan_every=0.0
+            store,
+            {EVENTS: sender} if sinks is None else sinks,
+            self.metrics,
+            clock,
+            MaxJitter(),
+            self.wake,
+            wall_clock=clock,
+            scan_every=0.0,
         )
 
     def count(self, action: str, outcome: str) -> float:
@@ -149,7 +161,7 @@ class TestScans:
         """300 events delivered: every delivery that ends wakes the loop, but the heads are read a
         few times (each read of 1,000 heads cost the store's thread and the loop in a mass outage)."""
         sender = FakeSender(clock)
-        outbox = Outbox(store, sender, Metrics(), clock, MaxJitter(), wall_clock=clock, scan_every=0.1)
+        outbox = Outbox(store, {EVENTS: sender}, Metrics(), clock, MaxJitter(), wall_clock=clock, scan_every=0.1)
         for i in range(300):
             await outbox.put(f"depmon/test/dep{i}", "trigger", trigger(f"dep{i} down"))
         real, scans = store.pending_heads, []
@@ -330,7 +342,7 @@ class TestOutbox:
         """A sender that never answers cannot hold drain() past its deadline."""
 
         class HangingSender(FakeSender):
-            async def send(self, body: Mapping[str, Any]) -> Delivery:
+            async def send(self, destination: Destination, body: Mapping[str, Any]) -> Delivery:
                 await anyio.sleep_forever()
                 raise AssertionError
 
@@ -384,10 +396,10 @@ class TestIndependentKeys:
         release = anyio.Event()
 
         class HangingSender(FakeSender):
-            async def send(self, body: Mapping[str, Any]) -> Delivery:
+            async def send(self, destination: Destination, body: Mapping[str, Any]) -> Delivery:
                 if body["dedup_key"] == "a":
                     await release.wait()
-                return await super().send(body)
+                return await super().send(destination, body)
 
         sender = HangingSender(clock)
         h = Harness(store, sender, clock)
@@ -407,7 +419,7 @@ class TestIndependentKeys:
         wall = FakeClock(1_700_000_000.0)
         sender = FakeSender(clock, lambda body, call: SERVER_ERROR if call == 1 else ACCEPTED)
         h = Harness(store, sender, clock)
-        h.outbox = Outbox(store, sender, h.metrics, clock, MaxJitter(), h.wake, wall_clock=wall)
+        h.outbox = Outbox(store, {EVENTS: sender}, h.metrics, clock, MaxJitter(), h.wake, wall_clock=wall)
 
         original = sender.script
 
