@@ -7,6 +7,7 @@ from pathlib import Path
 
 import anyio
 import pytest
+from structlog.testing import capture_logs
 
 from monitor.metrics import Metrics
 from monitor.paging.outbox import Backoff, Outbox
@@ -83,12 +84,28 @@ class TestThroughTheOutbox:
         )
 
     @pytest.mark.anyio
-    async def test_a_channel_without_a_webhook_is_skipped_cleanly(self, tmp_path: Path) -> None:
-        """A message for a channel that lost its webhook is marked skipped, not retried or counted dropped."""
+    @pytest.mark.parametrize("webhooks", [None, {ALERTS: "https://hooks.slack.invalid/x"}])
+    async def test_a_channel_without_a_webhook_is_skipped_cleanly(
+        self, tmp_path: Path, webhooks: dict[str, str] | None
+    ) -> None:
+        """A message for a channel without a webhook (none at all, or others' only) is marked dry_run and
+        logged skipped, never sent, retried or counted."""
         metrics = Metrics()
+        sink = None if webhooks is None else SlackSink(webhooks)
         async with Store(tmp_path / "s.sqlite3", environment="test") as store:
-            outbox = Outbox(store, {SLACK: None}, metrics, backoff=FAST)
+            outbox = Outbox(store, {SLACK: sink}, metrics, backoff=FAST)
             event_id = await store.enqueue("k", "trigger", {"text": "x"}, at=1.0, destination="slack:#gone")
-            left = await outbox.drain(2.0)
+            with capture_logs() as logs:
+                left = await outbox.drain(2.0)
             event = await store.outbox_event(event_id)
+        if sink is not None:
+            await sink.aclose()
         assert (left, event.status) == (0, "dry_run")
+        [entry] = [entry for entry in logs if entry["event"] == "slack_message_skipped"]
+        assert (entry["destination"], entry["reason"]) == ("slack:#gone", "no webhook for the channel")
+        assert (
+            metrics.registry.get_sample_value(
+                "depmon_slack_messages_total", {"action": "trigger", "outcome": "dropped"}
+            )
+            is None
+        )
