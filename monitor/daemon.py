@@ -48,7 +48,9 @@ from monitor.pagerduty.clients import EventsSender, MaintenanceClient
 from monitor.paging.decisions import OpenIncident
 from monitor.paging.incident_writer import Pager, Replica
 from monitor.paging.outbox import Outbox
-from monitor.paging.slack import SlackSender
+from monitor.paging.sinks import Sinks
+from monitor.paging.sinks.pagerduty_events import EVENTS, PagerDutyEventsSink
+from monitor.paging.sinks.slack import SLACK, SlackSink
 from monitor.replicas.replication import Replication
 from monitor.schedule.loops import Scheduler
 from monitor.state.impact import FeatureState
@@ -105,7 +107,7 @@ class Runtime:
     maintenance: MaintenanceClient | None
     services: dict[str, str]
     watch: SelfWatch
-    slack: SlackSender | None = None
+    slack: SlackSink | None = None
     decisions: Engine | None = None  # among replicas: the engine fed the quorum's verdicts (SPEC 10.6)
 
     @classmethod
@@ -127,7 +129,7 @@ class Runtime:
             services = {service: owners[0] for service, owners in config.service_owners().items()}
             watch = SelfWatch(config, metrics, loop_lag)
             webhooks = {channel: url.get_secret_value() for channel, url in config.slack.webhooks.items()}
-            slack = SlackSender(webhooks) if any(webhooks.values()) else None
+            slack = SlackSink(webhooks) if any(webhooks.values()) else None
             engine = Engine(config, metrics, on_feature_change=on_feature_change)
             # Its own registry: the quorum's states are decided on, each replica exports its own.
             decisions = Engine(config, Metrics()) if config.monitor.replicated else None
@@ -136,6 +138,11 @@ class Runtime:
                 sender.close()
             raise
         return cls(config, engine, sender, maintenance, services, watch, slack, decisions)
+
+    @property
+    def sinks(self) -> Sinks:
+        """The outbox's destinations under this config: each kind's sink, None for a kind in dry run."""
+        return {EVENTS: None if self.sender is None else PagerDutyEventsSink(self.sender), SLACK: self.slack}
 
     def close(self) -> None:
         """Close the PagerDuty clients."""
@@ -363,9 +370,8 @@ class Daemon:
         replication = self._replication
         outbox = self._outbox = Outbox(
             store,
-            self._runtime.sender,
+            self._runtime.sinks,
             self._metrics,
-            slack=self._runtime.slack,
             replica=config.monitor.replica,
             poll=None if replication is None else replication.heartbeat,
         )
@@ -619,7 +625,7 @@ class Daemon:
         self._metrics.forget(*_removed(old.config, config))
         for canary in {c.name for c in old.config.monitor.canaries} - {c.name for c in config.monitor.canaries}:
             self._metrics.canary_up.remove(canary)
-        self._outbox.use_sender(runtime.sender, runtime.slack)
+        self._outbox.use_sinks(runtime.sinks)
         if old.slack is not None:
             tg.start_soon(old.slack.aclose)  # after the swap: a post under way on it fails and is retried
         self._pager = self._new_pager(runtime, self._store, self._outbox)  # reads the open incidents at start

@@ -41,7 +41,8 @@ from monitor.metrics import Metrics
 from monitor.paging.decisions import SELF, Action, Decision, OpenIncident, Policy, Situation, decide, dedup_key
 from monitor.paging.event_content import EventContext, build_event, build_self_event, incident_facts
 from monitor.paging.outbox import Outbox
-from monitor.paging.slack import SLACK_PREFIX, slack_channels, slack_message
+from monitor.paging.sinks.slack import SLACK
+from monitor.paging.slack import slack_channels, slack_message
 from monitor.results import ProbeResult
 from monitor.state.health import ProbeHealth
 from monitor.state.live import Engine, Snapshot
@@ -608,7 +609,7 @@ class Pager:
             channels = slack_channels(engine.config, dep)
             if channels:
                 message = slack_message(str(decision.action), name, event[1])
-                messages = [(f"{SLACK_PREFIX}{channel}", event[0], message) for channel in channels]
+                messages = [(str(SLACK.at(channel)), event[0], message) for channel in channels]
         return IncidentWrite(
             dependency=dep,
             dedup_key=decision.dedup_key,

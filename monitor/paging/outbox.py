@@ -1,4 +1,4 @@
-"""The PagerDuty outbox: every event is written to the store first, then delivered.
+"""The outbox: every event and message is written to the store first, then delivered through its sink.
 
 The pager writes events with its decisions (`Store.apply`) and calls `queued()`; `put()` writes
 one directly. `Outbox.run()` is the delivery loop. Each dedup key is delivered by a task of its
@@ -16,9 +16,14 @@ Retry times are kept on the monotonic clock (`clock`), so a step of the wall clo
 delays nor hastens them; the store's `next_attempt_at` (wall time) is informational, and a
 restarted daemon retries what is pending at once.
 
-With no routing key there is no sender (`sender=None`): events are marked `dry_run` and logged
-as `would_page`, and nothing is sent. Pending events live in the store, so a new `Outbox` over
-the same file (a restarted daemon) delivers them. `drain()` delivers what it can at shutdown.
+Each row names its destination (`pagerduty`, `slack:<channel>`: `sinks.Destination`); the sink of
+its kind delivers it (`sinks.Sink`, one module per kind) and every kind is ordered, retried,
+counted and logged alike, under its kind's names (`sinks.SinkKind`). A kind without a sink (no
+routing key, no webhooks), or a destination its sink cannot deliver (a channel without a
+webhook), is dry run: the row is marked `dry_run` and logged (`would_page`,
+`slack_message_skipped`), and nothing is sent. Pending events live in the store, so a new
+`Outbox` over the same file (a restarted daemon) delivers them. `drain()` delivers what it can at
+shutdown.
 
 The loop sleeps through a `Wakeup`, its only way of waiting: tests give it one driven by a fake
 clock, so backoff schedules play out without real waiting.
@@ -31,7 +36,7 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import anyio
 import anyio.abc
@@ -40,22 +45,15 @@ import structlog
 
 from monitor.metrics import Metrics
 from monitor.pagerduty.clients import Delivery
-from monitor.paging.slack import SLACK_PREFIX, SlackSender
+from monitor.paging.sinks import Destination, Sink, SinkKind, Sinks
+from monitor.paging.sinks.pagerduty_events import EVENTS
 from monitor.store import OutboxEvent, OutboxHead, Store
 
-__all__ = ["Backoff", "EventSender", "Outbox", "Wakeup"]
+__all__ = ["Backoff", "Outbox", "Wakeup"]
 
 log = structlog.get_logger("depmon.outbox")
 
 Action = Literal["trigger", "resolve"]
-
-
-class EventSender(Protocol):
-    """What the outbox delivers through (`monitor.pagerduty.clients.EventsSender` in the daemon)."""
-
-    async def send(self, body: Mapping[str, Any]) -> Delivery:
-        """Send one event once; never raises for a delivery failure."""
-        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,19 +98,20 @@ class Wakeup:
 
 
 class Outbox:
-    """The durable queue in front of PagerDuty; see the module docstring.
+    """The durable queue in front of PagerDuty and Slack; see the module docstring.
 
-    `clock` is the monotonic clock retries are scheduled on, `wall_clock` gives the UNIX times
-    written to the store, `rng` the jitter, `wake` the loop's sleep. At most `max_concurrent`
-    dedup keys are sent at once; one key is never sent concurrently with itself. The store's
-    pending heads are scanned at most once per `scan_every` seconds: every delivery that ends
-    wakes the loop, and with 1,000 events pending each scan reads 1,000 heads.
+    `sinks` maps each kind of destination to its sink (None: that kind is dry run). `clock` is the
+    monotonic clock retries are scheduled on, `wall_clock` gives the UNIX times written to the
+    store, `rng` the jitter, `wake` the loop's sleep. At most `max_concurrent` dedup keys are sent
+    at once; one key is never sent concurrently with itself. The store's pending heads are scanned
+    at most once per `scan_every` seconds: every delivery that ends wakes the loop, and with 1,000
+    events pending each scan reads 1,000 heads.
     """
 
     def __init__(
         self,
         store: Store,
-        sender: EventSender | None,
+        sinks: Sinks,
         metrics: Metrics,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
@@ -120,7 +119,6 @@ class Outbox:
         *,
         wall_clock: Callable[[], float] = time.time,
         backoff: Backoff | None = None,
-        slack: SlackSender | None = None,
         max_concurrent: int = 4,
         error_pause: float = 1.0,
         replica: str = "depmon",
@@ -129,8 +127,7 @@ class Outbox:
         scan_every: float = 0.1,
     ) -> None:
         self._store = store
-        self._sender = sender
-        self._slack = slack
+        self._sinks = _by_name(sinks)
         self._metrics = metrics
         self._clock = clock
         self._wall_clock = wall_clock
@@ -152,8 +149,8 @@ class Outbox:
 
     @property
     def dry_run(self) -> bool:
-        """True when events are logged instead of sent (no routing key)."""
-        return self._sender is None
+        """True when PagerDuty events are logged instead of sent (no routing key)."""
+        return self._sinks.get(EVENTS.name, (EVENTS, None))[1] is None
 
     async def put(self, dedup_key: str, action: Action, body: Mapping[str, Any]) -> int:
         """Write an event to the store, then wake the delivery loop; returns the event's id.
@@ -173,26 +170,24 @@ class Outbox:
         (SPEC 11.4). Counted and logged like a delivery; in dry run it is logged, not sent."""
         action = str(body.get("event_action", "trigger"))
         fields = {"dedup_key": body.get("dedup_key"), "action": action, "direct": True}
-        if self._sender is None:
-            log.info("would_page", summary=body.get("payload", {}).get("summary"), **fields)
+        kind, sink = self._sinks.get(EVENTS.name, (EVENTS, None))
+        destination = kind.at()
+        if sink is None or not sink.can_deliver(destination):
+            log.info(kind.skipped, reason=kind.skip_reason, summary=_summary(body), **fields)
             return Delivery("accepted", None, "dry run: logged, not sent")
-        try:
-            delivery = await self._sender.send(body)
-        except Exception as exc:  # a sender bug: the caller tries again
-            log.exception("pagerduty_event_sender_crashed", **fields)
-            delivery = Delivery("retry", None, f"sender raised {exc.__class__.__name__}")
+        # A sink that raises ends in `retry` here too: the caller (the self page) tries again.
+        delivery = await _attempt(kind, sink, destination, body, fields)
         outcome = (
             "accepted" if delivery.status == "accepted" else "dropped" if delivery.status == "dropped" else "retried"
         )
-        self._metrics.pagerduty_events.labels(action=action, outcome=outcome).inc()
+        kind.counter(self._metrics).labels(action=action, outcome=outcome).inc()
         report = log.info if outcome == "accepted" else log.error
-        report(f"pagerduty_event_{outcome}", reason=delivery.message, http_status=delivery.http_status, **fields)
+        report(f"{kind.event}_{outcome}", reason=delivery.message, http_status=delivery.http_status, **fields)
         return delivery
 
-    def use_sender(self, sender: EventSender | None, slack: SlackSender | None = None) -> None:
+    def use_sinks(self, sinks: Sinks) -> None:
         """Deliver through these from now on (a reload's new routing key, URL or webhooks; None: dry run)."""
-        self._sender = sender
-        self._slack = slack
+        self._sinks = _by_name(sinks)
         self._wake.set()
 
     def queued(self) -> None:
@@ -306,42 +301,36 @@ class Outbox:
 
     async def _deliver(self, event: OutboxEvent) -> bool:
         """Deliver one event; True when it is settled (accepted, dropped, dry run or skipped)."""
-        fields = {"event_id": event.id, "dedup_key": event.dedup_key, "action": event.action}
-        slack = event.destination.startswith(SLACK_PREFIX)
-        if slack:
-            fields["destination"] = event.destination
-            if self._slack is None or not self._slack.has(event.destination):
-                await self._store.mark_dry_run(event.id)
-                log.info("slack_message_skipped", reason="no webhook for the channel", **fields)
-                return True
-            kind, counter = "slack_message", self._metrics.slack_messages
-        else:
-            if self._sender is None:
-                await self._store.mark_dry_run(event.id)
-                log.info("would_page", summary=_summary(event), **fields)
-                return True
-            kind, counter = "pagerduty_event", self._metrics.pagerduty_events
-        try:
-            if slack:
-                assert self._slack is not None
-                delivery = await self._slack.send(event.destination, event.body)
-            else:
-                assert self._sender is not None
-                delivery = await self._sender.send(event.body)
-        except Exception as exc:  # a sender bug must not lose the event: retry it like a failure
-            log.exception(f"{kind}_sender_crashed", **fields)
-            delivery = Delivery("retry", None, f"sender raised {exc.__class__.__name__}")
+        fields = {
+            "event_id": event.id,
+            "dedup_key": event.dedup_key,
+            "action": event.action,
+            "destination": event.destination,
+        }
+        destination = Destination.parse(event.destination)
+        known = self._sinks.get(destination.kind)
+        if known is None:  # a kind this daemon has no module for: nothing could ever deliver it
+            await self._store.mark_dry_run(event.id)
+            log.warning("outbox_event_skipped", reason=f"no sink for destination kind {destination.kind!r}", **fields)
+            return True
+        kind, sink = known
+        if sink is None or not sink.can_deliver(destination):
+            await self._store.mark_dry_run(event.id)
+            log.info(kind.skipped, reason=kind.skip_reason, summary=_summary(event.body), **fields)
+            return True
+        delivery = await _attempt(kind, sink, destination, event.body, fields)
+        counter = kind.counter(self._metrics)
         if delivery.status == "accepted":
             self._retry_at.pop(event.id, None)
             await self._store.mark_accepted(event.id, self._wall_clock())
             counter.labels(action=event.action, outcome="accepted").inc()
-            log.info(f"{kind}_accepted", attempts=event.attempts + 1, **fields)
+            log.info(f"{kind.event}_accepted", attempts=event.attempts + 1, **fields)
             return True
         if delivery.status == "dropped":
             self._retry_at.pop(event.id, None)
             await self._store.mark_dropped(event.id, delivery.message)
             counter.labels(action=event.action, outcome="dropped").inc()
-            log.error(f"{kind}_dropped", reason=delivery.message, http_status=delivery.http_status, **fields)
+            log.error(f"{kind.event}_dropped", reason=delivery.message, http_status=delivery.http_status, **fields)
             return True
         attempt = event.attempts + 1
         delay = self._backoff.delay(attempt, delivery, self._rng)
@@ -350,7 +339,7 @@ class Outbox:
         await self._store.schedule_retry(event.id, retry_at, delivery.message, hold_until=retry_at + self._lease)
         counter.labels(action=event.action, outcome="retried").inc()
         log.warning(
-            f"{kind}_retry",
+            f"{kind.event}_retry",
             reason=delivery.message,
             http_status=delivery.http_status,
             attempt=attempt,
@@ -365,6 +354,23 @@ def _queue(event: OutboxEvent | OutboxHead) -> tuple[str, str]:
     return event.destination, event.dedup_key
 
 
-def _summary(event: OutboxEvent) -> str | None:
-    payload = event.body.get("payload")
+def _by_name(sinks: Sinks) -> dict[str, tuple[SinkKind, Sink | None]]:
+    """The sinks by the kind a row's destination names."""
+    return {kind.name: (kind, sink) for kind, sink in sinks.items()}
+
+
+async def _attempt(
+    kind: SinkKind, sink: Sink, destination: Destination, body: Mapping[str, Any], fields: Mapping[str, Any]
+) -> Delivery:
+    """One attempt through `sink`; a sink that raises (a bug) is a failure to retry, never a lost event."""
+    try:
+        return await sink.send(destination, body)
+    except Exception as exc:
+        log.exception(f"{kind.event}_sender_crashed", **fields)
+        return Delivery("retry", None, f"sender raised {exc.__class__.__name__}")
+
+
+def _summary(body: Mapping[str, Any]) -> str | None:
+    """A PagerDuty event's summary, for a dry run's log (None for a Slack message)."""
+    payload = body.get("payload")
     return str(payload.get("summary")) if isinstance(payload, dict) and "summary" in payload else None

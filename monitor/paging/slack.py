@@ -1,20 +1,17 @@
-"""Slack: the same facts as a page, posted to the team's channels through incoming webhooks (issue 13).
+"""Slack: the same facts as a page, for the team's channels (issue 13). Pure: no I/O.
 
-    slack_channels(config, dependency) -> [channel]                   pure: where a page is posted
-    slack_message(action, dependency name, event) -> Block Kit body   pure: what it says
-    SlackSender.send(destination, body) -> Delivery                   I/O: one bounded POST
+    slack_channels(config, dependency) -> [channel]                   where a page is posted
+    slack_message(action, dependency name, event) -> Block Kit body   what it says
 
 Messages go through the durable outbox like PagerDuty events (each channel and dedup key its own
-ordered queue, retried, never lost); a channel without a webhook gets nothing. A message carries
+ordered queue, retried, never lost) and are posted by `monitor.paging.sinks.slack`; a channel
+without a webhook gets nothing. A message carries
 the page's facts (features, VA severity, postmortem, playbook links, the maintenance command),
 never upstream text, evidence, a secret or anyone's data (SPEC 11.4): depmon's own page says its
 condition, not the reason, which quotes a canary's failure. And whatever a field holds, every
 string of a message is escaped on the way out (`_finished`) unless it is `Mrkdwn`, markup depmon
 wrote itself around escaped values: nothing can mention `<!channel>` or link `<https://x|y>`
-but depmon. Slack's answer decides: 200 accepted;
-a 4xx whose body is one of Slack's own error codes (`channel_not_found`, `invalid_payload`, ...)
-is final (`dropped`); 429 waits `Retry-After`; anything else (5xx, a proxy's 403 without Slack's
-words, network errors, timeouts) is retried.
+but depmon.
 """
 
 from __future__ import annotations
@@ -23,34 +20,10 @@ import unicodedata
 from collections.abc import Mapping
 from typing import Any, LiteralString
 
-import anyio
-import httpx
-
 from monitor.config import Config
-from monitor.pagerduty.clients import Delivery
 
-__all__ = ["SLACK_PREFIX", "Mrkdwn", "SlackSender", "escape", "link", "mrkdwn", "slack_channels", "slack_message"]
+__all__ = ["Mrkdwn", "escape", "link", "mrkdwn", "slack_channels", "slack_message"]
 
-SLACK_PREFIX = "slack:"  # outbox destination of a channel: `slack:#va-mobile-app-alerts`
-_ANSWER_LIMIT = 4096
-# Slack's documented incoming-webhook errors: the message or the hook itself is wrong, a retry cannot help.
-_SLACK_ERRORS = frozenset(
-    {
-        "invalid_payload",
-        "user_not_found",
-        "channel_not_found",
-        "channel_is_archived",
-        "action_prohibited",
-        "posting_to_general_channel_denied",
-        "no_service",
-        "no_service_id",
-        "no_team",
-        "team_disabled",
-        "invalid_token",
-        "no_active_hooks",
-        "too_many_attachments",
-    }
-)
 _LABELS = {"trigger": "Down", "update": "Update", "escalate": "Escalated", "resolve": "Resolved"}
 _TEXT_LIMIT = 3000  # Slack's limit of a section's text (and a sane one for the fallback text)
 _HEADER_LIMIT = 150  # Slack's limit of a header's text
@@ -201,51 +174,3 @@ def _message(label: str, name: str, event: Mapping[str, Any]) -> dict[str, Any]:
         )
     # The summary of a dependency's page is the config's names and counts (incidents.summary).
     return {"text": str(payload.get("summary", f"{label}: {name}")), "blocks": blocks}
-
-
-class SlackSender:
-    """Posts outbox messages to their channel's incoming webhook; one bounded attempt each.
-
-    `webhooks` maps channel -> URL (secrets: never logged, never in a `Delivery` message).
-    """
-
-    def __init__(self, webhooks: Mapping[str, str], timeout: float = 10.0) -> None:
-        self._webhooks = {channel: url for channel, url in webhooks.items() if url}
-        self._timeout = timeout
-        self._client = httpx.AsyncClient(follow_redirects=False, trust_env=False, timeout=timeout)
-
-    def has(self, destination: str) -> bool:
-        """True when the destination's channel has a webhook."""
-        return destination.removeprefix(SLACK_PREFIX) in self._webhooks
-
-    async def send(self, destination: str, body: Mapping[str, Any]) -> Delivery:
-        """POST one message; the answer decides accepted, dropped or retry."""
-        channel = destination.removeprefix(SLACK_PREFIX)
-        url = self._webhooks.get(channel)
-        if url is None:
-            return Delivery("dropped", None, f"no Slack webhook for {channel} any more")
-        try:
-            with anyio.fail_after(self._timeout):
-                async with self._client.stream("POST", url, json=dict(body)) as response:
-                    answer = b""
-                    async for chunk in response.aiter_raw():
-                        answer += chunk
-                        if len(answer) > _ANSWER_LIMIT:
-                            break
-        except (httpx.HTTPError, TimeoutError) as exc:
-            return Delivery("retry", None, f"no answer from Slack for {channel} ({exc.__class__.__name__})")
-        text = answer[:200].decode("utf-8", "replace").strip()
-        status = response.status_code
-        if status == 200:
-            return Delivery("accepted", status, f"posted to {channel}")
-        message = f"Slack answered HTTP {status} for {channel}" + (f": {text}" if text in _SLACK_ERRORS else "")
-        if status == 429:
-            retry_after = response.headers.get("retry-after", "")
-            return Delivery("retry", status, message, float(retry_after) if retry_after.isdigit() else None)
-        if 400 <= status < 500 and text in _SLACK_ERRORS:
-            return Delivery("dropped", status, message)
-        return Delivery("retry", status, message)
-
-    async def aclose(self) -> None:
-        """Close the HTTP connections."""
-        await self._client.aclose()

@@ -1,4 +1,4 @@
-"""Outbox -> EventsSender -> the real `pagerduty` package -> the fake PagerDuty on loopback."""
+"""Outbox -> events sink -> EventsSender -> the real `pagerduty` package -> the fake PagerDuty on loopback."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from structlog.testing import capture_logs
 from monitor.metrics import Metrics
 from monitor.pagerduty.clients import EventsSender
 from monitor.paging.outbox import Backoff, Outbox
+from monitor.paging.sinks.pagerduty_events import EVENTS, PagerDutyEventsSink
 from monitor.sim.fake_pagerduty import FakePagerDuty, event_errors
 from monitor.store import Store
 
@@ -57,7 +58,7 @@ class Rig:
         self.fake = fake
         self.metrics = Metrics()
         self.sender = EventsSender(fake.events_url, SecretStr(ROUTING_KEY), timeout=SEND_TIMEOUT)
-        self.outbox = Outbox(store, self.sender, self.metrics, backoff=FAST)
+        self.outbox = Outbox(store, {EVENTS: PagerDutyEventsSink(self.sender)}, self.metrics, backoff=FAST)
 
     def count(self, outcome: str, action: str = "trigger") -> float:
         value = self.metrics.registry.get_sample_value(

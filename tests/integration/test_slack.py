@@ -7,10 +7,11 @@ from pathlib import Path
 
 import anyio
 import pytest
+from structlog.testing import capture_logs
 
 from monitor.metrics import Metrics
 from monitor.paging.outbox import Backoff, Outbox
-from monitor.paging.slack import SlackSender
+from monitor.paging.sinks.slack import SLACK, SlackSink
 from monitor.sim.fake_slack import FakeSlack
 from monitor.store import Store
 
@@ -25,7 +26,7 @@ def slack() -> Iterator[FakeSlack]:
 
 
 class TestSender:
-    """SlackSender against the fake's webhooks: Slack's answer decides."""
+    """SlackSink against the fake's webhooks: Slack's answer decides."""
 
     @pytest.mark.anyio
     @pytest.mark.parametrize(
@@ -42,11 +43,11 @@ class TestSender:
         """Only a 4xx with one of Slack's error codes is final; the URL never appears in the message."""
         url = slack.webhook_url(ALERTS)
         slack.fail_with(status, times=1, body=body)
-        sender = SlackSender({ALERTS: url}, timeout=5.0)
+        sender = SlackSink({ALERTS: url}, timeout=5.0)
         try:
             with anyio.fail_after(10):
-                delivery = await sender.send(f"slack:{ALERTS}", {"text": "x"})
-                again = await sender.send(f"slack:{ALERTS}", {"text": "y"})
+                delivery = await sender.send(SLACK.at(ALERTS), {"text": "x"})
+                again = await sender.send(SLACK.at(ALERTS), {"text": "y"})
         finally:
             await sender.aclose()
         assert (delivery.status, delivery.http_status) == (expected, status)
@@ -62,11 +63,11 @@ class TestThroughTheOutbox:
     @pytest.mark.anyio
     async def test_messages_arrive_in_order_through_a_slack_outage(self, slack: FakeSlack, tmp_path: Path) -> None:
         """Three messages queued while Slack answers 500: all arrive, in order, once it is back."""
-        sender = SlackSender({ALERTS: slack.webhook_url(ALERTS)})
+        sender = SlackSink({ALERTS: slack.webhook_url(ALERTS)})
         slack.fail_with(500, times=4)
         metrics = Metrics()
         async with Store(tmp_path / "s.sqlite3", environment="test") as store:
-            outbox = Outbox(store, None, metrics, backoff=FAST, slack=sender)
+            outbox = Outbox(store, {SLACK: sender}, metrics, backoff=FAST)
             for text in ("trigger", "update", "resolve"):
                 action = "resolve" if text == "resolve" else "trigger"
                 await store.enqueue("depmon/t/evss", action, {"text": text}, at=1.0, destination=f"slack:{ALERTS}")
@@ -83,12 +84,28 @@ class TestThroughTheOutbox:
         )
 
     @pytest.mark.anyio
-    async def test_a_channel_without_a_webhook_is_skipped_cleanly(self, tmp_path: Path) -> None:
-        """A message for a channel that lost its webhook is marked skipped, not retried or counted dropped."""
+    @pytest.mark.parametrize("webhooks", [None, {ALERTS: "https://hooks.slack.invalid/x"}])
+    async def test_a_channel_without_a_webhook_is_skipped_cleanly(
+        self, tmp_path: Path, webhooks: dict[str, str] | None
+    ) -> None:
+        """A message for a channel without a webhook (none at all, or others' only) is marked dry_run and
+        logged skipped, never sent, retried or counted."""
         metrics = Metrics()
+        sink = None if webhooks is None else SlackSink(webhooks)
         async with Store(tmp_path / "s.sqlite3", environment="test") as store:
-            outbox = Outbox(store, None, metrics, backoff=FAST, slack=None)
+            outbox = Outbox(store, {SLACK: sink}, metrics, backoff=FAST)
             event_id = await store.enqueue("k", "trigger", {"text": "x"}, at=1.0, destination="slack:#gone")
-            left = await outbox.drain(2.0)
+            with capture_logs() as logs:
+                left = await outbox.drain(2.0)
             event = await store.outbox_event(event_id)
+        if sink is not None:
+            await sink.aclose()
         assert (left, event.status) == (0, "dry_run")
+        [entry] = [entry for entry in logs if entry["event"] == "slack_message_skipped"]
+        assert (entry["destination"], entry["reason"]) == ("slack:#gone", "no webhook for the channel")
+        assert (
+            metrics.registry.get_sample_value(
+                "depmon_slack_messages_total", {"action": "trigger", "outcome": "dropped"}
+            )
+            is None
+        )

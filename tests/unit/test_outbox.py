@@ -1,4 +1,4 @@
-"""The outbox delivery loop, with an in-process sender, a fake clock and a fake sleep."""
+"""The outbox delivery loop, with in-process sinks, a fake clock and a fake sleep."""
 
 from __future__ import annotations
 
@@ -12,11 +12,14 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 import pytest
+from prometheus_client import Counter
 from structlog.testing import capture_logs
 
 from monitor.metrics import Metrics
 from monitor.pagerduty.clients import Delivery
 from monitor.paging.outbox import Backoff, Outbox, Wakeup
+from monitor.paging.sinks import Destination, SinkKind, Sinks
+from monitor.paging.sinks.pagerduty_events import EVENTS
 from monitor.store import Store
 from tests.clocks import FakeClock
 
@@ -54,14 +57,17 @@ class MaxJitter(random.Random):
 
 
 class FakeSender:
-    """Records what it is given and answers from a script (then `default`)."""
+    """A sink that records what it is given and answers from a script (then `default`)."""
 
     def __init__(self, clock: FakeClock, script: Callable[[Mapping[str, Any], int], Delivery] | None = None) -> None:
         self.clock = clock
         self.script = script
         self.sent: list[tuple[float, str, str | None]] = []  # (time, dedup_key, summary)
 
-    async def send(self, body: Mapping[str, Any]) -> Delivery:
+    def can_deliver(self, destination: Destination) -> bool:
+        return True
+
+    async def send(self, destination: Destination, body: Mapping[str, Any]) -> Delivery:
         await anyio.lowlevel.checkpoint()
         summary = body.get("payload", {}).get("summary")
         self.sent.append((self.clock(), body["dedup_key"], summary))
@@ -74,7 +80,7 @@ class FakeSender:
 class Harness:
     """An outbox over an in-memory store with fake time."""
 
-    def __init__(self, store: Store, sender: FakeSender | None, clock: FakeClock) -> None:
+    def __init__(self, store: Store, sender: FakeSender | None, clock: FakeClock, sinks: Sinks | None = None) -> None:
         self.store = store
         self.sender = sender
         self.clock = clock
@@ -82,7 +88,14 @@ class Harness:
         self.wake = FakeWakeup(clock)
         # Fake time throughout: no real pause between scans (TestScans has them).
         self.outbox = Outbox(
-            store, sender, self.metrics, clock, MaxJitter(), self.wake, wall_clock=clock, scan_every=0.0
+            store,
+            {EVENTS: sender} if sinks is None else sinks,
+            self.metrics,
+            clock,
+            MaxJitter(),
+            self.wake,
+            wall_clock=clock,
+            scan_every=0.0,
         )
 
     def count(self, action: str, outcome: str) -> float:
@@ -149,7 +162,7 @@ class TestScans:
         """300 events delivered: every delivery that ends wakes the loop, but the heads are read a
         few times (each read of 1,000 heads cost the store's thread and the loop in a mass outage)."""
         sender = FakeSender(clock)
-        outbox = Outbox(store, sender, Metrics(), clock, MaxJitter(), wall_clock=clock, scan_every=0.1)
+        outbox = Outbox(store, {EVENTS: sender}, Metrics(), clock, MaxJitter(), wall_clock=clock, scan_every=0.1)
         for i in range(300):
             await outbox.put(f"depmon/test/dep{i}", "trigger", trigger(f"dep{i} down"))
         real, scans = store.pending_heads, []
@@ -330,7 +343,7 @@ class TestOutbox:
         """A sender that never answers cannot hold drain() past its deadline."""
 
         class HangingSender(FakeSender):
-            async def send(self, body: Mapping[str, Any]) -> Delivery:
+            async def send(self, destination: Destination, body: Mapping[str, Any]) -> Delivery:
                 await anyio.sleep_forever()
                 raise AssertionError
 
@@ -384,10 +397,10 @@ class TestIndependentKeys:
         release = anyio.Event()
 
         class HangingSender(FakeSender):
-            async def send(self, body: Mapping[str, Any]) -> Delivery:
+            async def send(self, destination: Destination, body: Mapping[str, Any]) -> Delivery:
                 if body["dedup_key"] == "a":
                     await release.wait()
-                return await super().send(body)
+                return await super().send(destination, body)
 
         sender = HangingSender(clock)
         h = Harness(store, sender, clock)
@@ -407,7 +420,7 @@ class TestIndependentKeys:
         wall = FakeClock(1_700_000_000.0)
         sender = FakeSender(clock, lambda body, call: SERVER_ERROR if call == 1 else ACCEPTED)
         h = Harness(store, sender, clock)
-        h.outbox = Outbox(store, sender, h.metrics, clock, MaxJitter(), h.wake, wall_clock=wall)
+        h.outbox = Outbox(store, {EVENTS: sender}, h.metrics, clock, MaxJitter(), h.wake, wall_clock=wall)
 
         original = sender.script
 
@@ -421,6 +434,106 @@ class TestIndependentKeys:
         async with h.running():
             await h.until(h.settled)
         assert [at for at, _, _ in sender.sent] == [1_000.0, 1_001.0]
+
+
+class TicketSink:
+    """A destination the outbox has never heard of: notes on a ticket, answered from a script."""
+
+    def __init__(self, clock: FakeClock, script: Callable[[str, int], Delivery]) -> None:
+        self.clock = clock
+        self.script = script
+        self.sent: list[tuple[float, str, str]] = []  # (time, ticket, note)
+
+    def can_deliver(self, destination: Destination) -> bool:
+        return destination.target != "closed"
+
+    async def send(self, destination: Destination, body: Mapping[str, Any]) -> Delivery:
+        await anyio.lowlevel.checkpoint()
+        self.sent.append((self.clock(), destination.target, str(body["note"])))
+        return self.script(str(body["note"]), len(self.sent))
+
+
+def ticket_kind(metrics: Metrics) -> SinkKind:
+    """The new kind, counted in a counter of its own in `metrics`' registry."""
+    counter = Counter("depmon_ticket_notes", "Ticket notes", ("action", "outcome"), registry=metrics.registry)
+    return SinkKind("ticket", "ticket_note", "ticket_note_skipped", "no ticket system", lambda _: counter)
+
+
+class TestSinks:
+    """Every destination kind is one sink in the mapping; the outbox orders, retries and counts them alike."""
+
+    @pytest.mark.anyio
+    async def test_a_new_kind_is_delivered_in_order_with_retries(self, store: Store, clock: FakeClock) -> None:
+        """Rows of a kind registered with a fake sink are delivered per dedup key in order, retried after a 500."""
+        sink = TicketSink(clock, lambda note, call: SERVER_ERROR if call == 1 else ACCEPTED)
+        h = Harness(store, FakeSender(clock), clock, sinks={})
+        kind = ticket_kind(h.metrics)
+        h.outbox.use_sinks({EVENTS: h.sender, kind: sink})
+        start = clock()
+        for note in ("n1", "n2", "n3"):
+            await store.enqueue("INC-1", "trigger", {"note": note}, at=start, destination="ticket:INC-1")
+        with capture_logs() as logs:
+            async with h.running():
+                await h.until(h.settled)
+        assert [(at - start, ticket, note) for at, ticket, note in sink.sent] == [
+            (0.0, "INC-1", "n1"),
+            (1.0, "INC-1", "n1"),
+            (1.0, "INC-1", "n2"),
+            (1.0, "INC-1", "n3"),
+        ]
+        counted = {
+            outcome: h.metrics.registry.get_sample_value(
+                "depmon_ticket_notes_total", {"action": "trigger", "outcome": outcome}
+            )
+            for outcome in ("accepted", "retried")
+        }
+        assert counted == {"accepted": 3.0, "retried": 1.0}
+        assert h.count("trigger", "accepted") == 0
+        assert [entry["event"] for entry in logs if entry["event"].startswith("ticket_note")] == [
+            "ticket_note_retry",
+            *["ticket_note_accepted"] * 3,
+        ]
+
+    @pytest.mark.anyio
+    async def test_what_no_sink_can_deliver_is_dry_run(self, store: Store, clock: FakeClock) -> None:
+        """A kind without a sink, a target its sink cannot deliver and an unknown kind are marked dry_run, not sent."""
+        sink = TicketSink(clock, lambda note, call: ACCEPTED)
+        h = Harness(store, None, clock, sinks={})
+        kind = ticket_kind(h.metrics)
+        h.outbox.use_sinks({EVENTS: None, kind: sink})
+        await store.enqueue("a", "trigger", {"note": "closed"}, at=clock(), destination="ticket:closed")
+        await store.enqueue("b", "trigger", {"note": "fax"}, at=clock(), destination="fax:+1555")
+        await h.outbox.put("c", "trigger", trigger("EVSS down"))
+        await store.enqueue("d", "trigger", {"note": "open"}, at=clock(), destination="ticket:INC-2")
+        with capture_logs() as logs:
+            async with h.running():
+                await h.until(h.settled)
+        assert sink.sent == [(clock(), "INC-2", "open")]
+        statuses = {event.dedup_key: event.status for event in await store.outbox_events()}
+        assert statuses == {"a": "dry_run", "b": "dry_run", "c": "dry_run", "d": "accepted"}
+        skipped = {entry["dedup_key"]: (entry["event"], entry["reason"]) for entry in logs if "reason" in entry}
+        assert skipped == {
+            "a": ("ticket_note_skipped", "no ticket system"),
+            "b": ("outbox_event_skipped", "no sink for destination kind 'fax'"),
+            "c": ("would_page", "no routing key: logged, not sent"),
+        }
+
+
+class TestDestination:
+    """A row's destination column read into a kind and a target, in one place."""
+
+    @pytest.mark.parametrize(
+        ("text", "kind", "target"),
+        [
+            ("pagerduty", "pagerduty", ""),
+            ("slack:#va-mobile-app-alerts", "slack", "#va-mobile-app-alerts"),
+            ("x:a:b", "x", "a:b"),
+        ],
+    )
+    def test_parse_and_back(self, text: str, kind: str, target: str) -> None:
+        """The kind is before the first colon, the target after it; written back it is the same text."""
+        destination = Destination.parse(text)
+        assert (destination.kind, destination.target, str(destination)) == (kind, target, text)
 
 
 async def _pending_of(store: Store, dedup_key: str, count: int) -> bool:

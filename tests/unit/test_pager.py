@@ -21,6 +21,7 @@ from monitor.metrics import Metrics
 from monitor.paging import incident_writer as pager_module
 from monitor.paging.incident_writer import Pager
 from monitor.paging.outbox import Outbox
+from monitor.paging.sinks.pagerduty_events import EVENTS
 from monitor.results import Outcome, ProbeResult
 from monitor.state.live import Engine
 from monitor.store import Store
@@ -67,7 +68,7 @@ async def pager_over(cfg: Config, clock: FakeClock) -> AsyncIterator[tuple[Pager
     metrics = Metrics()
     async with Store(":memory:", environment="test") as store:
         engine = Engine(cfg, metrics, clock=clock)
-        outbox = Outbox(store, None, metrics, clock, wall_clock=clock)
+        outbox = Outbox(store, {EVENTS: None}, metrics, clock, wall_clock=clock)
         pager = Pager(cfg, engine, store, outbox, metrics, clock=clock)
         await pager.load()
         yield pager, engine, store

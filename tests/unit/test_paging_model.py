@@ -36,6 +36,8 @@ from monitor.metrics import Metrics
 from monitor.pagerduty.clients import Delivery
 from monitor.paging.incident_writer import Pager
 from monitor.paging.outbox import Outbox
+from monitor.paging.sinks import Destination
+from monitor.paging.sinks.pagerduty_events import EVENTS
 from monitor.results import Outcome, ProbeResult
 from monitor.state.health import DependencyState
 from monitor.state.live import Engine
@@ -92,7 +94,10 @@ class ScriptedSender:
         self.answer = "accept"
         self.answered_400: set[tuple[str, str, str]] = set()
 
-    async def send(self, body: Mapping[str, Any]) -> Delivery:
+    def can_deliver(self, destination: Destination) -> bool:
+        return True
+
+    async def send(self, destination: Destination, body: Mapping[str, Any]) -> Delivery:
         delivery = ANSWERS[self.answer]
         if delivery.http_status == 400:
             self.answered_400.add((str(body["dedup_key"]), str(body["event_action"]), repr(body.get("payload"))))
@@ -137,7 +142,7 @@ class PagingModel(RuleBasedStateMachine):
         self.store = Store(self.state_path, environment="test")
         self.engine: Engine = self.portal.call(lambda: Engine(self.config, self.metrics, clock=self.clock))
         self.portal.call(self.engine.set_windows, list(self.windows.values()))
-        self.outbox = Outbox(self.store, self.sender, self.metrics, self.clock, wall_clock=self.clock)
+        self.outbox = Outbox(self.store, {EVENTS: self.sender}, self.metrics, self.clock, wall_clock=self.clock)
         self.pager = Pager(self.config, self.engine, self.store, self.outbox, self.metrics, clock=self.clock)
         self.portal.call(self.pager.load)
         self.seen_events = len(self.portal.call(self.store.outbox_events))
