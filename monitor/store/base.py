@@ -15,6 +15,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from importlib import resources
 from typing import Any, ClassVar, Protocol
 
 from monitor.store.records import (
@@ -33,7 +34,15 @@ from monitor.store.records import (
     TimelineEntry,
 )
 
-__all__ = ["LANES", "LaneTimeouts", "SqlStore", "Transaction"]
+__all__ = ["LANES", "LaneTimeouts", "SqlStore", "Transaction", "migrations"]
+
+
+def migrations(backend: str) -> tuple[str, ...]:
+    """The SQL scripts that build a backend's schema, in order (`monitor/store/migrations/BACKEND/NNN.sql`):
+    data, shipped in the package, never changed once released (a later change is a new script)."""
+    folder = resources.files("monitor.store").joinpath("migrations", backend)
+    names = sorted(entry.name for entry in folder.iterdir() if entry.name.endswith(".sql"))
+    return tuple(folder.joinpath(name).read_text(encoding="utf-8") for name in names)
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,132 +28,15 @@ from psycopg.rows import dict_row
 
 from monitor.errors import StoreError
 from monitor.logs import Redactor
-from monitor.store.base import LANES, SqlStore
+from monitor.store.base import LANES, SqlStore, migrations
 from monitor.urls import conninfo_passwords
 from monitor.urls import redacted_conninfo as redacted_url
 
 __all__ = ["SCHEMA_VERSION", "LeaderLock", "PostgresStore", "redacted_url"]
 
-_MIGRATIONS: tuple[str, ...] = (
-    """
-    CREATE TABLE outbox (
-        id              BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-        dedup_key       TEXT             NOT NULL,
-        action          TEXT             NOT NULL CHECK (action IN ('trigger', 'resolve')),
-        body            TEXT             NOT NULL,
-        created_at      DOUBLE PRECISION NOT NULL,
-        attempts        INTEGER          NOT NULL DEFAULT 0,
-        next_attempt_at DOUBLE PRECISION NOT NULL,
-        status          TEXT             NOT NULL DEFAULT 'pending'
-                                         CHECK (status IN ('pending', 'accepted', 'dropped', 'dry_run')),
-        last_error      TEXT,
-        delivered_at    DOUBLE PRECISION,
-        destination     TEXT             NOT NULL DEFAULT 'pagerduty',
-        claimed_by      TEXT,
-        claimed_until   DOUBLE PRECISION
-    );
-    CREATE INDEX outbox_pending_by_key ON outbox (destination, dedup_key, id) WHERE status = 'pending';
-    CREATE INDEX outbox_settled_by_age ON outbox (created_at) WHERE status != 'pending';
-    CREATE TABLE incidents (
-        id          BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-        dependency  TEXT             NOT NULL,
-        dedup_key   TEXT             NOT NULL,
-        opened_at   DOUBLE PRECISION NOT NULL,
-        resolved_at DOUBLE PRECISION,
-        escalated   INTEGER          NOT NULL DEFAULT 0,
-        features    TEXT             NOT NULL DEFAULT '[]',
-        summary     TEXT             NOT NULL DEFAULT '',
-        severity    TEXT             NOT NULL DEFAULT '',
-        data        TEXT             NOT NULL DEFAULT '{}',
-        up_since    DOUBLE PRECISION,
-        flapping    INTEGER          NOT NULL DEFAULT 0
-    );
-    CREATE INDEX incidents_by_dependency ON incidents (dependency, id);
-    CREATE INDEX incidents_by_resolution ON incidents (resolved_at);
-    CREATE TABLE timeline (
-        id          BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-        incident_id BIGINT           NOT NULL REFERENCES incidents (id),
-        at          DOUBLE PRECISION NOT NULL,
-        kind        TEXT             NOT NULL,
-        data        TEXT             NOT NULL DEFAULT '{}'
-    );
-    CREATE INDEX timeline_by_incident ON timeline (incident_id, at, id);
-    CREATE TABLE feature_history (
-        id      BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-        feature TEXT             NOT NULL,
-        state   TEXT             NOT NULL,
-        at      DOUBLE PRECISION NOT NULL
-    );
-    CREATE INDEX feature_history_by_feature ON feature_history (feature, at);
-    CREATE TABLE silences (
-        id         BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-        dependency TEXT             NOT NULL,
-        created_at DOUBLE PRECISION NOT NULL,
-        ends_at    DOUBLE PRECISION NOT NULL,
-        reason     TEXT             NOT NULL,
-        expired_at DOUBLE PRECISION
-    );
-    CREATE INDEX silences_by_end ON silences (ends_at);
-    CREATE TABLE replicas (
-        name          TEXT PRIMARY KEY,
-        instance      TEXT             NOT NULL,
-        started_at    DOUBLE PRECISION NOT NULL,
-        seen_at       DOUBLE PRECISION NOT NULL,
-        every_seconds DOUBLE PRECISION NOT NULL,
-        self_state    TEXT             NOT NULL DEFAULT 'ok',
-        self_reason   TEXT             NOT NULL DEFAULT ''
-    );
-    CREATE TABLE observations (
-        replica    TEXT             NOT NULL,
-        dependency TEXT             NOT NULL,
-        state      TEXT             NOT NULL,
-        failing    INTEGER          NOT NULL,
-        since      DOUBLE PRECISION NOT NULL,
-        at         DOUBLE PRECISION NOT NULL,
-        detail     TEXT             NOT NULL DEFAULT '',
-        PRIMARY KEY (replica, dependency)
-    );
-    CREATE TABLE leadership (
-        id      INTEGER PRIMARY KEY CHECK (id = 1),
-        epoch   BIGINT           NOT NULL,
-        replica TEXT             NOT NULL,
-        since   DOUBLE PRECISION NOT NULL
-    );
-    """,
-    # 2: every row names its environment (SPEC 11.4: environments may share the database); the
-    # rows already here are the migrating replica's (`_ENVIRONMENT`: its name, bound). The column
-    # has no default and the keys change, so an older depmon still connected cannot write a row
-    # without one: its inserts fail (NOT NULL), its upserts name a conflict target that no longer
-    # exists, its fence reads a column that is gone, and its outbox claims name renamed columns.
-    "".join(  # noqa: S608 (table names of ours, no parameter)
-        f"""
-        ALTER TABLE {table} ADD COLUMN environment TEXT;
-        UPDATE {table} SET environment = _ENVIRONMENT;
-        ALTER TABLE {table} ALTER COLUMN environment SET NOT NULL;
-        """  # noqa: S608
-        for table in ("outbox", "incidents", "timeline", "feature_history", "silences", "replicas", "observations")
-    )
-    + """
-    ALTER TABLE outbox RENAME COLUMN claimed_by TO claim_replica;
-    ALTER TABLE outbox RENAME COLUMN claimed_until TO claim_until;
-    DROP INDEX outbox_pending_by_key;
-    CREATE INDEX outbox_pending_by_key ON outbox (environment, destination, dedup_key, id) WHERE status = 'pending';
-    DROP INDEX incidents_by_dependency;
-    CREATE INDEX incidents_by_dependency ON incidents (environment, dependency, id);
-    DROP INDEX feature_history_by_feature;
-    CREATE INDEX feature_history_by_feature ON feature_history (environment, feature, at);
-    ALTER TABLE replicas DROP CONSTRAINT replicas_pkey;
-    ALTER TABLE replicas ADD PRIMARY KEY (environment, name);
-    ALTER TABLE observations DROP CONSTRAINT observations_pkey;
-    ALTER TABLE observations ADD PRIMARY KEY (environment, replica, dependency);
-    ALTER TABLE leadership ADD COLUMN environment TEXT;
-    UPDATE leadership SET environment = _ENVIRONMENT;
-    ALTER TABLE leadership ALTER COLUMN environment SET NOT NULL;
-    ALTER TABLE leadership DROP CONSTRAINT leadership_pkey;
-    ALTER TABLE leadership DROP COLUMN id;
-    ALTER TABLE leadership ADD PRIMARY KEY (environment);
-    """,
-)
+# Each migrates the schema from version N to N+1 (monitor/store/migrations/postgresql/NNN.sql, each
+# saying why); the count of those applied is the version.
+_MIGRATIONS = migrations("postgresql")
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 _MIGRATION_LOCK = 0x6465706D6F6E  # "depmon": the advisory lock migrations run under
