@@ -56,7 +56,7 @@ from monitor.schedule.loops import Scheduler
 from monitor.state.impact import FeatureState
 from monitor.state.live import Engine
 from monitor.state.self_watch import LoopLagMonitor, SelfState, SelfWatch
-from monitor.store import LeaderLock, Silence, StateLock, Store, connect, leader_key
+from monitor.store import Silence, StateLock, Store, connect
 from monitor.web.server import create_app, server_config
 from probes import ProbeContext
 from probes.oauth2 import token_fetcher
@@ -339,6 +339,8 @@ class Daemon:
             async with Store(connect(url, self.state_path, monitor.environment)) as store:
                 await store.pending_count()  # open (and migrate) now: a bad file or database fails here
                 if url is not None:
+                    from monitor.store.postgres import LeaderLock, leader_key  # psycopg: replicas only
+
                     lock = LeaderLock(url, leader_key(monitor.environment), 1.5 * monitor.defaults.interval)
                     runtime = self._runtime
                     replication = Replication(

@@ -9,11 +9,12 @@ from __future__ import annotations
 import datetime as dt
 import ssl
 from dataclasses import dataclass, field
-
-from cryptography import x509
-from cryptography.x509.oid import NameOID
+from typing import TYPE_CHECKING
 
 from monitor.results import Outcome, ProbeResult
+
+if TYPE_CHECKING:
+    from cryptography import x509
 
 _DAY = 86400.0
 _MAX_NAMES = 3  # names listed in a hostname-mismatch detail before "and N more"
@@ -67,6 +68,9 @@ class Certificate:
 
 def parse_certificate(der: bytes) -> Certificate:
     """Parse a DER certificate; ValueError when it cannot be read."""
+    # cryptography (~17 MB) is loaded by the first TLS probe, not by every depmon (issue 27).
+    from cryptography import x509
+
     cert = x509.load_der_x509_certificate(der)
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
@@ -85,6 +89,8 @@ def parse_certificate(der: bytes) -> Certificate:
 
 
 def _name(name: x509.Name) -> str:
+    from cryptography.x509.oid import NameOID
+
     for oid in (NameOID.COMMON_NAME, NameOID.ORGANIZATION_NAME):
         values = name.get_attributes_for_oid(oid)
         if values:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
@@ -34,7 +34,10 @@ from monitor.replicas.quorum import Verdict, self_trouble, verdicts
 from monitor.state.health import DependencyState
 from monitor.state.live import Engine
 from monitor.state.self_watch import SelfCondition, SelfState, SelfWatch
-from monitor.store import LeaderLock, Observation, ReplicaReport, ReplicaView, Store
+from monitor.store import Observation, ReplicaReport, ReplicaView, Store
+
+if TYPE_CHECKING:
+    from monitor.store.postgres import LeaderLock
 
 __all__ = ["Replication"]
 

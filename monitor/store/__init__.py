@@ -14,9 +14,10 @@ sender adds it when it sends. The errors are drawn in `monitor.store.records`.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from monitor.store.aio import Store
 from monitor.store.base import LANES, LaneTimeouts, SqlStore
-from monitor.store.postgres import LeaderLock, PostgresStore, leader_key, redacted_url
 from monitor.store.records import (
     PAGERDUTY,
     Incident,
@@ -33,6 +34,23 @@ from monitor.store.records import (
     TimelineEntry,
 )
 from monitor.store.sqlite import SCHEMA_VERSION, SQLiteStore, StateLock
+from monitor.urls import redacted_conninfo as redacted_url
+
+if TYPE_CHECKING:
+    from monitor.store.postgres import LeaderLock, PostgresStore, leader_key
+
+# The PostgreSQL backend, and psycopg with it (~25 MB), is imported when first used: a depmon on its
+# SQLite file never loads it (issue 27).
+_POSTGRES = ("LeaderLock", "PostgresStore", "leader_key")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _POSTGRES:
+        from monitor.store import postgres
+
+        return getattr(postgres, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "LANES",
@@ -67,5 +85,7 @@ def connect(state_url: str | None, state_path: str, environment: str) -> SqlStor
     """The blocking store of a config: PostgreSQL at `state_url` when set, else the SQLite file; it
     reads and writes only the rows of `environment`."""
     if state_url:
+        from monitor.store.postgres import PostgresStore
+
         return PostgresStore(state_url, environment=environment)
     return SQLiteStore(state_path, environment=environment)
