@@ -41,6 +41,7 @@ from hypercorn.config import Sockets
 from hypercorn.utils import wrap_app
 
 from monitor.config import Config, ConfigError, load_config
+from monitor.maintenance.app_graph import app_graph_status
 from monitor.maintenance.poller import MaintenancePoller
 from monitor.maintenance.records import MaintenanceWindow, ServiceStatus
 from monitor.metrics import Metrics
@@ -109,6 +110,7 @@ class Runtime:
     watch: SelfWatch
     slack: SlackSink | None = None
     decisions: Engine | None = None  # among replicas: the engine fed the quorum's verdicts (SPEC 10.6)
+    app_graph: dict[str, Any] | None = None  # /status's `app_graph`: drift (a) and (d), once per config
 
     @classmethod
     def build(
@@ -127,6 +129,10 @@ class Runtime:
         try:
             maintenance = MaintenanceClient(pd.api_url, pd.api_token) if pd.api_token.get_secret_value() else None
             services = {service: owners[0] for service, owners in config.service_owners().items()}
+            if config.app_graph is not None:  # vets-api upstreams no dependency names (SPEC 11.1)
+                for name, service in config.app_graph.pagerduty_services.items():
+                    if service:
+                        services.setdefault(service, f"app_graph.{name}")
             watch = SelfWatch(config, metrics, loop_lag)
             webhooks = {channel: url.get_secret_value() for channel, url in config.slack.webhooks.items()}
             slack = SlackSink(webhooks) if any(webhooks.values()) else None
@@ -137,7 +143,7 @@ class Runtime:
             if sender is not None:
                 sender.close()
             raise
-        return cls(config, engine, sender, maintenance, services, watch, slack, decisions)
+        return cls(config, engine, sender, maintenance, services, watch, slack, decisions, app_graph_status(config))
 
     @property
     def sinks(self) -> Sinks:
@@ -252,6 +258,7 @@ class Daemon:
         self._loop_lag = LoopLagMonitor(self._metrics)
         self._feature_changes = FeatureChanges()
         self._runtime = Runtime.build(config, self._metrics, self._loop_lag, self._feature_changes.append)
+        self._metrics.set_app_graph_drift(self._runtime.app_graph)
         self._store: Store | None = None
         self._pager: Pager | None = None
         self._outbox: Outbox | None = None
@@ -298,6 +305,10 @@ class Daemon:
     @property
     def maintenance_status(self) -> dict[str, Any] | None:
         return self.poller.status() if self.poller is not None else None
+
+    @property
+    def app_graph(self) -> dict[str, Any] | None:
+        return self._runtime.app_graph
 
     async def feature_history(self, since: float) -> dict[str, list[tuple[float, str]]]:
         """Feature -> (at, state) changes from `since` on (`SQLiteStore.feature_history`), with those
@@ -640,6 +651,7 @@ class Daemon:
         if self._on_secrets is not None:
             self._on_secrets(config.secret_values())
         self._metrics.config_last_reload_successful.set(1)
+        self._metrics.set_app_graph_drift(runtime.app_graph)
         (
             runtime.decisions or runtime.engine
         ).changed.set()  # the new pager decides at once: a removed dependency's incident resolves

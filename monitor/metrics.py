@@ -11,7 +11,7 @@ import gc
 import os
 import signal
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -149,6 +149,11 @@ class Metrics:
         self.config_last_reload_successful = Gauge(
             "depmon_config_last_reload_successful", "1 if the last config (re)load succeeded", registry=r
         )
+        self.app_graph_drift = Gauge(
+            "depmon_app_graph_drift",
+            "Differences between depmon's feature graph and vets-api's app_graph (SPEC 11.1 drift a and d)",
+            registry=r,
+        )
         self.overloaded = Gauge(
             "depmon_overloaded", "1 while depmon cannot run its scheduled probes on time", registry=r
         )
@@ -251,6 +256,10 @@ class Metrics:
             self.feature_impacted.remove_by_labels({"feature": feature})
             # Feature-level maintenance windows are published under the feature's id as `dependency`.
             self.maintenance_windows_open.remove_by_labels({"dependency": feature})
+
+    def set_app_graph_drift(self, status: Mapping[str, Any] | None) -> None:
+        """`depmon_app_graph_drift`: the differences /status's `app_graph` lists (0 without app_graph)."""
+        self.app_graph_drift.set(len(status["drift"]) if status is not None else 0)
 
     def set_feature_state(self, feature: str, state: str) -> None:
         """Publish a feature's state: the one-hot series and the impacted flag."""

@@ -117,7 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
         "Without an action: list open and upcoming PagerDuty maintenance windows per dependency and the "
         "features they cover (exit 1 when PagerDuty cannot be read). `open DEPENDENCY --for DURATION --message "
         '"TITLE|BODY"`: create a window on the dependency\'s PagerDuty service, described USER_MESSAGE:TITLE|BODY '
-        "(what the app shows), and print its id and the features the app shows as down. `close WINDOW_ID`: end "
+        "(what the app shows), and print its id, the features in maintenance and the app's downtime banners (or "
+        "that there are none). `close WINDOW_ID`: end "
         "it now. open/close exit 1 when PagerDuty refuses, 2 on bad input (a control or bidirectional-format "
         "character in any text) or an empty pagerduty.from_email.",
     )
@@ -127,6 +128,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--for", dest="duration", metavar="DURATION", help="how long the window lasts (open; at most 90d)"
     )
     maintenance.add_argument("--message", metavar="TITLE|BODY", help="what the app shows Veterans (open)")
+
+    app_graph = add(
+        "app-graph",
+        "read vets-api's ServiceGraph and compare it with depmon's map",
+        "The app's own map (vets-api's ServiceGraph, SPEC 11.1). `import FILE [--variant NAME]`: read vets-api's "
+        "maintenance_windows_controller.rb and print the app_graph YAML block (base edges plus the variant's, by "
+        "default the first defined); exit 2 with FILE:LINE: message when it has no edges or an entry that cannot "
+        "be read. `diff [--vets-api FILE [--variant NAME]] [--app FILE] [--json]`: print the drift between depmon's "
+        "feature graph, the configured app_graph, the controller file and the app's downtime services "
+        "(va-mobile-app's Errors.ts); exit 0 no drift, 1 drift, 2 bad input or nothing to compare.",
+    )
+    app_graph.add_argument("action", choices=("import", "diff"), help="import a controller file, or diff")
+    app_graph.add_argument("file", nargs="?", type=Path, metavar="FILE", help="the controller file (import)")
+    app_graph.add_argument("--variant", metavar="NAME", help="the ServiceGraph variant (default: the first)")
+    app_graph.add_argument("--vets-api", dest="vets_api", type=Path, metavar="FILE", help="a controller file (diff)")
+    app_graph.add_argument("--app", type=Path, metavar="FILE", help="va-mobile-app's Errors.ts (diff)")
+    app_graph.add_argument("--json", action="store_true", help="machine-readable output (diff)")
 
     silence = sub.add_parser(
         "silence",
@@ -179,6 +197,14 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         return run_bench(
             args.targets, args.interval, args.seconds, not args.no_blackbox, args.json, fail_after=args.fail_after
         )
+
+    if command == "app-graph" and args.action == "import":  # reads a vets-api file, not the config
+        from monitor.commands.app_graph import run_import
+
+        if args.file is None:
+            print("depmon app-graph import: give the controller FILE", file=sys.stderr)
+            return EXIT_USAGE
+        return run_import(args.file, args.variant, sys.stdout, sys.stderr)
 
     config_path: Path = args.config or default_config_path(environ)
     try:
@@ -233,6 +259,13 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         from monitor.commands.maintenance import run_maintenance
 
         return anyio.run(run_maintenance, config, sys.stdout)
+    if command == "app-graph":
+        from monitor.commands.app_graph import run_diff
+
+        if args.file is not None:
+            print("depmon app-graph diff: FILE goes with --vets-api FILE", file=sys.stderr)
+            return EXIT_USAGE
+        return run_diff(config, args.vets_api, args.variant, args.app, args.json, sys.stdout, sys.stderr)
     if command == "postmortem":
         from monitor.commands.postmortem import print_postmortem
 

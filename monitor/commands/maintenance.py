@@ -4,8 +4,10 @@
     depmon maintenance close WINDOW_ID
 
 `open` creates a window on the dependency's `pagerduty_service` whose description is
-`USER_MESSAGE:TITLE|BODY`, the form vets-api shows in the app, and prints its id and the app
-features the app will show as down; the running daemon applies it at its next poll. `close` ends
+`USER_MESSAGE:TITLE|BODY`, the form vets-api shows in the app, and prints its id, the features
+depmon's graph puts in maintenance and the app services that show Veterans a downtime banner
+(SPEC 11.1: vets-api's graph decides those; it says plainly when there are none); the running
+daemon applies it at its next poll. `close` ends
 an ongoing window now, or deletes one that has not started (PagerDuty's DELETE does both).
 
 Exit statuses: 0 done; 1 PagerDuty refused or did not answer (its reason printed, secret-free);
@@ -23,6 +25,7 @@ from typing import TextIO
 
 from monitor.config import Config
 from monitor.logs import Redactor
+from monitor.maintenance.app_graph import app_banners
 from monitor.maintenance.app_view import covered_features, covered_nodes
 from monitor.paging.event_content import USER_MESSAGE_PREFIX, WINDOW_DESCRIPTION_LIMIT
 from monitor.state.impact import features_covered, needs_from_config
@@ -116,11 +119,30 @@ def _print_opened(
 ) -> None:
     owners = config.service_owners().get(service, [dependency])
     features = features_covered(needs_from_config(config.features), set(owners))
-    names = ", ".join(config.features[f].name for f in features) or "no app feature"
+    names = ", ".join(config.features[f].name for f in features) or "no feature"
     until = utc(end)
     print(f"maintenance window {window_id} opened on {service} for {format_duration(seconds)}, until {until}", file=out)
-    print(f"the app shows as down: {names}", file=out)
+    print(f"depmon's feature graph puts in maintenance: {names}", file=out)
+    print(banner_sentence(config, dependency), file=out)
     print(f"end it with `depmon maintenance close {window_id}`", file=out)
+
+
+def banner_sentence(config: Config, dependency: str) -> str:
+    """What Veterans see in the app once a window is open on `dependency` (SPEC 11.1), said plainly."""
+    banners = app_banners(config, dependency)
+    if banners:
+        return f"the app shows a downtime banner on: {', '.join(banners)}"
+    if config.app_graph is None:
+        return "the app shows Veterans no downtime banner: no app service is below it in depmon's feature graph"
+    names = config.dependencies[dependency].vets_api
+    why = (
+        "its vets_api names are not reviewed yet"
+        if names is None
+        else "vets-api's ServiceGraph has no node for it (vets_api: [])"
+        if not names
+        else f"no app service is below {', '.join(names)} in vets-api's ServiceGraph"
+    )
+    return f"the app shows Veterans NO downtime banner: {why}"
 
 
 async def run_maintenance(config: Config, out: TextIO) -> int:

@@ -21,6 +21,7 @@ from monitor.config.loading import _read_documents, bundled_config_path, default
 from monitor.config.models import (
     PROBE_KINDS,
     AnyProbeSpec,
+    AppGraph,
     BusinessHours,
     Config,
     Contact,
@@ -48,6 +49,7 @@ from monitor.text import format_duration, parse_duration
 __all__ = [
     "PROBE_KINDS",
     "AnyProbeSpec",
+    "AppGraph",
     "BusinessHours",
     "Config",
     "ConfigError",

@@ -337,6 +337,10 @@ class Escalation(_Model):
     channels: list[str] = Field(default_factory=list)
 
 
+VetsApiName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_]+$", max_length=64)]
+"""A node of vets-api's ServiceGraph: a Ruby symbol as the controller writes it (`lighthouse_vshe`)."""
+
+
 class Dependency(_Model):
     """An external system the app depends on, with the probes that watch it."""
 
@@ -347,6 +351,9 @@ class Dependency(_Model):
     playbooks: list[str] = Field(default_factory=list)
     depends_on: list[str] = Field(default_factory=list)
     probes: list[ProbeSpec] = Field(min_length=1)
+    # vets-api's ServiceGraph names for it (SPEC 11.1): [] reviewed, none; None not reviewed yet.
+    # Never checked against `app_graph`: vets-api renames nodes, and a stale name is drift.
+    vets_api: list[VetsApiName] | None = None
 
     @field_validator("pagerduty_service", mode="before")
     @classmethod
@@ -368,6 +375,23 @@ class Feature(_Model):
     @classmethod
     def _empty_service_is_none(cls, value: object) -> object:
         return None if value == "" else value
+
+
+class AppGraph(_Model):
+    """`app_graph:` one vets-api ServiceGraph (the variant in force) as data (SPEC 11.1).
+
+    `edges` are `[upstream, node]` pairs as the controller lists them; `pagerduty_services` maps
+    upstreams that no dependency names to their PagerDuty service (empty: not polled).
+    """
+
+    source: str = Field(min_length=1)
+    edges: list[tuple[VetsApiName, VetsApiName]] = Field(min_length=1)
+    pagerduty_services: dict[VetsApiName, str | None] = Field(default_factory=dict)
+
+    @field_validator("pagerduty_services", mode="after")
+    @classmethod
+    def _empty_service_is_none(cls, value: dict[str, str | None]) -> dict[str, str | None]:
+        return {name: service or None for name, service in value.items()}
 
 
 class SlackSettings(_Model):
@@ -392,6 +416,7 @@ class Config(_Model):
     slack: SlackSettings = Field(default_factory=SlackSettings)
     dependencies: dict[Id, Dependency] = Field(min_length=1)
     features: dict[Id, Feature] = Field(default_factory=dict)
+    app_graph: AppGraph | None = None
 
     def timing(self, probe: _ProbeBase) -> Timing:
         """The effective timing of one probe."""

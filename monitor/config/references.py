@@ -82,7 +82,26 @@ def check_references(config: Config) -> list[tuple[Loc, str]]:
         else:
             key = "requires" if cycle[1] in features[cycle[0]].requires else "any_of"
         problems.append(((section, cycle[0], key), f"cycle: {' -> '.join(cycle)}"))
+    if config.app_graph is not None:
+        problems += _app_graph_cycle(config.app_graph.edges)
     return problems
+
+
+def _app_graph_cycle(edges: list[tuple[str, str]]) -> list[tuple[Loc, str]]:
+    """vets-api's ServiceGraph walks edges downstream until it runs out: a cycle would never end."""
+    upstreams: dict[str, list[str]] = {}
+    for upstream, node in edges:
+        upstreams.setdefault(node, []).append(upstream)
+    cycle = find_cycle(upstreams)
+    if not cycle:
+        return []
+    path = list(reversed(cycle))[:-1]  # find_cycle reads child -> parent; edges read upstream -> node
+    position = {edge: index for index, edge in reversed(list(enumerate(edges)))}
+    # Told from the cycle's edge listed first, so the message names the line a reader finds first.
+    start = min(range(len(path)), key=lambda i: position[(path[i], path[(i + 1) % len(path)])])
+    path = path[start:] + path[:start]
+    first = position[(path[0], path[1 % len(path)])]
+    return [(("app_graph", "edges", first), f"cycle: {' -> '.join([*path, path[0]])}")]
 
 
 def _timeout_message(timing: Timing, probe: _ProbeBase | None) -> str:

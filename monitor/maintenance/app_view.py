@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from monitor.config import Config
+from monitor.maintenance.app_graph import APP_FEATURES, affected_services, downstream, window_hits
 from monitor.maintenance.records import MaintenanceWindow
 from monitor.state.impact import FeatureNeeds, features_covered, needs_from_config
 from monitor.text import vets_api_time
@@ -29,32 +30,6 @@ def covered_features(
 # vets-api's namespace for the uuid5 that identifies a feature's maintenance window (SPEC 10.7).
 APP_WINDOW_NAMESPACE = uuid.UUID("fa1a248e-0f71-4077-8d25-ed7430bcdb34")
 
-# The feature names the mobile app knows (reference/va-facts.md): vets-api's published response
-# schema enumerates `service`, so a feature the app does not know (depmon's `authentication`,
-# `push_notifications`, ...) is left out of the app's view; it stays in /status. The bundled
-# features that the app knows already carry the app's name as their id.
-APP_FEATURES = frozenset(
-    {
-        "appeals",
-        "claims",
-        "direct_deposit_benefits",
-        "disability_rating",
-        "letters_and_documents",
-        "secure_messaging",
-        "appointments",
-        "immunizations",
-        "rx_refill",
-        "user_profile_update",
-        "user_contact_update",
-        "user_demographics",
-        "military_service_history",
-        "payment_history",
-        "facility_locator",
-        "efolder",
-        "preneed_burial",
-    }
-)
-
 
 def app_maintenance_windows(
     config: Config, windows: Sequence[MaintenanceWindow], now: float, camel: bool = False
@@ -66,36 +41,43 @@ def app_maintenance_windows(
     starts first (of two starting together, the one ending last). Attributes are exactly
     `service`, `start_time` and `end_time` (`startTime`, `endTime` with `camel`): the window's
     description is for people, in /status. Records in config order of the features.
+
+    With `app_graph` (SPEC 11.1), exactly what vets-api serves for these windows: its
+    ServiceGraph walk (`app_graph.affected_services`), records in the order it makes them; a
+    feature's own `pagerduty_service` does not count then.
     """
     at = datetime.fromtimestamp(now, UTC)
+    current = [window for window in windows if window.end > at]
+    if config.app_graph is not None:
+        shown = affected_services(downstream(config.app_graph.edges), window_hits(config, current))
+        return [_record(service, window, camel) for service, window in shown.items()]
     needs = needs_from_config(config.features)
     owners = config.service_owners()
     first: dict[str, MaintenanceWindow] = {}
-    for window in sorted(windows, key=lambda w: (w.start, -w.end.timestamp(), w.id)):
-        if window.end <= at:
-            continue
+    for window in sorted(current, key=lambda w: (w.start, -w.end.timestamp(), w.id)):
         for feature in covered_features(window, owners, needs):
             first.setdefault(feature, window)
-    records = []
-    for feature in config.features:
-        if feature not in first or feature not in APP_FEATURES:
-            continue
-        window = first[feature]
-        attributes = {
-            "service": feature,
-            "start_time": vets_api_time(window.start),
-            "end_time": vets_api_time(window.end),
-        }
-        if camel:
-            attributes = {_camel(key): value for key, value in attributes.items()}
-        records.append(
-            {
-                "id": str(uuid.uuid5(APP_WINDOW_NAMESPACE, feature)),
-                "type": "maintenance_window",
-                "attributes": attributes,
-            }
-        )
-    return records
+    return [
+        _record(feature, first[feature], camel)
+        for feature in config.features
+        if feature in first and feature in APP_FEATURES
+    ]
+
+
+def _record(service: str, window: MaintenanceWindow, camel: bool) -> dict[str, Any]:
+    """One record of `/maintenance_windows`, as vets-api's serializer emits it."""
+    attributes = {
+        "service": service,
+        "start_time": vets_api_time(window.start),
+        "end_time": vets_api_time(window.end),
+    }
+    if camel:
+        attributes = {_camel(key): value for key, value in attributes.items()}
+    return {
+        "id": str(uuid.uuid5(APP_WINDOW_NAMESPACE, service)),
+        "type": "maintenance_window",
+        "attributes": attributes,
+    }
 
 
 def _camel(key: str) -> str:

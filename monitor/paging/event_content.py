@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from monitor.config import Config
+from monitor.maintenance.app_graph import app_banners
 from monitor.maintenance.records import MaintenanceWindow, ServiceStatus
 from monitor.paging.decisions import Action, Decision
 from monitor.results import ProbeResult
@@ -254,6 +255,8 @@ def build_event(decision: Decision, ctx: EventContext) -> dict[str, Any]:
         ],
         "owning_team_status": owning_team_sentence(config, decision.dependency, ctx.owning_team_status, now),
         "maintenance_command": maintenance_command(config, decision.dependency, features),
+        # SPEC 11.1: what Veterans see if that window is opened (empty: no banner in the app).
+        "app_banners": app_banners(config, decision.dependency),
     }
     return fit_event(
         {

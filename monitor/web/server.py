@@ -71,6 +71,11 @@ class View(Protocol):
     @property
     def maintenance_status(self) -> dict[str, Any] | None: ...
     @property
+    def app_graph(self) -> dict[str, Any] | None:
+        """SPEC 11.1: the app_graph's source and drift (a) and (d), computed once per config; None without one."""
+        ...
+
+    @property
     def silences(self) -> list[Silence]: ...
     @property
     def replicas(self) -> list[dict[str, Any]]:
@@ -252,6 +257,7 @@ def status_document(view: View, now: float, history: FeatureHistory | None = Non
         "ready": engine.ready,
         "self": {"condition": str(verdict.condition), "reason": verdict.reason or None},
         "maintenance_polling": _maintenance_polling(view.maintenance_status),
+        "app_graph": view.app_graph,
         "silences": [
             {
                 "id": s.id,

@@ -41,7 +41,8 @@ class TestDemoCommand:
         )
         opened = re.search(r"maintenance window (\w+) opened on \w+ for 1h", timeline)
         assert opened is not None, timeline
-        assert "the app shows as down: Secure Messaging" in timeline
+        assert "depmon's feature graph puts in maintenance: Secure Messaging" in timeline
+        assert "the app shows a downtime banner on: secure_messaging, rx_refill" in timeline
         assert f"$ depmon maintenance close {opened.group(1)}" in timeline
         assert f"maintenance window {opened.group(1)} ended" in timeline
         summary = output[output.index("Summary:") :]

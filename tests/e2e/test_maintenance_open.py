@@ -56,7 +56,7 @@ def test_open_is_honoured_within_a_poll_and_close_lets_the_failure_page(tmp_path
         match = re.match(r"maintenance window (\w+) opened on PA for 1h", opened.stdout)
         assert match is not None, opened.stdout
         window_id = match.group(1)
-        assert "the app shows as down: A app" in opened.stdout
+        assert "depmon's feature graph puts in maintenance: A app" in opened.stdout
         [window] = sim.pagerduty.windows
         assert (window.id, window.description) == (window_id, f"USER_MESSAGE:{MESSAGE}")
         entered = wait_for(

@@ -263,6 +263,7 @@ class _StatusView:
     self_state: SelfState = field(default_factory=SelfState)
     maintenance_status: dict[str, Any] | None = None
     replicas: list[dict[str, Any]] = field(default_factory=list)
+    app_graph: dict[str, Any] | None = None
 
     async def feature_history(self, since: float) -> dict[str, list[tuple[float, str]]]:
         return {}

@@ -73,7 +73,9 @@ class TestOpen:
         assert window.service_ids == (EVSS,)
         assert abs(window.end - window.start - timedelta(hours=2)) < timedelta(seconds=2)
         assert out.splitlines()[0].startswith(f"maintenance window {window.id} opened on {EVSS} for 2h")
-        assert f"the app shows as down: {EVSS_FEATURES}" in out
+        assert f"depmon's feature graph puts in maintenance: {EVSS_FEATURES}" in out
+        # SPEC 11.1: vets-api's graph has no EVSS node today, and the output says so plainly.
+        assert "the app shows Veterans NO downtime banner: vets-api's ServiceGraph has no node for it" in out
 
     def test_pagerduty_refusal_is_exit_1_with_its_reason(
         self, fake: FakePagerDuty, capsys: pytest.CaptureFixture[str]
