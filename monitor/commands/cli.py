@@ -143,6 +143,16 @@ def build_parser() -> argparse.ArgumentParser:
     silence.add_argument("--state", metavar="PATH", help="SQLite state file (default: from the config)")
     silence.add_argument("--config", type=Path, metavar="PATH", help="config file or directory")
 
+    page = add(
+        "page",
+        "print what an outage of a dependency would send now; nothing is sent",
+        "Print, from the config alone, the PagerDuty event and the Slack posts an outage of DEPENDENCY would "
+        "send now, as the pager builds them (no window, silence or earlier incident taken into account; the "
+        'routing key shown as "<routing key>"). Nothing is sent. Exit 0, 2 for an unknown dependency.',
+    )
+    page.add_argument("dependency", metavar="DEPENDENCY", help="the dependency id whose outage to preview")
+    page.add_argument("--json", action="store_true", help="machine-readable output")
+
     postmortem = sub.add_parser(
         "postmortem",
         help="print a postmortem draft for an incident",
@@ -233,6 +243,10 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         from monitor.commands.maintenance import run_maintenance
 
         return anyio.run(run_maintenance, config, sys.stdout)
+    if command == "page":
+        from monitor.commands.page import run_page
+
+        return run_page(config, args.dependency, args.json, sys.stdout, sys.stderr)
     if command == "postmortem":
         from monitor.commands.postmortem import print_postmortem
 
