@@ -153,6 +153,13 @@ def build_parser() -> argparse.ArgumentParser:
     page.add_argument("dependency", metavar="DEPENDENCY", help="the dependency id whose outage to preview")
     page.add_argument("--json", action="store_true", help="machine-readable output")
 
+    sub.add_parser(
+        "schema",
+        help="print the JSON Schema of the configuration",
+        description="Print the JSON Schema (draft 2020-12) of the configuration, merged and substituted, as the "
+        "models define it; config/depmon.schema.json is this output. Exit 0.",
+    )
+
     postmortem = sub.add_parser(
         "postmortem",
         help="print a postmortem draft for an incident",
@@ -189,6 +196,12 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         return run_bench(
             args.targets, args.interval, args.seconds, not args.no_blackbox, args.json, fail_after=args.fail_after
         )
+
+    if command == "schema":
+        from monitor.commands.schema import render_schema
+
+        sys.stdout.write(render_schema())
+        return EXIT_OK
 
     config_path: Path = args.config or default_config_path(environ)
     try:
