@@ -63,7 +63,8 @@ class TestValidateJson:
 
     def test_strict_issues_too(self, capsys: pytest.CaptureFixture[str]) -> None:
         """With --strict, the strict issues are the document's issues: exit 2, in config order."""
-        status, out, _ = run(capsys, "validate", "--strict", "--json", "--config", "config")
+        environ = {"VA_PROFILE_URL": "https://vaprofile.example.va.gov"}  # not the integration host
+        status, out, _ = run(capsys, "validate", "--strict", "--json", "--config", "config", environ=environ)
         document = json.loads(out)
         assert (status, document["valid"], document["dependencies"]) == (2, False, 11)
         assert [(i["file"], i["path"]) for i in document["issues"]] == [
