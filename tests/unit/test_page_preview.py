@@ -190,6 +190,14 @@ class TestPageCli:
             "ssoe-oauth, va-profile, vanotify, vaos, vetext)\n"
         )
 
+    def test_a_bidi_override_in_the_id_is_exit_2(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """DEPENDENCY with a bidirectional-format character is refused before anything is read."""
+        assert main(["page", "ev\u202ess"], environ={}) == 2
+        assert capsys.readouterr().err == (
+            "depmon page: DEPENDENCY: control, bidirectional-format and non-UTF-8 characters are not allowed "
+            "(U+202E at character 3)\n"
+        )
+
     def test_nothing_reaches_pagerduty(self, capsys: pytest.CaptureFixture[str]) -> None:
         """With a routing key and PagerDuty on loopback, the command sends nothing: the fake has no event
         after it, and takes one sent directly afterwards (it was listening)."""
