@@ -21,7 +21,8 @@ import unicodedata
 from datetime import UTC, datetime
 from typing import NamedTuple
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+DURATION_PATTERN = r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$"  # `500ms`, `10s`, `3m`, `1h`, `90d`
+_DURATION = re.compile(DURATION_PATTERN)
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _NOT_A_DURATION = "must be a duration like 500ms, 10s, 3m, 1h or 90d"
 

@@ -10,6 +10,8 @@ here, for every command, before anything else is read).
 from __future__ import annotations
 
 import argparse
+import json
+import logging
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -18,12 +20,14 @@ from pathlib import Path
 import anyio
 
 from monitor import __version__
-from monitor.config import Config, ConfigError, default_config_path, load_config
+from monitor.config import Config, ConfigError, ConfigIssue, default_config_path, load_config
 from monitor.logs import Redactor, configure_logging
 from monitor.store import StoreError
 from monitor.text import checked_text, parse_host_port
 
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
+# `run --log-level`: the least severe event the daemon logs.
+LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--listen", metavar="HOST:PORT", help="address of the HTTP endpoints (default: monitor.listen)")
     run.add_argument("--state", metavar="PATH", help="SQLite state file (default: monitor.state_path)")
     run.add_argument("--log-format", choices=("json", "console"), help="default: json unless stdout is a terminal")
+    run.add_argument("--log-level", choices=tuple(LOG_LEVELS), default="info", help="the least severe event logged")
 
     demo = sub.add_parser(
         "demo",
@@ -100,6 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
         "Validate the configuration; print every error as FILE: key.path: message. Exit 0 valid, 2 invalid.",
     )
     validate.add_argument(
+        "--json",
+        action="store_true",
+        help='machine-readable output: {"config", "valid", "dependencies", "features", "issues": [{"file", '
+        '"path", "message"}]} on stdout',
+    )
+    validate.add_argument(
         "--strict",
         action="store_true",
         help="also fail (exit 2) when a secret a deployment needs is empty: the PagerDuty routing key and "
@@ -109,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     impact = add(
         "impact", "print the dependency to feature map", "Print which app features each dependency takes down."
     )
-    impact.add_argument("--format", choices=("text", "mermaid", "dot"), default="text")
+    impact.add_argument("--format", choices=("text", "json", "mermaid", "dot"), default="text")
 
     maintenance = add(
         "maintenance",
@@ -128,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--for", dest="duration", metavar="DURATION", help="how long the window lasts (open; at most 90d)"
     )
     maintenance.add_argument("--message", metavar="TITLE|BODY", help="what the app shows Veterans (open)")
+    maintenance.add_argument("--json", action="store_true", help="machine-readable list (without an action)")
 
     app_graph = add(
         "app-graph",
@@ -157,9 +169,27 @@ def build_parser() -> argparse.ArgumentParser:
     silence.add_argument("--for", dest="duration", metavar="DURATION", help="how long, e.g. 30m or 2h (at most 90d)")
     silence.add_argument("--reason", metavar="TEXT", help="why (shown on /status and in the incident timeline)")
     silence.add_argument("--list", dest="list_them", action="store_true", help="list the silences in force")
+    silence.add_argument("--json", action="store_true", help="machine-readable list (with --list)")
     silence.add_argument("--expire", type=int, metavar="ID", help="end silence ID now")
     silence.add_argument("--state", metavar="PATH", help="SQLite state file (default: from the config)")
     silence.add_argument("--config", type=Path, metavar="PATH", help="config file or directory")
+
+    page = add(
+        "page",
+        "print what an outage of a dependency would send now; nothing is sent",
+        "Print, from the config alone, the PagerDuty event and the Slack posts an outage of DEPENDENCY would "
+        "send now, as the pager builds them (no window, silence or earlier incident taken into account; the "
+        'routing key shown as "<routing key>"). Nothing is sent. Exit 0, 2 for an unknown dependency.',
+    )
+    page.add_argument("dependency", metavar="DEPENDENCY", help="the dependency id whose outage to preview")
+    page.add_argument("--json", action="store_true", help="machine-readable output")
+
+    sub.add_parser(
+        "schema",
+        help="print the JSON Schema of the configuration",
+        description="Print the JSON Schema (draft 2020-12) of the configuration, merged and substituted, as the "
+        "models define it; config/depmon.schema.json is this output. Exit 0.",
+    )
 
     postmortem = sub.add_parser(
         "postmortem",
@@ -205,11 +235,18 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             print("depmon app-graph import: give the controller FILE", file=sys.stderr)
             return EXIT_USAGE
         return run_import(args.file, args.variant, sys.stdout, sys.stderr)
+    if command == "schema":
+        from monitor.commands.schema import render_schema
+
+        sys.stdout.write(render_schema())
+        return EXIT_OK
 
     config_path: Path = args.config or default_config_path(environ)
     try:
         config = load_config(config_path, environ)
     except ConfigError as exc:
+        if command == "validate" and args.json:
+            return _validation_json(config_path, None, exc.issues)
         for issue in exc.issues:
             print(issue, file=sys.stderr)
         return EXIT_USAGE
@@ -217,14 +254,17 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     redactor = Redactor(config.secret_values())
 
     if command == "validate":
+        strict_issues: list[ConfigIssue] = []
         if args.strict:
             from monitor.commands.validate_strict import check_strict
 
             strict_issues = check_strict(config_path, config)
-            for issue in strict_issues:
-                print(issue, file=sys.stderr)
-            if strict_issues:
-                return EXIT_USAGE
+        if args.json:
+            return _validation_json(config_path, config, strict_issues)
+        for issue in strict_issues:
+            print(issue, file=sys.stderr)
+        if strict_issues:
+            return EXIT_USAGE
         print(f"{config_path}: valid ({len(config.dependencies)} dependencies, {len(config.features)} features)")
         return EXIT_OK
     if command == "impact":
@@ -234,7 +274,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         return EXIT_OK
     if command == "run":
         json_logs = None if args.log_format is None else args.log_format == "json"
-        configure_logging(sys.stdout, json=json_logs, redactor=redactor)
+        configure_logging(sys.stdout, json=json_logs, redactor=redactor, level=LOG_LEVELS[args.log_level])
         return _run(config_path, config, args.listen, args.state, environ, redactor)
 
     configure_logging(sys.stderr, redactor=redactor, level=30)  # warnings only: the output is the report
@@ -242,6 +282,9 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         from monitor.commands.check import run_check
 
         return anyio.run(run_check, config, args.dependency, args.json, sys.stdout)
+    if command == "maintenance" and args.action is not None and args.json:
+        print(f"depmon maintenance {args.action}: --json: only for the list (no action)", file=sys.stderr)
+        return EXIT_USAGE
     if command == "maintenance" and args.action is not None:
         from monitor.commands.maintenance import run_maintenance_action
 
@@ -258,7 +301,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     if command == "maintenance":
         from monitor.commands.maintenance import run_maintenance
 
-        return anyio.run(run_maintenance, config, sys.stdout)
+        return anyio.run(run_maintenance, config, sys.stdout, args.json, sys.stderr)
     if command == "app-graph":
         from monitor.commands.app_graph import run_diff
 
@@ -266,6 +309,10 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             print("depmon app-graph diff: FILE goes with --vets-api FILE", file=sys.stderr)
             return EXIT_USAGE
         return run_diff(config, args.vets_api, args.variant, args.app, args.json, sys.stdout, sys.stderr)
+    if command == "page":
+        from monitor.commands.page import run_page
+
+        return run_page(config, args.dependency, args.json, sys.stdout, sys.stderr)
     if command == "postmortem":
         from monitor.commands.postmortem import print_postmortem
 
@@ -283,8 +330,23 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             args.expire,
             sys.stdout,
             sys.stderr,
+            as_json=args.json,
         )
     raise AssertionError(command)  # argparse admits only the commands above
+
+
+def _validation_json(config_path: Path, config: Config | None, issues: Sequence[ConfigIssue]) -> int:
+    """`validate --json`: one document on stdout, whatever the verdict; 0 valid, 2 invalid."""
+    document = {
+        "config": str(config_path),
+        "valid": config is not None and not issues,
+        "dependencies": None if config is None else len(config.dependencies),
+        "features": None if config is None else len(config.features),
+        "issues": [{"file": i.file, "path": i.path, "message": i.message} for i in issues],
+    }
+    json.dump(document, sys.stdout, indent=2, ensure_ascii=False)
+    sys.stdout.write("\n")
+    return EXIT_OK if document["valid"] else EXIT_USAGE
 
 
 def _text_arguments(args: argparse.Namespace) -> list[tuple[str, str]]:

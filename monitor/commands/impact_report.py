@@ -1,7 +1,8 @@
-"""`depmon impact`: what an outage of each dependency takes down, as a table, Mermaid or DOT."""
+"""`depmon impact`: what an outage of each dependency takes down, as a table, JSON, Mermaid or DOT."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from monitor.config import Config
@@ -57,14 +58,27 @@ def _outage_state(dep: str, outage: str, below: set[str]) -> DependencyHealth:
 
 
 def render_impact(config: Config, fmt: str) -> str:
-    """The dependency -> feature map as text, a mermaid flowchart or a graphviz digraph.
+    """The dependency -> feature map as text, JSON, a mermaid flowchart or a graphviz digraph.
 
     Text: one line per dependency, the features its outage takes down and the ones it degrades
-    (with the alternatives left). Diagrams: the graph itself; a solid edge takes the feature down
-    with its source, a dashed `degrades` edge is one `any_of` alternative (every one down: down).
+    (with the alternatives left). JSON: the same facts, `{"dependencies": {ID: {"name",
+    "depends_on", "down": [feature], "degraded": {feature: [alternative left]}}}}`. Diagrams: the
+    graph itself; a solid edge takes the feature down with its source, a dashed `degrades` edge is
+    one `any_of` alternative (every one down: down).
     """
     if fmt == "text":
         return "\n".join(_impact_line(config, dep_id, impact) for dep_id, impact in impact_map(config).items())
+    if fmt == "json":
+        dependencies = {
+            dep_id: {
+                "name": config.dependencies[dep_id].name,
+                "depends_on": list(config.dependencies[dep_id].depends_on),
+                "down": list(impact.down),
+                "degraded": {feature: list(left) for feature, left in impact.degraded.items()},
+            }
+            for dep_id, impact in impact_map(config).items()
+        }
+        return json.dumps({"dependencies": dependencies}, indent=2, ensure_ascii=False)
     edges: list[tuple[str, str, str]] = []  # (from, to, kind): "token", "requires" or "degrades"
     for dep_id, dep in config.dependencies.items():
         edges += [(parent, dep_id, "token") for parent in dep.depends_on]

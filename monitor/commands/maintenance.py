@@ -17,6 +17,7 @@ Exit statuses: 0 done; 1 PagerDuty refused or did not answer (its reason printed
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Callable
@@ -145,29 +146,56 @@ def banner_sentence(config: Config, dependency: str) -> str:
     return f"the app shows Veterans NO downtime banner: {why}"
 
 
-async def run_maintenance(config: Config, out: TextIO) -> int:
-    """Print open and upcoming windows per dependency; 1 when PagerDuty cannot be read."""
+async def run_maintenance(config: Config, out: TextIO, as_json: bool = False, err: TextIO | None = None) -> int:
+    """Print open and upcoming windows per dependency; 1 when PagerDuty cannot be read.
+
+    `as_json`: one document, `{"windows": [{"id", "start", "end", "open", "description",
+    "services", "covers", "features"}], "bad_service_ids": [...]}`, windows by start; when
+    PagerDuty cannot be read, stdout stays empty and the reason goes to `err`.
+    """
     from monitor.errors import MaintenanceUnavailable
     from monitor.pagerduty.clients import MaintenanceClient
 
+    trouble = err if as_json and err is not None else out
     pd = config.pagerduty
     if not pd.api_token.get_secret_value():
-        print("no PagerDuty API token (pagerduty.api_token): maintenance windows cannot be read", file=out)
+        print("no PagerDuty API token (pagerduty.api_token): maintenance windows cannot be read", file=trouble)
         return 1
     owners = config.service_owners()
     client = MaintenanceClient(pd.api_url, pd.api_token)
     try:
         result = await client.open_windows(list(owners))
     except MaintenanceUnavailable as exc:
-        print(f"PagerDuty maintenance windows cannot be read: {exc}", file=out)
+        print(f"PagerDuty maintenance windows cannot be read: {exc}", file=trouble)
         return 1
     finally:
         client.close()
     needs = needs_from_config(config.features)
     now = datetime.now(UTC)
-    if not result.windows:
+    windows = sorted(result.windows, key=lambda w: w.start)
+    if as_json:
+        document = {
+            "windows": [
+                {
+                    "id": window.id,
+                    "start": window.start.isoformat(),
+                    "end": window.end.isoformat(),
+                    "open": window.is_open_at(now),
+                    "description": window.description,
+                    "services": list(window.service_ids),
+                    "covers": sorted(covered_nodes(window, owners)),
+                    "features": covered_features(window, owners, needs),
+                }
+                for window in windows
+            ],
+            "bad_service_ids": list(result.bad_service_ids),
+        }
+        json.dump(document, out, indent=2, ensure_ascii=False)
+        out.write("\n")
+        return 0
+    if not windows:
         print("no open or upcoming maintenance windows", file=out)
-    for window in sorted(result.windows, key=lambda w: w.start):
+    for window in windows:
         nodes = sorted(covered_nodes(window, owners))
         when = "open now" if window.is_open_at(now) else "upcoming"
         features = covered_features(window, owners, needs)

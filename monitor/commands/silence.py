@@ -1,7 +1,7 @@
 """`depmon silence`: no page for a dependency for a while (SPEC 10.2).
 
     depmon silence DEPENDENCY --for DURATION --reason TEXT   add one (at most 90 days); prints its id and end
-    depmon silence --list                                     the silences in force
+    depmon silence --list [--json]                            the silences in force
     depmon silence --expire ID                                end one now
 
 Silences live in the state store, so the running daemon sees a new one within a second, without
@@ -12,6 +12,7 @@ incident goes into that incident's timeline.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from typing import TextIO
 
 from monitor.config import Config, format_duration
 from monitor.store import SqlStore, StoreError, connect, redacted_url
-from monitor.text import duration_argument, utc
+from monitor.text import duration_argument, iso_utc, utc
 
 __all__ = ["run_silence"]
 
@@ -39,8 +40,12 @@ def run_silence(
     out: TextIO,
     err: TextIO,
     clock: Callable[[], float] = time.time,
+    as_json: bool = False,
 ) -> int:
     """Carry out one `depmon silence` call; returns the exit status (2 for bad input).
+
+    `as_json` (with `list_them` only): `{"silences": [{"id", "dependency", "created_at",
+    "ends_at", "reason"}]}`, times in ISO 8601 UTC.
 
     Silences live where the daemon's state lives: `--state` (a SQLite file), else the config's
     `monitor.state_url` (the replicas' PostgreSQL), else its `monitor.state_path`.
@@ -52,9 +57,12 @@ def run_silence(
         config.monitor.environment,
     )
     now = clock()
+    if as_json and not list_them:
+        print("depmon silence: --json: only with --list", file=err)
+        return EXIT_USAGE
     try:
         if list_them:
-            return _list(path, now, out)
+            return _list(path, now, out, as_json)
         if expire is not None and not 1 <= expire <= LARGEST_ID:
             print(f"depmon silence: --expire: must be a silence id, 1 to {LARGEST_ID} (got {expire})", file=err)
             return EXIT_USAGE
@@ -119,12 +127,25 @@ def _add(
     return EXIT_OK
 
 
-def _list(path: _State, now: float, out: TextIO) -> int:
-    if not path.exists():
-        print("no silence in force", file=out)
+def _list(path: _State, now: float, out: TextIO, as_json: bool) -> int:
+    active = []
+    if path.exists():
+        with path.open() as store:
+            active = store.silences(active_at=now)
+    if as_json:
+        silences = [
+            {
+                "id": s.id,
+                "dependency": s.dependency,
+                "created_at": iso_utc(s.created_at),
+                "ends_at": iso_utc(s.ends_at),
+                "reason": s.reason,
+            }
+            for s in active
+        ]
+        json.dump({"silences": silences}, out, indent=2, ensure_ascii=False)
+        out.write("\n")
         return EXIT_OK
-    with path.open() as store:
-        active = store.silences(active_at=now)
     if not active:
         print("no silence in force", file=out)
     for s in active:

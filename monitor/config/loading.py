@@ -242,11 +242,7 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
 
 
 def _load(path: Path, environ: Mapping[str, str]) -> Config:
-    document, origins = _read_documents(path)
-    issues: list[ConfigIssue] = []
-    document = _substitute(document, environ, (), origins, str(path), issues)
-    if issues:
-        raise ConfigError(issues)
+    document, origins = _substituted(path, environ)
     try:
         config = Config.model_validate(document)
     except ValidationError as exc:
@@ -258,6 +254,23 @@ def _load(path: Path, environ: Mapping[str, str]) -> Config:
     if issues:
         raise ConfigError(issues)
     return config
+
+
+def substituted_document(path: Path, environ: Mapping[str, str]) -> dict[str, Any]:
+    """The document at `path` merged and substituted, not yet validated: what `depmon schema` describes.
+
+    Raises ConfigError for what stops it being read (a YAML error, an unset `${VAR}`).
+    """
+    return _substituted(path, environ)[0]
+
+
+def _substituted(path: Path, environ: Mapping[str, str]) -> tuple[dict[str, Any], _Origins]:
+    document, origins = _read_documents(path)
+    issues: list[ConfigIssue] = []
+    substituted: dict[str, Any] = _substitute(document, environ, (), origins, str(path), issues)
+    if issues:
+        raise ConfigError(issues)
+    return substituted, origins
 
 
 def _read_documents(path: Path) -> tuple[dict[str, Any], _Origins]:

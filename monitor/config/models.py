@@ -27,10 +27,12 @@ from pydantic import (
 )
 
 from monitor.state.graph import ancestors
-from monitor.text import parse_duration, parse_host_port
+from monitor.text import DURATION_PATTERN, parse_duration, parse_host_port
 from monitor.urls import LOOPBACK, check_postgresql_url, check_url, conninfo_passwords, url_passwords
 
-Duration = Annotated[float, BeforeValidator(parse_duration)]
+# What a duration is written as: `30s` and the like, or a number of seconds (the JSON Schema says so).
+_DurationInput = Annotated[str, Field(pattern=DURATION_PATTERN)] | Annotated[float, Field(gt=0)]
+Duration = Annotated[float, BeforeValidator(parse_duration, json_schema_input_type=_DurationInput)]
 _ID_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
 _URL_PATTERN = r"^https?://"
 _ENVIRONMENT_PATTERN = r"^[A-Za-z0-9._-]+$"

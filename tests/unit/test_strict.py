@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from monitor.commands.cli import main
-from monitor.commands.validate_strict import required_secret_issues
+from monitor.commands.validate_strict import non_production_label, pinned_range, required_secret_issues
 from monitor.config import Config, ConfigIssue, bundled_config_path, load_config
 
 ROUTING_KEY = "0123456789abcdef0123456789abcdef"
@@ -19,6 +19,8 @@ SECRETS = {
     "SSOE_CLIENT_ID": "depmon-client-4711",
     "SSOE_CLIENT_SECRET": "hunter2-Client-Secret-0xC0FFEE",
 }
+# The production address of every upstream whose bundled default is not production (config/README.md).
+PRODUCTION_HOSTS = {"VA_PROFILE_URL": "https://vaprofile.example.va.gov"}
 MONITOR = "config/monitor.yaml"
 DEPENDENCIES = "config/dependencies.yaml"
 
@@ -36,7 +38,7 @@ BUNDLED_LINES = {
 
 
 def _strict(environ: Mapping[str, str], capsys: pytest.CaptureFixture[str]) -> tuple[int, list[str], str]:
-    status = main(["validate", "--strict", "--config", "config"], environ=environ)
+    status = main(["validate", "--strict", "--config", "config"], environ={**PRODUCTION_HOSTS, **environ})
     captured = capsys.readouterr()
     return status, captured.err.splitlines(), captured.out
 
@@ -145,3 +147,170 @@ dependencies:
     path = folder / "depmon.yaml"
     path.write_text(text, encoding="utf-8")
     return load_config(path, environ)
+
+
+class TestNonProductionLabel:
+    @pytest.mark.parametrize(
+        ("host", "word"),
+        [
+            ("int.vaprofile.va.gov", "int"),  # a label that is the word
+            ("api.staging.va.gov", "staging"),
+            ("sqa.eauth.va.gov", "sqa"),
+            ("sandbox.api.va.gov", "sandbox"),
+            ("dev-api.va.gov", "dev"),  # a label's prefix, then a hyphen
+            ("stg-fwdproxy.vfs.va.gov", "stg"),
+            ("api-test.va.gov", "test"),  # a hyphen, then a label's suffix
+            ("vets-api-int.example.gov", "int"),
+            ("API.Staging.VA.gov", "staging"),  # without case
+            ("api.staging.va.gov.", "staging"),  # a fully qualified name's final dot
+            ("developer.va.gov", None),  # a word run into a longer label is another word
+            ("internal.va.gov", None),
+            ("contest.gov", None),
+            ("devops.example.gov", None),
+            ("testing.gov", None),
+            ("stg2.example.gov", None),
+            ("my-dev-box.va.gov", None),  # inside a label, neither its prefix nor its suffix
+            ("api.va.gov", None),
+            ("10.0.0.1", None),
+            ("", None),
+        ],
+    )
+    def test_rule(self, host: str, word: str | None) -> None:
+        """A label equal to a word, or starting with it and `-`, or ending with `-` and it; nothing else."""
+        assert non_production_label(host) == word
+
+
+class TestPinnedRange:
+    @pytest.mark.parametrize(
+        ("url", "pinned"),
+        [
+            ("https://app.datadoghq.com/d/x?from_ts=1640615800322&to_ts=1643294200322&live=true", ["from_ts", "to_ts"]),
+            ("https://app.datadoghq.com/d/x?from_ts=", ["from_ts"]),  # DataDog's keys are pinned whatever they hold
+            ("https://grafana.example.gov/d/x?orgId=1&from=1640615800322&to=1643294200322", ["from", "to"]),
+            ("https://grafana.example.gov/d/x?from=2021-12-27T00:00:00Z", ["from"]),
+            ("https://grafana.example.gov/d/x?from=now-6h&to=now", []),  # relative: follows the present
+            ("https://app.datadoghq.com/d/x?live=true", []),
+            ("https://grafana.example.gov/d/x#from=1640615800322", []),  # not a query parameter
+        ],
+    )
+    def test_rule(self, url: str, pinned: list[str]) -> None:
+        """`from_ts`/`to_ts`, and `from`/`to` with an absolute value (a digit first), in URL order."""
+        assert pinned_range(url) == pinned
+
+
+HOSTS_CONFIG = """
+monitor:
+  environment: ${{DEPMON_ENVIRONMENT:-production}}
+  canaries: [{{name: egress, kind: tcp, host: {canary}, port: 3128}}]
+  links: [{{text: Dashboard, href: "{link}"}}]
+pagerduty: {{routing_key: "0123456789abcdef0123456789abcdef", api_token: "token"}}
+playbooks: {{runbook: {{title: Runbook, url: "https://docs.example.gov/runbook"}}}}
+dependencies:
+  evss:
+    name: EVSS
+    docs: "{docs}"
+    playbooks: [runbook]
+    probes:
+      - {{name: base, kind: http, url: "${{EVSS_URL:-{url}}}"}}
+      - {{name: certificate, kind: tls, host: {tls}}}
+"""
+PRODUCTION_ADDRESSES = {
+    "canary": "fwdproxy.example.gov",
+    "link": "https://grafana.example.gov/d/x?from=now-6h",
+    "docs": "https://docs.example.gov/evss",
+    "url": "https://evss.example.gov/health",
+    "tls": "evss.example.gov",
+}
+
+
+class TestEnvironmentIssues:
+    def _validate(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str], environ: Mapping[str, str] = {}, **addresses: str
+    ) -> tuple[int, list[str]]:
+        path = tmp_path / "depmon.yaml"
+        path.write_text(HOSTS_CONFIG.format(**{**PRODUCTION_ADDRESSES, **addresses}))
+        status = main(["validate", "--strict", "--config", str(path)], environ=environ)
+        lines = capsys.readouterr().err.splitlines()
+        return status, [line.removeprefix(f"{path}: ") for line in lines]
+
+    def test_production_addresses_pass(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """Production with production hosts and a relative link: exit 0."""
+        assert self._validate(tmp_path, capsys) == (0, [])
+
+    def test_every_place_a_host_stands(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """A canary, a link, docs, an http probe's URL and a tls probe's host: each its own line, in config order."""
+        status, lines = self._validate(
+            tmp_path,
+            capsys,
+            canary="fwdproxy-dev.example.gov",
+            link="https://grafana.staging.example.gov/d/x",
+            docs="https://sandbox.docs.example.gov/evss",
+            url="https://int.evss.example.gov/health",
+            tls="evss-sqa.example.gov",
+        )
+        tail = "while monitor.environment is production"
+        assert (status, lines) == (
+            2,
+            [
+                f"monitor.canaries[0].host: host fwdproxy-dev.example.gov has a non-production label (dev) {tail}: "
+                "point it at production (--strict)",
+                f"monitor.links[0].href: host grafana.staging.example.gov has a non-production label (staging) {tail}: "
+                "point it at production (--strict)",
+                f"dependencies.evss.docs: host sandbox.docs.example.gov has a non-production label (sandbox) {tail}: "
+                "point it at production (--strict)",
+                f"dependencies.evss.probes[0].url: host int.evss.example.gov has a non-production label (int) {tail}: "
+                "set EVSS_URL to the production address (--strict)",
+                f"dependencies.evss.probes[1].host: host evss-sqa.example.gov has a non-production label (sqa) {tail}: "
+                "point it at production (--strict)",
+            ],
+        )
+
+    def test_other_environments_may_name_them(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """Staging watching staging hosts is what staging does: exit 0."""
+        environ = {"DEPMON_ENVIRONMENT": "staging"}
+        assert self._validate(tmp_path, capsys, environ, url="https://api.staging.va.gov/health") == (0, [])
+
+    def test_pinned_link_fails_in_any_environment(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """A link pinned to Dec 2021 opens there whatever the environment: exit 2 in staging too."""
+        link = "https://app.datadoghq.com/d/x?from_ts=1640615800322&to_ts=1643294200322"
+        status, lines = self._validate(tmp_path, capsys, {"DEPMON_ENVIRONMENT": "staging"}, link=link)
+        assert (status, lines) == (
+            2,
+            [
+                "monitor.links[0].href: link pinned to a fixed time range (from_ts, to_ts): drop them, so that it "
+                "opens on the present (--strict)"
+            ],
+        )
+
+    def test_only_the_host_is_said(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """A URL's path and query (a token may stand there) never reach the message."""
+        status, lines = self._validate(tmp_path, capsys, url="https://dev-api.example.gov/h?apikey=Secret-42")
+        assert status == 2
+        assert "Secret-42" not in "\n".join(lines)
+        assert "host dev-api.example.gov " in lines[0]
+
+
+class TestBundledProduction:
+    def test_passes_with_production_settings(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """The bundled config, production, secrets and VA_PROFILE_URL set: exit 0 (its links are not pinned)."""
+        status, errors, _ = _strict(SECRETS, capsys)
+        assert (status, errors) == (0, [])
+
+    def test_va_profile_default_is_not_production(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """Without VA_PROFILE_URL, production fails on the integration host, naming the variable."""
+        status = main(["validate", "--strict", "--config", "config"], environ=SECRETS)
+        assert (status, capsys.readouterr().err.splitlines()) == (
+            2,
+            [
+                f"{DEPENDENCIES}: dependencies.va-profile.probes[0].url: host int.vaprofile.va.gov has a "
+                "non-production label (int) while monitor.environment is production: set VA_PROFILE_URL to the "
+                "production address (--strict)"
+            ],
+        )
+
+    def test_staging_may_keep_the_defaults(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """DEPMON_ENVIRONMENT=staging with the bundled defaults: exit 0."""
+        status = main(
+            ["validate", "--strict", "--config", "config"], environ={**SECRETS, "DEPMON_ENVIRONMENT": "staging"}
+        )
+        assert (status, capsys.readouterr().err) == (0, "")
