@@ -155,6 +155,15 @@ class TestDockerfileShape:
         assert "--no-index" in runtime_installs[0]
         assert "from=builder" in runtime_installs[0]
 
+    def test_dependencies_come_from_the_lock(self) -> None:
+        """The builder takes the dependencies from requirements.lock with hashes, and depmon resolves nothing more."""
+        wheels = [a for k, a in _stages()["builder"] if k == "RUN" and "pip wheel" in a]
+        assert any("--require-hashes -r requirements.lock" in a for a in wheels), wheels
+        assert all("--require-hashes" in a or "--no-deps" in a for a in wheels), wheels
+        (runtime_install,) = [a for k, a in _stages()["runtime"] if k == "RUN" and "pip install" in a]
+        assert "--no-deps" in runtime_install
+        assert "pip check" in runtime_install
+
     def test_runs_as_a_numeric_non_root_user(self) -> None:
         """The final USER is a numeric uid:gid other than 0 (Kubernetes can verify runAsNonRoot)."""
         user = _only("USER", _stages()["runtime"])
@@ -204,6 +213,7 @@ class TestBuildContext:
         ("path", "ignored"),
         [
             ("pyproject.toml", False),
+            ("requirements.lock", False),
             ("monitor/config.py", False),
             ("probes/__init__.py", False),
             ("config/dependencies.yaml", False),

@@ -22,6 +22,8 @@ import jsonschema
 import pytest
 import yaml
 
+from tests.deploy.config_variables import container_variables
+
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
 RULES_FILE = ROOT / "deploy" / "prometheus" / "rules" / "depmon.rules.yml"
@@ -323,14 +325,11 @@ class TestDeployment:
         assert {"cpu", "memory"} <= set(resources["limits"])
 
     def test_secrets_come_from_depmon_secrets(self) -> None:
-        """PagerDuty and SSOe credentials come from the depmon-secrets Secret, which has those keys."""
-        env = _env(_container())
-        secret = SECRET_EXAMPLE
-        names = ["PAGERDUTY_ROUTING_KEY", "PAGERDUTY_API_TOKEN", "SSOE_CLIENT_ID", "SSOE_CLIENT_SECRET"]
-        for name in names:
-            ref = env[name]["valueFrom"]["secretKeyRef"]
-            assert ref["name"] == secret["metadata"]["name"] == "depmon-secrets"
-            assert ref["key"] in secret["stringData"]
+        """The container takes the depmon-secrets Secret whole (`envFrom`), and no secret one key at a time."""
+        container = _container()
+        assert container["envFrom"] == [{"secretRef": {"name": SECRET_EXAMPLE["metadata"]["name"]}}]
+        assert SECRET_EXAMPLE["metadata"]["name"] == "depmon-secrets"
+        assert not [item for item in container["env"] if "secretKeyRef" in item.get("valueFrom", {})]
 
     def test_config_and_state_volumes(self) -> None:
         """depmon-config is mounted read-only at DEPMON_CONFIG=/etc/depmon and the state claim at /var/lib/depmon."""
@@ -497,7 +496,7 @@ class TestConfigMapExample:
         config = _one("ConfigMap")["data"]["depmon.yaml"]
         required = {m.group(1) for m in re.finditer(r"\$\{([A-Za-z_]\w*)\}", config)}
         assert required, "expected the SSOe credentials to be required"
-        assert required <= set(_env(_container()))
+        assert required <= container_variables(_container(), {SECRET_EXAMPLE["metadata"]["name"]: SECRET_EXAMPLE})
 
     def test_secret_example_holds_only_placeholders(self) -> None:
         """Every value of the Secret example is an obvious placeholder."""

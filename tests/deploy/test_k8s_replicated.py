@@ -18,17 +18,17 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.deploy.test_k8s_manifests import KUBERNETES_VERSIONS, OBJECTS, validate, validate_config
+from tests.deploy.config_variables import container_variables
+from tests.deploy.test_k8s_manifests import KUBERNETES_VERSIONS, OBJECTS, SECRET_EXAMPLE, validate, validate_config
 
 ROOT = Path(__file__).resolve().parents[2]
 OVERLAY = ROOT / "deploy" / "k8s-replicated"
 RULES_FILE = ROOT / "deploy" / "prometheus" / "rules" / "depmon.rules.yml"
-SECRET_EXAMPLE_FILE = OVERLAY / "secret-state-db.example.yaml"
-(SECRET_EXAMPLE,) = [doc for doc in yaml.safe_load_all(SECRET_EXAMPLE_FILE.read_text(encoding="utf-8")) if doc]
 REPLICATION_CONFIGMAP = "depmon-replication"
 POSTGRES_PORT = 5432
 
-# Every test here renders the overlay with kubectl, but the Secret example's schema check.
+# Every test here renders the overlay with kubectl. Its one Secret is the base's depmon-secrets
+# (../k8s/secret.example.yaml), which holds DEPMON_STATE_URL too.
 
 
 def _kustomization() -> dict[str, Any]:
@@ -36,7 +36,8 @@ def _kustomization() -> dict[str, Any]:
 
 
 @functools.cache
-def _render(kubectl: str) -> tuple[dict[str, Any], ...]:
+def render(kubectl: str) -> tuple[dict[str, Any], ...]:
+    """The overlay's objects as `kubectl kustomize` renders them (once per session: do not alter them)."""
     result = subprocess.run(
         [kubectl, "kustomize", str(OVERLAY)], capture_output=True, text=True, timeout=120, check=False
     )
@@ -47,7 +48,7 @@ def _render(kubectl: str) -> tuple[dict[str, Any], ...]:
 @pytest.fixture
 def rendered(kubectl: str) -> list[dict[str, Any]]:
     """The overlay as `kubectl kustomize deploy/k8s-replicated` renders it (rendered once per session)."""
-    return yaml.safe_load(yaml.safe_dump(list(_render(kubectl))))  # a copy: a test may not alter the next one's
+    return yaml.safe_load(yaml.safe_dump(list(render(kubectl))))  # a copy: a test may not alter the next one's
 
 
 def _one(objects: list[dict[str, Any]], kind: str, name: str = "depmon") -> dict[str, Any]:
@@ -93,11 +94,6 @@ class TestRendering:
         for doc in rendered:
             validate(kubernetes_validate, doc, version)
 
-    @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
-    def test_secret_example_is_valid(self, kubernetes_validate: ModuleType, version: str) -> None:
-        """The database Secret example is a valid Secret."""
-        validate(kubernetes_validate, SECRET_EXAMPLE, version)
-
     def test_the_base_minus_the_volume_claim_plus_the_replication_config(self, rendered: list[dict[str, Any]]) -> None:
         """The single-replica kit's objects without its PersistentVolumeClaim, plus the depmon-replication ConfigMap."""
         base = sorted(
@@ -111,12 +107,12 @@ class TestRendering:
         for doc in rendered:
             assert doc["metadata"]["labels"]["app.kubernetes.io/part-of"] == "va-mobile-app", doc["metadata"]["name"]
 
-    def test_every_file_of_the_overlay_is_used_but_the_example_secret(self) -> None:
-        """Each YAML file in deploy/k8s-replicated is a resource or a patch of the overlay, but the Secret example."""
+    def test_every_file_of_the_overlay_is_used(self) -> None:
+        """Each YAML file in deploy/k8s-replicated is a resource or a patch of the overlay (no Secret of its own)."""
         kustomization = _kustomization()
         used = {*kustomization["resources"], *(p["path"] for p in kustomization["patches"] if "path" in p)}
         on_disk = {p.name for p in OVERLAY.glob("*.yaml") if p.name != "kustomization.yaml"}
-        assert on_disk - used == {SECRET_EXAMPLE_FILE.name}
+        assert on_disk - used == set()
         assert "../k8s" in kustomization["resources"]
 
     def test_alert_rules_are_the_base_ones(self, rendered: list[dict[str, Any]]) -> None:
@@ -173,18 +169,16 @@ class TestState:
     """The state is PostgreSQL, reached with a URL from a Secret; no SQLite file, no volume claim."""
 
     def test_state_url_comes_from_a_secret(self, rendered: list[dict[str, Any]]) -> None:
-        """monitor.state_url is ${DEPMON_STATE_URL}, which the Deployment reads from depmon-state-db."""
+        """monitor.state_url is ${DEPMON_STATE_URL}, which the Deployment takes from depmon-secrets with the rest."""
         assert _replication_config(rendered)[1]["state_url"] == "${DEPMON_STATE_URL}"
-        ref = _env(rendered)["DEPMON_STATE_URL"]["valueFrom"]["secretKeyRef"]
-        assert ref["name"] == SECRET_EXAMPLE["metadata"]["name"] == "depmon-state-db"
-        assert ref["key"] in SECRET_EXAMPLE["stringData"]
+        assert "DEPMON_STATE_URL" not in _env(rendered)
+        assert _container(rendered)["envFrom"] == [{"secretRef": {"name": SECRET_EXAMPLE["metadata"]["name"]}}]
+        assert "DEPMON_STATE_URL" in SECRET_EXAMPLE["stringData"]
 
     def test_the_secret_is_referenced_not_embedded(self, rendered: list[dict[str, Any]]) -> None:
         """No Secret is rendered, the example is no resource, and no rendered object holds a database URL."""
         assert "Secret" not in {doc["kind"] for doc in rendered}
-        assert SECRET_EXAMPLE_FILE.name not in _kustomization()["resources"]
         assert "postgresql://" not in yaml.safe_dump_all(rendered)
-        assert all(value.startswith("REPLACE-ME") for value in SECRET_EXAMPLE["stringData"].values())
 
     def test_no_sqlite_state(self, rendered: list[dict[str, Any]]) -> None:
         """No --state argument, no state mount and no volume claim: the replicas share nothing but the database."""
@@ -215,7 +209,8 @@ class TestState:
         maps = [_one(rendered, "ConfigMap", name) for name in ("depmon-config", REPLICATION_CONFIGMAP)]
         text = "".join(value for configmap in maps for value in configmap["data"].values())
         required = {m.group(1) for m in re.finditer(r"\$\{([A-Za-z_]\w*)\}", text)}
-        assert {"DEPMON_STATE_URL", "DEPMON_REPLICA"} <= required <= set(_env(rendered))
+        provided = container_variables(_container(rendered), {SECRET_EXAMPLE["metadata"]["name"]: SECRET_EXAMPLE})
+        assert {"DEPMON_STATE_URL", "DEPMON_REPLICA"} <= required <= provided
 
     def test_config_is_valid_for_depmon(self, rendered: list[dict[str, Any]], tmp_path: Path) -> None:
         """`depmon validate` accepts depmon-config plus replicas.yaml, merged as the pod sees them."""
