@@ -288,6 +288,10 @@ class MonitorSettings(_Model):
         return self.state_url is not None
 
 
+_PD_ID = r"^[A-Z0-9]{2,20}$"  # a PagerDuty object id (PABC123)
+_PD_ID_OR_EMPTY = r"^$|^[A-Z0-9]{2,20}$"
+
+
 class PagerDutySettings(_Model):
     """The `pagerduty:` section. Secrets are `SecretStr`: they print as `**********`."""
 
@@ -300,6 +304,8 @@ class PagerDutySettings(_Model):
     # PagerDuty's required `From` header on REST writes (a user's email address, not a secret):
     # `depmon maintenance open/close` refuse to run without it.
     from_email: str = Field(default="", pattern=r"^$|^[^@\s]+@[^@\s]+$")
+    # The PagerDuty user responder requests are made as (SPEC 11.2); empty: none are made.
+    requester_id: str = Field(default="", pattern=_PD_ID_OR_EMPTY)
 
     @field_validator("routing_key")
     @classmethod
@@ -317,11 +323,18 @@ class Playbook(_Model):
 
 
 class Contact(_Model):
-    """A person to notify (never paged directly)."""
+    """A person to notify; paged only when `pagerduty_user` is set (SPEC 11.2)."""
 
     role: str
     name: str
     via: str
+    slack_user: str | None = Field(default=None, pattern=r"^[UW][A-Z0-9]{2,}$")  # mentioned when notified
+    pagerduty_user: str | None = Field(default=None, pattern=_PD_ID)  # requested as a responder when notified
+
+    @field_validator("slack_user", "pagerduty_user", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value
 
 
 class Escalation(_Model):
@@ -344,11 +357,13 @@ class Dependency(_Model):
     pagerduty_service: str | None = None
     docs: str | None = None
     channel: str | None = None
+    # The owning team's policy, requested as responder once out-of-team coordination holds (SPEC 11.2).
+    pagerduty_escalation_policy: str | None = Field(default=None, pattern=_PD_ID)
     playbooks: list[str] = Field(default_factory=list)
     depends_on: list[str] = Field(default_factory=list)
     probes: list[ProbeSpec] = Field(min_length=1)
 
-    @field_validator("pagerduty_service", mode="before")
+    @field_validator("pagerduty_service", "pagerduty_escalation_policy", mode="before")
     @classmethod
     def _empty_service_is_none(cls, value: object) -> object:
         return None if value == "" else value
