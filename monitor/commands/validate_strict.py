@@ -4,7 +4,8 @@ A config may leave them empty and stay valid: the demo, the tests and a dry run 
 pages in the outbox all do. A deployment cannot: without the routing key no page leaves, without
 the API token no maintenance window is read, without the OAuth client no token is issued and every
 dependency that needs it looks down. A CI deploy gates on `--strict`, which reports each empty
-one as `FILE: key.path: message`, naming the environment variable that fills it (read from the
+one as `FILE: key.path: message` (and the empty `from_email` and `requester_id` without which
+escalation reaches nobody: SPEC 11.2), naming the environment variable that fills it (read from the
 files as written, before substitution), and never its value.
 """
 
@@ -47,7 +48,20 @@ def required_secret_issues(
         variable = _variable_at(document, loc)
         fix = f"set {variable}" if variable else "set it from an environment variable (${VAR}), never in the file"
         issues.append(ConfigIssue(file_for(loc), _key_path(loc), f"required secret is empty: {fix} (--strict)"))
+    # Not secrets, but escalation cannot reach people without them (SPEC 11.2).
+    for loc, value, without in _required_values(config):
+        if value:
+            continue
+        variable = _variable_at(document, loc)
+        fix = f"set {variable}" if variable else "set it"
+        issues.append(ConfigIssue(file_for(loc), _key_path(loc), f"empty: {without}; {fix} (--strict)"))
     return issues
+
+
+def _required_values(config: Config) -> Iterator[tuple[Loc, str, str]]:
+    pd = config.pagerduty
+    yield ("pagerduty", "from_email"), pd.from_email, "no responder request, note or urgency is written to PagerDuty"
+    yield ("pagerduty", "requester_id"), pd.requester_id, "no responder request is made"
 
 
 def _required_secrets(config: Config) -> Iterator[tuple[Loc, SecretStr]]:

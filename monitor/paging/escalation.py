@@ -31,6 +31,7 @@ __all__ = [
     "OUT_OF_TEAM",
     "RestWrite",
     "Step",
+    "escalation_off_reasons",
     "escalation_writes",
     "rest_writes_enabled",
     "slack_mentions",
@@ -72,6 +73,26 @@ class RestWrite:
 def rest_writes_enabled(config: Config) -> bool:
     """REST writes need an API token and PagerDuty's `From` header (a user's email address)."""
     return bool(config.pagerduty.api_token.get_secret_value() and config.pagerduty.from_email)
+
+
+def escalation_off_reasons(config: Config) -> list[tuple[str, str]]:
+    """What of escalation is off under this config, and why: ("rest", ...) no REST write at all,
+    ("responders", ...) no responder request. Said at start and by `validate --strict`."""
+    pd = config.pagerduty
+    reasons: list[tuple[str, str]] = []
+    if not pd.api_token.get_secret_value():
+        reasons.append(("rest", "pagerduty.api_token is empty: no responder request, note or urgency is written"))
+    if not pd.from_email:
+        reasons.append(
+            (
+                "rest",
+                "pagerduty.from_email is empty: PagerDuty requires a From header, so no responder request, "
+                "note or urgency is written",
+            )
+        )
+    if not pd.requester_id:
+        reasons.append(("responders", "pagerduty.requester_id is empty: no responder request is made"))
+    return reasons
 
 
 def written_keys(rows: Collection[dict[str, Any]]) -> frozenset[str]:

@@ -19,6 +19,8 @@ from monitor.store.base import LANES, LaneTimeouts, SqlStore
 from monitor.store.postgres import LeaderLock, PostgresStore, leader_key, redacted_url
 from monitor.store.records import (
     PAGERDUTY,
+    PAGERDUTY_REST,
+    Applied,
     Incident,
     IncidentWrite,
     NotLeader,
@@ -37,7 +39,9 @@ from monitor.store.sqlite import SCHEMA_VERSION, SQLiteStore, StateLock
 __all__ = [
     "LANES",
     "PAGERDUTY",
+    "PAGERDUTY_REST",
     "SCHEMA_VERSION",
+    "Applied",
     "Incident",
     "IncidentWrite",
     "LaneTimeouts",

@@ -18,6 +18,8 @@ SECRETS = {
     "PAGERDUTY_API_TOKEN": "u+token-of-the-rest-api",
     "SSOE_CLIENT_ID": "depmon-client-4711",
     "SSOE_CLIENT_SECRET": "hunter2-Client-Secret-0xC0FFEE",
+    "PAGERDUTY_FROM_EMAIL": "oncall@example.gov",
+    "PAGERDUTY_REQUESTER_ID": "PREQ001",
 }
 MONITOR = "config/monitor.yaml"
 DEPENDENCIES = "config/dependencies.yaml"
@@ -32,6 +34,10 @@ BUNDLED_LINES = {
     "set SSOE_CLIENT_ID (--strict)",
     "SSOE_CLIENT_SECRET": f"{DEPENDENCIES}: dependencies.ssoe-oauth.probes[0].client_secret: "
     "required secret is empty: set SSOE_CLIENT_SECRET (--strict)",
+    "PAGERDUTY_FROM_EMAIL": f"{MONITOR}: pagerduty.from_email: empty: no responder request, note or urgency is "
+    "written to PagerDuty; set PAGERDUTY_FROM_EMAIL (--strict)",
+    "PAGERDUTY_REQUESTER_ID": f"{MONITOR}: pagerduty.requester_id: empty: no responder request is made; "
+    "set PAGERDUTY_REQUESTER_ID (--strict)",
 }
 
 
@@ -112,6 +118,8 @@ class TestRequiredSecretIssues:
             "dependencies.idp.probes[1].client_secret",
             "dependencies.idp.probes[2].client_id",
             "dependencies.idp.probes[2].client_secret",
+            "pagerduty.from_email",
+            "pagerduty.requester_id",
         ]
 
     def test_set_secrets_raise_nothing(self, tmp_path: Path) -> None:
@@ -135,7 +143,8 @@ def _config_with(folder: Path, environ: Mapping[str, str], oauth2_probes: int = 
     )
     text = f"""
 monitor: {{environment: test}}
-pagerduty: {{routing_key: "${{PAGERDUTY_ROUTING_KEY:-}}", api_token: "${{PAGERDUTY_API_TOKEN:-}}"}}
+pagerduty: {{routing_key: "${{PAGERDUTY_ROUTING_KEY:-}}", api_token: "${{PAGERDUTY_API_TOKEN:-}}",
+            from_email: "${{PAGERDUTY_FROM_EMAIL:-}}", requester_id: "${{PAGERDUTY_REQUESTER_ID:-}}"}}
 dependencies:
   idp:
     name: IdP
