@@ -46,11 +46,14 @@ from monitor.maintenance.poller import MaintenancePoller
 from monitor.maintenance.records import MaintenanceWindow, ServiceStatus
 from monitor.metrics import Metrics
 from monitor.pagerduty.clients import EventsSender, MaintenanceClient
+from monitor.pagerduty.incidents import IncidentsClient
 from monitor.paging.decisions import OpenIncident
+from monitor.paging.escalation import escalation_off_reasons
 from monitor.paging.incident_writer import Pager, Replica
 from monitor.paging.outbox import Outbox
 from monitor.paging.sinks import Sinks
 from monitor.paging.sinks.pagerduty_events import EVENTS, PagerDutyEventsSink
+from monitor.paging.sinks.pagerduty_rest import REST, PagerDutyRestSink
 from monitor.paging.sinks.slack import SLACK, SlackSink
 from monitor.replicas.replication import Replication
 from monitor.schedule.loops import Scheduler
@@ -111,6 +114,7 @@ class Runtime:
     slack: SlackSink | None = None
     decisions: Engine | None = None  # among replicas: the engine fed the quorum's verdicts (SPEC 10.6)
     app_graph: dict[str, Any] | None = None  # /status's `app_graph`: drift (a) and (d), once per config
+    rest: PagerDutyRestSink | None = None  # escalation's REST writes (SPEC 11.2); None: not written
 
     @classmethod
     def build(
@@ -139,20 +143,28 @@ class Runtime:
             engine = Engine(config, metrics, on_feature_change=on_feature_change)
             # Its own registry: the quorum's states are decided on, each replica exports its own.
             decisions = Engine(config, Metrics()) if config.monitor.replicated else None
+            writes_off = "rest" in dict(escalation_off_reasons(config))
+            rest = None if writes_off else PagerDutyRestSink(IncidentsClient(pd.api_url, pd.api_token), pd.from_email)
         except BaseException:
             if sender is not None:
                 sender.close()
             raise
-        return cls(config, engine, sender, maintenance, services, watch, slack, decisions, app_graph_status(config))
+        return cls(
+            config, engine, sender, maintenance, services, watch, slack, decisions, app_graph_status(config), rest
+        )
 
     @property
     def sinks(self) -> Sinks:
         """The outbox's destinations under this config: each kind's sink, None for a kind in dry run."""
-        return {EVENTS: None if self.sender is None else PagerDutyEventsSink(self.sender), SLACK: self.slack}
+        return {
+            EVENTS: None if self.sender is None else PagerDutyEventsSink(self.sender),
+            SLACK: self.slack,
+            REST: self.rest,
+        }
 
     def close(self) -> None:
         """Close the PagerDuty clients."""
-        for client in (self.sender, self.maintenance):
+        for client in (self.sender, self.maintenance, self.rest):
             if client is not None:
                 client.close()
 
@@ -378,6 +390,8 @@ class Daemon:
         config = self.config
         if self._runtime.sender is None:
             log.warning("pagerduty_dry_run", reason="no routing key: events are recorded and logged, not sent")
+        for _what, reason in escalation_off_reasons(config):  # SPEC 11.2: said at start
+            log.warning("escalation_off", reason=reason)
         old_limit, open_files = raise_open_file_limit()
         tune_collector()
         replication = self._replication

@@ -114,6 +114,13 @@ class Metrics:
             ("action", "outcome"),
             registry=r,
         )
+        # SPEC 11.2: each REST write to an incident (responders, note, urgency) by how it ended.
+        self.escalations = Counter(
+            "depmon_escalations",
+            "Escalation's PagerDuty REST writes by step and outcome (accepted, retried, dropped, cancelled, not_found)",
+            ("step", "outcome"),
+            registry=r,
+        )
         self.outbox_pending = Gauge(
             "depmon_pagerduty_outbox_pending", "Events written to the outbox and not yet delivered", registry=r
         )

@@ -19,33 +19,25 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TextIO
 
 from monitor.config import Config
 from monitor.metrics import Metrics
 from monitor.paging.decisions import Action, Decision, Policy, Situation, decide
-from monitor.paging.event_content import EventContext, build_event
+from monitor.paging.escalation import RestWrite, escalation_writes
+from monitor.paging.event_content import EventContext, build_event, incident_facts
 from monitor.paging.slack import slack_channels, slack_message
 from monitor.results import Outcome, ProbeResult
 from monitor.state.live import Engine, Snapshot
 from monitor.text import iso_utc, utc
 
-__all__ = ["ROUTING_KEY_SHOWN", "PagePreview", "RestWrite", "preview_page", "rest_writes", "run_page"]
+__all__ = ["ROUTING_KEY_SHOWN", "PagePreview", "preview_page", "rest_writes", "run_page"]
 
 EXIT_OK, EXIT_USAGE = 0, 2
 ROUTING_KEY_SHOWN = "<routing key>"  # what the preview shows instead of the secret
 SIMULATED_FAILURE = "simulated outage (depmon page): nothing was probed"
-
-
-@dataclass(frozen=True, slots=True)
-class RestWrite:
-    """One PagerDuty REST request a page is followed by: `POST /incidents/{id}/notes` and the like."""
-
-    method: str
-    path: str
-    body: Mapping[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,13 +81,13 @@ def simulated_outage(config: Config, dependency: str, now: float) -> Snapshot:
     return engine.snapshot()
 
 
-def rest_writes(config: Config, decision: Decision, event: Mapping[str, Any]) -> list[RestWrite]:
-    """The PagerDuty REST writes that follow `decision`'s event: none yet.
-
-    The escalation of SPEC 11.2 (responder requests, notes, urgency) adds its writes here, from
-    the same code that queues them, and `depmon page` shows them under `pagerduty_rest`.
-    """
-    return []
+def rest_writes(config: Config, decision: Decision, snapshot: Snapshot) -> list[RestWrite]:
+    """The PagerDuty REST writes that follow `decision`'s trigger (SPEC 11.2: responder requests, the
+    note, the urgency), from the same code that queues them for the pager."""
+    dependency = decision.dependency
+    evidence = snapshot.evidence(dependency)
+    facts = incident_facts(dependency, decision.features, snapshot.features, evidence, decision.escalated)
+    return escalation_writes(config, facts)
 
 
 def preview_page(config: Config, dependency: str, now: float) -> PagePreview:
@@ -118,7 +110,7 @@ def preview_page(config: Config, dependency: str, now: float) -> PagePreview:
         now,
         {"routing_key": ROUTING_KEY_SHOWN, **event},
         [(channel, message) for channel in slack_channels(config, dependency)],
-        rest_writes(config, decision, event),
+        rest_writes(config, decision, snapshot),
     )
 
 

@@ -3,7 +3,8 @@
 1. Secrets a deployment cannot work without. A config may leave them empty and stay valid: the
    demo, the tests and a dry run that only records pages in the outbox all do. A deployment
    cannot: without the routing key no page leaves, without the API token no maintenance window is
-   read, without the OAuth client no token is issued and every dependency that needs it looks down.
+   read, without the OAuth client no token is issued and every dependency that needs it looks down;
+   without `from_email` and `requester_id` escalation reaches nobody (SPEC 11.2).
 2. A production config that watches or links non-production hosts (SPEC 11.5): with
    `monitor.environment: production`, a host with a development, integration, staging, sandbox or
    test label (`non_production_label`) in a probe's target, a canary, a page link, a dependency's
@@ -79,7 +80,20 @@ def required_secret_issues(
         variable = _variable_at(document, loc)
         fix = f"set {variable}" if variable else "set it from an environment variable (${VAR}), never in the file"
         issues.append(ConfigIssue(file_for(loc), _key_path(loc), f"required secret is empty: {fix} (--strict)"))
+    # Not secrets, but escalation cannot reach people without them (SPEC 11.2).
+    for loc, value, without in _required_values(config):
+        if value:
+            continue
+        variable = _variable_at(document, loc)
+        fix = f"set {variable}" if variable else "set it"
+        issues.append(ConfigIssue(file_for(loc), _key_path(loc), f"empty: {without}; {fix} (--strict)"))
     return issues
+
+
+def _required_values(config: Config) -> Iterator[tuple[Loc, str, str]]:
+    pd = config.pagerduty
+    yield ("pagerduty", "from_email"), pd.from_email, "no responder request, note or urgency is written to PagerDuty"
+    yield ("pagerduty", "requester_id"), pd.requester_id, "no responder request is made"
 
 
 def _required_secrets(config: Config) -> Iterator[tuple[Loc, SecretStr]]:

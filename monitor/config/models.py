@@ -42,6 +42,19 @@ _PROXY_URL = "an http://, https://, socks5:// or socks5h:// URL"
 _STATE_URL = "a postgresql:// URL (or null for the SQLite file at state_path)"
 
 
+def _empty_is_none(value: object) -> object:
+    return None if value == "" else value
+
+
+# Optional ids that `${VAR:-}` may leave empty (empty is none): the JSON Schema allows either.
+_SLACK_USER = r"^[UW][A-Z0-9]{2,}$"
+_Blank = Annotated[str, Field(max_length=0)]
+SlackUserId = Annotated[
+    Annotated[str, Field(pattern=_SLACK_USER)] | None,
+    BeforeValidator(_empty_is_none, json_schema_input_type=Annotated[str, Field(pattern=_SLACK_USER)] | _Blank | None),
+]
+
+
 def _secure_url(value: str) -> str:
     # Keys, tokens and webhook URLs travel in these requests: clear text only on this machine.
     check_url(value, ("https", "http"), _SECURE_URL, clear_text=("http",))
@@ -290,6 +303,14 @@ class MonitorSettings(_Model):
         return self.state_url is not None
 
 
+_PD_ID = r"^[A-Z0-9]{2,20}$"  # a PagerDuty object id (PABC123)
+_PD_ID_OR_EMPTY = r"^$|^[A-Z0-9]{2,20}$"
+PagerDutyRef = Annotated[
+    Annotated[str, Field(pattern=_PD_ID)] | None,
+    BeforeValidator(_empty_is_none, json_schema_input_type=Annotated[str, Field(pattern=_PD_ID)] | _Blank | None),
+]
+
+
 class PagerDutySettings(_Model):
     """The `pagerduty:` section. Secrets are `SecretStr`: they print as `**********`."""
 
@@ -302,6 +323,8 @@ class PagerDutySettings(_Model):
     # PagerDuty's required `From` header on REST writes (a user's email address, not a secret):
     # `depmon maintenance open/close` refuse to run without it.
     from_email: str = Field(default="", pattern=r"^$|^[^@\s]+@[^@\s]+$")
+    # The PagerDuty user responder requests are made as (SPEC 11.2); empty: none are made.
+    requester_id: str = Field(default="", pattern=_PD_ID_OR_EMPTY)
 
     @field_validator("routing_key")
     @classmethod
@@ -319,11 +342,13 @@ class Playbook(_Model):
 
 
 class Contact(_Model):
-    """A person to notify (never paged directly)."""
+    """A person to notify; paged only when `pagerduty_user` is set (SPEC 11.2)."""
 
     role: str
     name: str
     via: str
+    slack_user: SlackUserId = None  # mentioned when notified
+    pagerduty_user: PagerDutyRef = None  # requested as a responder when notified
 
 
 class Escalation(_Model):
@@ -350,6 +375,8 @@ class Dependency(_Model):
     pagerduty_service: str | None = None
     docs: str | None = None
     channel: str | None = None
+    # The owning team's policy, requested as responder once out-of-team coordination holds (SPEC 11.2).
+    pagerduty_escalation_policy: PagerDutyRef = None
     playbooks: list[str] = Field(default_factory=list)
     depends_on: list[str] = Field(default_factory=list)
     probes: list[ProbeSpec] = Field(min_length=1)

@@ -102,12 +102,14 @@ class Delivery:
     answer as readily as PagerDuty; dropping on them would throw away every page while they last).
     `http_status` is None when no answer came.
     `retry_after` is PagerDuty's `Retry-After`, in seconds, when it sent one.
+    `outcome` names a final failure more precisely for the metric (escalation's `not_found`).
     """
 
     status: Literal["accepted", "dropped", "retry"]
     http_status: int | None
     message: str
     retry_after: float | None = None
+    outcome: str | None = None  # the metric's outcome when it is not the status's (`not_found`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +183,17 @@ def _retry_after(response: httpx2.Response, now: float) -> float | None:
     return max(seconds, 0.0)
 
 
+def failed_delivery(response: httpx2.Response, message: str) -> Delivery:
+    """A non-2xx answer as a `Delivery`: 429 retried after `Retry-After`, 400 dropped (what was sent is
+    itself invalid), anything else retried."""
+    status = response.status_code
+    if status == 429:
+        return Delivery("retry", status, message, _retry_after(response, time.time()))
+    if status == 400:
+        return Delivery("dropped", status, message)
+    return Delivery("retry", status, message)
+
+
 class EventsSender:
     """Sends Events API v2 events through one long-lived `pagerduty.EventsApiV2Client`.
 
@@ -232,12 +245,9 @@ class EventsSender:
             # PagerDuty took the event; only the answer's body was not what the package expected.
             return Delivery("accepted", status, "accepted by the PagerDuty Events API")
         detail = self._redactor.scrub(_answer_detail(response))
-        message = f"PagerDuty Events API answered HTTP {status}" + (f": {detail}" if detail else "")
-        if status == 429:
-            return Delivery("retry", status, message, _retry_after(response, time.time()))
-        if status == 400:
-            return Delivery("dropped", status, message)
-        return Delivery("retry", status, message)
+        return failed_delivery(
+            response, f"PagerDuty Events API answered HTTP {status}" + (f": {detail}" if detail else "")
+        )
 
     def close(self) -> None:
         """Close the HTTP connections."""

@@ -143,6 +143,16 @@ def postmortem_required(config: Config, facts: IncidentFacts) -> bool:
     return any(c.holds for c in escalation_criteria(config, facts))
 
 
+def notified_contacts(config: Config, facts: IncidentFacts) -> list[str]:
+    """The contact ids an incident notifies: `escalation.notify` when a criterion holds, and the
+    `security_notify` contacts of a security-relevant failure (the page's `notify`, the Slack
+    mentions and the responder requests all follow from this one list)."""
+    notify = list(config.escalation.notify) if postmortem_required(config, facts) else []
+    if facts.security:
+        notify += [c for c in config.escalation.security_notify if c not in notify]
+    return notify
+
+
 def specific_playbooks(config: Config, facts: IncidentFacts) -> list[str]:
     """The playbooks this incident calls for beyond the dependency's general ones: the security
     playbooks of a security-relevant failure, and those of the impacted features (the VAOS
@@ -208,9 +218,7 @@ def build_event(decision: Decision, ctx: EventContext) -> dict[str, Any]:
     security = facts.security
     criteria = escalation_criteria(config, facts)
     postmortem = any(c.holds for c in criteria)
-    notify = list(config.escalation.notify) if postmortem else []
-    if security:
-        notify += [c for c in config.escalation.security_notify if c not in notify]
+    notify = notified_contacts(config, facts)
     playbook_ids = incident_playbooks(config, facts)
     failing = ctx.evidence[0][1].outcome if ctx.evidence else "error"
     links = [{"href": href, "text": text} for text, href in page_links(config, facts)]

@@ -39,15 +39,16 @@ from monitor.config import Config
 from monitor.maintenance.records import ServiceStatus
 from monitor.metrics import Metrics
 from monitor.paging.decisions import SELF, Action, Decision, OpenIncident, Policy, Situation, decide, dedup_key
+from monitor.paging.escalation import escalation_writes, slack_mentions, written_keys
 from monitor.paging.event_content import EventContext, build_event, build_self_event, incident_facts
 from monitor.paging.outbox import Outbox
 from monitor.paging.sinks.slack import SLACK
 from monitor.paging.slack import slack_channels, slack_message
 from monitor.results import ProbeResult
-from monitor.state.health import ProbeHealth
+from monitor.state.health import DependencyState, ProbeHealth
 from monitor.state.live import Engine, Snapshot
 from monitor.state.self_watch import SelfCondition, SelfState, SelfWatch
-from monitor.store import Incident, IncidentWrite, NotLeader, Silence, Store
+from monitor.store import PAGERDUTY_REST, Incident, IncidentWrite, NotLeader, Silence, Store
 
 log = structlog.get_logger("depmon.pager")
 
@@ -124,6 +125,11 @@ def _open_incident(row: Incident) -> OpenIncident:
 _COUNTS_EARLIER = (Action.TRIGGER, Action.UPDATE, Action.ESCALATE)  # events that say how often it happened before
 
 
+def _in_window(states: Snapshot, dependency: str) -> bool:
+    state = states.dependencies.get(dependency)
+    return state is not None and state.state is DependencyState.MAINTENANCE
+
+
 def silence_just_ended(silences: list[Silence], dependency: str, now: float) -> dict[str, Any] | None:
     """The silence of `dependency` that ended within the last hour, if any (for a trigger's timeline)."""
     ended = [s for s in silences if s.dependency == dependency and now - 3600.0 <= s.ended_at <= now]
@@ -183,6 +189,9 @@ class Pager:
         self.replica = replica
         self.clock = clock
         self.open: dict[str, OpenIncident] = {}
+        # Per open incident, the keys of the escalation writes already queued (SPEC 11.2: each once
+        # per incident), read back from the outbox at load.
+        self._escalation_done: dict[str, frozenset[str]] = {}
         self._errors = metrics.loop_errors.labels("pager")
         self._pruned_at: float | None = None
         self.silences: list[Silence] = []  # active now, as last read from the store (about once a second)
@@ -248,12 +257,24 @@ class Pager:
                 )
             )
             log.warning("incident_reconciled", dependency=dependency, dedup_key=event.dedup_key)
+        self._escalation_done = {}
         for row in await self.store.open_incidents():
             if row.dedup_key.startswith(self._environment_prefix):  # not another environment's, in a shared file
                 self.open[row.dependency] = _open_incident(row)
+                if row.escalated or row.features:
+                    self._escalation_done[row.dependency] = await self._escalations_queued(row)
         self.metrics.incidents_open.set(len(self.open))
         if self.open:
             log.info("incidents_reloaded", dependencies=sorted(self.open))
+
+    async def _escalations_queued(self, incident: Incident) -> frozenset[str]:
+        """The keys of the escalation writes queued for an open incident: none is queued twice after a restart."""
+        rows = [
+            event.body
+            for event in await self.store.outbox_events(incident.dedup_key)
+            if event.destination == PAGERDUTY_REST and event.created_at >= incident.opened_at
+        ]
+        return written_keys(rows)
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Reconcile on every change and every tick, until cancelled.
@@ -313,14 +334,15 @@ class Pager:
         if self._failing_since is None:
             self._failing_since = self.clock()
         try:
-            ids = await self.store.apply_all(writes, None if self.replica is None else self.replica.fence())
+            applied = await self.store.apply_batch(writes, None if self.replica is None else self.replica.fence())
         except NotLeader as exc:
             self._failing_since = None  # not the store's trouble: this replica no longer leads
             if self.replica is not None:
                 self.replica.on_not_leader(str(exc))
             raise
         self._failing_since = None
-        return ids
+        self.outbox.count_cancelled([step for _, step in applied.cancelled])
+        return applied.ids
 
     async def _watch_commits(self) -> None:
         """Every `STALL_CHECK_SECONDS`: a commit waited for (or failing) for `STALL_SECONDS` makes the
@@ -470,6 +492,12 @@ class Pager:
             recheck_within=self._recheck_within,
             silenced=silenced,
         )
+        # Escalation's REST writes wait while the dependency is in a window or silenced (SPEC 11.2).
+        self.outbox.hold(
+            frozenset(
+                incident.dedup_key for dep, incident in self.open.items() if dep in silenced or _in_window(states, dep)
+            )
+        )
         decisions = decide(self._policy, self.open, situation, self.clock())
         # The decisions read nothing from the store (see `_incident_counts`) and are committed in
         # batches (each decision still all or nothing within one): a mass outage's 1,000 pages are
@@ -525,7 +553,11 @@ class Pager:
             self._incident_counts[dep] = self._incident_counts.get(dep, 0) + 1
         if decision.action is Action.RESOLVE:
             self.open.pop(dep, None)
+            self._escalation_done.pop(dep, None)
         else:
+            if write.rest_writes:
+                done = written_keys(write.rest_writes)
+                self._escalation_done[dep] = self._escalation_done.get(dep, frozenset()) | done
             self.open[dep] = OpenIncident(
                 dep,
                 decision.dedup_key,
@@ -602,13 +634,27 @@ class Pager:
             raise AssertionError(f"trigger for {dep}, which already has an open incident")
         if decision.action is not Action.TRIGGER and incident is None:
             raise AssertionError(f"{decision.action} for {dep}, which has no open incident")
+        rest_writes: list[dict[str, Any]] = []
+        mentions: list[str] = []
+        if known and event is not None and decision.action is not Action.RESOLVE:
+            # Escalation that reaches people (SPEC 11.2): what this incident needs that was not queued yet.
+            facts = incident_facts(dep, decision.features, states.features, evidence, decision.escalated)
+            mentions = slack_mentions(engine.config, facts)
+            done = frozenset() if decision.action is Action.TRIGGER else self._escalation_done.get(dep, frozenset())
+            opened_at = incident.opened_at if incident else now
+            rest_writes = [
+                {"incident_key": decision.dedup_key, "opened_at": opened_at, **w.row()}
+                for w in escalation_writes(engine.config, facts, done)
+            ]
+            if rest_writes:
+                timeline["escalation"] = [{"step": w["step"], "target": w["target"]} for w in rest_writes]
         messages = []
         if event is not None:
             dep_spec = engine.config.dependencies.get(dep)
             name = dep_spec.name if dep_spec is not None else ("depmon" if dep == SELF else dep)
             channels = slack_channels(engine.config, dep)
             if channels:
-                message = slack_message(str(decision.action), name, event[1])
+                message = slack_message(str(decision.action), name, event[1], mentions)
                 messages = [(str(SLACK.at(channel)), event[0], message) for channel in channels]
         return IncidentWrite(
             dependency=dep,
@@ -619,6 +665,7 @@ class Pager:
             incident_id=incident.id if incident else None,
             event=event,
             messages=messages,
+            rest_writes=rest_writes,
             features=list(decision.features),
             summary=summary,
             severity=severity,

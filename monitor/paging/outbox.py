@@ -47,6 +47,7 @@ from monitor.metrics import Metrics
 from monitor.pagerduty.clients import Delivery
 from monitor.paging.sinks import Destination, Sink, SinkKind, Sinks
 from monitor.paging.sinks.pagerduty_events import EVENTS
+from monitor.paging.sinks.pagerduty_rest import REST
 from monitor.store import OutboxEvent, OutboxHead, Store
 
 __all__ = ["Backoff", "Outbox", "Wakeup"]
@@ -146,6 +147,7 @@ class Outbox:
         self._lease = lease
         self._poll = poll
         self._scan_every = scan_every
+        self._held: frozenset[str] = frozenset()  # dedup keys whose people-facing rows wait (`hold`)
 
     @property
     def dry_run(self) -> bool:
@@ -189,6 +191,27 @@ class Outbox:
         """Deliver through these from now on (a reload's new routing key, URL or webhooks; None: dry run)."""
         self._sinks = _by_name(sinks)
         self._wake.set()
+
+    def hold(self, dedup_keys: frozenset[str]) -> None:
+        """The incidents whose dependency is in a window or silenced: their rows of a kind that acts on
+        people (escalation's REST writes) wait until they are not held any more (SPEC 11.2)."""
+        if dedup_keys != self._held:
+            self._held = dedup_keys
+            self._wake.set()
+
+    def _waits(self, head: OutboxHead) -> bool:
+        """True when this head is held (see `hold`)."""
+        if head.dedup_key not in self._held:
+            return False
+        known = self._sinks.get(Destination.parse(head.destination).kind)
+        return known is not None and known[0].waits_for_people
+
+    def count_cancelled(self, steps: list[str]) -> None:
+        """Escalation writes cancelled (their incident resolved, their trigger dropped): counted and logged."""
+        for step in steps:
+            REST.counter(self._metrics).labels(**REST.labels("trigger", {"step": step}), outcome="cancelled").inc()
+        if steps:
+            log.info(f"{REST.event}_cancelled", steps=steps)
 
     def queued(self) -> None:
         """An event was written to the store (with a decision): deliver it."""
@@ -246,7 +269,7 @@ class Outbox:
         now = self._clock()
         next_due: float | None = None
         for event in await self._heads():
-            if _queue(event) in self._in_flight:
+            if _queue(event) in self._in_flight or self._waits(event):
                 continue
             due = self._retry_at.get(event.id, now)
             if due > now:
@@ -289,7 +312,7 @@ class Outbox:
 
         async with anyio.create_task_group() as tg:
             for event in await self._heads():
-                if _queue(event) not in self._in_flight:
+                if _queue(event) not in self._in_flight and not self._waits(event):
                     self._in_flight.add(_queue(event))
                     tg.start_soon(deliver, event)
         return any(settled)
@@ -310,26 +333,27 @@ class Outbox:
         destination = Destination.parse(event.destination)
         known = self._sinks.get(destination.kind)
         if known is None:  # a kind this daemon has no module for: nothing could ever deliver it
-            await self._store.mark_dry_run(event.id)
+            self.count_cancelled(await self._store.mark_dry_run(event.id))
             log.warning("outbox_event_skipped", reason=f"no sink for destination kind {destination.kind!r}", **fields)
             return True
         kind, sink = known
         if sink is None or not sink.can_deliver(destination):
-            await self._store.mark_dry_run(event.id)
+            self.count_cancelled(await self._store.mark_dry_run(event.id))
             log.info(kind.skipped, reason=kind.skip_reason, summary=_summary(event.body), **fields)
             return True
         delivery = await _attempt(kind, sink, destination, event.body, fields)
         counter = kind.counter(self._metrics)
+        labels = kind.labels(event.action, event.body)
         if delivery.status == "accepted":
             self._retry_at.pop(event.id, None)
             await self._store.mark_accepted(event.id, self._wall_clock())
-            counter.labels(action=event.action, outcome="accepted").inc()
+            counter.labels(**labels, outcome="accepted").inc()
             log.info(f"{kind.event}_accepted", attempts=event.attempts + 1, **fields)
             return True
         if delivery.status == "dropped":
             self._retry_at.pop(event.id, None)
-            await self._store.mark_dropped(event.id, delivery.message)
-            counter.labels(action=event.action, outcome="dropped").inc()
+            self.count_cancelled(await self._store.mark_dropped(event.id, delivery.message))
+            counter.labels(**labels, outcome=delivery.outcome or "dropped").inc()
             log.error(f"{kind.event}_dropped", reason=delivery.message, http_status=delivery.http_status, **fields)
             return True
         attempt = event.attempts + 1
@@ -337,7 +361,7 @@ class Outbox:
         self._retry_at[event.id] = self._clock() + delay
         retry_at = self._wall_clock() + delay
         await self._store.schedule_retry(event.id, retry_at, delivery.message, hold_until=retry_at + self._lease)
-        counter.labels(action=event.action, outcome="retried").inc()
+        counter.labels(**labels, outcome="retried").inc()
         log.warning(
             f"{kind.event}_retry",
             reason=delivery.message,

@@ -17,7 +17,7 @@ but depmon.
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, LiteralString
 
 from monitor.config import Config
@@ -125,18 +125,19 @@ def _self_message(label: str, details: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def slack_message(action: str, name: str, event: Mapping[str, Any]) -> dict[str, Any]:
+def slack_message(action: str, name: str, event: Mapping[str, Any], mentions: Sequence[str] = ()) -> dict[str, Any]:
     """A compact Block Kit message for one decision; `event` is the PagerDuty event it goes with.
 
     Only depmon's words: the dependency, its features, severity, postmortem, notify, playbook
     links and the maintenance command, all from the config; never a probe's detail. And every
-    text escaped on the way out (`_finished`), whichever field it lands in.
+    text escaped on the way out (`_finished`), whichever field it lands in. `mentions`: the Slack
+    member ids of the contacts this page notifies (SPEC 11.2), each `<@U...>` on the notify line.
     """
-    message: dict[str, Any] = _finished(_message(_LABELS.get(action, action), name, event))
+    message: dict[str, Any] = _finished(_message(_LABELS.get(action, action), name, event, mentions))
     return message
 
 
-def _message(label: str, name: str, event: Mapping[str, Any]) -> dict[str, Any]:
+def _message(label: str, name: str, event: Mapping[str, Any], mentions: Sequence[str] = ()) -> dict[str, Any]:
     payload = event.get("payload") if isinstance(event.get("payload"), dict) else None
     if payload is None:  # a resolve carries no payload: the message names the dependency
         text = f"{label}: {name} is up again; its PagerDuty incident is resolved"
@@ -153,6 +154,8 @@ def _message(label: str, name: str, event: Mapping[str, Any]) -> dict[str, Any]:
     ]
     if escalation.get("notify"):
         lines.append(mrkdwn("*Notify:* {}", "; ".join(str(n) for n in escalation["notify"])))
+        if mentions:  # member ids from the config, checked at load (`U0123ABCD`): depmon's own markup
+            lines.append(mrkdwn("*Attention:* {}", Mrkdwn(" ".join(mrkdwn("<@{}>", user) for user in mentions))))
     links = [
         link(str(item.get("href", "")), str(item.get("text", "")))
         for item in event.get("links") or []

@@ -37,6 +37,15 @@ started (start > now); open = ongoing + future (every window not yet ended: vets
 `filter=open` and keeps windows with `end_time > now`, upcoming ones included); all (the default
 when `filter` is absent) = every window. Any other value is a 400.
 
+Incidents (SPEC 11.2), on `api_url` too: a trigger that opens an alert opens an incident
+`incident_delay` seconds later (PagerDuty creates incidents asynchronously, after its 202), with
+`incident_key` = the dedup key; a resolve resolves it. `GET /incidents?incident_key=K&statuses[]=...`
+lists it once it exists; `GET`/`PUT /incidents/{id}` (urgency), `POST /incidents/{id}/notes` and
+`POST /incidents/{id}/responder_requests` need the token and a `From` header, and a body valid
+for depmon's own schema (`monitor/schemas/rest-incidents.json`: the responder request's targets in
+the wrapped form; 400 `Invalid Input Provided` otherwise). `incidents` records each incident with
+its notes, responder requests and urgency changes.
+
 Faults: `fail_with`/`hang`/`go_down`/`come_back`/`clear_faults` act on the events side only,
 `rest_fail_with`/`rest_hang`/`rest_go_down`/`rest_come_back`/`rest_clear_faults` on the REST side
 only. Every request is recorded, faulted ones included (`enqueue_requests`, `rest_requests`).
@@ -82,10 +91,12 @@ from monitor.sim.loopback import LoopbackServer, Request, Response, json_respons
 __all__ = [
     "MAX_EVENT_BYTES",
     "Alert",
+    "FakeIncident",
     "FakePagerDuty",
     "ReceivedEvent",
     "RejectedEvent",
     "event_errors",
+    "incident_write_errors",
     "window_errors",
 ]
 
@@ -120,6 +131,14 @@ def _schema_errors(name: str, document: object) -> list[str]:
 def event_errors(event: object) -> list[str]:
     """Why `event` is not a valid Events API v2 body, one message per problem; empty when valid."""
     return _schema_errors("events-v2.json", event)
+
+
+def incident_write_errors(definition: str, body: object) -> list[str]:
+    """Why `body` is not a valid incident write (`definition`: ResponderRequest, Note, IncidentUpdate)."""
+    text = importlib.resources.files("monitor").joinpath("schemas/rest-incidents.json").read_text("utf-8")
+    schema = {**json.loads(text), "$ref": f"#/$defs/{definition}"}
+    validator = jsonschema.Draft202012Validator(schema)
+    return sorted(f"{error.json_path}: {error.message}" for error in validator.iter_errors(body))
 
 
 def window_errors(body: object) -> list[str]:
@@ -188,6 +207,20 @@ class Alert:
         return summaries[-1] if summaries else None
 
 
+@dataclass(frozen=True, slots=True)
+class FakeIncident:
+    """One PagerDuty incident: opened by a trigger's alert, and what was written to it."""
+
+    id: str
+    incident_key: str
+    created_at: float  # UNIX time it exists from (a moment after the trigger's 202)
+    status: AlertStatus = "triggered"
+    urgency: str = "low"
+    notes: tuple[str, ...] = ()
+    responder_requests: tuple[dict[str, Any], ...] = ()  # the bodies, as received
+    writes: tuple[tuple[str, str, str], ...] = ()  # (method, path, From header) of each accepted write
+
+
 class _InvalidInput(ValueError):
     """A REST query PagerDuty would answer with 400 Invalid Input Provided."""
 
@@ -245,6 +278,7 @@ class FakePagerDuty(Started):
         api_port: int = 0,
         web_url: str = "https://sim.pagerduty.invalid",
         now: Callable[[], datetime] = _utcnow,
+        incident_delay: float = 0.5,
     ) -> None:
         self._api_token = api_token
         self._web_url = web_url.rstrip("/")
@@ -275,6 +309,9 @@ class FakePagerDuty(Started):
         self._held_keys: set[str] = set()  # dedup keys whose events are held unanswered
         self._holding = 0  # enqueue requests held right now
         self._stopping = False
+        self._incident_delay = incident_delay
+        self._incidents: dict[str, FakeIncident] = {}  # id -> incident, in creation order
+        self._rest_server.route("GET", "/incidents", self._list_incidents)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -590,6 +627,7 @@ class FakePagerDuty(Started):
                 if event.action == "trigger":
                     self._open_alert_index[event.dedup_key] = len(self._alerts)
                     self._alerts.append(Alert(event.dedup_key, "triggered", (event,), event.received_at))
+                    self._open_incident(event.dedup_key, event.received_at + self._incident_delay)
                 # acknowledge or resolve without an open alert: accepted, and nothing changes
             else:
                 current = self._alerts[index]
@@ -602,8 +640,143 @@ class FakePagerDuty(Started):
                     self._alerts[index] = replace(
                         current, status="resolved", events=events, resolved_at=event.received_at
                     )
+                    for incident in self._incidents.values():
+                        if incident.incident_key == event.dedup_key and incident.status != "resolved":
+                            self._incidents[incident.id] = replace(incident, status="resolved")
                     del self._open_alert_index[event.dedup_key]
             self._changed.notify_all()
+
+    # -- incidents ---------------------------------------------------------------------------------
+
+    @property
+    def incidents(self) -> list[FakeIncident]:
+        """Every incident opened (existing yet or not), oldest first."""
+        with self._lock:
+            return list(self._incidents.values())
+
+    def incidents_of(self, incident_key: str) -> list[FakeIncident]:
+        """The incidents opened under one dedup key, oldest first."""
+        return [incident for incident in self.incidents if incident.incident_key == incident_key]
+
+    def wait_for_incidents(
+        self, predicate: Callable[[list[FakeIncident]], bool], timeout: float = 5.0
+    ) -> list[FakeIncident]:
+        """Block until `predicate(incidents)` holds (or raise TimeoutError); returns the incidents."""
+        with self._changed:
+            if not self._changed.wait_for(lambda: predicate(list(self._incidents.values())), timeout):
+                raise TimeoutError(f"the incidents did not reach the expected state within {timeout} s")
+            return list(self._incidents.values())
+
+    def _open_incident(self, incident_key: str, created_at: float) -> None:
+        """Called under the lock: an incident that exists from `created_at`, its routes ready."""
+        incident_id = f"PINC{len(self._incidents) + 1:04d}"
+        self._incidents[incident_id] = FakeIncident(incident_id, incident_key, created_at)
+        base = f"/incidents/{incident_id}"
+        for method, path, handler in (
+            ("GET", base, self._get_incident),
+            ("PUT", base, self._update_incident),
+            ("POST", f"{base}/notes", self._add_note),
+            ("POST", f"{base}/responder_requests", self._request_responders),
+        ):
+            self._rest_server.route(method, path, functools.partial(handler, incident_id))
+
+    def _visible(self, incident_id: str, at: float) -> FakeIncident | None:
+        incident = self._incidents.get(incident_id)
+        return incident if incident is not None and incident.created_at <= at else None
+
+    def _render_incident(self, incident: FakeIncident) -> dict[str, Any]:
+        return {
+            "id": incident.id,
+            "type": "incident",
+            "summary": incident.incident_key,
+            "incident_key": incident.incident_key,
+            "status": incident.status,
+            "urgency": incident.urgency,
+            "html_url": f"{self._web_url}/incidents/{incident.id}",
+        }
+
+    def _list_incidents(self, request: Request) -> Response:
+        if not self._authorized(request):
+            return _rest_error(401, "Unauthorized")
+        key = request.first("incident_key")
+        statuses = request.query.get("statuses[]") or []
+        with self._lock:
+            found = [
+                self._render_incident(incident)
+                for incident in self._incidents.values()
+                if incident.created_at <= request.received_at
+                and (key is None or incident.incident_key == key)
+                and (not statuses or incident.status in statuses)
+            ]
+        return json_response(200, {"incidents": found, "limit": 25, "offset": 0, "more": False, "total": None})
+
+    def _get_incident(self, incident_id: str, request: Request) -> Response:
+        if not self._authorized(request):
+            return _rest_error(401, "Unauthorized")
+        with self._lock:
+            incident = self._visible(incident_id, request.received_at)
+            if incident is None:
+                return _rest_error(404, "Not Found", code=2100)
+            return json_response(200, {"incident": self._render_incident(incident)})
+
+    def _incident_write(
+        self, incident_id: str, request: Request, definition: str
+    ) -> tuple[FakeIncident, dict[str, Any]] | Response:
+        """The incident and the valid body of a write, or PagerDuty's refusal."""
+        body = self._write_body(request, functools.partial(incident_write_errors, definition))
+        if isinstance(body, Response):
+            return body
+        with self._lock:
+            incident = self._visible(incident_id, request.received_at)
+        if incident is None:
+            return _rest_error(404, "Not Found", code=2100)
+        return incident, body
+
+    def _store_write(self, incident: FakeIncident, request: Request, **changes: Any) -> FakeIncident:
+        with self._changed:
+            current = self._incidents[incident.id]
+            write = (request.method, request.path, request.header("from") or "")
+            updated = replace(current, writes=(*current.writes, write), **changes)
+            self._incidents[incident.id] = updated
+            self._changed.notify_all()
+            return updated
+
+    def _update_incident(self, incident_id: str, request: Request) -> Response:
+        checked = self._incident_write(incident_id, request, "IncidentUpdate")
+        if isinstance(checked, Response):
+            return checked
+        incident, body = checked
+        urgency = body["incident"].get("urgency", incident.urgency)
+        updated = self._store_write(incident, request, urgency=urgency)
+        return json_response(200, {"incident": self._render_incident(updated)})
+
+    def _add_note(self, incident_id: str, request: Request) -> Response:
+        checked = self._incident_write(incident_id, request, "Note")
+        if isinstance(checked, Response):
+            return checked
+        incident, body = checked
+        with self._lock:
+            notes = (*self._incidents[incident_id].notes, body["note"]["content"])
+        self._store_write(incident, request, notes=notes)
+        note = {"id": f"PNOTE{len(notes):03d}", "content": body["note"]["content"]}
+        return json_response(201, {"note": note})
+
+    def _request_responders(self, incident_id: str, request: Request) -> Response:
+        checked = self._incident_write(incident_id, request, "ResponderRequest")
+        if isinstance(checked, Response):
+            return checked
+        incident, body = checked
+        with self._lock:
+            requests = (*self._incidents[incident_id].responder_requests, body)
+        self._store_write(incident, request, responder_requests=requests)
+        targets = [item["responder_request_target"] for item in body["responder_request_targets"]]
+        answer = {
+            "incident": self._render_incident(incident),
+            "requester": {"id": body["requester_id"]},
+            "message": body["message"],
+            "responder_request_targets": targets,
+        }
+        return json_response(200, {"responder_request": answer})
 
     def _list_windows(self, request: Request) -> Response:
         if request.header("authorization") != f"Token token={self._api_token}":
@@ -642,7 +815,9 @@ class FakePagerDuty(Started):
     def _authorized(self, request: Request) -> bool:
         return request.header("authorization") == f"Token token={self._api_token}"
 
-    def _create_window(self, request: Request) -> Response:
+    def _write_body(self, request: Request, errors_of: Callable[[object], list[str]]) -> dict[str, Any] | Response:
+        """A REST write's body, once the token, the `From` header and the body (`errors_of`) are good;
+        else PagerDuty's refusal."""
         if not self._authorized(request):
             return _rest_error(401, "Unauthorized")
         if not (request.header("from") or "").strip():
@@ -653,9 +828,15 @@ class FakePagerDuty(Started):
             body = request.json()
         except ValueError:
             return _rest_error(400, "Invalid Input Provided", ["the body is not JSON"], 2001)
-        errors = window_errors(body)
+        errors = errors_of(body)
         if errors:
             return _rest_error(400, "Invalid Input Provided", errors, 2001)
+        return dict(body)
+
+    def _create_window(self, request: Request) -> Response:
+        body = self._write_body(request, window_errors)
+        if isinstance(body, Response):
+            return body
         item = body["maintenance_window"]
         now = self._now()
         start = max(datetime.fromisoformat(item["start_time"]), now)

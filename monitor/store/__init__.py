@@ -20,6 +20,8 @@ from monitor.store.aio import Store
 from monitor.store.base import LANES, LaneTimeouts, SqlStore
 from monitor.store.records import (
     PAGERDUTY,
+    PAGERDUTY_REST,
+    Applied,
     Incident,
     IncidentWrite,
     NotLeader,
@@ -55,7 +57,9 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "LANES",
     "PAGERDUTY",
+    "PAGERDUTY_REST",
     "SCHEMA_VERSION",
+    "Applied",
     "Incident",
     "IncidentWrite",
     "LaneTimeouts",

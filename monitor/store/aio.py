@@ -185,11 +185,13 @@ class Store:
     mark_accepted = _InThread(SqlStore.mark_accepted, "paging")
     mark_dropped = _InThread(SqlStore.mark_dropped, "paging")
     mark_dry_run = _InThread(SqlStore.mark_dry_run, "paging")
+    cancel_rest_writes = _InThread(SqlStore.cancel_rest_writes, "paging")
     schedule_retry = _InThread(SqlStore.schedule_retry, "paging")
     pending_count = _InThread(SqlStore.pending_count, "paging")
     # decisions
     apply = _InThread(SqlStore.apply, "paging", first=True)
     apply_all = _InThread(SqlStore.apply_all, "paging", first=True)
+    apply_batch = _InThread(SqlStore.apply_batch, "paging", first=True)
     incident_counts = _InThread(SqlStore.incident_counts, "paging", first=True)
     open_incidents = _InThread(SqlStore.open_incidents, "paging")
     orphaned_triggers = _InThread(SqlStore.orphaned_triggers, "paging")

@@ -20,7 +20,9 @@ from typing import Any, ClassVar, Protocol
 
 from monitor.store.records import (
     PAGERDUTY,
+    PAGERDUTY_REST,
     Action,
+    Applied,
     Incident,
     IncidentWrite,
     NotLeader,
@@ -121,6 +123,7 @@ def _outbox_event(row: Any) -> OutboxEvent:
         last_error=row["last_error"],
         delivered_at=row["delivered_at"],
         destination=row["destination"],
+        after_id=row["after_id"],
     )
 
 
@@ -148,7 +151,8 @@ def _incident(row: Any) -> Incident:
     )
 
 
-# The oldest pending event of each dedup key: only it may be sent, so each key delivers in order.
+# The oldest pending event of each dedup key: only it may be sent, so each key delivers in order;
+# a head that waits for another row (a REST write for its trigger, `after_id`) is not due until then.
 # Only the columns of `OutboxHead`: the loop reads the heads at every wake-up, the bodies when it sends.
 _HEAD_COLUMNS = ", ".join(f"o.{name}" for name in _HEAD_FIELDS)
 _HEADS = f"""
@@ -159,6 +163,8 @@ _HEADS = f"""
         WHERE environment = o.environment AND status = 'pending'
           AND destination = o.destination AND dedup_key = o.dedup_key
       )
+      AND (o.after_id IS NULL
+           OR NOT EXISTS (SELECT 1 FROM outbox AS a WHERE a.id = o.after_id AND a.status = 'pending'))
 """  # noqa: S608 (column names of a dataclass)
 _DUE_HEADS = _HEADS + " AND o.next_attempt_at <= ? ORDER BY o.id"
 _EARLIEST_HEAD = "SELECT MIN(next_attempt_at) AS earliest FROM (" + _HEADS + ") AS heads"  # noqa: S608 (constant text)
@@ -167,7 +173,9 @@ _EARLIEST_HEAD = "SELECT MIN(next_attempt_at) AS earliest FROM (" + _HEADS + ") 
 _CLAIMABLE_HEADS = _HEADS + " AND (o.claim_replica IS NULL OR o.claim_replica = ? OR o.claim_until < ?) ORDER BY o.id"
 _SETTLE = "claim_replica = NULL, claim_until = NULL"
 # Every row names its environment first (SPEC 11.4: environments may share one database).
-_OUTBOX_COLUMNS = ("environment", "dedup_key", "action", "body", "created_at", "next_attempt_at", "destination")
+_OUTBOX_COLUMNS = (
+    *("environment", "dedup_key", "action", "body", "created_at", "next_attempt_at", "destination", "after_id"),
+)
 _TIMELINE_COLUMNS = ("environment", "incident_id", "at", "kind", "data")
 _INCIDENT_COLUMNS = (
     *("environment", "dependency", "dedup_key", "opened_at", "escalated", "features"),
@@ -273,7 +281,7 @@ class SqlStore(ABC):
         with self._transaction(write=True) as tx:
             return tx.insert(
                 _INSERT_OUTBOX,
-                (self.environment, dedup_key, action, _without_routing_key(body), at, at, destination),
+                (self.environment, dedup_key, action, _without_routing_key(body), at, at, destination, None),
             )
 
     def pending_heads(self, now: float) -> list[OutboxHead]:
@@ -323,24 +331,59 @@ class SqlStore(ABC):
 
     def _settle(self, event_id: int, assignments: str, parameters: Sequence[object]) -> None:
         """Change a pending outbox event of this environment (`assignments` are constant text of ours)."""
-        self._change(
-            f"UPDATE outbox SET {assignments} WHERE id = ? AND environment = ? AND status = 'pending'",  # noqa: S608
-            (*parameters, event_id, self.environment),
-            "pending outbox event",
-            event_id,
-        )
+        with self._transaction(write=True) as tx:
+            self._settle_in(tx, event_id, assignments, parameters)
 
     def mark_accepted(self, event_id: int, at: float) -> None:
         """PagerDuty accepted the event (202)."""
         self._settle(event_id, f"status = 'accepted', delivered_at = ?, attempts = attempts + 1, {_SETTLE}", (at,))
 
-    def mark_dropped(self, event_id: int, reason: str) -> None:
-        """PagerDuty refused the event itself (400): it is never retried; `reason` says why."""
-        self._settle(event_id, f"status = 'dropped', last_error = ?, attempts = attempts + 1, {_SETTLE}", (reason,))
+    def mark_dropped(self, event_id: int, reason: str) -> list[str]:
+        """PagerDuty refused the event itself (400): it is never retried; `reason` says why.
 
-    def mark_dry_run(self, event_id: int) -> None:
-        """No routing key is configured: the event was logged instead of sent."""
-        self._settle(event_id, f"status = 'dry_run', {_SETTLE}", ())
+        The REST writes waiting for it are cancelled with it: returns their steps.
+        """
+        with self._transaction(write=True) as tx:
+            self._settle_in(
+                tx, event_id, f"status = 'dropped', last_error = ?, attempts = attempts + 1, {_SETTLE}", (reason,)
+            )
+            return self._cancel_followers(tx, event_id, "its trigger was dropped")
+
+    def mark_dry_run(self, event_id: int) -> list[str]:
+        """No routing key is configured: the event was logged instead of sent. The REST writes waiting
+        for it are cancelled (no PagerDuty incident will exist): returns their steps."""
+        with self._transaction(write=True) as tx:
+            self._settle_in(tx, event_id, f"status = 'dry_run', {_SETTLE}", ())
+            return self._cancel_followers(tx, event_id, "its trigger was not sent (dry run)")
+
+    def _settle_in(self, tx: Transaction, event_id: int, assignments: str, parameters: Sequence[object]) -> None:
+        changed = tx.change(
+            f"UPDATE outbox SET {assignments} WHERE id = ? AND environment = ? AND status = 'pending'",  # noqa: S608
+            (*parameters, event_id, self.environment),
+        )
+        if changed != 1:
+            raise KeyError(f"no pending outbox event with id {event_id}")
+
+    def _cancel_followers(self, tx: Transaction, event_id: int, reason: str) -> list[str]:
+        rows = tx.rows(
+            f"UPDATE outbox SET status = 'cancelled', last_error = ?, {_SETTLE} "  # noqa: S608 (constant text)
+            "WHERE environment = ? AND after_id = ? AND status = 'pending' RETURNING body",
+            (reason, self.environment, event_id),
+        )
+        return [str(json.loads(row["body"]).get("step", "")) for row in rows]
+
+    def cancel_rest_writes(self, dedup_key: str, reason: str) -> list[str]:
+        """Cancel the REST writes still pending for `dedup_key` (its incident resolved); returns their steps."""
+        with self._transaction(write=True) as tx:
+            return self._cancel_pending(tx, dedup_key, reason)
+
+    def _cancel_pending(self, tx: Transaction, dedup_key: str, reason: str) -> list[str]:
+        rows = tx.rows(
+            f"UPDATE outbox SET status = 'cancelled', last_error = ?, {_SETTLE} "  # noqa: S608 (constant text)
+            "WHERE environment = ? AND dedup_key = ? AND destination = ? AND status = 'pending' RETURNING body",
+            (reason, self.environment, dedup_key, PAGERDUTY_REST),
+        )
+        return [str(json.loads(row["body"]).get("step", "")) for row in rows]
 
     def schedule_retry(
         self, event_id: int, next_attempt_at: float, error: str, hold_until: float | None = None
@@ -569,7 +612,13 @@ class SqlStore(ABC):
 
     def apply_all(self, writes: Sequence[IncidentWrite], fence: int | None = None) -> list[int]:
         """`apply` for several decisions in one transaction (one commit): all of them or none."""
+        return self.apply_batch(writes, fence).ids
+
+    def apply_batch(self, writes: Sequence[IncidentWrite], fence: int | None = None) -> Applied:
+        """`apply_all`, saying also which REST writes its resolves cancelled (SPEC 11.2: nothing is
+        written to an incident after depmon resolved it); the resolve's timeline entry lists them."""
         ids: list[int] = []
+        cancelled: list[tuple[str, str]] = []
         env = self.environment
         with self._transaction(write=True) as tx:
             if fence is not None:
@@ -583,6 +632,7 @@ class SqlStore(ABC):
             opened = [write for write in writes if write.incident_id is None]
             fresh = iter(self._insert_rows(tx, "incidents", _INCIDENT_COLUMNS, [_incident_row(env, w) for w in opened]))
             outbox: list[tuple[object, ...]] = []
+            after: list[int | None] = []  # each outbox row's trigger, as an index into `outbox`
             timeline: list[tuple[object, ...]] = []
             for write in writes:
                 if write.incident_id is None:
@@ -590,16 +640,30 @@ class SqlStore(ABC):
                 else:
                     self._update_incident(tx, write, write.incident_id)
                     incident_id = write.incident_id
+                trigger = len(outbox) if write.event is not None else None
                 events = [(PAGERDUTY, *write.event)] if write.event is not None else []
-                for destination, action, body in [*events, *write.messages]:
+                rest = [(PAGERDUTY_REST, "trigger", row) for row in write.rest_writes]
+                for destination, action, body in [*events, *write.messages, *rest]:
                     outbox.append(
                         (env, write.dedup_key, action, _without_routing_key(body), write.at, write.at, destination)
                     )
-                timeline.append((env, incident_id, write.at, write.kind, _dumps(write.timeline)))
+                    after.append(trigger if destination == PAGERDUTY_REST else None)
+                entry = write.timeline
+                if write.resolved:
+                    steps = self._cancel_pending(tx, write.dedup_key, "the incident resolved")
+                    cancelled += [(write.dedup_key, step) for step in steps]
+                    entry = {**entry, "escalation_cancelled": steps} if steps else entry
+                timeline.append((env, incident_id, write.at, write.kind, _dumps(entry)))
                 ids.append(incident_id)
-            self._insert_rows(tx, "outbox", _OUTBOX_COLUMNS, outbox)
+            if outbox:
+                outbox_ids = tx.reserve_ids("outbox", len(outbox))
+                rows = [(*row, None if a is None else outbox_ids[a]) for row, a in zip(outbox, after, strict=True)]
+                for statement, parameters in _insert_statements(
+                    "outbox", _OUTBOX_COLUMNS, outbox_ids, rows, self._OVERRIDE_IDS
+                ):
+                    tx.change(statement, parameters)
             self._insert_rows(tx, "timeline", _TIMELINE_COLUMNS, timeline)
-        return ids
+        return Applied(ids, cancelled)
 
     def _insert_rows(
         self, tx: Transaction, table: str, columns: Sequence[str], rows: Sequence[Sequence[object]]

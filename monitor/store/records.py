@@ -17,7 +17,9 @@ from monitor.errors import NotLeader, StateLocked, StoreError
 
 __all__ = [
     "PAGERDUTY",
+    "PAGERDUTY_REST",
     "Action",
+    "Applied",
     "Incident",
     "IncidentWrite",
     "NotLeader",
@@ -34,7 +36,8 @@ __all__ = [
 
 Action = Literal["trigger", "resolve"]
 PAGERDUTY = "pagerduty"  # the outbox destination of PagerDuty events; Slack posts go to `slack:<channel>`
-OutboxStatus = Literal["pending", "accepted", "dropped", "dry_run"]
+OutboxStatus = Literal["pending", "accepted", "dropped", "dry_run", "cancelled"]
+PAGERDUTY_REST = "pagerduty_rest"  # the outbox destination of escalation's REST writes (SPEC 11.2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +54,8 @@ class OutboxEvent:
     status: OutboxStatus
     last_error: str | None
     delivered_at: float | None
-    destination: str = "pagerduty"  # or `slack:<channel>`
+    destination: str = "pagerduty"  # or `slack:<channel>`, `pagerduty_rest`
+    after_id: int | None = None  # a row that must be settled first (a REST write's trigger)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +116,8 @@ class IncidentWrite:
     incident_id: int | None = None
     event: tuple[Action, dict[str, Any]] | None = None
     messages: Sequence[tuple[str, Action, dict[str, Any]]] = ()  # (destination, action, body): Slack posts
+    # PagerDuty REST writes (`monitor.paging.escalation.RestWrite.row`), delivered after `event` (SPEC 11.2)
+    rest_writes: Sequence[dict[str, Any]] = ()
     features: Sequence[str] = ()
     summary: str = ""
     severity: str = ""
@@ -119,6 +125,15 @@ class IncidentWrite:
     flapping: bool = False
     up_since: float | None = None
     resolved: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """What a batch of decisions committed: each decision's incident id, and the REST writes its
+    resolves cancelled, as (dedup key, step)."""
+
+    ids: list[int]
+    cancelled: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)

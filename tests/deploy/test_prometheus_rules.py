@@ -31,6 +31,7 @@ EXPECTED_ALERTS = {
     "CertificateExpiringSoon",
     "ProbeFlapping",
     "DepmonPagerDutyEventsDropped",
+    "DepmonEscalationFailed",
     "DepmonOverloaded",
     "DepmonCannotSeeOut",
     "DepmonPagerFailing",

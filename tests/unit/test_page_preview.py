@@ -56,6 +56,24 @@ class TestPageJson:
         assert [list(post) for post in document["slack"]] == [["channel", "message"]] * 2
         assert document["pagerduty_rest"] == []
 
+    def test_the_escalations_rest_writes_follow_the_trigger(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """With escalation configured, EVSS's page lists its responder request and note (SPEC 11.2), as queued."""
+        environ = {
+            "PAGERDUTY_ROUTING_KEY": ROUTING_KEY,
+            "PAGERDUTY_API_TOKEN": "token",
+            "PAGERDUTY_FROM_EMAIL": "oncall@example.gov",
+            "PAGERDUTY_REQUESTER_ID": "PREQ001",
+            "PD_USER_PRODUCT_OWNER": "PPO0001",
+        }
+        writes = page_json(capsys, "evss", environ)["pagerduty_rest"]
+        paths = [(w["method"], w["path"]) for w in writes]
+        assert ("POST", "/incidents/{incident_id}/responder_requests") in paths
+        assert ("POST", "/incidents/{incident_id}/notes") in paths
+        request = next(w["body"] for w in writes if w["path"].endswith("/responder_requests"))
+        assert request["responder_request_targets"] == [
+            {"responder_request_target": {"id": "PPO0001", "type": "user_reference"}}
+        ]
+
     @pytest.mark.parametrize("dependency", BUNDLED_DEPENDENCIES)
     def test_event_is_valid_for_our_events_v2_schema(self, dependency: str, capsys: pytest.CaptureFixture[str]) -> None:
         """Every bundled dependency's page passes monitor/schemas/events-v2.json, as the fake PagerDuty checks it."""

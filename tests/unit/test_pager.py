@@ -222,7 +222,7 @@ class TestStoreRoundTrips:
         clock = FakeClock()
         calls: list[str] = []
         async with pager_over(config(tmp_path, many(600)), clock) as (pager, engine, store):
-            for name in ("incident_counts", "incidents_of", "silences", "apply", "apply_all", "outbox_events"):
+            for name in ("incident_counts", "incidents_of", "silences", "apply", "apply_batch", "outbox_events"):
                 real = getattr(store, name)
 
                 def counted(*args: object, _real: Any = real, _name: str = name, **kwargs: object) -> Any:
@@ -233,7 +233,7 @@ class TestStoreRoundTrips:
             for i in range(600):
                 engine.record(f"dep-{i}", "h", fail(clock))
             await pager.reconcile()
-            assert calls == ["incident_counts"] + ["apply_all"] * math.ceil(600 / pager_module.COMMIT_BATCH)
+            assert calls == ["incident_counts"] + ["apply_batch"] * math.ceil(600 / pager_module.COMMIT_BATCH)
             assert len(await store.outbox_events()) == 600
             assert len(pager.open) == 600
 

@@ -717,3 +717,90 @@ def test_a_silence_ends_at_its_end_or_its_earlier_expiry(
 ) -> None:
     """`Silence.ended_at`: the end it was given, or the moment it was expired by hand when that came first."""
     assert Silence(1, "evss", 100.0, ends_at, "deploy", expired_at).ended_at == ended_at
+
+
+def _rest_row(step: str) -> dict[str, Any]:
+    return {"step": step, "method": "POST", "path": "/incidents/{incident_id}/notes", "body": {}, "covers": [step]}
+
+
+def _opening(dedup_key: str = "depmon/test/evss", *steps: str) -> IncidentWrite:
+    return IncidentWrite(
+        dependency="evss",
+        dedup_key=dedup_key,
+        at=1.0,
+        kind="trigger",
+        timeline={"action": "trigger"},
+        event=("trigger", {"dedup_key": dedup_key, **TRIGGER}),
+        rest_writes=[_rest_row(step) for step in steps],
+    )
+
+
+class TestEscalationRows:
+    """Escalation's REST writes (SPEC 11.2): after their trigger, cancelled with their incident or trigger."""
+
+    def test_a_rest_write_waits_until_its_trigger_is_settled(self, backend: SqlStore) -> None:
+        """The REST row is no head while its trigger is pending; it is once PagerDuty accepted the trigger."""
+        with backend:
+            backend.apply(_opening("depmon/test/evss", "responders", "note"))
+            heads = backend.pending_heads(10.0)
+            assert [h.destination for h in heads] == ["pagerduty"]
+            backend.mark_accepted(heads[0].id, 2.0)
+            heads = backend.pending_heads(10.0)
+            assert [(h.destination, backend.outbox_event(h.id).body["step"]) for h in heads] == [
+                ("pagerduty_rest", "responders")
+            ]
+
+    def test_a_dropped_trigger_cancels_its_rest_writes(self, backend: SqlStore) -> None:
+        """PagerDuty refused the trigger (400): its REST writes are cancelled, never delivered."""
+        with backend:
+            backend.apply(_opening("depmon/test/evss", "responders", "note"))
+            trigger = backend.pending_heads(10.0)[0]
+            assert backend.mark_dropped(trigger.id, "HTTP 400") == ["responders", "note"]
+            assert backend.pending_heads(10.0) == []
+            statuses = {e.destination: e.status for e in backend.outbox_events()}
+            assert statuses == {"pagerduty": "dropped", "pagerduty_rest": "cancelled"}
+
+    def test_a_resolve_cancels_the_pending_rest_writes_and_its_timeline_says_so(self, backend: SqlStore) -> None:
+        """The resolve's commit cancels what is still queued; what was delivered stays accepted."""
+        with backend:
+            incident_id = backend.apply(_opening("depmon/test/evss", "responders", "note"))
+            backend.mark_accepted(backend.pending_heads(10.0)[0].id, 2.0)
+            backend.mark_accepted(backend.pending_heads(10.0)[0].id, 3.0)  # the responder request
+            resolve = IncidentWrite(
+                dependency="evss",
+                dedup_key="depmon/test/evss",
+                at=5.0,
+                kind="resolve",
+                timeline={"action": "resolve"},
+                incident_id=incident_id,
+                event=("resolve", {"dedup_key": "depmon/test/evss"}),
+                resolved=True,
+            )
+            applied = backend.apply_batch([resolve])
+            assert applied.cancelled == [("depmon/test/evss", "note")]
+            rest = [e.status for e in backend.outbox_events() if e.destination == "pagerduty_rest"]
+            assert rest == ["accepted", "cancelled"]
+            assert backend.timeline(incident_id)[-1].data["escalation_cancelled"] == ["note"]
+
+    def test_schema_7_file_migrates_keeping_its_rows_and_ids(self, tmp_path: Path) -> None:
+        """A file of schema 7 keeps its outbox rows; a new row's id follows every id given before, pruned ones too."""
+        path = tmp_path / "old.sqlite3"
+        connection = sqlite3.connect(path)
+        scripts = "".join(store_module._MIGRATIONS[:7]).replace("_ENVIRONMENT", "'test'")
+        connection.executescript(scripts + "PRAGMA user_version = 7;")
+        for row_id, status in ((1, "accepted"), (2, "pending")):
+            connection.execute(
+                "INSERT INTO outbox (id, dedup_key, action, body, created_at, next_attempt_at, status) "
+                "VALUES (?, 'depmon/test/evss', 'trigger', '{}', 1.0, 1.0, ?)",
+                (row_id, status),
+            )
+        connection.execute("UPDATE sqlite_sequence SET seq = 9 WHERE name = 'outbox'")  # ids 3-9 pruned
+        connection.commit()
+        connection.close()
+        with SQLiteStore(path, environment="test") as store:
+            assert store.schema_version == SCHEMA_VERSION
+            assert [(e.id, e.status, e.after_id) for e in store.outbox_events()] == [
+                (1, "accepted", None),
+                (2, "pending", None),
+            ]
+            assert store.enqueue("depmon/test/evss", "trigger", TRIGGER, 3.0) == 10

@@ -18,6 +18,8 @@ SECRETS = {
     "PAGERDUTY_API_TOKEN": "u+token-of-the-rest-api",
     "SSOE_CLIENT_ID": "depmon-client-4711",
     "SSOE_CLIENT_SECRET": "hunter2-Client-Secret-0xC0FFEE",
+    "PAGERDUTY_FROM_EMAIL": "oncall@example.gov",
+    "PAGERDUTY_REQUESTER_ID": "PREQ001",
 }
 # The production address of every upstream whose bundled default is not production (config/README.md).
 PRODUCTION_HOSTS = {"VA_PROFILE_URL": "https://vaprofile.example.va.gov"}
@@ -34,6 +36,10 @@ BUNDLED_LINES = {
     "set SSOE_CLIENT_ID (--strict)",
     "SSOE_CLIENT_SECRET": f"{DEPENDENCIES}: dependencies.ssoe-oauth.probes[0].client_secret: "
     "required secret is empty: set SSOE_CLIENT_SECRET (--strict)",
+    "PAGERDUTY_FROM_EMAIL": f"{MONITOR}: pagerduty.from_email: empty: no responder request, note or urgency is "
+    "written to PagerDuty; set PAGERDUTY_FROM_EMAIL (--strict)",
+    "PAGERDUTY_REQUESTER_ID": f"{MONITOR}: pagerduty.requester_id: empty: no responder request is made; "
+    "set PAGERDUTY_REQUESTER_ID (--strict)",
 }
 
 
@@ -114,6 +120,8 @@ class TestRequiredSecretIssues:
             "dependencies.idp.probes[1].client_secret",
             "dependencies.idp.probes[2].client_id",
             "dependencies.idp.probes[2].client_secret",
+            "pagerduty.from_email",
+            "pagerduty.requester_id",
         ]
 
     def test_set_secrets_raise_nothing(self, tmp_path: Path) -> None:
@@ -137,7 +145,8 @@ def _config_with(folder: Path, environ: Mapping[str, str], oauth2_probes: int = 
     )
     text = f"""
 monitor: {{environment: test}}
-pagerduty: {{routing_key: "${{PAGERDUTY_ROUTING_KEY:-}}", api_token: "${{PAGERDUTY_API_TOKEN:-}}"}}
+pagerduty: {{routing_key: "${{PAGERDUTY_ROUTING_KEY:-}}", api_token: "${{PAGERDUTY_API_TOKEN:-}}",
+            from_email: "${{PAGERDUTY_FROM_EMAIL:-}}", requester_id: "${{PAGERDUTY_REQUESTER_ID:-}}"}}
 dependencies:
   idp:
     name: IdP
@@ -203,7 +212,7 @@ monitor:
   environment: ${{DEPMON_ENVIRONMENT:-production}}
   canaries: [{{name: egress, kind: tcp, host: {canary}, port: 3128}}]
   links: [{{text: Dashboard, href: "{link}"}}]
-pagerduty: {{routing_key: "0123456789abcdef0123456789abcdef", api_token: "token"}}
+pagerduty: {{routing_key: "0123456789abcdef0123456789abcdef", api_token: "token", from_email: "oncall@example.gov", requester_id: "PREQ001"}}
 playbooks: {{runbook: {{title: Runbook, url: "https://docs.example.gov/runbook"}}}}
 dependencies:
   evss:

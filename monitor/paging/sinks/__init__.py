@@ -10,7 +10,8 @@ column); `Destination.parse` is the one place that reads it. The outbox takes a 
 Slack webhook), whose rows are marked `dry_run` and logged under the kind's `skipped` event. A
 kind's names live on `SinkKind`, not on its sink, because a kind in dry run has no sink and still
 logs; they are a contract with dashboards and alerts (`depmon_pagerduty_events_total`,
-`pagerduty_event_accepted`, ...).
+`pagerduty_event_accepted`, ...). A kind whose rows act on people (escalation's REST writes) waits
+while their dependency is in a maintenance window or silenced (`waits_for_people`).
 
 Adding a destination is adding a module here: its `SinkKind`, its sink, and an entry in the
 runtime's mapping. The outbox does not change: it orders, retries and counts every kind alike.
@@ -66,6 +67,10 @@ class SinkKind:
     skipped: str
     skip_reason: str
     counter: Callable[[Metrics], Counter]
+    # The counter's labels but `outcome`, from a row's action and body (escalation counts a `step`).
+    labels: Callable[[str, Mapping[str, Any]], dict[str, str]] = lambda action, _body: {"action": action}
+    # True: its rows wait while their incident's dependency is in a window or silenced (SPEC 11.2).
+    waits_for_people: bool = False
 
     def at(self, target: str = "") -> Destination:
         """The destination of this kind at `target`."""
