@@ -184,9 +184,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     try:
         config = load_config(config_path, environ)
     except ConfigError as exc:
-        for issue in exc.issues:
-            print(issue, file=sys.stderr)
-        return EXIT_USAGE
+        return _refused(exc)
     # The one redactor of the process: built from the config, fed every secret learned later.
     redactor = Redactor(config.secret_values())
 
@@ -216,9 +214,16 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         from monitor.commands.check import run_check
 
         return anyio.run(run_check, config, args.dependency, args.json, sys.stdout)
-    if command == "maintenance" and args.action is not None:
-        from monitor.commands.maintenance import run_maintenance_action
+    if command == "maintenance":
+        from monitor.commands.maintenance import run_maintenance, run_maintenance_action
+        from monitor.proxies import ProxyEnvironment
 
+        try:
+            proxies = ProxyEnvironment.from_environ(environ)
+        except ConfigError as exc:
+            return _refused(exc)
+        if args.action is None:
+            return anyio.run(run_maintenance, config, sys.stdout, proxies)
         return anyio.run(
             run_maintenance_action,
             config,
@@ -228,11 +233,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             args.message,
             sys.stdout,
             sys.stderr,
+            proxies,
         )
-    if command == "maintenance":
-        from monitor.commands.maintenance import run_maintenance
-
-        return anyio.run(run_maintenance, config, sys.stdout)
     if command == "postmortem":
         from monitor.commands.postmortem import print_postmortem
 
@@ -252,6 +254,13 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             sys.stderr,
         )
     raise AssertionError(command)  # argparse admits only the commands above
+
+
+def _refused(exc: ConfigError) -> int:
+    """Print each issue of a configuration (or proxy variable) that cannot be used; the usage exit status."""
+    for issue in exc.issues:
+        print(issue, file=sys.stderr)
+    return EXIT_USAGE
 
 
 def _text_arguments(args: argparse.Namespace) -> list[tuple[str, str]]:
@@ -288,7 +297,11 @@ def _run(
     except OSError as exc:
         print(f"cannot listen on {address}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_USAGE
-    daemon = Daemon(config_path, config, state or config.monitor.state_path, environ, on_secrets=redactor.update)
+    try:
+        daemon = Daemon(config_path, config, state or config.monitor.state_path, environ, on_secrets=redactor.update)
+    except ConfigError as exc:  # a proxy variable (HTTPS_PROXY, HTTP_PROXY) that cannot be used
+        listener.close()
+        return _refused(exc)
     try:
         anyio.run(daemon.run, listener, backend_options={"use_uvloop": True})
     except StoreError as exc:  # another daemon holds the state file, or it cannot be used
