@@ -187,6 +187,7 @@ class Store:
     mark_dry_run = _InThread(SqlStore.mark_dry_run, "paging")
     schedule_retry = _InThread(SqlStore.schedule_retry, "paging")
     pending_count = _InThread(SqlStore.pending_count, "paging")
+    pending_by_kind = _InThread(SqlStore.pending_by_kind, "paging")
     # decisions
     apply = _InThread(SqlStore.apply, "paging", first=True)
     apply_all = _InThread(SqlStore.apply_all, "paging", first=True)
