@@ -55,6 +55,7 @@ from monitor.paging.sinks import Sinks
 from monitor.paging.sinks.pagerduty_events import EVENTS, PagerDutyEventsSink
 from monitor.paging.sinks.pagerduty_rest import REST, PagerDutyRestSink
 from monitor.paging.sinks.slack import SLACK, SlackSink
+from monitor.proxies import NO_PROXY_VARIABLES, ProxyEnvironment
 from monitor.replicas.replication import Replication
 from monitor.schedule.loops import Scheduler
 from monitor.state.impact import FeatureState
@@ -123,15 +124,23 @@ class Runtime:
         metrics: Metrics,
         loop_lag: LoopLagMonitor,
         on_feature_change: Callable[[str, str, float], None] | None = None,
+        proxies: ProxyEnvironment = NO_PROXY_VARIABLES,
     ) -> Runtime:
         """Build the clients first, the engine last (it publishes metrics): a failure leaves nothing behind.
 
         `on_feature_change` is the engine's hook for each feature state change (see `Engine`).
+        `proxies`: the daemon's proxy variables, which the clients follow unless the config names
+        the destination's own proxy (SPEC 11.5).
         """
         pd = config.pagerduty
-        sender = EventsSender(pd.events_url, pd.routing_key) if pd.routing_key.get_secret_value() else None
+        events_link, api_link = proxies.link(pd.events_url, pd.proxy), proxies.link(pd.api_url, pd.proxy)
+        sender = (
+            EventsSender(pd.events_url, pd.routing_key, link=events_link) if pd.routing_key.get_secret_value() else None
+        )
         try:
-            maintenance = MaintenanceClient(pd.api_url, pd.api_token) if pd.api_token.get_secret_value() else None
+            maintenance = (
+                MaintenanceClient(pd.api_url, pd.api_token, link=api_link) if pd.api_token.get_secret_value() else None
+            )
             services = {service: owners[0] for service, owners in config.service_owners().items()}
             if config.app_graph is not None:  # vets-api upstreams no dependency names (SPEC 11.1)
                 for name, service in config.app_graph.pagerduty_services.items():
@@ -139,12 +148,21 @@ class Runtime:
                         services.setdefault(service, f"app_graph.{name}")
             watch = SelfWatch(config, metrics, loop_lag)
             webhooks = {channel: url.get_secret_value() for channel, url in config.slack.webhooks.items()}
-            slack = SlackSink(webhooks) if any(webhooks.values()) else None
+            slack_proxy = config.slack.proxy
+            slack = (
+                SlackSink(webhooks, link_for=lambda url: proxies.link(url, slack_proxy))
+                if any(webhooks.values())
+                else None
+            )
             engine = Engine(config, metrics, on_feature_change=on_feature_change)
             # Its own registry: the quorum's states are decided on, each replica exports its own.
             decisions = Engine(config, Metrics()) if config.monitor.replicated else None
             writes_off = "rest" in dict(escalation_off_reasons(config))
-            rest = None if writes_off else PagerDutyRestSink(IncidentsClient(pd.api_url, pd.api_token), pd.from_email)
+            rest = (
+                None
+                if writes_off
+                else PagerDutyRestSink(IncidentsClient(pd.api_url, pd.api_token, link=api_link), pd.from_email)
+            )
         except BaseException:
             if sender is not None:
                 sender.close()
@@ -269,7 +287,10 @@ class Daemon:
         self._on_secrets = on_secrets
         self._loop_lag = LoopLagMonitor(self._metrics)
         self._feature_changes = FeatureChanges()
-        self._runtime = Runtime.build(config, self._metrics, self._loop_lag, self._feature_changes.append)
+        self._proxies = ProxyEnvironment.from_environ(environ)  # ConfigError: a proxy variable is unusable
+        self._runtime = Runtime.build(
+            config, self._metrics, self._loop_lag, self._feature_changes.append, self._proxies
+        )
         self._metrics.set_app_graph_drift(self._runtime.app_graph)
         self._store: Store | None = None
         self._pager: Pager | None = None
@@ -282,7 +303,7 @@ class Daemon:
         self._paging: anyio.CancelScope | None = None
         self.poller: MaintenancePoller | None = None
         if on_secrets is not None:
-            on_secrets(config.secret_values())
+            on_secrets(config.secret_values() + self._proxies.secret_values())
 
     # -- the View the server reads -----------------------------------------------------------
 
@@ -612,7 +633,7 @@ class Daemon:
         """Build a whole new runtime from the config file and swap it in, or keep the old one whole."""
         try:
             config = await anyio.to_thread.run_sync(load_config, self.config_path, self.environ)
-            runtime = Runtime.build(config, self._metrics, self._loop_lag, self._feature_changes.append)
+            runtime = Runtime.build(config, self._metrics, self._loop_lag, self._feature_changes.append, self._proxies)
         except ConfigError as exc:
             self._metrics.config_last_reload_successful.set(0)
             log.error("config_reload_refused", path=str(self.config_path), errors=[str(i) for i in exc.issues])

@@ -122,7 +122,15 @@ class Metrics:
             registry=r,
         )
         self.outbox_pending = Gauge(
-            "depmon_pagerduty_outbox_pending", "Events written to the outbox and not yet delivered", registry=r
+            "depmon_pagerduty_outbox_pending",
+            "PagerDuty events written to the outbox and not yet delivered",
+            registry=r,
+        )
+        self.outbox_pending_by_destination = Gauge(
+            "depmon_outbox_pending",
+            "Outbox rows not yet delivered, by destination kind (pagerduty, pagerduty_rest, slack)",
+            ("destination",),
+            registry=r,
         )
         self.maintenance_windows_open = Gauge(
             "depmon_maintenance_windows_open",

@@ -247,9 +247,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     except ConfigError as exc:
         if command == "validate" and args.json:
             return _validation_json(config_path, None, exc.issues)
-        for issue in exc.issues:
-            print(issue, file=sys.stderr)
-        return EXIT_USAGE
+        return _refused(exc)
     # The one redactor of the process: built from the config, fed every secret learned later.
     redactor = Redactor(config.secret_values())
 
@@ -285,9 +283,16 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     if command == "maintenance" and args.action is not None and args.json:
         print(f"depmon maintenance {args.action}: --json: only for the list (no action)", file=sys.stderr)
         return EXIT_USAGE
-    if command == "maintenance" and args.action is not None:
-        from monitor.commands.maintenance import run_maintenance_action
+    if command == "maintenance":
+        from monitor.commands.maintenance import run_maintenance, run_maintenance_action
+        from monitor.proxies import ProxyEnvironment
 
+        try:
+            proxies = ProxyEnvironment.from_environ(environ)
+        except ConfigError as exc:
+            return _refused(exc)
+        if args.action is None:
+            return anyio.run(run_maintenance, config, sys.stdout, proxies, args.json, sys.stderr)
         return anyio.run(
             run_maintenance_action,
             config,
@@ -297,11 +302,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             args.message,
             sys.stdout,
             sys.stderr,
+            proxies,
         )
-    if command == "maintenance":
-        from monitor.commands.maintenance import run_maintenance
-
-        return anyio.run(run_maintenance, config, sys.stdout, args.json, sys.stderr)
     if command == "app-graph":
         from monitor.commands.app_graph import run_diff
 
@@ -349,6 +351,13 @@ def _validation_json(config_path: Path, config: Config | None, issues: Sequence[
     return EXIT_OK if document["valid"] else EXIT_USAGE
 
 
+def _refused(exc: ConfigError) -> int:
+    """Print each issue of a configuration (or proxy variable) that cannot be used; the usage exit status."""
+    for issue in exc.issues:
+        print(issue, file=sys.stderr)
+    return EXIT_USAGE
+
+
 def _text_arguments(args: argparse.Namespace) -> list[tuple[str, str]]:
     """(argument, text) of every free-text argument given: what the terminal, /status or a page shows back."""
     named = {"reason": "--reason", "message": "--message", "target": "DEPENDENCY|WINDOW_ID"}
@@ -383,7 +392,11 @@ def _run(
     except OSError as exc:
         print(f"cannot listen on {address}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_USAGE
-    daemon = Daemon(config_path, config, state or config.monitor.state_path, environ, on_secrets=redactor.update)
+    try:
+        daemon = Daemon(config_path, config, state or config.monitor.state_path, environ, on_secrets=redactor.update)
+    except ConfigError as exc:  # a proxy variable (HTTPS_PROXY, HTTP_PROXY) that cannot be used
+        listener.close()
+        return _refused(exc)
     try:
         anyio.run(daemon.run, listener, backend_options={"use_uvloop": True})
     except StoreError as exc:  # another daemon holds the state file, or it cannot be used

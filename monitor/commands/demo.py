@@ -39,7 +39,7 @@ from typing import Any, TextIO
 import httpx
 
 from monitor.maintenance.records import MaintenanceWindow
-from monitor.sim.daemon import DaemonProcess, log_time
+from monitor.sim.daemon import DaemonProcess, log_time, simulation_environ
 from monitor.sim.environment import SimulatedEnvironment
 from monitor.sim.fake_pagerduty import ReceivedEvent
 from monitor.sim.fake_slack import SlackPost
@@ -684,7 +684,9 @@ def _maintenance_cli(env: SimulatedEnvironment, say: Callable[..., None], *args:
     say("shell", f"$ depmon maintenance {shown}")
     command = [sys.executable, "-m", "monitor.entry", "maintenance", *args, "--config", str(env.config_dir)]
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=_CLI_TIMEOUT, check=False)
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=_CLI_TIMEOUT, check=False, env=simulation_environ()
+        )
     except subprocess.TimeoutExpired:
         say("depmon", f"no answer within {_CLI_TIMEOUT:.0f}s")
         return None, ""

@@ -29,6 +29,7 @@ from monitor.logs import Redactor
 from monitor.maintenance.app_graph import app_banners
 from monitor.maintenance.app_view import covered_features, covered_nodes
 from monitor.paging.event_content import USER_MESSAGE_PREFIX, WINDOW_DESCRIPTION_LIMIT
+from monitor.proxies import NO_PROXY_VARIABLES, ProxyEnvironment
 from monitor.state.impact import features_covered, needs_from_config
 from monitor.text import duration_argument, format_duration, utc
 
@@ -50,9 +51,13 @@ async def run_maintenance_action(
     message: str | None,
     out: TextIO,
     err: TextIO,
+    proxies: ProxyEnvironment = NO_PROXY_VARIABLES,
     clock: Callable[[], float] = time.time,
 ) -> int:
-    """Carry out `depmon maintenance open|close`; returns the exit status."""
+    """Carry out `depmon maintenance open|close`; returns the exit status.
+
+    `proxies`: the command's proxy variables, followed unless `pagerduty.proxy` is set.
+    """
     from monitor.errors import WindowWriteFailed
     from monitor.pagerduty.clients import MaintenanceClient
 
@@ -70,7 +75,7 @@ async def run_maintenance_action(
     except _Usage as exc:
         print(f"depmon maintenance {action}: {exc}", file=err)
         return EXIT_USAGE
-    client = MaintenanceClient(pd.api_url, pd.api_token)
+    client = MaintenanceClient(pd.api_url, pd.api_token, link=proxies.link(pd.api_url, pd.proxy))
     try:
         if action == "open":
             assert target is not None
@@ -146,8 +151,14 @@ def banner_sentence(config: Config, dependency: str) -> str:
     return f"the app shows Veterans NO downtime banner: {why}"
 
 
-async def run_maintenance(config: Config, out: TextIO, as_json: bool = False, err: TextIO | None = None) -> int:
-    """Print open and upcoming windows per dependency; 1 when PagerDuty cannot be read.
+async def run_maintenance(
+    config: Config,
+    out: TextIO,
+    proxies: ProxyEnvironment = NO_PROXY_VARIABLES,
+    as_json: bool = False,
+    err: TextIO | None = None,
+) -> int:
+    """Print open and upcoming windows per dependency; 1 when PagerDuty cannot be read (`proxies` as above).
 
     `as_json`: one document, `{"windows": [{"id", "start", "end", "open", "description",
     "services", "covers", "features"}], "bad_service_ids": [...]}`, windows by start; when
@@ -162,7 +173,7 @@ async def run_maintenance(config: Config, out: TextIO, as_json: bool = False, er
         print("no PagerDuty API token (pagerduty.api_token): maintenance windows cannot be read", file=trouble)
         return 1
     owners = config.service_owners()
-    client = MaintenanceClient(pd.api_url, pd.api_token)
+    client = MaintenanceClient(pd.api_url, pd.api_token, link=proxies.link(pd.api_url, pd.proxy))
     try:
         result = await client.open_windows(list(owners))
     except MaintenanceUnavailable as exc:

@@ -26,6 +26,7 @@ from pydantic import (
     model_validator,
 )
 
+from monitor.proxies import check_proxy_url
 from monitor.state.graph import ancestors
 from monitor.text import DURATION_PATTERN, parse_duration, parse_host_port
 from monitor.urls import LOOPBACK, check_postgresql_url, check_url, conninfo_passwords, url_passwords
@@ -77,6 +78,8 @@ def _proxy_url(value: str | None) -> str | None:
 SecureUrl = Annotated[str, AfterValidator(_secure_url)]
 SecureSecretUrl = Annotated[SecretStr, AfterValidator(_secure_secret_url)]
 ProxyUrl = Annotated[str | None, AfterValidator(_proxy_url)]
+# PagerDuty's and Slack's own proxy (SPEC 11.5): their clients tunnel through http(s) proxies only.
+DestinationProxyUrl = Annotated[str | None, AfterValidator(lambda v: v if v is None else check_proxy_url(v))]
 
 
 class _Model(BaseModel):
@@ -325,6 +328,7 @@ class PagerDutySettings(_Model):
     from_email: str = Field(default="", pattern=r"^$|^[^@\s]+@[^@\s]+$")
     # The PagerDuty user responder requests are made as (SPEC 11.2); empty: none are made.
     requester_id: str = Field(default="", pattern=_PD_ID_OR_EMPTY)
+    proxy: DestinationProxyUrl = None  # carries all PagerDuty traffic; unset: HTTPS_PROXY/HTTP_PROXY/NO_PROXY
 
     @field_validator("routing_key")
     @classmethod
@@ -427,6 +431,7 @@ class SlackSettings(_Model):
     """`slack:`: one incoming webhook per channel (SPEC 10.1); an empty URL skips that channel."""
 
     webhooks: dict[str, SecureSecretUrl] = Field(default_factory=dict)
+    proxy: DestinationProxyUrl = None  # carries all Slack traffic; unset: HTTPS_PROXY/HTTP_PROXY/NO_PROXY
 
     def webhook(self, channel: str | None) -> str | None:
         """The webhook URL of a channel, or None when it has none (or an empty one)."""
@@ -478,6 +483,7 @@ class Config(_Model):
         """Every secret value in the config, to keep them out of outputs (non-empty only)."""
         secrets = [self.pagerduty.routing_key.get_secret_value(), self.pagerduty.api_token.get_secret_value()]
         secrets += [url.get_secret_value() for url in self.slack.webhooks.values()]
+        secrets += [s for proxy in (self.pagerduty.proxy, self.slack.proxy) if proxy for s in url_passwords(proxy)]
         if self.monitor.state_url is not None:
             secrets += conninfo_passwords(self.monitor.state_url.get_secret_value())
         for _, probe in self.iter_probes():

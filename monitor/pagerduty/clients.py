@@ -55,6 +55,7 @@ from monitor.errors import MaintenanceUnavailable, PagerDutyError, WindowWriteFa
 from monitor.logs import Redactor
 from monitor.maintenance.records import SERVICE_STATUSES, MaintenanceWindow
 from monitor.pagerduty.transport import BoundedTransport, LoopbackRewriteTransport
+from monitor.proxies import DIRECT, Link
 
 __all__ = [
     "Delivery",
@@ -120,17 +121,19 @@ class WindowsResult:
     bad_service_ids: list[str] = field(default_factory=list)
 
 
-def _connection(url: str, default_base_url: str, deadline: float) -> dict[str, Any]:
+def _connection(url: str, default_base_url: str, deadline: float, link: Link) -> dict[str, Any]:
     """Constructor arguments that point a `pagerduty` client at `url`, every request bounded.
 
     The package only takes https base URLs: an http (loopback) `url` keeps the package's base URL
-    and a transport sends the requests to `url`.
+    and a transport sends the requests to `url`. The package's client never reads the proxy
+    variables (it is given a transport), so the proxy is the transport's: CONNECT for https,
+    absolute-form for http, under the same deadline and size cap.
     """
     if url.startswith("http://"):
-        inner: httpx2.BaseTransport = LoopbackRewriteTransport(url)
+        inner: httpx2.BaseTransport = LoopbackRewriteTransport(url, proxy=link.proxy, verify=link.verify)
         base_url = default_base_url
     else:
-        inner, base_url = httpx2.HTTPTransport(), url.rstrip("/")
+        inner, base_url = httpx2.HTTPTransport(proxy=link.proxy, verify=link.verify), url.rstrip("/")
     return {"base_url": base_url, "transport": BoundedTransport(inner, deadline, _MAX_ANSWER_BYTES)}
 
 
@@ -199,18 +202,25 @@ class EventsSender:
 
     `send(body)` takes an event as the outbox stores it (no routing key: added here) and returns
     a `Delivery`; it never raises for a PagerDuty or network failure. `timeout` bounds each
-    operation and `deadline` the whole request (a body that drips in slowly included). Close it
-    with `close()` (or `async with`).
+    operation and `deadline` the whole request (a body that drips in slowly included); `link`
+    says through which proxy, if any. Close it with `close()` (or `async with`).
     """
 
-    def __init__(self, events_url: str, routing_key: SecretStr, timeout: float = 10.0, deadline: float = 15.0) -> None:
+    def __init__(
+        self,
+        events_url: str,
+        routing_key: SecretStr,
+        timeout: float = 10.0,
+        deadline: float = 15.0,
+        link: Link = DIRECT,
+    ) -> None:
         key = routing_key.get_secret_value()
         if not key:
             raise ValueError("pagerduty.routing_key is empty: events are recorded and not sent (dry run)")
         self.events_url = events_url
         self._redactor = Redactor([key])  # PagerDuty's answer may echo the routing key
         self.deadline = deadline
-        self._client = pagerduty.EventsApiV2Client(key, **_connection(events_url, _EVENTS_BASE_URL, deadline))
+        self._client = pagerduty.EventsApiV2Client(key, **_connection(events_url, _EVENTS_BASE_URL, deadline, link))
         _single_attempt(self._client, timeout)
         self._limiter = anyio.CapacityLimiter(_MAX_CONCURRENT_SENDS)
 
@@ -324,12 +334,18 @@ def _parse_time(value: object) -> datetime:
 class MaintenanceClient:
     """Reads open maintenance windows through one long-lived `pagerduty.RestApiV2Client`.
 
-    `page_size` is the `limit` of each page (PagerDuty allows at most 100). Close it with
-    `close()` (or `async with`).
+    `page_size` is the `limit` of each page (PagerDuty allows at most 100); `link` says through
+    which proxy, if any. Close it with `close()` (or `async with`).
     """
 
     def __init__(
-        self, api_url: str, api_token: SecretStr, timeout: float = 10.0, page_size: int = 100, deadline: float = 15.0
+        self,
+        api_url: str,
+        api_token: SecretStr,
+        timeout: float = 10.0,
+        page_size: int = 100,
+        deadline: float = 15.0,
+        link: Link = DIRECT,
     ) -> None:
         token = api_token.get_secret_value()
         if not token:
@@ -338,7 +354,7 @@ class MaintenanceClient:
         self._redactor = Redactor([token])  # PagerDuty's answer may echo the API token
         self._page_size = page_size
         self.deadline = deadline
-        self._client = pagerduty.RestApiV2Client(token, **_connection(api_url, _REST_BASE_URL, deadline))
+        self._client = pagerduty.RestApiV2Client(token, **_connection(api_url, _REST_BASE_URL, deadline, link))
         _single_attempt(self._client, timeout)
         self._limiter = anyio.CapacityLimiter(1)
 

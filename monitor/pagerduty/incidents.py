@@ -35,6 +35,7 @@ from monitor.pagerduty.clients import (
     _single_attempt,
     failed_delivery,
 )
+from monitor.proxies import DIRECT, Link
 
 __all__ = ["Found", "IncidentsClient"]
 
@@ -50,14 +51,17 @@ class Found:
 class IncidentsClient:
     """Finds and writes to PagerDuty incidents; one bounded request per call. Close with `close()`."""
 
-    def __init__(self, api_url: str, api_token: SecretStr, timeout: float = 10.0, deadline: float = 15.0) -> None:
+    def __init__(
+        self, api_url: str, api_token: SecretStr, timeout: float = 10.0, deadline: float = 15.0, *, link: Link = DIRECT
+    ) -> None:
         token = api_token.get_secret_value()
         if not token:
             raise ValueError("pagerduty.api_token is empty: no REST writes")
         self.api_url = api_url
         self.deadline = deadline
         self._redactor = Redactor([token])
-        self._client = pagerduty.RestApiV2Client(token, **_connection(api_url, _REST_BASE_URL, deadline))
+        # Through `link`'s proxy, as every PagerDuty request (SPEC 11.5).
+        self._client = pagerduty.RestApiV2Client(token, **_connection(api_url, _REST_BASE_URL, deadline, link))
         _single_attempt(self._client, timeout)
         self._limiter = anyio.CapacityLimiter(2)
 

@@ -214,8 +214,9 @@ class Outbox:
             log.info(f"{REST.event}_cancelled", steps=steps)
 
     def queued(self) -> None:
-        """An event was written to the store (with a decision): deliver it."""
+        """A PagerDuty event was written to the store (with a decision): deliver it."""
         self._metrics.outbox_pending.inc()
+        self._metrics.outbox_pending_by_destination.labels(destination=EVENTS.name).inc()
         self._wake.set()
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -318,9 +319,13 @@ class Outbox:
         return any(settled)
 
     async def _publish_pending(self) -> int:
-        pending = await self._store.pending_count()
-        self._metrics.outbox_pending.set(pending)
-        return pending
+        """Publish what waits, per destination kind and PagerDuty's events alone; returns every pending row."""
+        counts = await self._store.pending_by_kind()
+        # The label values are the kinds this outbox delivers (a bounded set), never a channel.
+        for name in self._sinks:
+            self._metrics.outbox_pending_by_destination.labels(destination=name).set(counts.get(name, 0))
+        self._metrics.outbox_pending.set(counts.get(EVENTS.name, 0))
+        return sum(counts.values())
 
     async def _deliver(self, event: OutboxEvent) -> bool:
         """Deliver one event; True when it is settled (accepted, dropped, dry run or skipped)."""

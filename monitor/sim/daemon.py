@@ -21,7 +21,19 @@ from typing import Any
 
 import httpx
 
+from monitor.proxies import PROXY_VARIABLES
+
 LogEntry = dict[str, Any]
+
+
+def simulation_environ(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """This process's environment for a depmon subprocess in the simulated world, `env` over it.
+
+    The simulated world is on loopback: this shell's proxy variables are not part of it (they
+    would send the fake PagerDuty's traffic to a proxy that cannot reach it), unless `env` sets them.
+    """
+    inherited = {k: v for k, v in os.environ.items() if k.upper() not in PROXY_VARIABLES}
+    return {**inherited, **(env or {})}
 
 
 def log_time(entry: LogEntry) -> float:
@@ -54,7 +66,7 @@ class DaemonProcess:
         on_text: Callable[[str], None] | None = None,
     ) -> None:
         self.config, self.state, self.listen = config, state, listen
-        self.env = {k: v for k, v in {**os.environ, **(env or {})}.items() if k != "DEPMON_CONFIG"}
+        self.env = {k: v for k, v in simulation_environ(env).items() if k != "DEPMON_CONFIG"}
         self._on_log, self._on_text = on_log, on_text
         self._lock = threading.Lock()
         self._logs: list[LogEntry] = []

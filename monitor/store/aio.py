@@ -188,6 +188,7 @@ class Store:
     cancel_rest_writes = _InThread(SqlStore.cancel_rest_writes, "paging")
     schedule_retry = _InThread(SqlStore.schedule_retry, "paging")
     pending_count = _InThread(SqlStore.pending_count, "paging")
+    pending_by_kind = _InThread(SqlStore.pending_by_kind, "paging")
     # decisions
     apply = _InThread(SqlStore.apply, "paging", first=True)
     apply_all = _InThread(SqlStore.apply_all, "paging", first=True)

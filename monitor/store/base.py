@@ -406,6 +406,20 @@ class SqlStore(ABC):
         )
         return int(rows[0]["n"]) if rows else 0
 
+    def pending_by_kind(self) -> dict[str, int]:
+        """How many rows wait for delivery per destination kind: `kind` of `kind:target` (a Slack
+        channel's rows count under `slack`), so the counts have as many keys as there are kinds."""
+        rows = self._rows(
+            "SELECT destination, COUNT(*) AS n FROM outbox WHERE environment = ? AND status = 'pending' "
+            "GROUP BY destination",
+            (self.environment,),
+        )
+        counts: dict[str, int] = {}
+        for row in rows:
+            kind = str(row["destination"]).partition(":")[0]
+            counts[kind] = counts.get(kind, 0) + int(row["n"])
+        return counts
+
     # -- incidents and timeline -------------------------------------------------------------
 
     def open_incident(

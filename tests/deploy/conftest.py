@@ -59,11 +59,13 @@ SPEC_10_4_METRICS: dict[str, str] = {
 }
 
 # SPEC section 11.4 (issue 20): the store stalled gauge; and the loop error counter of the 0.1.0
-# changelog, which the pager's alert selects.
+# changelog, which the pager's alert selects. SPEC 11.5: the outbox's pending rows by destination.
 SPEC_11_METRICS: dict[str, str] = {
     "depmon_store_stalled": "gauge",
     "depmon_loop_errors_total": "counter",
     "depmon_escalations_total": "counter",  # SPEC 11.2 (issue 23)
+    # SPEC 11.5 (issue 26): pending rows per destination kind (pagerduty, pagerduty_rest, slack).
+    "depmon_outbox_pending": "gauge",
 }
 
 # Every metric of the contract: what rules and panels may select.

@@ -149,6 +149,7 @@ class TestDashboardModel:
             ("depmon_maintenance_windows_open", "maintenance windows"),
             ("depmon_dependency_in_maintenance", "maintenance windows"),
             ("depmon_pagerduty_outbox_pending", "outbox"),
+            ('sum by (destination) (depmon_outbox_pending{instance=~"$instance", destination!="pagerduty"})', "outbox"),
             ("rate(depmon_pagerduty_events_total", "outbox"),
             ("depmon_scheduler_lag_seconds_bucket", "scheduler lag"),
             ("depmon_overloaded", "depmon itself: overloaded"),

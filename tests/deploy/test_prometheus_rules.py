@@ -27,6 +27,7 @@ EXPECTED_ALERTS = {
     "DepmonAbsent",
     "DependencyDown",
     "OutboxBacklogGrowing",
+    "DestinationBacklogGrowing",
     "MaintenanceDataStale",
     "CertificateExpiringSoon",
     "ProbeFlapping",

@@ -18,10 +18,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
+from urllib.parse import urlsplit
 
 import anyio
 import trustme
+from anyio.from_thread import start_blocking_portal
 
 from monitor.config import HttpProbeSpec
 from monitor.errors import TokenUnavailable
@@ -40,6 +42,7 @@ class Request:
     method: str
     target: str
     headers: dict[str, str]
+    body: bytes = b""
 
 
 Handler = Callable[[Request, asyncio.StreamWriter], Awaitable[bool]]
@@ -67,7 +70,7 @@ class RawHttpServer:
         scheme = scheme or ("https" if self._tls else "http")
         return f"{scheme}://127.0.0.1:{self.port}{target}"
 
-    async def __aenter__(self) -> RawHttpServer:
+    async def __aenter__(self) -> Self:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self._tls)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
@@ -85,10 +88,7 @@ class RawHttpServer:
         self._tasks.add(task)
         self.connections += 1
         try:
-            while (request := await _read_request(reader)) is not None:
-                self.requests.append(request)
-                if not await self.handler(request, writer):
-                    break
+            await self._converse(reader, writer)
         except (ConnectionError, ssl.SSLError, asyncio.IncompleteReadError, asyncio.CancelledError):
             pass  # the client went away, or the test is over: this task ends quietly either way
         finally:
@@ -96,6 +96,101 @@ class RawHttpServer:
             writer.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(writer.wait_closed(), 1)
+
+    async def _converse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Answer the connection's requests one after the other, until the handler or the client ends it."""
+        while (request := await _read_request(reader)) is not None:
+            self.requests.append(request)
+            if not await self.handler(request, writer):
+                break
+
+
+class ForwardProxy(RawHttpServer):
+    """A forward proxy on 127.0.0.1, as depmon's egress proxy would be; records what it was asked.
+
+    `CONNECT host:port` opens a tunnel (200, then bytes both ways: TLS stays end to end); a request
+    in absolute form (`POST http://host:port/path`) is sent on, in origin form, over a connection of
+    its own, and the answer comes back with `Connection: close`. `hosts` maps a name that does not
+    resolve to the loopback port standing for it. An upstream that cannot be reached is a 502.
+    """
+
+    def __init__(self, hosts: dict[str, int] | None = None) -> None:
+        super().__init__(reply(502))
+        self._hosts = hosts or {}
+
+    @property
+    def proxy_url(self) -> str:
+        """The proxy's URL, as HTTPS_PROXY or `pagerduty.proxy` would name it."""
+        return f"http://127.0.0.1:{self.port}"
+
+    async def _converse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while (request := await _read_request(reader)) is not None:
+            self.requests.append(request)
+            if request.method == "CONNECT":
+                host, _, port = request.target.rpartition(":")
+                await self._tunnel(self._address(host, int(port)), reader, writer)
+                return
+            await self._forward(request, writer)
+
+    def _address(self, host: str, port: int) -> tuple[str, int]:
+        return ("127.0.0.1", self._hosts[host]) if host in self._hosts else (host, port)
+
+    async def _tunnel(
+        self, address: tuple[str, int], reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        try:
+            upstream_reader, upstream_writer = await asyncio.open_connection(*address)
+        except OSError:
+            writer.write(response_bytes(502))
+            return
+        writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        await writer.drain()
+        try:
+            async with asyncio.TaskGroup() as pipes:  # one side failing ends the other
+                pipes.create_task(_pipe(reader, upstream_writer))
+                pipes.create_task(_pipe(upstream_reader, writer))
+        finally:
+            upstream_writer.close()
+
+    async def _forward(self, request: Request, writer: asyncio.StreamWriter) -> None:
+        url = urlsplit(request.target)
+        assert url.hostname is not None, f"not an absolute-form request: {request.target}"
+        try:
+            upstream_reader, upstream_writer = await asyncio.open_connection(
+                *self._address(url.hostname, url.port or 80)
+            )
+        except OSError:
+            writer.write(response_bytes(502))
+            return
+        headers = {k: v for k, v in request.headers.items() if not k.startswith("proxy-") and k != "connection"}
+        head = f"{request.method} {url.path or '/'}{'?' + url.query if url.query else ''} HTTP/1.1\r\n"
+        head += "".join(f"{name}: {value}\r\n" for name, value in {**headers, "connection": "close"}.items())
+        upstream_writer.write(head.encode("latin-1") + b"\r\n" + request.body)
+        try:
+            answer = await upstream_reader.read(-1)  # `Connection: close`: the answer ends with the connection
+        finally:
+            upstream_writer.close()
+        status_and_fields, _, body = answer.partition(b"\r\n\r\n")
+        kept = [line for line in status_and_fields.split(b"\r\n") if not line.lower().startswith(b"connection:")]
+        writer.write(b"\r\n".join([*kept, b"Connection: close"]) + b"\r\n\r\n" + body)
+        await writer.drain()
+
+
+@contextlib.contextmanager
+def threaded_forward_proxy(hosts: dict[str, int] | None = None) -> Iterator[ForwardProxy]:
+    """A `ForwardProxy` served from an event loop thread of its own, for synchronous tests."""
+    with start_blocking_portal() as portal, portal.wrap_async_context_manager(ForwardProxy(hosts)) as proxy:
+        yield proxy
+
+
+async def _pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+    """Copy bytes until `source` ends (or either side drops the connection), then end `sink`'s side."""
+    with contextlib.suppress(ConnectionError):
+        while chunk := await source.read(65536):
+            sink.write(chunk)
+            await sink.drain()
+        if sink.can_write_eof():
+            sink.write_eof()
 
 
 async def _read_request(reader: asyncio.StreamReader) -> Request | None:
@@ -106,9 +201,8 @@ async def _read_request(reader: asyncio.StreamReader) -> Request | None:
     request_line, *lines = head.decode("latin-1").rstrip("\r\n").split("\r\n")
     method, target, _ = request_line.split(" ", 2)
     headers = {name.strip().lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
-    if length := int(headers.get("content-length", "0")):
-        await reader.readexactly(length)
-    return Request(method, target, headers)
+    body = await reader.readexactly(int(headers.get("content-length", "0")))
+    return Request(method, target, headers, body)
 
 
 def response_bytes(status: int, body: bytes = b"", headers: dict[str, str] | None = None) -> bytes:

@@ -4,6 +4,7 @@ schema. Each test runs on a SQLite file and on the session's throwaway PostgreSQ
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import sqlite3
 from collections.abc import Iterator
@@ -48,6 +49,23 @@ def _trigger(dependency: str, environment: str) -> IncidentWrite:
     )
 
 
+class TestPendingByKind:
+    def test_rows_count_under_their_kind_in_their_environment(self, pair: tuple[SqlStore, SqlStore]) -> None:
+        """Pending rows are counted per destination kind (every channel under `slack`), settled ones and the
+        other environment's not at all."""
+        production, staging = pair
+        write = dataclasses.replace(
+            _trigger("evss", "production"),
+            messages=[("slack:#a", "trigger", {"text": "a"}), ("slack:#b", "trigger", {"text": "b"})],
+        )
+        production.apply_all([write])
+        settled = production.enqueue("k", "trigger", {"text": "c"}, 100.0, destination="slack:#a")
+        production.mark_accepted(settled, 101.0)
+        staging.enqueue("depmon/staging/evss", "trigger", {"text": "d"}, 100.0, destination="slack:#a")
+        assert production.pending_by_kind() == {"pagerduty": 1, "slack": 2}
+        assert staging.pending_by_kind() == {"slack": 1}
+
+
 class TestScopedRows:
     """What one environment writes, the other neither reads, claims, counts nor changes."""
 
@@ -61,6 +79,7 @@ class TestScopedRows:
         assert staging.open_incidents() == []
         assert staging.incident_counts() == {}
         assert staging.pending_count() == 0
+        assert staging.pending_by_kind() == {}
         assert staging.outbox_events() == []
         assert staging.pending_heads(1e12) == []
         assert staging.claim_heads("staging-1", 200.0, 20.0) == []

@@ -72,6 +72,8 @@ class TestValidateJson:
             ("config/monitor.yaml", "pagerduty.api_token"),
             ("config/dependencies.yaml", "dependencies.ssoe-oauth.probes[0].client_id"),
             ("config/dependencies.yaml", "dependencies.ssoe-oauth.probes[0].client_secret"),
+            ("config/monitor.yaml", "pagerduty.from_email"),
+            ("config/monitor.yaml", "pagerduty.requester_id"),
         ]
         assert document["issues"][0]["message"] == "required secret is empty: set PAGERDUTY_ROUTING_KEY (--strict)"
 

@@ -147,6 +147,13 @@ INVALID_CASES: dict[str, tuple[Mapping[str, str], tuple[str, ...]]] = {
         {},
         ("dependencies.evss.probes[0].proxy: must be an http://, https://, socks5:// or socks5h:// URL",),
     ),
+    "destination_proxy_bad": (
+        {},
+        (
+            "pagerduty.proxy: must be an http:// or https:// URL (a forward proxy)",
+            "slack.proxy: must name a host",
+        ),
+    ),
     "quorum_without_replicas": (
         {},
         ("monitor: quorum: 2 needs replicas, which share state through monitor.state_url (postgresql://)",),
@@ -468,6 +475,16 @@ class TestSecrets:
             }
         )
         assert sorted(config.secret_values()) == ["k-123456", "pr0xy-pass"]
+
+    def test_secret_values_include_the_destination_proxies_passwords(self) -> None:
+        """`pagerduty.proxy` and `slack.proxy` carry credentials that count as secrets, decoded too."""
+        config = _minimal(
+            {
+                "pagerduty": {"proxy": "http://pd:pd-pr0xy%2Fpass@proxy.example:3128"},
+                "slack": {"proxy": "https://chat:sl4ck-proxy@proxy.example:3129"},
+            }
+        )
+        assert sorted(config.secret_values()) == ["pd-pr0xy%2Fpass", "pd-pr0xy/pass", "sl4ck-proxy"]
 
     def test_secret_values_include_every_state_url_password(self) -> None:
         """Every password form of a state_url counts as a secret: userinfo, `?password=` and `?sslpassword=`."""

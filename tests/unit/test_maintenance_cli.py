@@ -23,6 +23,7 @@ from monitor.paging.event_content import (
 )
 from monitor.sim.fake_pagerduty import FakePagerDuty
 from monitor.state.impact import FeatureHealth, FeatureState
+from tests.integration.http_loopback import threaded_forward_proxy
 
 TOKEN = "tok-Secret-9f2c41d7e8"  # a test value that must never be printed
 FROM = "oncall@example.gov"
@@ -59,6 +60,31 @@ def depmon(fake: FakePagerDuty, capsys: pytest.CaptureFixture[str], *args: str, 
 @pytest.fixture
 def config() -> Config:
     return load_config(bundled_config_path(), {})
+
+
+class TestThroughAProxy:
+    def test_the_commands_follow_the_shells_proxy_variables(
+        self, fake: FakePagerDuty, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """`open` and the listing reach PagerDuty through HTTP_PROXY, as the daemon does."""
+        with threaded_forward_proxy() as proxy:
+            opened, _, _ = depmon(
+                fake, capsys, "open", "evss", "--for", "1h", "--message", "Claims down|EVSS", HTTP_PROXY=proxy.proxy_url
+            )
+            listed, out, _ = depmon(fake, capsys, HTTP_PROXY=proxy.proxy_url)
+        assert (opened, listed) == (0, 0)
+        assert "evss" in out
+        sent = [(r.method, r.target.split("?")[0]) for r in proxy.requests]
+        assert sent[0] == ("POST", f"{fake.api_url}/maintenance_windows")
+        assert set(sent[1:]) == {("GET", f"{fake.api_url}/maintenance_windows")}  # one query per page or service
+
+    def test_an_unusable_proxy_variable_is_exit_2(
+        self, fake: FakePagerDuty, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A proxy variable the command cannot use is named, with exit 2 and nothing sent."""
+        status, _, err = depmon(fake, capsys, HTTPS_PROXY="socks5://fwd:1080")
+        assert (status, err) == (2, "environment: HTTPS_PROXY: must be an http:// or https:// URL (a forward proxy)\n")
+        assert fake.rest_requests == []
 
 
 class TestOpen:

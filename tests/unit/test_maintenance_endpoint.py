@@ -197,7 +197,7 @@ class _FakeClient:
 
     windows: list[MaintenanceWindow] = []
 
-    def __init__(self, *args: object) -> None:
+    def __init__(self, *args: object, **kwargs: object) -> None:
         pass
 
     async def open_windows(self, service_ids: Sequence[str]) -> pagerduty.WindowsResult:

@@ -20,6 +20,7 @@ from monitor.pagerduty.clients import Delivery
 from monitor.paging.outbox import Backoff, Outbox, Wakeup
 from monitor.paging.sinks import Destination, SinkKind, Sinks
 from monitor.paging.sinks.pagerduty_events import EVENTS
+from monitor.paging.sinks.slack import SLACK
 from monitor.store import Store
 from tests.clocks import FakeClock
 
@@ -517,6 +518,34 @@ class TestSinks:
             "b": ("outbox_event_skipped", "no sink for destination kind 'fax'"),
             "c": ("would_page", "no routing key: logged, not sent"),
         }
+
+
+class TestPendingGauges:
+    @pytest.mark.anyio
+    async def test_each_destination_kind_has_its_own_count(self, store: Store, clock: FakeClock) -> None:
+        """A Slack backlog counts under `slack` alone: the PagerDuty gauge counts events only; no channel is a label."""
+        failing = FakeSender(clock, lambda body, call: SERVER_ERROR)
+        h = Harness(store, failing, clock, sinks={})
+        h.outbox.use_sinks({EVENTS: failing, SLACK: failing})
+        await h.outbox.put("depmon/test/evss", "trigger", trigger("EVSS down"))
+        for key, channel in (("k1", "#a"), ("k2", "#a"), ("k3", "#b")):
+            await store.enqueue(key, "trigger", {"dedup_key": key}, at=clock(), destination=f"slack:{channel}")
+
+        async def published() -> bool:
+            return _pending_samples(h.metrics) == {"pagerduty": 1.0, "slack": 3.0} and h.pending_gauge == 1.0
+
+        async with h.running():
+            await h.until(published)
+
+
+def _pending_samples(metrics: Metrics) -> dict[str, float]:
+    """`depmon_outbox_pending`'s values by their `destination` label."""
+    return {
+        sample.labels["destination"]: sample.value
+        for family in metrics.registry.collect()
+        if family.name == "depmon_outbox_pending"
+        for sample in family.samples
+    }
 
 
 class TestDestination:

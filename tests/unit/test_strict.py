@@ -212,7 +212,9 @@ monitor:
   environment: ${{DEPMON_ENVIRONMENT:-production}}
   canaries: [{{name: egress, kind: tcp, host: {canary}, port: 3128}}]
   links: [{{text: Dashboard, href: "{link}"}}]
-pagerduty: {{routing_key: "0123456789abcdef0123456789abcdef", api_token: "token", from_email: "oncall@example.gov", requester_id: "PREQ001"}}
+pagerduty:
+  {{routing_key: "0123456789abcdef0123456789abcdef", api_token: "token", from_email: "oncall@example.gov",
+   requester_id: "PREQ001"}}
 playbooks: {{runbook: {{title: Runbook, url: "https://docs.example.gov/runbook"}}}}
 dependencies:
   evss:

@@ -10,7 +10,7 @@ timeouts) is retried.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import anyio
@@ -18,6 +18,7 @@ import httpx
 
 from monitor.pagerduty.clients import Delivery
 from monitor.paging.sinks import Destination, SinkKind
+from monitor.proxies import DIRECT, Link
 
 __all__ = ["SLACK", "SlackSink"]
 
@@ -49,16 +50,32 @@ _SLACK_ERRORS = frozenset(
 )
 
 
+def _direct(url: str) -> Link:
+    return DIRECT
+
+
 class SlackSink:
     """Posts outbox messages to their channel's incoming webhook; one bounded attempt each.
 
     `webhooks` maps channel -> URL (secrets: never logged, never in a `Delivery` message).
+    `link_for(url)` says how a webhook is reached (its proxy, its TLS trust): one client per
+    distinct link. The clients never read the environment themselves (`trust_env=False`): the
+    caller resolved the proxy variables into the links.
     """
 
-    def __init__(self, webhooks: Mapping[str, str], timeout: float = 10.0) -> None:
+    def __init__(
+        self, webhooks: Mapping[str, str], timeout: float = 10.0, link_for: Callable[[str], Link] = _direct
+    ) -> None:
         self._webhooks = {channel: url for channel, url in webhooks.items() if url}
         self._timeout = timeout
-        self._client = httpx.AsyncClient(follow_redirects=False, trust_env=False, timeout=timeout)
+        links = {channel: link_for(url) for channel, url in self._webhooks.items()}
+        self._clients = {
+            link: httpx.AsyncClient(
+                follow_redirects=False, trust_env=False, timeout=timeout, proxy=link.proxy, verify=link.verify
+            )
+            for link in set(links.values())
+        }
+        self._client_of = {channel: self._clients[link] for channel, link in links.items()}
 
     def can_deliver(self, destination: Destination) -> bool:
         """True when the destination's channel has a webhook."""
@@ -72,7 +89,7 @@ class SlackSink:
             return Delivery("dropped", None, f"no Slack webhook for {channel} any more")
         try:
             with anyio.fail_after(self._timeout):
-                async with self._client.stream("POST", url, json=dict(body)) as response:
+                async with self._client_of[channel].stream("POST", url, json=dict(body)) as response:
                     answer = b""
                     async for chunk in response.aiter_raw():
                         answer += chunk
@@ -94,4 +111,5 @@ class SlackSink:
 
     async def aclose(self) -> None:
         """Close the HTTP connections."""
-        await self._client.aclose()
+        for client in self._clients.values():
+            await client.aclose()
