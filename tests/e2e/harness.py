@@ -10,50 +10,53 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
-
-import httpx
 
 from monitor.sim.daemon import DaemonProcess
 from monitor.sim.environment import SimulatedEnvironment
-from monitor.sim.fake_pagerduty import FakePagerDuty
+from monitor.sim.fake_pagerduty import FakePagerDuty, ReceivedEvent
 from monitor.sim.loopback import LoopbackServer, Response
+from tests.helpers import wait_for
 
 __all__ = [
+    "WAIT",
     "DaemonProcess",
     "SignalAfterSpawn",
+    "actions",
     "all_up",
     "healthy_upstream_daemon",
     "http_dependencies_config",
     "metric_value",
     "running",
     "wait_for",
+    "wait_for_event",
 ]
 
-READY_WAIT = 15.0  # seconds a started daemon may take to be ready on a loaded 2-core machine
+WAIT = 15.0  # the longest an ordinary step (ready, a page) may take on a loaded 2-core machine
+READY_WAIT = WAIT
 
 _SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>[^}]*)\})? (?P<value>\S+)$")
 _LABEL = re.compile(r'(?P<key>[a-zA-Z_][a-zA-Z0-9_]*)="(?P<value>(?:[^"\\]|\\.)*)"')
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
-    """Poll `predicate` until it returns something truthy; fail the test after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    last_error: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = predicate()
-        except (httpx.HTTPError, KeyError, ValueError) as exc:
-            last_error, value = exc, None
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last error: {last_error!r})")
-
-
 def all_up(daemon: DaemonProcess) -> bool:
     """Every dependency in /status is up."""
     return all(dep["state"] == "up" for dep in daemon.status()["dependencies"].values())
+
+
+def actions(sim: SimulatedEnvironment, dep_id: str) -> list[str]:
+    """The actions of the events the fake PagerDuty accepted for a dependency, in order."""
+    return [event.action for event in sim.pagerduty.events_for(sim.dedup_key(dep_id))]
+
+
+def wait_for_event(
+    sim: SimulatedEnvironment, dep_id: str, action: str, count: int = 1, timeout: float = WAIT
+) -> ReceivedEvent:
+    """The `count`-th `action` event the fake PagerDuty accepted for a dependency, waiting for it."""
+    key = sim.dedup_key(dep_id)
+    sim.pagerduty.wait_for(
+        lambda events: sum(1 for e in events if e.dedup_key == key and e.action == action) >= count, timeout
+    )
+    return [e for e in sim.pagerduty.events_for(key) if e.action == action][count - 1]
 
 
 @contextlib.contextmanager

@@ -30,13 +30,22 @@ from monitor.sim.environment import ROUTING_KEY, SimulatedEnvironment
 from monitor.sim.fake_pagerduty import ReceivedEvent
 from monitor.sim.loopback import Request
 from monitor.store import SQLiteStore
-from tests.e2e.harness import DaemonProcess, SignalAfterSpawn, all_up, metric_value, running, wait_for
+from tests.e2e.harness import (
+    WAIT,
+    DaemonProcess,
+    SignalAfterSpawn,
+    actions,
+    all_up,
+    metric_value,
+    running,
+    wait_for,
+    wait_for_event,
+)
 
 pytestmark = pytest.mark.e2e
 
 FAST = Timing(interval=0.5, timeout=0.4, failure_threshold=2, success_threshold=2, confirm_interval=0.2)
 POLL = 0.5  # seconds between maintenance-window polls
-WAIT = 15.0  # the longest an ordinary step may take on a loaded 2-core machine
 ROTATED_KEY = "depmonrotatedroutingkey000000002"
 
 
@@ -116,22 +125,6 @@ def events_of(sim: SimulatedEnvironment, dep_id: str, action: str | None = None)
     """The events the fake PagerDuty accepted for a dependency (of one action), oldest first."""
     events = sim.pagerduty.events_for(sim.dedup_key(dep_id))
     return [e for e in events if action is None or e.action == action]
-
-
-def actions(sim: SimulatedEnvironment, dep_id: str) -> list[str]:
-    """The actions the fake PagerDuty accepted for a dependency, in order."""
-    return [event.action for event in events_of(sim, dep_id)]
-
-
-def wait_for_event(
-    sim: SimulatedEnvironment, dep_id: str, action: str, count: int = 1, timeout: float = WAIT
-) -> ReceivedEvent:
-    """The `count`-th accepted `action` event of a dependency, waiting for it."""
-    key = sim.dedup_key(dep_id)
-    sim.pagerduty.wait_for(
-        lambda events: sum(1 for e in events if e.dedup_key == key and e.action == action) >= count, timeout
-    )
-    return events_of(sim, dep_id, action)[count - 1]
 
 
 def stamp(entry: Mapping[str, Any]) -> float:

@@ -17,7 +17,7 @@ import pytest
 
 from monitor.sim.environment import SimulatedEnvironment
 from monitor.sim.fake_pagerduty import ReceivedEvent, event_errors
-from tests.e2e.harness import DaemonProcess, all_up, metric_value, running, wait_for
+from tests.e2e.harness import WAIT, DaemonProcess, actions, all_up, metric_value, running, wait_for, wait_for_event
 
 pytestmark = pytest.mark.e2e
 
@@ -25,7 +25,6 @@ EVSS_FEATURES = ["claims", "letters_and_documents", "direct_deposit_benefits", "
 SIGNED_IN_CHILDREN = ("evss", "va-profile", "vaos")  # their probes present the SSOe token
 # Dependencies in no scenario: a page of one of them is the later event an absence is proved against.
 MARKERS = ("caseflow", "vetext")
-WAIT = 15.0  # the longest an ordinary step may take on a loaded 2-core machine
 
 
 # -- helpers ---------------------------------------------------------------------------------------
@@ -35,18 +34,6 @@ def dependency(daemon: DaemonProcess, dep_id: str) -> dict[str, Any]:
     """One dependency of /status."""
     found: dict[str, Any] = daemon.status()["dependencies"][dep_id]
     return found
-
-
-def actions(sim: SimulatedEnvironment, dep_id: str) -> list[str]:
-    """The actions of the events the fake PagerDuty accepted for one dependency, in order."""
-    return [event.action for event in sim.pagerduty.events_for(sim.dedup_key(dep_id))]
-
-
-def wait_for_event(sim: SimulatedEnvironment, dep_id: str, action: str, timeout: float = WAIT) -> ReceivedEvent:
-    """The first accepted `action` event of a dependency, waiting for it."""
-    key = sim.dedup_key(dep_id)
-    sim.pagerduty.wait_for(lambda events: any(e.dedup_key == key and e.action == action for e in events), timeout)
-    return next(e for e in sim.pagerduty.events_for(key) if e.action == action)
 
 
 def after_a_later_page(sim: SimulatedEnvironment, daemon: DaemonProcess, marker: str = MARKERS[0]) -> list[Any]:

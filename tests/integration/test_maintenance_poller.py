@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
@@ -18,6 +18,7 @@ from monitor.metrics import Metrics
 from monitor.pagerduty.clients import MaintenanceClient
 from monitor.sim.fake_pagerduty import FakePagerDuty
 from tests.clocks import FakeClock
+from tests.helpers import StartPagerDuty
 
 EVSS, MHV, SSOE = "PZKWB6Y", "PP2ZZ2V", "P0J60YD"
 SERVICES = {EVSS: "evss", MHV: "mhv", SSOE: "ssoe-oauth"}
@@ -25,11 +26,9 @@ BAD = "PDELETED"  # configured, but PagerDuty no longer knows it
 
 
 @pytest.fixture
-def fake() -> Iterator[FakePagerDuty]:
-    with FakePagerDuty() as running:
-        for service in (*SERVICES, "POTHER1"):
-            running.add_service(service)
-        yield running
+def fake(start_pagerduty: StartPagerDuty) -> FakePagerDuty:
+    """A fake PagerDuty that knows the dependencies' services and one other."""
+    return start_pagerduty(services=[*SERVICES, "POTHER1"])
 
 
 def hours(n: float) -> datetime:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ from monitor.pagerduty.clients import EventsSender
 from monitor.paging.outbox import Backoff, Outbox
 from monitor.sim.fake_pagerduty import FakePagerDuty, event_errors
 from monitor.store import Store
+from tests.helpers import until
 
 ROUTING_KEY = "R0UT1NGK3Y" + "x" * 22
 DEDUP_KEY = "depmon/test/evss"
@@ -44,9 +45,9 @@ def trigger_body(summary: str = "EVSS down: 4 app features impacted [test]") -> 
 
 
 @pytest.fixture
-def fake() -> Iterator[FakePagerDuty]:
-    with FakePagerDuty() as running:
-        yield running
+def fake(pagerduty: FakePagerDuty) -> FakePagerDuty:
+    """The fake PagerDuty this module's tests deliver to."""
+    return pagerduty
 
 
 class Rig:
@@ -66,12 +67,8 @@ class Rig:
         return value or 0.0
 
     async def until(self, condition: Callable[[], bool | Awaitable[bool]], seconds: float = 10.0) -> None:
-        with anyio.fail_after(seconds):
-            while True:
-                result = condition()
-                if result if isinstance(result, bool) else await result:
-                    return
-                await anyio.sleep(0.005)
+        """Wait for `condition` (tests.helpers.until)."""
+        await until(condition, seconds)
 
     async def settled(self) -> bool:
         return await self.store.pending_count() == 0

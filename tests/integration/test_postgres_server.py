@@ -12,7 +12,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -20,6 +19,7 @@ import psycopg
 import pytest
 from psycopg import errors
 
+from tests.helpers import wait_for
 from tests.postgres_server import PostgresServer, PostgresStartError, find_binaries
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -61,14 +61,7 @@ def _port_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def _wait_until(condition: object, timeout: float = 60.0) -> bool:  # the server may take 15 s to stop
-    assert callable(condition)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return bool(condition())
+STOP_WAIT = 60.0  # the server may take 15 s to stop on a loaded machine
 
 
 @pytest.fixture
@@ -129,7 +122,11 @@ def test_an_advisory_lock_excludes_other_sessions_until_its_connection_closes(po
 
         holder.close()
         # The backend ends (and releases its locks) shortly after the client hangs up, not at once.
-        assert _wait_until(lambda: other.execute("SELECT pg_try_advisory_lock(%s)", [LOCK_KEY]).fetchone() == (True,))
+        wait_for(
+            lambda: other.execute("SELECT pg_try_advisory_lock(%s)", [LOCK_KEY]).fetchone() == (True,),
+            STOP_WAIT,
+            "the lock free once its holder's connection closed",
+        )
         holders = other.execute(
             "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = %s AND granted", [LOCK_KEY]
         ).fetchone()
@@ -239,8 +236,8 @@ def test_a_server_never_outlives_its_owner(ending: str) -> None:
         finally:
             if owner.poll() is None:
                 owner.kill()
-    assert _wait_until(lambda: not _alive(processes)), "a postgres process outlived its owner"
-    assert _wait_until(lambda: not base.exists()), "the data directory outlived its owner"
+    wait_for(lambda: not _alive(processes), STOP_WAIT, "every postgres process gone with its owner")
+    wait_for(lambda: not base.exists(), STOP_WAIT, "the data directory gone with its owner")
     assert not _port_open(port)
 
 

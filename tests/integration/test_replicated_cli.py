@@ -6,8 +6,8 @@ import io
 from pathlib import Path
 
 from monitor.commands.silence import run_silence
-from monitor.config import load_config
 from monitor.store import IncidentWrite, PostgresStore
+from tests.helpers import config_from
 
 CONFIG = """
 monitor:
@@ -23,9 +23,7 @@ dependencies:
 
 
 def test_a_silence_set_by_the_cli_is_in_the_replicas_database(tmp_path: Path, postgres_url: str) -> None:
-    path = tmp_path / "depmon.yaml"
-    path.write_text(CONFIG.format(url=postgres_url))
-    config = load_config(path, {})
+    config = config_from(tmp_path, CONFIG.format(url=postgres_url))
     out, err = io.StringIO(), io.StringIO()
     status = run_silence(config, None, "evss", "1h", "EVSS deploy", False, None, out, err, clock=lambda: 1000.0)
     assert (status, err.getvalue()) == (0, "")
@@ -41,9 +39,7 @@ def test_a_silence_set_by_the_cli_is_in_the_replicas_database(tmp_path: Path, po
 def test_postmortem_reads_the_replicas_database(tmp_path: Path, postgres_url: str) -> None:
     from monitor.commands.postmortem import print_postmortem
 
-    path = tmp_path / "depmon.yaml"
-    path.write_text(CONFIG.format(url=postgres_url))
-    config = load_config(path, {})
+    config = config_from(tmp_path, CONFIG.format(url=postgres_url))
     with PostgresStore(postgres_url, environment="test") as store:
         store.apply(IncidentWrite("evss", "depmon/test/evss", 1000.0, "trigger", {"action": "trigger"}, summary="x"))
     out, err = io.StringIO(), io.StringIO()

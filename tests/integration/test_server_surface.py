@@ -36,6 +36,7 @@ from monitor.state.live import Engine
 from monitor.state.self_watch import SelfState
 from monitor.store import Silence, SQLiteStore
 from monitor.web.server import IDLE_CONNECTION_SECONDS, MAX_CONCURRENT_REQUESTS, RequestCap, create_app, server_config
+from tests.helpers import until
 
 pytestmark = pytest.mark.anyio
 
@@ -78,15 +79,15 @@ async def _serving(app: Any, config: HypercornConfig) -> AsyncIterator[str]:
 
 
 async def _wait_until_accepting(port: int) -> None:
-    with anyio.fail_after(5):
-        while True:
-            try:
-                stream = await anyio.connect_tcp("127.0.0.1", port)
-            except OSError:
-                await anyio.sleep(0.01)
-                continue
-            await stream.aclose()
-            return
+    async def accepting() -> bool:
+        try:
+            stream = await anyio.connect_tcp("127.0.0.1", port)
+        except OSError:
+            return False
+        await stream.aclose()
+        return True
+
+    await until(accepting, 5)
 
 
 def _short_idle_config() -> HypercornConfig:

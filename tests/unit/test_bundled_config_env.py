@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from monitor.config import Config, HttpProbeSpec, OAuth2ProbeSpec, TlsProbeSpec, bundled_config_path, load_config
+from tests.helpers import bundled_config
 
 BUNDLED = bundled_config_path()
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -107,7 +108,7 @@ def _readme_defaults() -> dict[str, str]:
 @pytest.fixture(scope="module")
 def defaults() -> Config:
     """The bundled config with every variable unset."""
-    return load_config(BUNDLED, environ={})
+    return bundled_config()
 
 
 class TestOverrides:

@@ -8,14 +8,15 @@ import json
 import pytest
 
 from monitor.commands import check
-from monitor.config import AnyProbeSpec, Config, bundled_config_path, load_config
+from monitor.config import AnyProbeSpec, Config
 from monitor.results import Outcome, ProbeResult
 from probes import ProbeContext
+from tests.helpers import bundled_config
 
 
 @pytest.fixture(scope="module")
 def bundled() -> Config:
-    return load_config(bundled_config_path(), environ={})
+    return bundled_config()
 
 
 class TestRunCheck:

@@ -599,8 +599,10 @@ class TestMinimalConfig:
 
     def test_valid_fixtures_load(self) -> None:
         """Every valid fixture loads with an empty environment."""
-        for path in sorted(VALID.glob("*.yaml")):
-            load_config(path, environ={})
+        paths = sorted(VALID.glob("*.yaml"))
+        assert paths, f"no valid fixture in {VALID}"
+        for path in paths:
+            assert isinstance(load_config(path, environ={}), Config), path
 
 
 class TestParseDuration:

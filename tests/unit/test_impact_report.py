@@ -7,12 +7,13 @@ from pathlib import Path
 import pytest
 
 from monitor.commands.impact_report import OutageImpact, impact_map, render_impact
-from monitor.config import Config, bundled_config_path, load_config
+from monitor.config import Config
+from tests.helpers import bundled_config, config_from
 
 
 @pytest.fixture(scope="module")
 def bundled() -> Config:
-    return load_config(bundled_config_path(), environ={})
+    return bundled_config()
 
 
 EVERY_FEATURE = (
@@ -130,7 +131,8 @@ def _small_config(tmp_path: Path, features: str, mhv_needs_idme: bool = False) -
     """Two credential providers as alternatives for sign-in, EVSS and a spare dependency."""
     probe = "probes: [{name: base, kind: http, url: 'https://example.invalid/'}]"
     mhv_parents = "[idme]" if mhv_needs_idme else "[]"
-    (tmp_path / "depmon.yaml").write_text(
+    return config_from(
+        tmp_path,
         f"""
 monitor: {{environment: test}}
 dependencies:
@@ -142,6 +144,4 @@ features:
   sign-in: {{name: Sign in, any_of: [idme, mhv]}}
 {features}
 """,
-        encoding="utf-8",
     )
-    return load_config(tmp_path / "depmon.yaml", environ={})

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shlex
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -23,6 +22,7 @@ from monitor.paging.event_content import (
 )
 from monitor.sim.fake_pagerduty import FakePagerDuty
 from monitor.state.impact import FeatureHealth, FeatureState
+from tests.helpers import StartPagerDuty, bundled_config
 
 TOKEN = "tok-Secret-9f2c41d7e8"  # a test value that must never be printed
 FROM = "oncall@example.gov"
@@ -32,10 +32,9 @@ NOW = datetime(2026, 11, 30, 14, 0, tzinfo=UTC).timestamp()
 
 
 @pytest.fixture
-def fake() -> Iterator[FakePagerDuty]:
-    with FakePagerDuty(api_token=TOKEN) as running:
-        running.add_service(EVSS, "EVSS")
-        yield running
+def fake(start_pagerduty: StartPagerDuty) -> FakePagerDuty:
+    """A fake PagerDuty with this module's API token that knows EVSS's service."""
+    return start_pagerduty(api_token=TOKEN, services={EVSS: "EVSS"})
 
 
 def environ(fake: FakePagerDuty, **overrides: str) -> dict[str, str]:
@@ -58,7 +57,7 @@ def depmon(fake: FakePagerDuty, capsys: pytest.CaptureFixture[str], *args: str, 
 
 @pytest.fixture
 def config() -> Config:
-    return load_config(bundled_config_path(), {})
+    return bundled_config()
 
 
 class TestOpen:

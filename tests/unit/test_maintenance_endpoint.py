@@ -24,6 +24,7 @@ from monitor.paging.decisions import OpenIncident
 from monitor.state.live import Engine
 from monitor.state.self_watch import SelfState
 from monitor.web.server import create_app
+from tests.helpers import bundled_config
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 VETS_API_NAMESPACE = uuid.UUID("fa1a248e-0f71-4077-8d25-ed7430bcdb34")
@@ -45,7 +46,7 @@ APP_KNOWN = [
 
 @pytest.fixture(scope="module")
 def config() -> Config:
-    return load_config(bundled_config_path(), environ={})
+    return bundled_config()
 
 
 def window(

@@ -19,6 +19,7 @@ from monitor.pagerduty.clients import Delivery
 from monitor.paging.outbox import Backoff, Outbox, Wakeup
 from monitor.store import Store
 from tests.clocks import FakeClock
+from tests.helpers import until
 
 ACCEPTED = Delivery("accepted", 202, "accepted")
 SERVER_ERROR = Delivery("retry", 500, "PagerDuty Events API answered HTTP 500")
@@ -96,9 +97,8 @@ class Harness:
         return self.metrics.registry.get_sample_value("depmon_pagerduty_outbox_pending")
 
     async def until(self, condition: Callable[[], Awaitable[bool]], seconds: float = 5.0) -> None:
-        with anyio.fail_after(seconds):
-            while not await condition():
-                await anyio.sleep(0.001)
+        """Wait for `condition` (tests.helpers.until)."""
+        await until(condition, seconds, interval=0.001)
 
     async def settled(self) -> bool:
         return await self.store.pending_count() == 0

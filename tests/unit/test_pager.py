@@ -16,7 +16,7 @@ from typing import Any
 import anyio
 import pytest
 
-from monitor.config import Config, load_config
+from monitor.config import Config
 from monitor.metrics import Metrics
 from monitor.paging import incident_writer as pager_module
 from monitor.paging.incident_writer import Pager
@@ -25,6 +25,7 @@ from monitor.results import Outcome, ProbeResult
 from monitor.state.live import Engine
 from monitor.store import Store
 from tests.clocks import FakeClock
+from tests.helpers import config_from, until
 
 WAIT = 10.0
 CONFIG = """
@@ -48,9 +49,8 @@ OTHER = """
 
 
 def config(tmp_path: Path, text: str) -> Config:
-    path = tmp_path / "depmon.yaml"
-    path.write_text(text)
-    return load_config(path, environ={})
+    """The config `text` loads to (tests.helpers.config_from)."""
+    return config_from(tmp_path, text)
 
 
 def fail(clock: FakeClock) -> ProbeResult:
@@ -84,10 +84,14 @@ async def written(store: Store) -> list[tuple[str, str]]:
 
 async def until_written(store: Store, count: int) -> list[tuple[str, str]]:
     """The outbox's events once it holds `count` of them."""
-    with anyio.fail_after(WAIT):
-        while len(events := await written(store)) < count:
-            await anyio.sleep(0.01)
-    return events
+
+    async def enough() -> list[tuple[str, str]] | None:
+        events = await written(store)
+        return events if len(events) >= count else None
+
+    found = await until(enough, WAIT)
+    assert found is not None
+    return found
 
 
 @pytest.mark.anyio

@@ -41,6 +41,7 @@ from monitor.state.health import DependencyState
 from monitor.state.live import Engine
 from monitor.store import Store
 from tests.clocks import FakeClock
+from tests.helpers import write_config
 
 SERVICES = {"parent": "PPARENT", "child": "PCHILD", "other": "POTHER"}
 CONFIG = """
@@ -101,9 +102,7 @@ class ScriptedSender:
 
 def _config(with_other: bool, directory: Path) -> Config:
     text = CONFIG.replace("OTHER", OTHER if with_other else "").replace("FEATURE", OTHER_FEATURE if with_other else "")
-    path = directory / ("with-other.yaml" if with_other else "without-other.yaml")
-    path.write_text(text)
-    return load_config(path, environ={})
+    return load_config(write_config(directory, text, "with-other.yaml" if with_other else "without-other.yaml"), {})
 
 
 class PagingModel(RuleBasedStateMachine):

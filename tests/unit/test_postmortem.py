@@ -11,8 +11,9 @@ import pytest
 
 import monitor.commands.cli
 from monitor.commands.postmortem import print_postmortem, render_postmortem
-from monitor.config import Config, bundled_config_path, load_config
+from monitor.config import Config
 from monitor.store import SQLiteStore
+from tests.helpers import bundled_config
 
 EVSS_FEATURES = ["claims", "letters_and_documents", "direct_deposit_benefits", "disability_rating"]
 FIRST_OPENED = datetime(2025, 3, 4, 14, 5, 0, tzinfo=UTC).timestamp()
@@ -36,7 +37,7 @@ PLAYS_URL = "Mobile%20Plays%20and%20Postmortems.md"
 
 @pytest.fixture(scope="module")
 def config() -> Config:
-    return load_config(bundled_config_path(), environ={})
+    return bundled_config()
 
 
 def _entry(

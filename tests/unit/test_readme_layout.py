@@ -25,5 +25,7 @@ def test_every_named_file_exists() -> None:
 
 def test_the_newcomers_test_classes_exist() -> None:
     """A test class the paths name (`TestEventContent`) is in the test file named beside it."""
-    for path, test_class in re.findall(r"`(tests/[\w/]+\.py)`, `(Test\w+)`", _section()):
-        assert f"class {test_class}" in (ROOT / path).read_text("utf-8")
+    named = re.findall(r"`(tests/[\w/]+\.py)`, `(Test\w+)`", _section())
+    assert named, "the section names no test class beside its file"
+    for path, test_class in named:
+        assert f"class {test_class}" in (ROOT / path).read_text("utf-8"), (path, test_class)

@@ -8,11 +8,11 @@ from pathlib import Path
 import anyio
 import pytest
 
-from monitor.config import load_config
 from monitor.metrics import Metrics
 from monitor.schedule.loops import Scheduler
 from monitor.state.live import Engine
 from probes import ProbeContext
+from tests.helpers import config_from
 
 pytestmark = pytest.mark.anyio
 
@@ -29,9 +29,7 @@ class TestFreezeHeap:
     @pytest.mark.parametrize("freeze", [True, False])
     async def test_frozen_only_while_the_loops_run(self, tmp_path: Path, freeze: bool) -> None:
         """With `freeze_heap`, what exists at start is out of the collector until the scheduler stops."""
-        path = tmp_path / "c.yaml"
-        path.write_text(CONFIG)
-        config = load_config(path, environ={})
+        config = config_from(tmp_path, CONFIG)
         metrics = Metrics()
         ctx = ProbeContext()
         scheduler = Scheduler(config, Engine(config, metrics), ctx, metrics, freeze_heap=freeze)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from monitor.config import Config, load_config
+from monitor.config import Config
 from monitor.metrics import Metrics
 from monitor.results import Outcome, ProbeResult
 from monitor.state.self_watch import (
@@ -21,6 +21,7 @@ from monitor.state.self_watch import (
     local_cause,
 )
 from tests.clocks import FakeClock
+from tests.helpers import config_from
 
 OK = SelfState()
 BLIND = SelfState(SelfCondition.BLIND, "depmon cannot see out: canary egress-proxy is down (refused)")
@@ -147,9 +148,7 @@ def config(tmp_path: Path) -> Config:
     deps = "\n".join(
         f"  d{i}: {{name: D{i}, probes: [{{name: h, kind: tcp, host: 127.0.0.1, port: 9}}]}}" for i in range(10)
     )
-    path = tmp_path / "c.yaml"
-    path.write_text(CONFIG.replace("DEPS", deps))
-    return load_config(path, environ={})
+    return config_from(tmp_path, CONFIG.replace("DEPS", deps))
 
 
 class TestSelfWatch:

@@ -13,7 +13,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from monitor.config import Config, bundled_config_path, load_config
+from monitor.config import Config
 from monitor.paging.decisions import Action, Decision
 from monitor.paging.event_content import EventContext, build_event, build_self_event
 from monitor.paging.slack import Mrkdwn, escape, link, mrkdwn, slack_channels, slack_message
@@ -21,6 +21,7 @@ from monitor.results import Outcome, ProbeResult
 from monitor.state.health import DependencyHealth, DependencyState
 from monitor.state.impact import evaluate_features, needs_from_config
 from monitor.state.self_watch import ScheduleFigures, judge
+from tests.helpers import bundled_config
 
 ALERTS = "#va-mobile-app-alerts"
 
@@ -32,7 +33,7 @@ def no_webhooks() -> Config:
 
 
 def bundled(webhooks: dict[str, str]) -> Config:
-    config = load_config(bundled_config_path(), environ={})
+    config = bundled_config()
     return config.model_copy(update={"slack": config.slack.model_validate({"webhooks": webhooks})})
 
 

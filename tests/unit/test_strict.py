@@ -10,7 +10,8 @@ import pytest
 
 from monitor.commands.cli import main
 from monitor.commands.validate_strict import required_secret_issues
-from monitor.config import Config, ConfigIssue, bundled_config_path, load_config
+from monitor.config import Config, ConfigIssue, bundled_config_path
+from tests.helpers import config_from
 
 ROUTING_KEY = "0123456789abcdef0123456789abcdef"
 SECRETS = {
@@ -142,6 +143,4 @@ dependencies:
     probes:
       - {{name: base, kind: http, url: "https://idp.example.invalid/"}}{tokens}
 """
-    path = folder / "depmon.yaml"
-    path.write_text(text, encoding="utf-8")
-    return load_config(path, environ)
+    return config_from(folder, text, environ)
