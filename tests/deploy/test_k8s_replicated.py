@@ -20,6 +20,8 @@ import yaml
 
 from tests.deploy.test_k8s_manifests import KUBERNETES_VERSIONS, OBJECTS, validate, validate_config
 
+pytestmark = pytest.mark.integration
+
 ROOT = Path(__file__).resolve().parents[2]
 OVERLAY = ROOT / "deploy" / "k8s-replicated"
 RULES_FILE = ROOT / "deploy" / "prometheus" / "rules" / "depmon.rules.yml"

@@ -14,6 +14,8 @@ import yaml
 from tests.deploy.conftest import SPEC_6_METRICS, SPEC_10_4_METRICS, SPEC_11_METRICS
 from tests.helpers import SHARED
 
+pytestmark = pytest.mark.integration
+
 ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS = ROOT / "deploy" / "prometheus"
 RULES_FILE = PROMETHEUS / "rules" / "depmon.rules.yml"
