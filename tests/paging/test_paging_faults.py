@@ -680,6 +680,8 @@ def races(tmp_path_factory: pytest.TempPathFactory) -> list[Race]:
     return results
 
 
+# One worker runs the class, so its class-scoped `races` (one daemon, 30 races) runs once under xdist.
+@pytest.mark.xdist_group("paging_races")
 class TestSimultaneousFailures:
     def test_every_parent_pages_once_and_no_child_page_is_left_open(self, races: list[Race]) -> None:
         """In 30 races of a parent and child failing together, each parent pages once and each child page resolves."""

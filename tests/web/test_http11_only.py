@@ -19,7 +19,8 @@ import pytest
 
 from tests.harness import DaemonProcess, healthy_upstream_daemon, wait_for
 
-pytestmark = pytest.mark.e2e
+# One worker runs the module, so its module-scoped daemon starts once under xdist (--dist loadgroup).
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("http11_daemon")]
 
 HEAD_SECONDS = 5.0  # the SPEC's bound on a request head
 CLOSED_WITHIN = HEAD_SECONDS + 1.5  # plus a loaded machine's margin
