@@ -20,6 +20,18 @@ if TYPE_CHECKING:
     from tests.postgres_server import PostgresServer
 
 
+_LEVEL_ORDER = {"e2e": 0, "integration": 1, "unit": 2}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the daemon-running (e2e) tests first, then integration, then unit, each in collection order:
+    under xdist the long tests start at once and the many short ones fill the workers at the end,
+    instead of one long test running alone while the other workers idle."""
+    items.sort(
+        key=lambda item: min((_LEVEL_ORDER[m.name] for m in item.iter_markers() if m.name in _LEVEL_ORDER), default=1)
+    )
+
+
 @pytest.fixture
 def anyio_backend() -> str:
     """anyio's pytest plugin runs async tests on asyncio only: the daemon runs on asyncio."""

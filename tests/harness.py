@@ -1,6 +1,6 @@
 """End-to-end test helpers: the daemon runner the demo uses (and a context that runs it on a
-simulator), a polling wait that fails the test, a reader of /metrics samples and a signal sender
-timed from the daemon's spawn."""
+simulator), the wait for a PagerDuty event, a reader of /metrics samples and a signal sender timed
+from the daemon's spawn; the polling `wait_for` (tests/helpers.py) is re-exported for these tests."""
 
 from __future__ import annotations
 
