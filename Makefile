@@ -8,6 +8,10 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 UV     := uv==0.13.9
+# pytest-xdist workers for `make test`: most tests wait on loopback servers and daemons, not the
+# CPU, so twice the cores keeps the machine busy (each worker has its own ports, tmp dirs and
+# PostgreSQL server); `make test TEST_WORKERS=1` runs them one by one.
+TEST_WORKERS ?= 4
 
 .PHONY: demo test lint bench tools lock clean
 
@@ -33,7 +37,7 @@ test: $(VENV)/.dev tools
 	$(BIN)/ruff check monitor probes tests deploy
 	$(BIN)/ruff format --check monitor probes tests deploy
 	$(BIN)/mypy
-	$(BIN)/pytest --cov=monitor --cov=probes --cov-branch --cov-report=term:skip-covered
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup --cov=monitor --cov=probes --cov-branch --cov-report=term:skip-covered
 
 ## tools: the external programs some tests use (promtool, prometheus, chromium, postgresql); installed when root
 tools:

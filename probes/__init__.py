@@ -7,7 +7,7 @@ by raising for "down". It does not own its deadline: the caller runs it inside a
 `PROBERS` maps each kind to its function, as blackbox_exporter's `Probers` does: adding a kind is
 its spec model in `monitor/config/models.py` (the config's `PROBE_KINDS`), its module here and its
 entry in the map; an unknown kind is a config error, and a kind of the config without an entry
-fails the registry test (tests/unit/test_probe_registry.py).
+fails the registry test (tests/probes/test_probe_registry.py).
 """
 
 from __future__ import annotations

@@ -7,14 +7,30 @@ import gc
 import os
 import re
 import secrets
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import structlog
 
+from monitor.sim.fake_pagerduty import FakePagerDuty
+from tests.helpers import StartPagerDuty
+
 if TYPE_CHECKING:
     from tests.postgres_server import PostgresServer
+
+
+_LEVEL_ORDER = {"e2e": 0, "integration": 1, "unit": 2}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the daemon-running (e2e) tests first, then integration, then unit, each in collection order:
+    under xdist the long tests start at once and the many short ones fill the workers at the end,
+    instead of one long test running alone while the other workers idle."""
+    unmarked = [item.nodeid for item in items if not any(m.name in _LEVEL_ORDER for m in item.iter_markers())]
+    if unmarked:  # a new test module says its level (pytestmark), so `pytest -m unit` keeps meaning something
+        raise pytest.UsageError(f"tests without a level marker (unit, integration, e2e): {unmarked[:5]}")
+    items.sort(key=lambda item: min(_LEVEL_ORDER[m.name] for m in item.iter_markers() if m.name in _LEVEL_ORDER))
 
 
 @pytest.fixture
@@ -69,3 +85,29 @@ def postgres_url(postgres_server: PostgresServer, request: pytest.FixtureRequest
     yield postgres_server.create_database(name)
     with contextlib.suppress(psycopg.Error):  # best effort: the server goes at the end of the session anyway
         postgres_server.drop_database(name)
+
+
+# -- a loopback fake of PagerDuty (monitor/sim/fake_pagerduty.py) -----------------------------------
+
+
+@pytest.fixture
+def start_pagerduty() -> Iterator[StartPagerDuty]:
+    """Starts a loopback fake of PagerDuty's Events API and REST API: `start_pagerduty(services=...,
+    **options)` passes `options` to FakePagerDuty and makes each of `services` (ids, or id -> name)
+    known; every fake it started is stopped after the test."""
+    with contextlib.ExitStack() as started:
+
+        def start(*, services: Iterable[str] | dict[str, str] = (), **options: Any) -> FakePagerDuty:
+            fake = started.enter_context(FakePagerDuty(**options))
+            names = services if isinstance(services, dict) else dict.fromkeys(services)
+            for service, name in names.items():
+                fake.add_service(service, name)
+            return fake
+
+        yield start
+
+
+@pytest.fixture
+def pagerduty(start_pagerduty: StartPagerDuty) -> FakePagerDuty:
+    """A loopback fake of PagerDuty (Events API and REST), with its defaults."""
+    return start_pagerduty()

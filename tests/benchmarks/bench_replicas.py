@@ -20,7 +20,7 @@ from pathlib import Path
 
 from monitor.sim.daemon import DaemonProcess
 from monitor.sim.loopback import LoopbackServer, Response
-from tests.e2e.harness import metric_value, wait_for
+from tests.harness import metric_value, wait_for
 from tests.postgres_server import PostgresServer
 
 CONFIG = """

@@ -24,6 +24,8 @@ import yaml
 
 from tests.deploy.config_variables import container_variables
 
+pytestmark = pytest.mark.integration
+
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
 RULES_FILE = ROOT / "deploy" / "prometheus" / "rules" / "depmon.rules.yml"

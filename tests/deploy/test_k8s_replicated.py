@@ -21,6 +21,8 @@ import yaml
 from tests.deploy.config_variables import container_variables
 from tests.deploy.test_k8s_manifests import KUBERNETES_VERSIONS, OBJECTS, SECRET_EXAMPLE, validate, validate_config
 
+pytestmark = pytest.mark.integration
+
 ROOT = Path(__file__).resolve().parents[2]
 OVERLAY = ROOT / "deploy" / "k8s-replicated"
 RULES_FILE = ROOT / "deploy" / "prometheus" / "rules" / "depmon.rules.yml"
@@ -214,11 +216,6 @@ class TestState:
 
     def test_config_is_valid_for_depmon(self, rendered: list[dict[str, Any]], tmp_path: Path) -> None:
         """`depmon validate` accepts depmon-config plus replicas.yaml, merged as the pod sees them."""
-        config = pytest.importorskip("monitor.config")
-        if "state_url" not in config.MonitorSettings.model_fields:
-            # Issue 14's code side (another branch) adds monitor.state_url, replica and quorum; until it
-            # is merged, depmon rejects them as unknown keys.
-            pytest.skip("monitor.config does not know monitor.state_url yet (issue 14's code side)")
         files = {
             "depmon.yaml": _one(rendered, "ConfigMap", "depmon-config")["data"]["depmon.yaml"],
             "replicas.yaml": _replication_config(rendered)[0],

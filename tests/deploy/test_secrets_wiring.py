@@ -27,6 +27,8 @@ from tests.deploy.test_k8s_manifests import OBJECTS, SECRET_EXAMPLE
 from tests.deploy.test_k8s_replicated import render
 from tests.deploy.test_systemd_unit import DIRECTIVES
 
+pytestmark = pytest.mark.integration
+
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "config"
 ENV_EXAMPLE = ROOT / "deploy" / "systemd" / "depmon.env.example"

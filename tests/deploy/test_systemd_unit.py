@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.integration
+
 ROOT = Path(__file__).resolve().parents[2]
 UNIT = ROOT / "deploy" / "systemd" / "depmon.service"
 MAX_EXPOSURE = 2.0  # systemd-analyze security: below 2.0 is "OK"; the unit scores about 1.3
