@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from monitor.config.errors import Loc
-from monitor.config.models import Config, HttpProbeSpec, OAuth2ProbeSpec, Timing, _ProbeBase
+from monitor.config.models import Config, HttpProbeSpec, OAuth2ProbeSpec, SignalProbeBase, Timing, _ProbeBase
 from monitor.state.graph import find_cycle
 from monitor.text import format_duration
 
@@ -49,6 +49,8 @@ def check_references(config: Config) -> list[tuple[Loc, str]]:
             if (probe.timeout is not None or probe.interval is not None) and timing.timeout >= timing.interval:
                 key = "timeout" if probe.timeout is not None else "interval"
                 problems.append(((*loc, key), _timeout_message(timing, probe)))
+            if isinstance(probe, SignalProbeBase) and probe.enabled:
+                problems += [((*loc, key), _REQUIRED_WHEN_ENABLED) for key in probe.missing()]
             if isinstance(probe, HttpProbeSpec) and probe.bearer_from is not None:
                 owner = probe.bearer_from.split("/", 1)[0]
                 if probe.bearer_from not in oauth_probes:
@@ -83,6 +85,9 @@ def check_references(config: Config) -> list[tuple[Loc, str]]:
             key = "requires" if cycle[1] in features[cycle[0]].requires else "any_of"
         problems.append(((section, cycle[0], key), f"cycle: {' -> '.join(cycle)}"))
     return problems
+
+
+_REQUIRED_WHEN_ENABLED = "required while the probe is enabled (set it, or `enabled: false`)"
 
 
 def _timeout_message(timing: Timing, probe: _ProbeBase | None) -> str:

@@ -43,6 +43,7 @@ from monitor.paging.event_content import EventContext, build_event, build_self_e
 from monitor.paging.outbox import Outbox
 from monitor.paging.slack import SLACK_PREFIX, slack_channels, slack_message
 from monitor.results import ProbeResult
+from monitor.state.disagreement import disagreement
 from monitor.state.health import ProbeHealth
 from monitor.state.live import Engine, Snapshot
 from monitor.state.self_watch import SelfCondition, SelfState, SelfWatch
@@ -576,6 +577,7 @@ class Pager:
                     now=now,
                     earlier_incidents=earlier_incidents,
                     owning_team_status=self._owning_team_status(dep),
+                    disagreement=disagreement(engine.config.dependencies[dep], probes.probes.get(dep, ())),
                 )
             body = build_event(decision, context)
             event = (body["event_action"], body)

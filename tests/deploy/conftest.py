@@ -63,6 +63,7 @@ SPEC_10_4_METRICS: dict[str, str] = {
 SPEC_11_METRICS: dict[str, str] = {
     "depmon_store_stalled": "gauge",
     "depmon_loop_errors_total": "counter",
+    "depmon_signal_value": "gauge",  # SPEC 11.3 (issue 24)
 }
 
 # Every metric of the contract: what rules and panels may select.
