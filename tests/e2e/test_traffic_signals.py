@@ -8,6 +8,7 @@ The exporter adds `calls` calls per scrape to each service, `failure_ratio` of t
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import subprocess
@@ -154,26 +155,51 @@ features:
 """
 
 
-def _daemon(
+@dataclass
+class Rig:
+    """Everything a test drives: Prometheus, its exporter, the health path, the fake PagerDuty."""
+
+    tmp_path: Path
+    prometheus: Prometheus
+    exporter: TrafficExporter
+    upstream: LoopbackServer
+    pagerduty: FakePagerDuty
+
+    @contextlib.contextmanager
+    def daemon(self, service: str = "caseflow", no_data: str = "inconclusive") -> Iterator[DaemonProcess]:
+        """The daemon watching `service`'s traffic (none failing); once Prometheus sees it, caseflow up."""
+        self.exporter.set("caseflow", calls=100, failure_ratio=0.0)
+        wait_for(lambda: _ratio_seen(self.prometheus, 0.0, 0.0), 30, "Prometheus to see the traffic", 0.5)
+        config = self.tmp_path / "depmon.yaml"
+        config.write_text(
+            _CONFIG.format(
+                routing_key=ROUTING_KEY,
+                events_url=self.pagerduty.events_url,
+                health_url=f"{self.upstream.url}/health",
+                prometheus_url=self.prometheus.url,
+                query=_ratio(service),
+                no_data=no_data,
+            )
+        )
+        daemon = DaemonProcess(config, self.tmp_path / "state.sqlite3")
+        try:
+            daemon.start()
+            if service == "caseflow":
+                wait_for(lambda: daemon.dependency_state("caseflow") == "up", 20, "caseflow up")
+            yield daemon
+        finally:
+            daemon.close()
+
+
+@pytest.fixture
+def rig(
     tmp_path: Path,
     prometheus: Prometheus,
+    exporter: TrafficExporter,
     upstream: LoopbackServer,
     pagerduty: FakePagerDuty,
-    service: str = "caseflow",
-    no_data: str = "inconclusive",
-) -> DaemonProcess:
-    config = tmp_path / "depmon.yaml"
-    config.write_text(
-        _CONFIG.format(
-            routing_key=ROUTING_KEY,
-            events_url=pagerduty.events_url,
-            health_url=f"{upstream.url}/health",
-            prometheus_url=prometheus.url,
-            query=_ratio(service),
-            no_data=no_data,
-        )
-    )
-    return DaemonProcess(config, tmp_path / "state.sqlite3").start()
+) -> Rig:
+    return Rig(tmp_path, prometheus, exporter, upstream, pagerduty)
 
 
 def _traffic(daemon: DaemonProcess) -> dict[str, Any]:
@@ -186,131 +212,73 @@ def _ratio_seen(prometheus: Prometheus, low: float, high: float) -> bool:
 
 
 class TestTrafficPages:
-    def test_failing_traffic_pages_with_its_evidence_and_the_disagreement_then_resolves(
-        self,
-        tmp_path: Path,
-        prometheus: Prometheus,
-        exporter: TrafficExporter,
-        upstream: LoopbackServer,
-        pagerduty: FakePagerDuty,
-    ) -> None:
+    def test_failing_traffic_pages_with_its_evidence_and_the_disagreement_then_resolves(self, rig: Rig) -> None:
         """40% of calls failing (over 0.25) while /health answers 200: a page with value, query and the
         disagreement; back to 0% it resolves."""
-        exporter.set("caseflow", calls=100, failure_ratio=0.0)
-        wait_for(lambda: _ratio_seen(prometheus, 0.0, 0.0), 30, "Prometheus to see the traffic", 0.5)
-        daemon = _daemon(tmp_path, prometheus, upstream, pagerduty)
-        try:
-            wait_for(lambda: daemon.dependency_state("caseflow") == "up", 20, "caseflow up")
-            exporter.set("caseflow", calls=100, failure_ratio=0.4)
-            (trigger,) = pagerduty.wait_for(lambda events: bool(events), timeout=30)
+        with rig.daemon() as daemon:
+            rig.exporter.set("caseflow", calls=100, failure_ratio=0.4)
+            (trigger,) = rig.pagerduty.wait_for(lambda events: bool(events), timeout=30)
             details = trigger.body["payload"]["custom_details"]
             (evidence,) = details["evidence"]
             assert evidence["probe"] == "traffic"
             assert 0.25 < evidence["value"] <= 0.4
             assert evidence["query"] == _ratio("caseflow")
             assert evidence["point_at"].endswith("Z")
-            assert details["disagreement"]["traffic"] == "failing"
-            assert (details["disagreement"]["failing"], details["disagreement"]["passing"]) == (["traffic"], ["health"])
-            status = daemon.status()["dependencies"]["caseflow"]
-            assert status["disagreement"]["traffic"] == "failing"
+            disagreement = details["disagreement"]
+            assert (disagreement["traffic"], disagreement["failing"], disagreement["passing"]) == (
+                "failing",
+                ["traffic"],
+                ["health"],
+            )
+            assert daemon.status()["dependencies"]["caseflow"]["disagreement"]["traffic"] == "failing"
             exposition = daemon.get("/metrics").text
             assert (metric_value(exposition, "depmon_signal_value", dependency="caseflow", probe="traffic") or 0) > 0.25
 
-            exporter.set("caseflow", calls=100, failure_ratio=0.0)
-            events = pagerduty.wait_for(lambda events: any(e.action == "resolve" for e in events), timeout=30)
+            rig.exporter.set("caseflow", calls=100, failure_ratio=0.0)
+            events = rig.pagerduty.wait_for(lambda events: any(e.action == "resolve" for e in events), timeout=30)
             assert [e.action for e in events] == ["trigger", "resolve"]
             assert all(e.body["dedup_key"] == DEDUP_KEY for e in events)
-        finally:
-            daemon.close()
 
-    def test_probes_failing_while_traffic_passes_says_so(
-        self,
-        tmp_path: Path,
-        prometheus: Prometheus,
-        exporter: TrafficExporter,
-        upstream: LoopbackServer,
-        pagerduty: FakePagerDuty,
-    ) -> None:
+    def test_probes_failing_while_traffic_passes_says_so(self, rig: Rig) -> None:
         """The health path fails while every real call succeeds: the page says the traffic passes."""
-        exporter.set("caseflow", calls=100, failure_ratio=0.0)
-        wait_for(lambda: _ratio_seen(prometheus, 0.0, 0.0), 30, "Prometheus to see the traffic", 0.5)
-        daemon = _daemon(tmp_path, prometheus, upstream, pagerduty)
-        try:
-            wait_for(lambda: daemon.dependency_state("caseflow") == "up", 20, "caseflow up")
-            upstream.fail_with(503)
-            (trigger,) = pagerduty.wait_for(lambda events: bool(events), timeout=30)
+        with rig.daemon():
+            rig.upstream.fail_with(503)
+            (trigger,) = rig.pagerduty.wait_for(lambda events: bool(events), timeout=30)
             disagreement = trigger.body["payload"]["custom_details"]["disagreement"]
             assert (disagreement["traffic"], disagreement["failing"], disagreement["passing"]) == (
                 "passing",
                 ["health"],
                 ["traffic"],
             )
-        finally:
-            daemon.close()
 
 
 class TestNoDataAndOutages:
-    def test_no_data_fail_pages(
-        self,
-        tmp_path: Path,
-        prometheus: Prometheus,
-        exporter: TrafficExporter,
-        upstream: LoopbackServer,
-        pagerduty: FakePagerDuty,
-    ) -> None:
+    def test_no_data_fail_pages(self, rig: Rig) -> None:
         """`no_data: fail` on a query with no series (an empty vector) is the dependency's failure."""
-        exporter.set("caseflow", calls=100, failure_ratio=0.0)
-        daemon = _daemon(tmp_path, prometheus, upstream, pagerduty, service="nothing-calls-this", no_data="fail")
-        try:
-            (trigger,) = pagerduty.wait_for(lambda events: bool(events), timeout=30)
+        with rig.daemon(service="nothing-calls-this", no_data="fail"):
+            (trigger,) = rig.pagerduty.wait_for(lambda events: bool(events), timeout=30)
             (evidence,) = trigger.body["payload"]["custom_details"]["evidence"]
             assert evidence["detail"].startswith("no data from Prometheus")
             assert evidence["value"] is None
-        finally:
-            daemon.close()
 
-    def test_no_data_inconclusive_pages_nobody(
-        self,
-        tmp_path: Path,
-        prometheus: Prometheus,
-        exporter: TrafficExporter,
-        upstream: LoopbackServer,
-        pagerduty: FakePagerDuty,
-    ) -> None:
+    def test_no_data_inconclusive_pages_nobody(self, rig: Rig) -> None:
         """`no_data: inconclusive` (the default): runs pile up as inconclusive `no_data`, no page, ready."""
-        exporter.set("caseflow", calls=100, failure_ratio=0.0)
-        daemon = _daemon(tmp_path, prometheus, upstream, pagerduty, service="nothing-calls-this")
-        try:
+        with rig.daemon(service="nothing-calls-this") as daemon:
             wait_for(lambda: _inconclusive(daemon, "no_data") >= 6, 30, "six inconclusive no_data runs")
-            assert pagerduty.events == []
+            assert rig.pagerduty.events == []
             assert daemon.get("/readyz").status_code == 200
             assert _traffic(daemon)["inconclusive"]["reason"] == "no_data"
-        finally:
-            daemon.close()
 
-    def test_a_prometheus_outage_pages_nobody(
-        self,
-        tmp_path: Path,
-        prometheus: Prometheus,
-        exporter: TrafficExporter,
-        upstream: LoopbackServer,
-        pagerduty: FakePagerDuty,
-    ) -> None:
+    def test_a_prometheus_outage_pages_nobody(self, rig: Rig) -> None:
         """Prometheus stopped: every run is inconclusive `signal_backend`, readable in /status; no page."""
-        exporter.set("caseflow", calls=100, failure_ratio=0.0)
-        wait_for(lambda: _ratio_seen(prometheus, 0.0, 0.0), 30, "Prometheus to see the traffic", 0.5)
-        daemon = _daemon(tmp_path, prometheus, upstream, pagerduty)
-        try:
-            wait_for(lambda: daemon.dependency_state("caseflow") == "up", 20, "caseflow up")
-            prometheus.stop()
+        with rig.daemon() as daemon:
+            rig.prometheus.stop()
             wait_for(lambda: _inconclusive(daemon, "signal_backend") >= 6, 30, "six inconclusive signal_backend runs")
-            assert pagerduty.events == []
+            assert rig.pagerduty.events == []
             assert daemon.dependency_state("caseflow") == "up"
             reason = _traffic(daemon)["inconclusive"]
             assert reason["reason"] == "signal_backend"
             assert "connection refused" in reason["detail"]
-        finally:
-            daemon.close()
 
 
 def _inconclusive(daemon: DaemonProcess, reason: str) -> float:
