@@ -180,8 +180,14 @@ class Metrics:
         )
         self.probes_inconclusive = Counter(
             "depmon_probes_inconclusive",
-            "Failed probe runs that counted toward no threshold: depmon's own trouble, not the upstream's",
+            "Probe runs that counted toward no threshold: depmon's trouble or a signal backend's, not the upstream's",
             ("dependency", "probe", "reason"),
+            registry=r,
+        )
+        self.signal_value = Gauge(
+            "depmon_signal_value",
+            "The last value a traffic signal probe read from its metrics backend (SPEC 11.3)",
+            ("dependency", "probe"),
             registry=r,
         )
         self.canary_up = Gauge(
@@ -231,6 +237,8 @@ class Metrics:
         counter.inc()
         if result.cert_not_after is not None:
             self.tls_expiry.labels(dependency, probe).set(result.cert_not_after)
+        if result.signal is not None and result.signal.value is not None:
+            self.signal_value.labels(dependency, probe).set(result.signal.value)
 
     def set_dependency_state(self, dependency: str, state: str, in_maintenance: bool) -> None:
         """Publish a dependency's state: the one-hot series, `up` and the maintenance flag."""
@@ -253,6 +261,7 @@ class Metrics:
             self.dependency_state,
             self.dependency_in_maintenance,
             self.tls_expiry,
+            self.signal_value,
             self.maintenance_windows_open,
             self.silenced,
             self.dependency_down_replicas,
@@ -264,7 +273,7 @@ class Metrics:
             for metric in by_dependency:
                 metric.remove_by_labels({"dependency": dependency})
         for dependency, probe in probes:
-            for metric in (self.probe_success, self.probe_duration, self.probes, self.tls_expiry):
+            for metric in (self.probe_success, self.probe_duration, self.probes, self.tls_expiry, self.signal_value):
                 metric.remove_by_labels({"dependency": dependency, "probe": probe})
         for feature in features:
             self.feature_state.remove_by_labels({"feature": feature})

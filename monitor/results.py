@@ -21,6 +21,19 @@ class Outcome(enum.StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class Signal:
+    """What a traffic signal probe read (SPEC 11.3): the value, the query, and the point's time.
+
+    `value` is None when the backend answered with no data; `point_at` is the UNIX time of the
+    point the value was taken from (None with no point). A confirmation counts only a new point.
+    """
+
+    query: str
+    value: float | None = None
+    point_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ProbeResult:
     """The result of one probe run.
 
@@ -42,13 +55,27 @@ class ProbeResult:
     # could not get its bearer token from `ssoe-oauth` blames `ssoe-oauth`.
     blamed_on: str | None = None
     facts: dict[str, str] = field(default_factory=dict)  # small, secret-free extra evidence
+    # Set when the run says nothing about the upstream (`depmon_probes_inconclusive_total`'s reason,
+    # e.g. `signal_backend`: the metrics backend could not answer): it counts toward no threshold.
+    inconclusive: str | None = None
+    signal: Signal | None = None  # a traffic signal's reading (SPEC 11.3)
 
     @classmethod
     def success(cls, detail: str, **kwargs: object) -> ProbeResult:
         """An `ok` result."""
         return cls(ok=True, outcome=Outcome.OK, detail=detail, **kwargs)  # type: ignore[arg-type]
 
+    @property
+    def point_at(self) -> float | None:
+        """The time of the signal point this result read, when it read one."""
+        return self.signal.point_at if self.signal is not None else None
+
     @classmethod
     def failure(cls, outcome: Outcome, detail: str, **kwargs: object) -> ProbeResult:
         """A failed result with its outcome and a one-line human detail."""
         return cls(ok=False, outcome=outcome, detail=detail, **kwargs)  # type: ignore[arg-type]
+
+    @classmethod
+    def unanswered(cls, reason: str, outcome: Outcome, detail: str, **kwargs: object) -> ProbeResult:
+        """A run that says nothing about the upstream (`reason`, e.g. `signal_backend`): counted nowhere."""
+        return cls(ok=False, outcome=outcome, detail=detail, inconclusive=reason, **kwargs)  # type: ignore[arg-type]

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from monitor.results import ProbeResult
-from probes import dns, http, oauth2, tcp, tls
+from probes import datadog, dns, http, oauth2, prometheus, tcp, tls
 from probes.context import ProbeContext
 
 Prober = Callable[[Any, ProbeContext], Awaitable[ProbeResult]]
@@ -27,6 +27,8 @@ PROBERS: Mapping[str, Prober] = {
     "tls": tls.probe,
     "tcp": tcp.probe,
     "dns": dns.probe,
+    "prometheus": prometheus.probe,
+    "datadog": datadog.probe,
 }
 """Kind -> its probe function, each `async def probe(spec, ctx) -> ProbeResult`."""
 

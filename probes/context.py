@@ -63,6 +63,9 @@ class ProbeContext:
     max_redirects: int = MAX_REDIRECTS
     clock: Callable[[], float] = time.time
     user_agent: str = "depmon"
+    # A metrics backend's origin -> the UNIX time before which it must not be asked again (its
+    # rate limit, SPEC 11.3): shared by every signal probe of that backend.
+    signal_not_before: dict[str, float] = field(default_factory=dict)
     _ssl: dict[TlsOptions, ssl.SSLContext] = field(default_factory=dict, repr=False)
     _clients: dict[tuple[TlsOptions, str | None], httpx.AsyncClient] = field(default_factory=dict, repr=False)
 

@@ -36,7 +36,7 @@ async def run_check(config: Config, only: list[str] | None, as_json: bool, out: 
         for level in levels(depends_on):
             async with anyio.create_task_group() as tg:
                 for dep_id in (d for d in level if d in needed):
-                    for spec in config.dependencies[dep_id].probes:
+                    for spec in (p for p in config.dependencies[dep_id].probes if p.enabled):
                         tg.start_soon(_probe_once, engine, ctx, limiter, config, dep_id, spec)
     finally:
         await ctx.aclose()

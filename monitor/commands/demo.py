@@ -7,8 +7,10 @@
 The timeline, scaled to `duration` (60 s by default): all healthy; EVSS fails (one page naming
 Claims, Letters, Direct Deposit Benefits, Disability Rating, with the playbook links); Caseflow
 fails (Appeals, a low-frequency feature: a sev-2 page with no postmortem required, where EVSS's
-is sev-1 and names the Product Owner); MHV enters a maintenance window, opened with the real
-`depmon maintenance open` (a subprocess on the simulated config), and fails (no page, its
+is sev-1 and names the Product Owner); VA Notify's traffic fails while its health path answers 200
+(40% of vets-api's simulated calls failing, read from a simulated Datadog: one page carrying the
+value and the query, saying traffic and the health check disagree); MHV enters a maintenance
+window, opened with the real `depmon maintenance open` (a subprocess on the simulated config), and fails (no page, its
 features in maintenance); SSOe OAuth times out (one page listing every signed-in feature, none
 for EVSS, VA Profile and VAOS, whose probes need its token); everything recovers (each open
 alert resolved) and `depmon maintenance close` ends MHV's window. The EVSS page's Slack message
@@ -57,6 +59,8 @@ _EVSS_FEATURES = ("Claims", "Letters", "Direct Deposit Benefits", "Disability Ra
 _PLAYBOOK = "mobile-incident-response"
 # What each page must say at its trigger (issue 12): (custom_details.va_severity, postmortem required).
 _PAGE_ESCALATION = {"evss": ("sev-1", True), "caseflow": ("sev-2", False), "ssoe-oauth": ("sev-1", True)}
+_TRAFFIC = "vanotify"  # whose traffic signal the demo fails (a simulated Datadog), its health path still passing
+_TRAFFIC_FAILING = 0.4  # the share of vets-api's simulated calls to it that fail: over its fail_above 0.25
 _PRODUCT_OWNER = "product-owner"  # the contact a required postmortem notifies (config/people.yaml)
 _EVSS_SLACK_CHANNELS = ("#va-mobile-app-alerts", "#evss-prod")  # the team's alerts channel, EVSS's owners'
 _MHV_MESSAGE = "Secure Messaging unavailable|MHV maintenance"  # what the app shows Veterans during the window
@@ -287,7 +291,7 @@ class _Demo:
         self.narrator = narrator
 
     def run(self) -> int:
-        with SimulatedEnvironment(environment="demo") as env:
+        with SimulatedEnvironment(environment="demo", traffic=(_TRAFFIC,)) as env:
             daemon = _start_daemon(env, self.listen, self.narrator)
             if isinstance(daemon, int):
                 return daemon
@@ -416,6 +420,7 @@ class _Demo:
         # (step 3) is no child of SSOe: its page stays open until everything recovers.
         expected = {env.dedup_key(dep): (1, 1) for dep in _PAGE_ESCALATION}
         expected[env.dedup_key("mhv")] = (0, 0)
+        expected[env.dedup_key(_TRAFFIC)] = (1, 1)  # its traffic fails while its health path passes
         expected.update({env.dedup_key(dep): (0, 0) for dep in _SIGNED_IN_CHILDREN if dep != "evss"})
         events = env.pagerduty.events
         received: dict[str, tuple[int, int]] = {}
@@ -468,6 +473,7 @@ _STEP_TITLES = (
     "All healthy",
     "EVSS fails",
     "Caseflow fails (Appeals, a low-frequency feature)",
+    "VA Notify's traffic fails while its health check passes (a traffic signal)",
     "MHV enters a maintenance window (`depmon maintenance open`)",
     "MHV fails inside its maintenance window",
     "SSOe OAuth times out",
@@ -563,6 +569,23 @@ def _timeline(
     def recover() -> None:
         for upstream in (ssoe, evss, caseflow, mhv):
             upstream.clear_faults()
+        env.set_traffic_failures(_TRAFFIC, 0.0)
+
+    def traffic_page_says_so() -> bool:
+        body = _first_trigger(env, env.pagerduty.events, _TRAFFIC)
+        details = (body.get("payload") or {}).get("custom_details") or {}
+        traffic = next((e for e in details.get("evidence", []) if e.get("query")), None)
+        disagreement = details.get("disagreement") or {}
+        if traffic is None or disagreement.get("traffic") != "failing":
+            return False
+        say(
+            "PagerDuty",
+            f"{config.dependencies[_TRAFFIC].name} page evidence: {traffic['detail']}",
+            f"query: {traffic['query']}",
+            f"disagreement: traffic failing ({', '.join(disagreement['failing'])}), "
+            f"probes passing ({', '.join(disagreement['passing'])}): {disagreement['suggests']}",
+        )
+        return True
 
     bearer_probes = [
         (dep_id, probe.name)
@@ -571,7 +594,7 @@ def _timeline(
     ]
     every_feature = tuple(feature.name for feature in config.features.values())
     children = ", ".join(config.dependencies[dep].name for dep in _SIGNED_IN_CHILDREN)
-    shares = (0.1, 0.16, 0.1, 0.09, 0.13, 0.24, 0.18)
+    shares = (0.09, 0.14, 0.09, 0.1, 0.08, 0.12, 0.2, 0.18)
     phases: tuple[tuple[_Phase, ...], ...] = (
         (
             _Phase(
@@ -601,6 +624,27 @@ def _timeline(
                 (
                     _Checkpoint("PagerDuty received one page for Caseflow", paged("caseflow", "trigger")),
                     _Checkpoint("Appeals down", features_down(("Appeals",))),
+                ),
+            ),
+        ),
+        (
+            _Phase(
+                f"{_TRAFFIC_FAILING:.0%} of vets-api's calls to {config.dependencies[_TRAFFIC].name} fail "
+                "(simulated Datadog); its health path still answers 200",
+                lambda: env.set_traffic_failures(_TRAFFIC, _TRAFFIC_FAILING),
+                (
+                    _Checkpoint(
+                        f"PagerDuty received one page for {config.dependencies[_TRAFFIC].name}",
+                        paged(_TRAFFIC, "trigger"),
+                    ),
+                    _Checkpoint(
+                        "the page carries the traffic's value and query, and says traffic and health check disagree",
+                        traffic_page_says_so,
+                    ),
+                    _Checkpoint(
+                        "/status says they disagree too",
+                        lambda: (dependencies()[_TRAFFIC]["disagreement"] or {}).get("traffic") == "failing",
+                    ),
                 ),
             ),
         ),
@@ -671,6 +715,10 @@ def _timeline(
                     _Checkpoint("PagerDuty received the resolve for EVSS", paged("evss", "resolve")),
                     _Checkpoint("PagerDuty received the resolve for Caseflow", paged("caseflow", "resolve")),
                     _Checkpoint("PagerDuty received the resolve for SSOe OAuth", paged("ssoe-oauth", "resolve")),
+                    _Checkpoint(
+                        f"PagerDuty received the resolve for {config.dependencies[_TRAFFIC].name}",
+                        paged(_TRAFFIC, "resolve"),
+                    ),
                 ),
             ),
         ),

@@ -13,7 +13,7 @@ import socket
 import zoneinfo
 from collections.abc import Iterator
 from datetime import datetime
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
 from pydantic import (
     AfterValidator,
@@ -121,6 +121,9 @@ class Expect(_Model):
 
 class _ProbeBase(_Model):
     name: Id
+    # A disabled probe is shown (`disabled` in /status) but never run and counted nowhere (SPEC 11.3);
+    # it may leave its required fields empty.
+    enabled: bool = True
     critical: bool = True
     interval: Duration | None = None
     timeout: Duration | None = None
@@ -200,8 +203,71 @@ class DnsProbeSpec(_ProbeBase):
     expect_addresses: list[str] = Field(default_factory=list)
 
 
+Threshold = Annotated[float, Field(allow_inf_nan=False)]
+
+
+class SignalProbeBase(_ProbeBase):
+    """A traffic signal (SPEC 11.3): one number from a metrics backend, judged against a threshold."""
+
+    query: str = ""
+    fail_above: Threshold | None = None  # fails when the value is strictly above
+    fail_below: Threshold | None = None  # fails when the value is strictly below
+    no_data: Literal["inconclusive", "fail", "pass"] = "inconclusive"
+
+    @model_validator(mode="after")
+    def _one_threshold(self) -> SignalProbeBase:
+        if self.fail_above is not None and self.fail_below is not None:
+            raise ValueError("fail_above and fail_below: exactly one of them, not both")
+        if self.enabled and self.fail_above is None and self.fail_below is None:
+            raise ValueError("fail_above or fail_below is required (exactly one)")
+        return self
+
+    def missing(self) -> list[str]:
+        """The keys an enabled probe needs that are empty (a config error while it is enabled)."""
+        return [key for key in self.REQUIRED if not _filled(getattr(self, key))]
+
+    REQUIRED: ClassVar[tuple[str, ...]] = ("query",)
+
+
+def _filled(value: object) -> bool:
+    return bool(value.get_secret_value() if isinstance(value, SecretStr) else value)
+
+
+class PrometheusProbeSpec(SignalProbeBase):
+    """An instant query to Prometheus's HTTP API (`GET /api/v1/query`)."""
+
+    kind: Literal["prometheus"]
+    url: str = Field(default="", pattern=r"^$|^https?://")  # the API's base, e.g. http://prometheus:9090
+    headers: dict[str, str] = Field(default_factory=dict)  # e.g. Authorization for a hosted Prometheus
+
+    REQUIRED: ClassVar[tuple[str, ...]] = ("url", "query")
+
+
+class DatadogProbeSpec(SignalProbeBase):
+    """A query to Datadog's v1 metrics API (`GET /api/v1/query?from&to&query`)."""
+
+    kind: Literal["datadog"]
+    url: SecureUrl = "https://api.datadoghq.com"  # or https://api.ddog-gov.com (US1-FED)
+    api_key: SecretStr = SecretStr("")
+    app_key: SecretStr = SecretStr("")
+    window: Duration = Field(default=300.0, gt=0)  # from = now - window
+
+    REQUIRED: ClassVar[tuple[str, ...]] = ("query", "api_key", "app_key")
+
+
+SignalProbeSpec = PrometheusProbeSpec | DatadogProbeSpec
+SIGNAL_KINDS = ("prometheus", "datadog")  # the kinds whose backend, not the dependency, can fail to answer
+
 # The probe kinds: a kind is a spec model here, in this union, and `probes/<kind>.py`.
-AnyProbeSpec = HttpProbeSpec | OAuth2ProbeSpec | TlsProbeSpec | TcpProbeSpec | DnsProbeSpec
+AnyProbeSpec = (
+    HttpProbeSpec
+    | OAuth2ProbeSpec
+    | TlsProbeSpec
+    | TcpProbeSpec
+    | DnsProbeSpec
+    | PrometheusProbeSpec
+    | DatadogProbeSpec
+)
 ProbeSpec = Annotated[AnyProbeSpec, Field(discriminator="kind")]
 # Each spec's `kind`, in the union's order: the one list of kinds (the probe registry is built from it).
 PROBE_KINDS: tuple[str, ...] = tuple(
@@ -456,11 +522,16 @@ class Config(_Model):
         """The effective timing of one probe."""
         return probe.timing(self.monitor.defaults)
 
-    def iter_probes(self) -> Iterator[tuple[str, AnyProbeSpec]]:
-        """Every (dependency id, probe spec) pair, in config order."""
+    def iter_probes(self, disabled: bool = False) -> Iterator[tuple[str, AnyProbeSpec]]:
+        """Every (dependency id, probe spec) pair of the enabled probes (all with `disabled`), in config order.
+
+        Disabled probes run never and count for nothing: everything that schedules, judges or
+        counts probes reads this without `disabled`.
+        """
         for dep_id, dependency in self.dependencies.items():
             for probe in dependency.probes:
-                yield dep_id, probe
+                if probe.enabled or disabled:
+                    yield dep_id, probe
 
     def ancestors(self) -> dict[str, tuple[str, ...]]:
         """Each dependency's transitive `depends_on`, sorted (cycles were refused at load).
@@ -486,7 +557,11 @@ class Config(_Model):
         secrets += [s for proxy in (self.pagerduty.proxy, self.slack.proxy) if proxy for s in url_passwords(proxy)]
         if self.monitor.state_url is not None:
             secrets += conninfo_passwords(self.monitor.state_url.get_secret_value())
-        for _, probe in self.iter_probes():
+        for _, probe in self.iter_probes(disabled=True):
+            if isinstance(probe, DatadogProbeSpec):
+                secrets += [probe.api_key.get_secret_value(), probe.app_key.get_secret_value()]
+            if isinstance(probe, PrometheusProbeSpec):
+                secrets += [v for k, v in probe.headers.items() if _SECRET_HEADER.search(k)]
             if isinstance(probe, OAuth2ProbeSpec):
                 secrets += [probe.client_id.get_secret_value(), probe.client_secret.get_secret_value()]
             if isinstance(probe, HttpProbeSpec):

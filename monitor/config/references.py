@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from monitor.config.errors import Loc
-from monitor.config.models import Config, HttpProbeSpec, OAuth2ProbeSpec, Timing, _ProbeBase
+from monitor.config.models import Config, HttpProbeSpec, OAuth2ProbeSpec, SignalProbeBase, Timing, _ProbeBase
 from monitor.state.graph import find_cycle
 from monitor.text import format_duration
 
@@ -49,6 +49,8 @@ def check_references(config: Config) -> list[tuple[Loc, str]]:
             if (probe.timeout is not None or probe.interval is not None) and timing.timeout >= timing.interval:
                 key = "timeout" if probe.timeout is not None else "interval"
                 problems.append(((*loc, key), _timeout_message(timing, probe)))
+            if isinstance(probe, SignalProbeBase) and probe.enabled:
+                problems += [((*loc, key), _REQUIRED_WHEN_ENABLED) for key in probe.missing()]
             if isinstance(probe, HttpProbeSpec) and probe.bearer_from is not None:
                 owner = probe.bearer_from.split("/", 1)[0]
                 if probe.bearer_from not in oauth_probes:
@@ -102,6 +104,9 @@ def _app_graph_cycle(edges: list[tuple[str, str]]) -> list[tuple[Loc, str]]:
     path = path[start:] + path[:start]
     first = position[(path[0], path[1 % len(path)])]
     return [(("app_graph", "edges", first), f"cycle: {' -> '.join([*path, path[0]])}")]
+
+
+_REQUIRED_WHEN_ENABLED = "required while the probe is enabled (set it, or `enabled: false`)"
 
 
 def _timeout_message(timing: Timing, probe: _ProbeBase | None) -> str:

@@ -53,6 +53,8 @@ class EventContext:
     now: float | None = None
     earlier_incidents: int = 0
     owning_team_status: ServiceStatus | None = None  # the dependency's own PagerDuty service, as last polled
+    # Traffic and the active probes disagree (SPEC 11.3, `monitor.state.disagreement`), or None.
+    disagreement: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,6 +206,15 @@ def summary(config: Config, dependency: str, features: Sequence[str]) -> str:
     return text
 
 
+def signal_evidence(result: ProbeResult) -> dict[str, Any]:
+    """A traffic signal's reading as evidence: its value, query and the point's time (empty for other kinds)."""
+    signal = result.signal
+    if signal is None:
+        return {}
+    point_at = iso_utc(signal.point_at) if signal.point_at is not None else None
+    return {"value": signal.value, "query": signal.query[:_DETAIL_LIMIT], "point_at": point_at}
+
+
 def build_event(decision: Decision, ctx: EventContext) -> dict[str, Any]:
     """The Events API v2 body for a decision (without the routing key, which the sender adds)."""
     config = ctx.config
@@ -239,9 +250,11 @@ def build_event(decision: Decision, ctx: EventContext) -> dict[str, Any]:
                 "outcome": str(result.outcome),
                 "detail": result.detail[:_DETAIL_LIMIT],
                 "at": iso_utc(result.at),
+                **signal_evidence(result),
             }
             for probe, result in ctx.evidence
         ],
+        "disagreement": dict(ctx.disagreement) if ctx.disagreement else None,
         "started_at": iso_utc(ctx.started_at),
         "va_severity": va_severity(config, facts),
         "playbooks": [config.playbooks[p].title for p in playbook_ids],

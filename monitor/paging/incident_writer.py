@@ -45,6 +45,7 @@ from monitor.paging.outbox import Outbox
 from monitor.paging.sinks.slack import SLACK
 from monitor.paging.slack import slack_channels, slack_message
 from monitor.results import ProbeResult
+from monitor.state.disagreement import disagreement
 from monitor.state.health import DependencyState, ProbeHealth
 from monitor.state.live import Engine, Snapshot
 from monitor.state.self_watch import SelfCondition, SelfState, SelfWatch
@@ -609,6 +610,7 @@ class Pager:
                     now=now,
                     earlier_incidents=earlier_incidents,
                     owning_team_status=self._owning_team_status(dep),
+                    disagreement=disagreement(engine.config.dependencies[dep], probes.probes.get(dep, ())),
                 )
             body = build_event(decision, context)
             event = (body["event_action"], body)

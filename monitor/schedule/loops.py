@@ -146,24 +146,33 @@ class Scheduler:
     def _take(
         self, dependency: str, probe: str, result: ProbeResult, timeout: float, late: float, started: float
     ) -> None:
-        """Hand a result to the engine, unless it measured depmon rather than the upstream."""
+        """Hand a result to the engine, unless it measured depmon (or a signal's backend) rather than the upstream.
+
+        A result that says so itself (`result.inconclusive`: a metrics backend that could not
+        answer, no data) is shown by the engine but counted nowhere, and is no evidence of
+        depmon's own egress either: one backend down is not depmon blind.
+        """
         watch = self.watch
+        reason = result.inconclusive
         if watch is not None:
             watch.meter.ran(late)
-            watch.dependency_result(dependency, result)
-            reason = inconclusive(
-                result,
-                timeout,
-                late,
-                watch.loop_stall_since(started),
-                watch.state,
-                watch.canary_failing,
-                watch.thresholds,
-            )
-            if reason is not None:
-                self.metrics.probes_inconclusive.labels(dependency, probe, reason).inc()
-                log.info("probe_inconclusive", dependency=dependency, probe=probe, reason=reason, detail=result.detail)
-                return
+            if reason is None:
+                watch.dependency_result(dependency, result)
+                reason = inconclusive(
+                    result,
+                    timeout,
+                    late,
+                    watch.loop_stall_since(started),
+                    watch.state,
+                    watch.canary_failing,
+                    watch.thresholds,
+                )
+        if reason is not None:
+            self.metrics.probes_inconclusive.labels(dependency, probe, reason).inc()
+            log.info("probe_inconclusive", dependency=dependency, probe=probe, reason=reason, detail=result.detail)
+            if result.inconclusive is not None:
+                self.engine.record_unanswered(dependency, probe, result)
+            return
         self.engine.record(dependency, probe, result)
         if (
             not result.ok

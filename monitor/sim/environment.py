@@ -18,12 +18,18 @@ Each upstream serves exactly the paths the probes call, answering what their `ex
 (`{"status": "pass"}` by default, with the values of any `json` conditions filled in: VA
 Notify's `/_status?simple=1` gets `{"status": "ok"}`). http probes with `bearer_from` present
 the token of the named oauth2 probe, and their endpoints accept only tokens that endpoint issued.
+
+Traffic signals (SPEC 11.3): the `datadog` probes of the dependencies named in `traffic` are
+enabled and pointed at a simulated Datadog (`FakeDatadog`), where vets-api's calls to each one's
+breaker service (read from its query's `service:` tag) start with none failing;
+`set_traffic_failures` changes that share. Every other signal probe is written disabled.
 """
 
 from __future__ import annotations
 
+import re
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Self
@@ -33,10 +39,12 @@ import yaml
 
 from monitor.config import (
     Config,
+    DatadogProbeSpec,
     DnsProbeSpec,
     Expect,
     HttpProbeSpec,
     OAuth2ProbeSpec,
+    SignalProbeBase,
     TcpProbeSpec,
     Timing,
     TlsProbeSpec,
@@ -45,6 +53,7 @@ from monitor.config import (
     load_config,
 )
 from monitor.paging.decisions import dedup_key
+from monitor.sim.fake_datadog import FakeDatadog
 from monitor.sim.fake_pagerduty import FakePagerDuty
 from monitor.sim.fake_slack import FakeSlack
 from monitor.sim.lifecycle import Started
@@ -66,6 +75,7 @@ ROUTING_KEY = "depmonsimulatorroutingkey0000001"
 CLIENT_ID = "depmon-simulator"
 _CLIENT_SECRET = "simulated-ssoe-client-secret"  # noqa: S105 - the simulated SSOe's, not a secret
 _TOKEN_LIFETIME_SECONDS = 5.0
+_CALLS_PER_POINT = 50  # vets-api's simulated calls to a traffic-watched upstream per Datadog point
 # Loopback needs no proxy and plain HTTP no TLS options; the simulator's timing is everyone's.
 _DROPPED_PROBE_KEYS = (
     "proxy",
@@ -103,6 +113,7 @@ class SimulatedEnvironment(Started):
         token_lifetime: float = _TOKEN_LIFETIME_SECONDS,
         service_overrides: Mapping[str, str] | None = None,
         source: Path | None = None,
+        traffic: Collection[str] = (),
     ) -> None:
         self._workdir = workdir
         self._tempdir: tempfile.TemporaryDirectory[str] | None = None
@@ -117,6 +128,9 @@ class SimulatedEnvironment(Started):
         self._pagerduty: FakePagerDuty | None = None
         self._slack: FakeSlack | None = None
         self._config: Config | None = None
+        self._traffic = set(traffic)
+        self._datadog: FakeDatadog | None = None
+        self._breakers: dict[str, str] = {}  # dependency -> the breaker service its traffic probe counts
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -146,6 +160,7 @@ class SimulatedEnvironment(Started):
             self._pagerduty.add_service(service_id, " / ".join(names))
         self._pagerduty.start()
         self._slack = FakeSlack().__enter__()
+        self._datadog = FakeDatadog().start()
 
         document = source.model_dump(mode="json", by_alias=True, exclude_unset=True)
         issuers = self._build_upstreams(source, authority)
@@ -168,6 +183,8 @@ class SimulatedEnvironment(Started):
             self._pagerduty.stop()
         if self._slack is not None:
             self._slack.__exit__(None, None, None)
+        if self._datadog is not None:
+            self._datadog.stop()
         if self._tempdir is not None:
             self._tempdir.cleanup()
             self._tempdir = None
@@ -216,6 +233,17 @@ class SimulatedEnvironment(Started):
         if self._slack is None:
             raise RuntimeError("the environment is not started")
         return self._slack
+
+    @property
+    def datadog(self) -> FakeDatadog:
+        """The simulated Datadog the enabled traffic probes ask."""
+        if self._datadog is None:
+            raise RuntimeError("the environment is not started")
+        return self._datadog
+
+    def set_traffic_failures(self, dependency: str, failure_ratio: float) -> None:
+        """The share of vets-api's simulated calls to `dependency` that fail, from the next point on."""
+        self.datadog.set_traffic(self._breakers[dependency], _CALLS_PER_POINT, failure_ratio)
 
     @property
     def upstreams(self) -> dict[str, SimulatedUpstream]:
@@ -311,6 +339,24 @@ class SimulatedEnvironment(Started):
                     probe.update(host=LOOPBACK_HOST, port=upstream.http.port)
                 elif isinstance(spec, DnsProbeSpec):
                     probe["host"] = "localhost"
+                elif isinstance(spec, SignalProbeBase):
+                    self._point_signal_at_datadog(dep_id, spec, probe)
+
+    def _point_signal_at_datadog(self, dep_id: str, spec: SignalProbeBase, probe: dict[str, Any]) -> None:
+        """A traffic probe of `traffic` asks the simulated Datadog; any other signal probe is disabled."""
+        service = re.search(r"service:([^,}]+)", spec.query)
+        if dep_id not in self._traffic or not isinstance(spec, DatadogProbeSpec) or service is None:
+            probe["enabled"] = False
+            return
+        self._breakers[dep_id] = service.group(1)
+        self.set_traffic_failures(dep_id, 0.0)
+        probe.update(
+            enabled=True,
+            url=self.datadog.url,
+            api_key=self.datadog.api_key,
+            app_key=self.datadog.app_key,
+            window=format_duration(spec.window),
+        )
 
     def _set_monitor_and_pagerduty(self, document: dict[str, Any]) -> None:
         monitor = document["monitor"]

@@ -51,6 +51,9 @@ class ProbeHealth:
     successes: int = 0  # consecutive successes (toward success_threshold when down)
     last: ProbeResult | None = None
     last_failure: ProbeResult | None = None
+    # The latest run that said nothing about the upstream (`ProbeResult.inconclusive`), until a
+    # run counts again: /status shows its reason.
+    unanswered: ProbeResult | None = None
 
     @property
     def failing(self) -> bool:
@@ -71,20 +74,29 @@ class ProbeHealth:
 
 
 def observe(health: ProbeHealth, result: ProbeResult, timing: Timing, parent_failing: bool) -> ProbeHealth:
-    """The probe's health after one more result."""
+    """The probe's health after one more result.
+
+    A traffic signal's result that read the same point as the last one (a confirmation run
+    before the backend has a newer point) is kept as the latest but counts for nothing: the
+    same data must not confirm itself (SPEC 11.3).
+    """
+    if result.point_at is not None and health.last is not None and health.last.point_at == result.point_at:
+        return replace(health, last=result, last_failure=health.last_failure if result.ok else result, unanswered=None)
     if result.ok:
         good = ProbeStatus.DEGRADED if result.degraded else ProbeStatus.UP
         successes = health.successes + 1
         status = health.status
         if status is not ProbeStatus.DOWN or successes >= timing.success_threshold:
             status = good
-        return replace(health, status=status, failures=0, successes=successes, last=result)
+        return replace(health, status=status, failures=0, successes=successes, last=result, unanswered=None)
     if parent_failing:
         # Attributed to the parent: counts for nothing, and the count starts over afterwards.
-        return replace(health, failures=0, successes=0, last=result, last_failure=result)
+        return replace(health, failures=0, successes=0, last=result, last_failure=result, unanswered=None)
     failures = health.failures + 1
     status = ProbeStatus.DOWN if failures >= timing.failure_threshold else health.status
-    return replace(health, status=status, failures=failures, successes=0, last=result, last_failure=result)
+    return replace(
+        health, status=status, failures=failures, successes=0, last=result, last_failure=result, unanswered=None
+    )
 
 
 @dataclass(frozen=True, slots=True)

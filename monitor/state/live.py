@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Protocol
@@ -258,6 +258,21 @@ class Engine:
                     self.on_own_verdict(dependency)
                 dependencies, features = self._windows_moved()
                 self._evaluate([dependency, *dependencies], features)
+
+    def record_unanswered(self, dependency: str, probe: str, result: ProbeResult) -> None:
+        """Take a run that said nothing about the upstream (`result.inconclusive`): shown, counted nowhere.
+
+        It changes no threshold and no state; snapshots show it (`ProbeHealth.unanswered`) until a
+        run counts again. It is a run for readiness: a metrics backend that is down must not keep
+        depmon from ever being ready.
+        """
+        slot = self._slots[(dependency, probe)]
+        self._version += 1
+        if slot.runs == 0:
+            self._unprobed -= 1
+        slot.runs += 1
+        slot.health = replace(slot.health, unanswered=result)
+        self._probe_view[dependency] = self._probes_now(dependency)
 
     @staticmethod
     def _log_failure(slot: _ProbeSlot, before: ProbeHealth, result: ProbeResult) -> None:

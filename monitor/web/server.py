@@ -29,6 +29,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from monitor.maintenance.app_view import app_maintenance_windows
 from monitor.metrics import Metrics, render, render_forked
 from monitor.paging.decisions import OpenIncident
+from monitor.paging.event_content import signal_evidence
+from monitor.state.disagreement import disagreement
+from monitor.state.health import ProbeHealth
 from monitor.state.impact import FeatureState
 from monitor.state.live import Engine
 from monitor.state.self_watch import SelfState
@@ -185,6 +188,21 @@ def history_segments(
     return [{"from": _iso(begin), "to": _iso(end), "state": what} for begin, end, what in merged]
 
 
+def _signal_view(health: ProbeHealth) -> dict[str, Any]:
+    """A probe's traffic reading (value, query, point) and its latest inconclusive run, when it has them."""
+    view: dict[str, Any] = {}
+    reading = health.unanswered or health.last
+    if reading is not None and reading.signal is not None:
+        view["signal"] = signal_evidence(reading)
+    if health.unanswered is not None:
+        view["inconclusive"] = {
+            "reason": health.unanswered.inconclusive,
+            "detail": health.unanswered.detail,
+            "at": _iso(health.unanswered.at),
+        }
+    return view
+
+
 def status_document(view: View, now: float, history: FeatureHistory | None = None) -> dict[str, Any]:
     """The `/status` JSON (SPEC section 5); `history` gives each feature's `history_24h`."""
     engine = view.engine.snapshot()
@@ -193,8 +211,13 @@ def status_document(view: View, now: float, history: FeatureHistory | None = Non
     for dep_id, dep in config.dependencies.items():
         state = engine.dependencies[dep_id]
         window = engine.dependency_windows.get(dep_id)
-        probes = {}
-        for name, health in engine.probes[dep_id]:
+        probes: dict[str, Any] = {}
+        healths = dict(engine.probes[dep_id])
+        for name in (p.name for p in dep.probes):
+            health = healths.get(name)
+            if health is None:  # disabled: shown, never run (SPEC 11.3)
+                probes[name] = {"state": "disabled"}
+                continue
             last = health.last
             probes[name] = {
                 "state": str(health.status),
@@ -203,6 +226,7 @@ def status_document(view: View, now: float, history: FeatureHistory | None = Non
                 "detail": last.detail if last else None,
                 "latency_seconds": round(last.latency_seconds, 4) if last else None,
                 "at": _iso(last.at) if last else None,
+                **_signal_view(health),
             }
         dependencies[dep_id] = {
             "name": dep.name,
@@ -221,6 +245,7 @@ def status_document(view: View, now: float, history: FeatureHistory | None = Non
                 else None
             ),
             "probes": probes,
+            "disagreement": disagreement(dep, engine.probes[dep_id]),
         }
     features: dict[str, Any] = {}
     for feat_id, feature in config.features.items():

@@ -193,7 +193,7 @@ def _legend() -> str:
 
 
 def _evidence(probes: dict[str, Any]) -> str:
-    failing = [f"{name}: {p['detail']}" for name, p in probes.items() if p["ok"] is False and p["detail"]]
+    failing = [f"{name}: {p['detail']}" for name, p in probes.items() if p.get("ok") is False and p.get("detail")]
     return escape("; ".join(failing))
 
 

@@ -31,11 +31,15 @@ class TestDemoCommand:
         assert result.returncode == 0, output + result.stderr
         assert "/status" in output
         assert "/metrics" in output
-        assert "[step 7/7," in output
+        assert "[step 8/8," in output
         timeline = output[: output.index("Summary:")]
         # The EVSS page's Slack message, then MHV's window opened and closed with the real CLI (issue 13).
         assert "Slack     posted to #va-mobile-app-alerts and #evss-prod: Down: EVSS" in timeline
         assert "Features impacted: Claims, Letters, Direct Deposit Benefits, Disability Rating" in timeline
+        # The traffic signal (issue 24): VA Notify's health path passes while 40% of its calls fail.
+        assert "40% of vets-api's calls to VANotify fail (simulated Datadog)" in timeline
+        assert "VANotify page evidence: [VALUE] 0.4 > fail_above 0.25" in timeline
+        assert "disagreement: traffic failing (traffic), probes passing (status)" in timeline
         assert '$ depmon maintenance open mhv --for 1h --message "Secure Messaging unavailable|MHV maintenance"' in (
             timeline
         )
@@ -53,6 +57,7 @@ class TestDemoCommand:
             "depmon/demo/mhv         0 / 0     0 / 0     ok",
             "depmon/demo/va-profile  0 / 0     0 / 0     ok",
             "depmon/demo/vaos        0 / 0     0 / 0     ok",
+            "depmon/demo/vanotify    1 / 1     1 / 1     ok",
         ):
             assert line in summary
         escalation = summary[summary.index("Pages at their trigger:") : summary.index("Checks")]

@@ -66,6 +66,7 @@ SPEC_11_METRICS: dict[str, str] = {
     "depmon_escalations_total": "counter",  # SPEC 11.2 (issue 23)
     # SPEC 11.5 (issue 26): pending rows per destination kind (pagerduty, pagerduty_rest, slack).
     "depmon_outbox_pending": "gauge",
+    "depmon_signal_value": "gauge",  # SPEC 11.3 (issue 24)
 }
 
 # Every metric of the contract: what rules and panels may select.

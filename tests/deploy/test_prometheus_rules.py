@@ -40,6 +40,7 @@ EXPECTED_ALERTS = {
     "DepmonCannotSeeOut",
     "DepmonPagerFailing",
     "DepmonStoreStalled",
+    "DepmonSignalUnavailable",
     "DepmonNoLeader",
     "DepmonMultipleLeaders",
     "DependencySeenDownBelowQuorum",
@@ -106,7 +107,7 @@ class TestRulesFile:
     def test_per_dependency_alerts_name_the_dependency(self, alert: str) -> None:
         """An alert over a per-dependency metric names the dependency's config id in its summary."""
         rule = ALERTS[alert]
-        per_dependency = re.search(r"depmon_(dependency|probe|tls)_", rule["expr"])
+        per_dependency = re.search(r"depmon_(dependency|probes?|tls)_", rule["expr"])
         mentions = "$labels.dependency" in rule["annotations"]["summary"]
         assert mentions == bool(per_dependency)
 

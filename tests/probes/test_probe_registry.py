@@ -18,7 +18,7 @@ class TestProbeKinds:
 
     def test_the_kinds_are_the_spec_models_kinds(self) -> None:
         """Each spec model of the union gives one kind, in the union's order."""
-        assert PROBE_KINDS == ("http", "oauth2", "tls", "tcp", "dns")
+        assert PROBE_KINDS == ("http", "oauth2", "tls", "tcp", "dns", "prometheus", "datadog")
         assert len(PROBE_KINDS) == len(typing.get_args(AnyProbeSpec))
 
     @pytest.mark.parametrize("kind", PROBE_KINDS)
