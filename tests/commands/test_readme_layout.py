@@ -1,4 +1,5 @@
-"""README's "How the code is laid out" names files that exist, so a newcomer's path is true."""
+"""README serves its reader: the two commands first, every runtime library named with its reason, and
+its "How the code is laid out" names files that exist, so a newcomer's path is true."""
 
 from __future__ import annotations
 
@@ -33,3 +34,37 @@ def test_the_newcomers_test_classes_exist() -> None:
     assert named, "the section names no test class beside its file"
     for path, test_class in named:
         assert f"class {test_class}" in (ROOT / path).read_text("utf-8"), (path, test_class)
+
+
+def test_the_two_commands_come_first() -> None:
+    """The README's first block is `make demo` and `make test`, and CI runs exactly that test command."""
+    text = (ROOT / "README.md").read_text("utf-8")
+    first_block = text.split("```", 2)[1]
+    commands = [line.split("#")[0].strip() for line in first_block.splitlines()[1:] if line.strip()]
+    assert commands == ["make demo", "make test"]
+    ci = [line for line in (ROOT / ".ci" / "run").read_text("utf-8").splitlines() if line and not line.startswith("#")]
+    assert ci[-1] == "make test"
+
+
+def test_every_runtime_library_is_named_with_its_reason() -> None:
+    """Each runtime dependency of pyproject.toml is in "Libraries and why" (a declared library nobody
+    explains is a library nobody can remove)."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text("utf-8"))["project"]
+    names = [re.split(r"[\[<>=!~ ]", requirement, maxsplit=1)[0].lower() for requirement in project["dependencies"]]
+    text = (ROOT / "README.md").read_text("utf-8")
+    section = text[text.index("## Libraries and why") :].split("\n## ", 1)[0].lower()
+    assert names
+    missing = [name for name in names if name.removesuffix("-client") not in section and name not in section]
+    assert missing == []
+
+
+def test_history_lives_beside_the_readme() -> None:
+    """The changelog and the benchmark passes are files of their own, linked from the README."""
+    text = (ROOT / "README.md").read_text("utf-8")
+    assert "## Changelog" not in text
+    assert "## Sizing" not in text
+    for linked in ("CHANGELOG.md", "docs/sizing.md"):
+        assert f"]({linked})" in text
+        assert (ROOT / linked).is_file()
