@@ -8,10 +8,12 @@ import os
 import re
 import secrets
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 import structlog
+import trustme
 
 from monitor.sim.fake_pagerduty import FakePagerDuty
 from tests.helpers import StartPagerDuty
@@ -111,3 +113,20 @@ def start_pagerduty() -> Iterator[StartPagerDuty]:
 def pagerduty(start_pagerduty: StartPagerDuty) -> FakePagerDuty:
     """A loopback fake of PagerDuty (Events API and REST), with its defaults."""
     return start_pagerduty()
+
+
+# -- a throwaway certificate authority, for loopback TLS servers (probes, PagerDuty, Slack) ----------
+
+
+@pytest.fixture
+def ca() -> trustme.CA:
+    """A throwaway certificate authority for loopback TLS servers."""
+    return trustme.CA()
+
+
+@pytest.fixture
+def ca_file(ca: trustme.CA, tmp_path: Path) -> str:
+    """The path of `ca`'s certificate as a PEM file (a probe's `ca_file`)."""
+    path = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(path))
+    return str(path)

@@ -73,11 +73,13 @@ def simulated_outage(config: Config, dependency: str, now: float) -> Snapshot:
     answer first, so the outage is the only change, as it would be in a running daemon.
     """
     engine = Engine(config, Metrics(), clock=lambda: now, one_shot=True)
-    for dep_id, spec in config.iter_probes():
+    probes = list(config.iter_probes())  # the enabled ones: a disabled probe never runs
+    for dep_id, spec in probes:
         if dep_id != dependency:
             engine.record(dep_id, spec.name, ProbeResult.success("simulated", at=now))
-    for spec in config.dependencies[dependency].probes:
-        engine.record(dependency, spec.name, ProbeResult.failure(Outcome.CONNECT, SIMULATED_FAILURE, at=now))
+    for dep_id, spec in probes:
+        if dep_id == dependency:
+            engine.record(dependency, spec.name, ProbeResult.failure(Outcome.CONNECT, SIMULATED_FAILURE, at=now))
     return engine.snapshot()
 
 

@@ -35,6 +35,7 @@ from monitor.config import (
     DnsProbeSpec,
     HttpProbeSpec,
     OAuth2ProbeSpec,
+    SignalProbeBase,
     TcpProbeSpec,
     TlsProbeSpec,
     _read_documents,
@@ -197,7 +198,8 @@ def _addresses(config: Config) -> Iterator[tuple[Loc, str, str | None]]:
         if dependency.docs:
             yield ("dependencies", dep_id, "docs"), _host(dependency.docs), dependency.docs
         for index, probe in enumerate(dependency.probes):
-            yield _probe_address(("dependencies", dep_id, "probes", index), probe)
+            if probe.enabled:  # a disabled probe reaches nothing
+                yield _probe_address(("dependencies", dep_id, "probes", index), probe)
 
 
 def _probe_address(loc: Loc, probe: AnyProbeSpec) -> tuple[Loc, str, None]:
@@ -206,6 +208,8 @@ def _probe_address(loc: Loc, probe: AnyProbeSpec) -> tuple[Loc, str, None]:
         return (*loc, "url"), _host(probe.url), None
     if isinstance(probe, OAuth2ProbeSpec):
         return (*loc, "token_url"), _host(probe.token_url), None
+    if isinstance(probe, SignalProbeBase):  # the metrics backend it asks
+        return (*loc, "url"), _host(probe.url), None
     assert isinstance(probe, TlsProbeSpec | TcpProbeSpec | DnsProbeSpec)
     return (*loc, "host"), probe.host, None
 

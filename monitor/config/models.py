@@ -34,6 +34,8 @@ from monitor.urls import LOOPBACK, check_postgresql_url, check_url, conninfo_pas
 # What a duration is written as: `30s` and the like, or a number of seconds (the JSON Schema says so).
 _DurationInput = Annotated[str, Field(pattern=DURATION_PATTERN)] | Annotated[float, Field(gt=0)]
 Duration = Annotated[float, BeforeValidator(parse_duration, json_schema_input_type=_DurationInput)]
+# A switch `${VAR:-false}` may set: true or false, written as YAML's booleans or as the words.
+Switch = Annotated[bool, BeforeValidator(lambda value: value, json_schema_input_type=bool | Literal["true", "false"])]
 _ID_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
 _URL_PATTERN = r"^https?://"
 _ENVIRONMENT_PATTERN = r"^[A-Za-z0-9._-]+$"
@@ -123,7 +125,7 @@ class _ProbeBase(_Model):
     name: Id
     # A disabled probe is shown (`disabled` in /status) but never run and counted nowhere (SPEC 11.3);
     # it may leave its required fields empty.
-    enabled: bool = True
+    enabled: Switch = True
     critical: bool = True
     interval: Duration | None = None
     timeout: Duration | None = None

@@ -432,14 +432,15 @@ class Pager:
         return self.watch.state if self.watch is not None else SelfState()
 
     async def _refresh_silences(self) -> None:
-        """Read the silences in force (a `depmon silence` is seen within a second, without a reload).
-
-        The gauges are set when the silenced set (or the config) changes, not at every read.
-        """
+        """Read the silences in force (a `depmon silence` is seen within a second, without a reload)."""
         self._all_silences = await self.store.silences()
         now = self.clock()
         self.silences = [s for s in self._all_silences if s.active_at(now)]
-        silenced = {s.dependency for s in self.silences}
+        self._publish_silenced({s.dependency for s in self.silences})
+
+    def _publish_silenced(self, silenced: set[str]) -> None:
+        """`depmon_dependency_silenced` as the decisions see it: set when the silenced set changes (at a
+        read, or when a silence runs out at a reconciliation), not at every read."""
         if silenced != self._silenced_gauges:
             for dep in self.config.dependencies:
                 self.metrics.silenced.labels(dep).set(1 if dep in silenced else 0)
@@ -476,6 +477,7 @@ class Pager:
         """Decide and carry out every action the current states call for."""
         await self._record_unrecorded()
         silenced = {s.dependency for s in self.silences if s.active_at(self.clock())}
+        self._publish_silenced(silenced)  # before the page a silence's end lets go
         await self._record_silence_changes(silenced, self.clock())
         # Snapshots: the decisions and their writes see one state, whatever the engines do meanwhile.
         states, probes = self.states.snapshot(), self.evidence.snapshot()

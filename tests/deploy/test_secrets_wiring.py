@@ -80,7 +80,8 @@ class TestSecretVariables:
     """The derivation: which variables of a config hold secrets."""
 
     def test_finds_every_secret_of_the_bundled_config(self) -> None:
-        """PagerDuty's key and token, SSOe's client, and one webhook per Slack channel; no URL, host or service id."""
+        """PagerDuty's key and token, SSOe's client, Datadog's keys, and one webhook per Slack channel; no URL,
+        host or service id."""
         slack = yaml.safe_load((CONFIG / "slack.yaml").read_text(encoding="utf-8"))["slack"]["webhooks"]
         found = variables(config_dir_documents(CONFIG))
         webhooks = {name for name in found.secret if name.startswith("SLACK_WEBHOOK_")}
@@ -90,6 +91,8 @@ class TestSecretVariables:
             "PAGERDUTY_API_TOKEN",
             "SSOE_CLIENT_ID",
             "SSOE_CLIENT_SECRET",
+            "DD_API_KEY",
+            "DD_APP_KEY",
         }
         assert {"PAGERDUTY_EVENTS_URL", "SSOE_TOKEN_URL", "SSOE_TLS_HOST", "PD_SERVICE_MHV"} <= found.other
         assert found.other >= SITE_VALUES
