@@ -254,9 +254,8 @@ def render_postmortem(
         add("| Queued (UTC) | Write | To or about | Outcome |")
         add("| :-- | :-- | :-- | :-- |")
         for queued_at, step, target, outcome in writes:
-            add(
-                f"| {utc(queued_at, seconds=True, zone=False)} | {_STEP_TEXT.get(step, step)} | {_cell(target)} | {outcome} |"
-            )
+            when = utc(queued_at, seconds=True, zone=False)
+            add(f"| {when} | {_STEP_TEXT.get(step, step)} | {_cell(target)} | {outcome} |")
     else:
         add("depmon queued no responder request, note or urgency change for this incident.")
     add("")
