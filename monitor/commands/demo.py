@@ -14,7 +14,10 @@ window, opened with the real `depmon maintenance open` (a subprocess on the simu
 features in maintenance); SSOe OAuth times out (one page listing every signed-in feature, none
 for EVSS, VA Profile and VAOS, whose probes need its token); everything recovers (each open
 alert resolved) and `depmon maintenance close` ends MHV's window. The EVSS page's Slack message
-(the alerts channel and #evss-prod, through the simulated Slack) is narrated with the page. Each
+(the alerts channel and #evss-prod, through the simulated Slack) is narrated with the page, and
+so are the escalation's writes to PagerDuty's incident (SPEC 11.2): the simulated Product Owner
+has a PagerDuty user and a Slack member id, so the EVSS page (sev-1, criteria met) requests them
+as a responder, adds a note naming the criteria, and mentions them in its Slack posts. Each
 step waits for its checkpoints (with a timeout derived from the duration) rather than sleeping
 blindly, then dwells until its share of the duration is over. The closing summary compares the
 pages expected with the pages the fake PagerDuty received, per dedup key, and shows each page's VA
@@ -42,8 +45,8 @@ import httpx
 
 from monitor.maintenance.records import MaintenanceWindow
 from monitor.sim.daemon import DaemonProcess, log_time, simulation_environ
-from monitor.sim.environment import SimulatedEnvironment
-from monitor.sim.fake_pagerduty import ReceivedEvent
+from monitor.sim.environment import DEMO_PEOPLE, SimulatedEnvironment
+from monitor.sim.fake_pagerduty import FakeIncident, ReceivedEvent
 from monitor.sim.fake_slack import SlackPost
 
 __all__ = ["run_demo"]
@@ -206,7 +209,9 @@ class _PageWatcher:
         self._fake = env.pagerduty
         self._narrator = narrator
         self._seen = 0
+        self._written: dict[str, tuple[int, int]] = {}  # incident id -> responder requests, notes shown
         self._stopping = threading.Event()
+        self._showing = threading.Lock()
         self._thread = threading.Thread(target=self._watch, name="pagerduty-watch", daemon=True)
 
     def start(self) -> None:
@@ -224,11 +229,37 @@ class _PageWatcher:
                 self._fake.wait_for(lambda events: len(events) > self._seen, timeout=0.2)
             self._show_new()
 
+    def catch_up(self) -> None:
+        """Show what arrived since the last look now (before a check says it arrived)."""
+        self._show_new()
+
     def _show_new(self) -> None:
+        with self._showing:  # the watch thread and `catch_up` never show a write twice
+            self._show_new_locked()
+
+    def _show_new_locked(self) -> None:
         events = self._fake.events
         for event in events[self._seen :]:
             self._show(event)
         self._seen = max(self._seen, len(events))
+        for incident in self._fake.incidents:
+            self._show_writes(incident)
+
+    def _show_writes(self, incident: FakeIncident) -> None:
+        """The responder requests and notes depmon wrote to a PagerDuty incident since the last look."""
+        requests, notes = self._written.get(incident.id, (0, 0))
+        where = f"{incident.id} ({incident.incident_key})"
+        for body in incident.responder_requests[requests:]:
+            targets = [item["responder_request_target"] for item in body["responder_request_targets"]]
+            who = ", ".join(f"{target['id']} ({target['type']})" for target in targets)
+            self._narrator.say(
+                "PagerDuty",
+                f"RESPONDER REQUEST on {where}: {who}, requested by {body['requester_id']}",
+                str(body["message"]),
+            )
+        for note in incident.notes[notes:]:
+            self._narrator.say("PagerDuty", f"NOTE on {where}", note)
+        self._written[incident.id] = (len(incident.responder_requests), len(incident.notes))
 
     def _show(self, event: ReceivedEvent) -> None:
         body = event.body
@@ -291,7 +322,7 @@ class _Demo:
         self.narrator = narrator
 
     def run(self) -> int:
-        with SimulatedEnvironment(environment="demo", traffic=(_TRAFFIC,)) as env:
+        with SimulatedEnvironment(environment="demo", traffic=(_TRAFFIC,), people=DEMO_PEOPLE) as env:
             daemon = _start_daemon(env, self.listen, self.narrator)
             if isinstance(daemon, int):
                 return daemon
@@ -299,7 +330,7 @@ class _Demo:
             try:
                 self._header(env, daemon)
                 watcher.start()
-                outcome = self._play(env, daemon)
+                outcome = self._play(env, daemon, watcher)
                 self._wait(_SETTLE_SECONDS)
             finally:
                 watcher.stop()
@@ -316,6 +347,11 @@ class _Demo:
             f"PagerDuty events {env.pagerduty.events_url}, REST {env.pagerduty.api_url}"
         )
         line(f"  daemon:    {len(config.dependencies)} dependencies, {len(config.features)} app features")
+        owner = config.contacts[_PRODUCT_OWNER]
+        line(
+            f"  people:    the {owner.role} is PagerDuty user {owner.pagerduty_user} and Slack member "
+            f"{owner.slack_user}; responder requests are made as {config.pagerduty.requester_id}"
+        )
         line(f"  status:    {daemon.url}/status")
         line(f"  metrics:   {daemon.url}/metrics")
         line(f"  page:      {daemon.url}/")
@@ -324,7 +360,7 @@ class _Demo:
 
     # -- playing ---------------------------------------------------------------------------------
 
-    def _play(self, env: SimulatedEnvironment, daemon: DaemonProcess) -> _Outcome:
+    def _play(self, env: SimulatedEnvironment, daemon: DaemonProcess, watcher: _PageWatcher) -> _Outcome:
         outcome = _Outcome()
         steps = _timeline(env, daemon, self.duration, outcome, self.say)
         self.narrator.restart_clock()
@@ -340,6 +376,7 @@ class _Demo:
                     phase.act()
                 for checkpoint in phase.checkpoints:
                     if self._wait_for(checkpoint.holds, wait):
+                        watcher.catch_up()  # what the check saw is narrated before it
                         self.say("check", f"ok: {checkpoint.description}")
                     else:
                         self.say("check", f"MISSED after {wait:.0f}s: {checkpoint.description}")
@@ -448,6 +485,7 @@ class _Demo:
             *_content_checks(env, events),
             *escalation_checks,
             _slack_check(env),
+            _evss_people_check(env),
             _maintenance_check(env, outcome),
             ("no event rejected by PagerDuty (all schema-valid)", not env.pagerduty.rejected_events),
             ("every timeline checkpoint reached", not outcome.missed),
@@ -536,7 +574,8 @@ def _timeline(
             return False
         if not slack_shown:
             slack_shown.append(True)
-            facts = [line for line in _slack_lines(found[0]) if line.startswith(("Features impacted:", "If it will"))]
+            wanted = ("Features impacted:", "If it will", "Attention:")
+            facts = [line for line in _slack_lines(found[0]) if line.startswith(wanted)]
             say("Slack", f"posted to {' and '.join(posts)}: {_slack_header(found[0])}", *facts)
         return True
 
@@ -613,6 +652,11 @@ def _timeline(
                 (
                     _Checkpoint("PagerDuty received one page for EVSS", evss_page_timed),
                     _Checkpoint(f"EVSS page posted to Slack ({', '.join(_EVSS_SLACK_CHANNELS)})", evss_on_slack),
+                    _Checkpoint(
+                        f"the {config.contacts[_PRODUCT_OWNER].role} requested as a responder on EVSS's PagerDuty "
+                        "incident, with a note naming the criteria met",
+                        lambda: _evss_people_check(env)[1],
+                    ),
                     _Checkpoint(f"{', '.join(_EVSS_FEATURES)} down", features_down(_EVSS_FEATURES)),
                 ),
             ),
@@ -788,6 +832,30 @@ def _slack_check(env: SimulatedEnvironment) -> tuple[str, bool]:
     ]
     ok = all(all(name in line for name in _EVSS_FEATURES) for line in features)
     return f"EVSS page posted to Slack ({', '.join(_EVSS_SLACK_CHANNELS)}), naming its features", ok
+
+
+def _evss_people_check(env: SimulatedEnvironment) -> tuple[str, bool]:
+    """The EVSS page reached the Product Owner: exactly one responder request for their PagerDuty
+    user on EVSS's incident, made as the requester, one note, and their mention in both Slack posts."""
+    config = env.config
+    owner = config.contacts[_PRODUCT_OWNER]
+    incidents = env.pagerduty.incidents_of(env.dedup_key("evss"))
+    requests = [body for incident in incidents for body in incident.responder_requests]
+    targets = [item["responder_request_target"] for body in requests for item in body["responder_request_targets"]]
+    notes = [note for incident in incidents for note in incident.notes]
+    posts = [_evss_down_post(env, channel) for channel in _EVSS_SLACK_CHANNELS]
+    mention = f"Attention: <@{owner.slack_user}>"
+    ok = (
+        targets == [{"id": owner.pagerduty_user, "type": "user_reference"}]
+        and all(body["requester_id"] == config.pagerduty.requester_id for body in requests)
+        and len(notes) == 1
+        and all(post is not None and mention in _slack_lines(post) for post in posts)
+    )
+    text = (
+        f"EVSS page reached the {owner.role}: one responder request ({owner.pagerduty_user}), one note, "
+        f"the Slack mention <@{owner.slack_user}>"
+    )
+    return text, ok
 
 
 def _maintenance_check(env: SimulatedEnvironment, outcome: _Outcome) -> tuple[str, bool]:

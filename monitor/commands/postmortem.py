@@ -7,8 +7,10 @@ The draft fills the VA postmortem template fields, in the template's order (Date
 Status; What happened; Background; Detection; Impact; Root causes; Resolution; Documentation
 links; Action items; Lessons learned; Timeline) with what depmon recorded, and marks the rest
 `TBD` for the responder. Two depmon sections follow the template: which of the seed's escalation
-criteria held, and how often the dependency failed before (recurrence: the seed asks for a Mobile
-Incident Response Play when an incident may occur again).
+criteria held, with the writes depmon made to PagerDuty's incident for them (responder requests,
+notes, urgency: when each was queued and, from its outbox row, how it ended), and how often the
+dependency failed before (recurrence: the seed asks for a Mobile Incident Response Play when an
+incident may occur again).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Any, TextIO
 from monitor.config import Config
 from monitor.logs import Redactor
 from monitor.paging.event_content import IncidentFacts, escalation_criteria, page_links, severity, summary
-from monitor.store import Incident, StoreError, TimelineEntry, connect, redacted_url
+from monitor.store import PAGERDUTY_REST, Incident, OutboxEvent, StoreError, TimelineEntry, connect, redacted_url
 from monitor.text import elapsed, format_duration, utc, utc_date
 
 __all__ = ["print_postmortem", "render_postmortem"]
@@ -44,6 +46,8 @@ _EVENT_TEXT = {
     "silence_ended": "Silence ended",
     "reconciled": "Reopened from an orphaned trigger at start-up",
 }
+# The escalation writes' steps (SPEC 11.2), as a reader names them.
+_STEP_TEXT = {"responders": "Responder request", "note": "Note", "urgency": "Urgency"}
 
 
 def render_postmortem(
@@ -53,8 +57,10 @@ def render_postmortem(
     timeline: Sequence[TimelineEntry],
     earlier_incidents: int,
     now: float,
+    rest_writes: Sequence[OutboxEvent] = (),
 ) -> str:
-    """The Markdown draft for one incident of `dependency`; `now` dates an incident still open."""
+    """The Markdown draft for one incident of `dependency`; `now` dates an incident still open.
+    `rest_writes`: the incident's escalation rows in the outbox (their outcomes)."""
     dep = config.dependencies[dependency]
     features = _impacted_features(incident, timeline)
     known = [f for f in features if f in config.features]
@@ -241,6 +247,18 @@ def render_postmortem(
         add("")
         add("Notify: " + "; ".join(f"{c.role} ({c.name}, {c.via})" for c in contacts) + ".")
     add("")
+    add("### Writes to PagerDuty's incident")
+    add("")
+    writes = _escalation_writes(timeline, rest_writes)
+    if writes:
+        add("| Queued (UTC) | Write | To or about | Outcome |")
+        add("| :-- | :-- | :-- | :-- |")
+        for queued_at, step, target, outcome in writes:
+            when = utc(queued_at, seconds=True, zone=False)
+            add(f"| {when} | {_STEP_TEXT.get(step, step)} | {_cell(target)} | {outcome} |")
+    else:
+        add("depmon queued no responder request, note or urgency change for this incident.")
+    add("")
 
     add("## Recurrence")
     add("")
@@ -300,10 +318,16 @@ def print_postmortem(
                 return EXIT_NO_INCIDENT
             incident = incidents[index]
             timeline = store.timeline(incident.id)
+            ended = incident.resolved_at if incident.resolved_at is not None else float("inf")
+            rest_writes = [
+                row
+                for row in store.outbox_events(incident.dedup_key)
+                if row.destination == PAGERDUTY_REST and incident.opened_at <= row.created_at <= ended
+            ]
     except (StoreError, sqlite3.Error) as exc:
         print(f"{path}: cannot read the state file ({exc})", file=err)
         return EXIT_NO_INCIDENT
-    draft = render_postmortem(config, dependency, incident, timeline, index, clock())
+    draft = render_postmortem(config, dependency, incident, timeline, index, clock(), rest_writes)
     out.write(Redactor(config.secret_values()).scrub(draft))
     return EXIT_OK
 
@@ -339,6 +363,45 @@ def _latest_per_probe(evidence: Iterable[dict[str, Any]]) -> list[dict[str, Any]
     return list(latest.values())
 
 
+def _escalation_writes(
+    timeline: Iterable[TimelineEntry], rows: Sequence[OutboxEvent]
+) -> list[tuple[float, str, str, str]]:
+    """(queued at, step, target, outcome) of each escalation write, oldest first: the timeline says
+    what was queued and when, the write's outbox row how it ended (each row matched once)."""
+    remaining = list(rows)
+    writes: list[tuple[float, str, str, str]] = []
+    for entry in timeline:
+        for item in entry.data.get("escalation") or ():
+            if not isinstance(item, dict):
+                continue
+            step, target = str(item.get("step")), str(item.get("target"))
+            row = next((r for r in remaining if (r.body.get("step"), r.body.get("target")) == (step, target)), None)
+            if row is not None:
+                remaining.remove(row)
+            writes.append((entry.at, step, target, _write_outcome(row)))
+    # A row without its timeline entry (an older depmon's) is still the incident's write.
+    writes += [(r.created_at, str(r.body.get("step")), str(r.body.get("target")), _write_outcome(r)) for r in remaining]
+    return sorted(writes, key=lambda write: write[0])
+
+
+def _write_outcome(row: OutboxEvent | None) -> str:
+    """How one write ended, from its outbox row: accepted, not_found, dropped, cancelled, or still queued."""
+    if row is None:
+        return "not recorded (its outbox row was pruned)"
+    reason = f" ({_code(row.last_error)})" if row.last_error else ""
+    if row.status == "accepted":
+        return f"accepted at {utc(row.delivered_at, seconds=True, zone=False)}" if row.delivered_at else "accepted"
+    if row.status == "dropped":
+        # The sink's not_found message starts with its outcome (monitor/paging/sinks/pagerduty_rest.py).
+        kind = "not_found" if (row.last_error or "").startswith("not_found") else "dropped"
+        return f"{kind}{reason}"
+    if row.status == "cancelled":
+        return f"cancelled{reason}"
+    if row.status == "dry_run":
+        return "not sent (no PagerDuty REST client configured)"
+    return f"still queued after {row.attempts} attempts{reason}" if row.attempts else "still queued"
+
+
 def _evidence_text(item: dict[str, Any]) -> str:
     """`outcome `http_status` (`HTTP 503 from /health`)`: the upstream's words inside code spans."""
     detail = str(item.get("detail") or "").strip()
@@ -360,6 +423,12 @@ def _details(config: Config, entry: TimelineEntry) -> str:
     for item in entry.data.get("evidence") or ():
         if isinstance(item, dict):
             parts.append(f"{_code(item.get('probe'))}: {_evidence_text(item)}")
+    queued = [item for item in entry.data.get("escalation") or () if isinstance(item, dict)]
+    if queued:
+        texts = [f"{_STEP_TEXT.get(str(i.get('step')), i.get('step'))}: {i.get('target')}" for i in queued]
+        parts.append(f"escalation queued: {'; '.join(texts)}")
+    if entry.data.get("escalation_cancelled"):
+        parts.append(f"escalation writes cancelled: {', '.join(map(str, entry.data['escalation_cancelled']))}")
     silence = entry.data.get("silence")
     if isinstance(silence, dict):
         parts.append(f"silence {silence.get('id')}: {_code(silence.get('reason'))}")

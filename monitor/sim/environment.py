@@ -19,6 +19,12 @@ Each upstream serves exactly the paths the probes call, answering what their `ex
 Notify's `/_status?simple=1` gets `{"status": "ok"}`). http probes with `bearer_from` present
 the token of the named oauth2 probe, and their endpoints accept only tokens that endpoint issued.
 
+Escalation (SPEC 11.2): REST writes are made as `SIM_REQUESTER_ID` from `SIM_FROM_EMAIL` (unless
+the source sets its own), and each contact named in `people` is given a PagerDuty user and a Slack
+member id, so that a page meeting the escalation criteria requests them as responders at the
+fake PagerDuty's incident and mentions them in the fake Slack's posts (the demo names the
+Product Owner: `DEMO_PEOPLE`).
+
 Traffic signals (SPEC 11.3): the `datadog` probes of the dependencies named in `traffic` are
 enabled and pointed at a simulated Datadog (`FakeDatadog`), where vets-api's calls to each one's
 breaker service (read from its query's `service:` tag) start with none failing;
@@ -30,6 +36,7 @@ from __future__ import annotations
 import re
 import tempfile
 from collections.abc import Collection, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Self
@@ -62,8 +69,12 @@ from monitor.sim.upstreams import HEALTH_PASS, CertificateAuthority, SimulatedUp
 
 __all__ = [
     "CLIENT_ID",
+    "DEMO_PEOPLE",
     "DEMO_TIMING",
     "ROUTING_KEY",
+    "SIM_FROM_EMAIL",
+    "SIM_REQUESTER_ID",
+    "Person",
     "SimulatedEnvironment",
 ]
 
@@ -72,6 +83,8 @@ DEMO_TIMING = Timing(interval=1.0, timeout=0.5, failure_threshold=2, success_thr
 """Second-scale probe timing: an outage is confirmed in about a second."""
 
 ROUTING_KEY = "depmonsimulatorroutingkey0000001"
+SIM_REQUESTER_ID = "PSIMREQ"  # the PagerDuty user the simulated responder requests are made as
+SIM_FROM_EMAIL = "depmon-demo@example.gov"  # PagerDuty's `From` header for the simulated REST writes
 CLIENT_ID = "depmon-simulator"
 _CLIENT_SECRET = "simulated-ssoe-client-secret"  # noqa: S105 - the simulated SSOe's, not a secret
 _TOKEN_LIFETIME_SECONDS = 5.0
@@ -91,6 +104,18 @@ _CONFIG_HEADER = """\
 """
 
 
+@dataclass(frozen=True, slots=True)
+class Person:
+    """The ids a simulated contact is known by: a PagerDuty user and a Slack member."""
+
+    pagerduty_user: str
+    slack_user: str
+
+
+DEMO_PEOPLE = {"product-owner": Person("PSIMPO1", "U0SIMPO01")}
+"""The demo's Product Owner, paged and mentioned when a page meets the escalation criteria."""
+
+
 class SimulatedEnvironment(Started):
     """Simulated upstreams for every dependency of a config, a fake PagerDuty, and the config to run against them.
 
@@ -99,7 +124,8 @@ class SimulatedEnvironment(Started):
     simulate (the bundled one by default). `service_overrides` replaces dependencies'
     `pagerduty_service` in the written config; an override the fake does not know is a bad
     service id (the fake knows the source config's ids only). `token_lifetime` is the
-    `expires_in` of the simulated SSOe tokens.
+    `expires_in` of the simulated SSOe tokens. `people`: contact id -> the PagerDuty user and
+    Slack member id it is given (contacts the source does not have are ignored).
     """
 
     def __init__(
@@ -114,6 +140,7 @@ class SimulatedEnvironment(Started):
         service_overrides: Mapping[str, str] | None = None,
         source: Path | None = None,
         traffic: Collection[str] = (),
+        people: Mapping[str, Person] | None = None,
     ) -> None:
         self._workdir = workdir
         self._tempdir: tempfile.TemporaryDirectory[str] | None = None
@@ -129,6 +156,7 @@ class SimulatedEnvironment(Started):
         self._slack: FakeSlack | None = None
         self._config: Config | None = None
         self._traffic = set(traffic)
+        self._people = dict(people or {})
         self._datadog: FakeDatadog | None = None
         self._breakers: dict[str, str] = {}  # dependency -> the breaker service its traffic probe counts
 
@@ -386,9 +414,15 @@ class SimulatedEnvironment(Started):
             events_url=self.pagerduty.events_url,
             api_token=self.pagerduty.api_token,
             api_url=self.pagerduty.api_url,
-            from_email=pagerduty.get("from_email") or "depmon-demo@example.gov",  # `depmon maintenance open`'s From
+            # PagerDuty's From header for `depmon maintenance open` and the escalation writes.
+            from_email=pagerduty.get("from_email") or SIM_FROM_EMAIL,
+            requester_id=pagerduty.get("requester_id") or SIM_REQUESTER_ID,
             maintenance_poll_interval=format_duration(self.maintenance_poll_interval),
         )
+        contacts = document.get("contacts") or {}
+        for contact_id, person in self._people.items():
+            if contact_id in contacts:
+                contacts[contact_id].update(pagerduty_user=person.pagerduty_user, slack_user=person.slack_user)
 
 
 def _on(base: str, url: str) -> str:

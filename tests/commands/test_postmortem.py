@@ -12,7 +12,7 @@ import pytest
 import monitor.commands.cli
 from monitor.commands.postmortem import print_postmortem, render_postmortem
 from monitor.config import Config
-from monitor.store import SQLiteStore
+from monitor.store import PAGERDUTY_REST, SQLiteStore
 from tests.helpers import bundled_config
 
 pytestmark = pytest.mark.unit
@@ -292,6 +292,87 @@ class TestPrintPostmortem:
         err = io.StringIO()
         assert print_postmortem(config, "evss", None, str(path), io.StringIO(), err=err) == 1
         assert "cannot read the state file" in err.getvalue()
+
+
+def _queue_write(store: SQLiteStore, at: float, step: str, target: str) -> int:
+    """One escalation row in the outbox, as the pager queues it (its body: `RestWrite.row()` and the incident)."""
+    body = {"incident_key": "depmon/production/evss", "step": step, "target": target, "method": "POST"}
+    return store.enqueue("depmon/production/evss", "trigger", body, at, destination=PAGERDUTY_REST)
+
+
+@pytest.fixture
+def escalated_state(tmp_path: Path) -> Path:
+    """Two EVSS incidents: the first with one accepted write, the second with one write of each outcome."""
+    path = tmp_path / "state" / "depmon.sqlite3"
+    owner, policy = "Product Owner (PPO0001)", "EVSS team (P0EVSS1)"
+    persists = "Persists for a significant period of time"
+    with SQLiteStore(path, environment="production") as store:
+        first = _record(store, FIRST_OPENED, escalate=False, resolve=True)
+        store.add_timeline(first, FIRST_OPENED, "trigger", {"escalation": [{"step": "responders", "target": owner}]})
+        store.mark_accepted(_queue_write(store, FIRST_OPENED, "responders", owner), FIRST_OPENED + 2)
+
+        second = _record(store, SECOND_OPENED, escalate=True, resolve=False)
+        queued = [("responders", owner), ("note", "Occurs for a significant portion of the userbase")]
+        store.add_timeline(
+            second,
+            SECOND_OPENED,
+            "trigger",
+            {"escalation": [dict(zip(("step", "target"), w, strict=True)) for w in queued]},
+        )
+        accepted, not_found = (_queue_write(store, SECOND_OPENED, *write) for write in queued)
+        store.mark_accepted(accepted, SECOND_OPENED + 3)
+        store.mark_dropped(not_found, "not_found: PagerDuty has no open incident depmon/production/evss after 120 s")
+        later = [("responders", policy), ("note", persists), ("urgency", "high")]
+        at = SECOND_OPENED + 1800
+        store.add_timeline(
+            second, at, "escalate", {"escalation": [dict(zip(("step", "target"), w, strict=True)) for w in later]}
+        )
+        dropped, _, _ = (_queue_write(store, at, *write) for write in later)
+        store.mark_dropped(dropped, "PagerDuty REST API answered HTTP 400: Invalid Input Provided")
+        store.cancel_rest_writes("depmon/production/evss", "the incident resolved")
+        store.resolve_incident(second, SECOND_OPENED + 2700)
+    return path
+
+
+class TestEscalationWrites:
+    """The postmortem lists the incident's escalation writes with each one's outcome (SPEC 11.2)."""
+
+    def test_each_write_with_when_it_was_queued_and_how_it_ended(self, config: Config, escalated_state: Path) -> None:
+        """Who was requested, the notes and the urgency, each with its outbox outcome: accepted, not_found,
+        dropped, cancelled; only this incident's."""
+        out = io.StringIO()
+        assert print_postmortem(config, "evss", None, str(escalated_state), out) == 0
+        section = _section(out.getvalue(), "Escalation")
+        table = section[section.index("### Writes to PagerDuty's incident") :]
+        rows = [line for line in table.splitlines() if line.startswith("| 2025")]
+        assert rows == [
+            "| 2025-03-11 09:00:00 | Responder request | Product Owner (PPO0001) | accepted at 2025-03-11 09:00:03 |",
+            "| 2025-03-11 09:00:00 | Note | Occurs for a significant portion of the userbase | not_found "
+            "(`not_found: PagerDuty has no open incident depmon/production/evss after 120 s`) |",
+            "| 2025-03-11 09:30:00 | Responder request | EVSS team (P0EVSS1) | dropped "
+            "(`PagerDuty REST API answered HTTP 400: Invalid Input Provided`) |",
+            "| 2025-03-11 09:30:00 | Note | Persists for a significant period of time | cancelled "
+            "(`the incident resolved`) |",
+            "| 2025-03-11 09:30:00 | Urgency | high | cancelled (`the incident resolved`) |",
+        ]
+
+    def test_the_timeline_says_what_each_decision_queued(self, config: Config, escalated_state: Path) -> None:
+        """The timeline row of the escalation names the writes it queued."""
+        out = io.StringIO()
+        assert print_postmortem(config, "evss", None, str(escalated_state), out) == 0
+        timeline = _section(out.getvalue(), "Timeline")
+        assert (
+            "escalation queued: Responder request: EVSS team (P0EVSS1); Note: Persists for a significant period "
+            "of time; Urgency: high"
+        ) in timeline
+
+    def test_an_incident_without_writes_says_so(self, config: Config, state: Path) -> None:
+        """No escalation row: one sentence instead of the table."""
+        out = io.StringIO()
+        assert print_postmortem(config, "evss", None, str(state), out) == 0
+        section = _section(out.getvalue(), "Escalation")
+        assert "depmon queued no responder request, note or urgency change for this incident." in section
+        assert "| Queued (UTC) |" not in section
 
 
 class TestPostmortemCommand:
