@@ -34,7 +34,8 @@ from monitor.replicas.quorum import Verdict, self_trouble, verdicts
 from monitor.state.health import DependencyState
 from monitor.state.live import Engine
 from monitor.state.self_watch import SelfCondition, SelfState, SelfWatch
-from monitor.store import Observation, ReplicaReport, ReplicaView, Store
+from monitor.store import Store
+from monitor.store.records import Observation, ReplicaReport, ReplicaView
 
 if TYPE_CHECKING:
     from monitor.store.postgres import LeaderLock

@@ -9,7 +9,8 @@ One interface (`SqlStore`, every query written once) and two backends:
 `Store` is the daemon's face of either: each async method runs its blocking twin in one worker
 thread, so no query blocks the event loop. `connect(settings)` picks the backend of a config.
 An outbox body never holds the routing key: it is a secret, and secrets never go to disk; the
-sender adds it when it sends. The errors are drawn in `monitor.store.records`.
+sender adds it when it sends. The errors are drawn in `monitor.errors`; the replicas' records
+(`Observation`, `ReplicaReport`, `ReplicaView`) are imported from `monitor.store.records`.
 """
 
 from __future__ import annotations
@@ -25,11 +26,8 @@ from monitor.store.records import (
     Incident,
     IncidentWrite,
     NotLeader,
-    Observation,
     OutboxEvent,
     OutboxHead,
-    ReplicaReport,
-    ReplicaView,
     Silence,
     StateLocked,
     StoreError,
@@ -65,12 +63,9 @@ __all__ = [
     "LaneTimeouts",
     "LeaderLock",
     "NotLeader",
-    "Observation",
     "OutboxEvent",
     "OutboxHead",
     "PostgresStore",
-    "ReplicaReport",
-    "ReplicaView",
     "SQLiteStore",
     "Silence",
     "SqlStore",

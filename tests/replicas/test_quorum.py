@@ -6,7 +6,7 @@ import pytest
 
 from monitor.replicas.quorum import Verdict, is_live, merge, self_trouble, verdicts
 from monitor.state.health import DependencyState as S
-from monitor.store import Observation, ReplicaView
+from monitor.store.records import Observation, ReplicaView
 
 pytestmark = pytest.mark.unit
 

@@ -21,9 +21,7 @@ from monitor.store import (
     IncidentWrite,
     LeaderLock,
     NotLeader,
-    Observation,
     PostgresStore,
-    ReplicaReport,
     Silence,
     SQLiteStore,
     SqlStore,
@@ -35,6 +33,7 @@ from monitor.store import (
 )
 from monitor.store import postgres as postgres_store
 from monitor.store import sqlite as store_module
+from monitor.store.records import Observation, ReplicaReport
 
 pytestmark = pytest.mark.integration
 

@@ -13,9 +13,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from monitor.store import IncidentWrite, NotLeader, Observation, PostgresStore, ReplicaReport, SQLiteStore, SqlStore
+from monitor.store import IncidentWrite, NotLeader, PostgresStore, SQLiteStore, SqlStore
 from monitor.store import postgres as postgres_store
 from monitor.store import sqlite as sqlite_store
+from monitor.store.records import Observation, ReplicaReport
 
 pytestmark = pytest.mark.integration
 
