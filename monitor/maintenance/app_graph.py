@@ -24,7 +24,7 @@ from typing import Any
 
 from monitor.config import Config
 from monitor.maintenance.records import MaintenanceWindow
-from monitor.state.impact import features_covered, needs_from_config
+from monitor.state.impact import feature_order, features_covered, needs_from_config
 
 Edge = tuple[str, str]
 
@@ -163,9 +163,13 @@ def app_banners(config: Config, dependency: str) -> list[str]:
     """
     if config.app_graph is None:
         return depmon_app_services(config, dependency)
-    children = downstream(config.app_graph.edges)
+    return _leaves_of(downstream(config.app_graph.edges), config.dependencies[dependency].vets_api or ())
+
+
+def _leaves_of(children: Mapping[str, Sequence[str]], names: Sequence[str]) -> list[str]:
+    """The leaves below any of `names`, each once, in the order found."""
     found: list[str] = []
-    for name in config.dependencies[dependency].vets_api or ():
+    for name in names:
         found.extend(leaf for leaf in leaves_below(children, name) if leaf not in found)
     return found
 
@@ -174,6 +178,20 @@ def depmon_app_services(config: Config, dependency: str) -> list[str]:
     """The app services an outage of `dependency` impacts in depmon's feature graph, in config order."""
     known = app_services(config)
     return [f for f in features_covered(needs_from_config(config.features), {dependency}) if f in known]
+
+
+def app_banners_of(config: Config) -> dict[str, list[str]]:
+    """`app_banners` of every dependency, the graphs walked once: what the pager keeps per config, so a
+    page costs a look-up, not a walk of the config (1,000 pages at once took seconds)."""
+    if config.app_graph is not None:
+        children = downstream(config.app_graph.edges)
+        return {dep_id: _leaves_of(children, dep.vets_api or ()) for dep_id, dep in config.dependencies.items()}
+    known = app_services(config)
+    needs = needs_from_config(config.features)
+    order = feature_order(needs)
+    return {
+        dep_id: [f for f in features_covered(needs, {dep_id}, order) if f in known] for dep_id in config.dependencies
+    }
 
 
 @dataclass(frozen=True, slots=True)

@@ -55,6 +55,8 @@ class EventContext:
     owning_team_status: ServiceStatus | None = None  # the dependency's own PagerDuty service, as last polled
     # Traffic and the active probes disagree (SPEC 11.3, `monitor.state.disagreement`), or None.
     disagreement: Mapping[str, Any] | None = None
+    # The dependency's `app_banners` as the caller keeps them per config (None: computed here, O(config)).
+    app_banners: Sequence[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,7 +279,9 @@ def build_event(decision: Decision, ctx: EventContext) -> dict[str, Any]:
         "owning_team_status": owning_team_sentence(config, decision.dependency, ctx.owning_team_status, now),
         "maintenance_command": maintenance_command(config, decision.dependency, features),
         # SPEC 11.1: what Veterans see if that window is opened (empty: no banner in the app).
-        "app_banners": app_banners(config, decision.dependency),
+        "app_banners": list(ctx.app_banners)
+        if ctx.app_banners is not None
+        else app_banners(config, decision.dependency),
     }
     return fit_event(
         {

@@ -36,6 +36,7 @@ import anyio
 import structlog
 
 from monitor.config import Config
+from monitor.maintenance.app_graph import app_banners_of
 from monitor.maintenance.records import ServiceStatus
 from monitor.metrics import Metrics
 from monitor.paging.decisions import SELF, Action, Decision, OpenIncident, Policy, Situation, decide, dedup_key
@@ -218,6 +219,7 @@ class Pager:
         self._recheck_within = {
             dep: interval + self._confirm_within.get(dep, 0.0) for dep, interval in longest_intervals(config).items()
         }
+        self._app_banners = app_banners_of(config)  # once per config: a page's banners are a look-up
 
     def tick(self) -> None:
         """A second has passed (the daemon's tick, the one owner of time): decide again, since the resolve
@@ -613,6 +615,7 @@ class Pager:
                     earlier_incidents=earlier_incidents,
                     owning_team_status=self._owning_team_status(dep),
                     disagreement=disagreement(engine.config.dependencies[dep], probes.probes.get(dep, ())),
+                    app_banners=self._app_banners.get(dep),
                 )
             body = build_event(decision, context)
             event = (body["event_action"], body)

@@ -21,6 +21,7 @@ from monitor.config import Config, ConfigError, bundled_config_path, load_config
 from monitor.maintenance.app_graph import (
     APP_DOWNTIME_SERVICES,
     app_banners,
+    app_banners_of,
     app_graph_status,
     banner_drift,
     config_drift,
@@ -445,3 +446,19 @@ class TestPageAndCommand:
         """A dependency named twice in vets-api gets the leaves below both, each once, the names excluded."""
         config = config_of([["a", "m"], ["m", "s1"], ["b", "s1"], ["b", "s2"]], {"x": {"vets_api": ["a", "b", "s2"]}})
         assert app_banners(config, "x") == ["s1", "s2"]
+
+
+class TestBannersOfAConfig:
+    """`app_banners_of`: every dependency's banners, the graphs walked once (what the pager keeps per config)."""
+
+    @pytest.mark.parametrize("with_app_graph", [True, False])
+    def test_equals_app_banners_of_each_dependency(self, bundled: Config, with_app_graph: bool) -> None:
+        """For the bundled config, with vets-api's graph and with depmon's own, each dependency's entry is its
+        `app_banners`."""
+        config = bundled
+        if not with_app_graph:
+            config = config.model_copy(update={"app_graph": None})
+        kept = app_banners_of(config)
+        assert set(kept) == set(config.dependencies)
+        assert kept == {dep: app_banners(config, dep) for dep in config.dependencies}
+        assert any(kept.values())

@@ -18,6 +18,7 @@ import pytest
 
 from monitor.config import Config
 from monitor.metrics import Metrics
+from monitor.paging import event_content as event_content_module
 from monitor.paging import incident_writer as pager_module
 from monitor.paging.incident_writer import Pager
 from monitor.paging.outbox import Outbox
@@ -161,6 +162,20 @@ class TestPager:
                 ("caseflow", "resolve"),
             ]
             assert pager.open == {}
+
+    async def test_a_page_walks_no_graph(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A page's `app_banners` come from what the pager keeps per config: walking the feature graph per
+        page made 1,000 pages at once miss their bound (a topological sort of the config each)."""
+        clock = FakeClock()
+        async with pager_over(config(tmp_path, CONFIG), clock) as (pager, engine, store):
+
+            def walked(*args: object) -> list[str]:
+                raise AssertionError("a page walked the graph")
+
+            monkeypatch.setattr(event_content_module, "app_banners", walked)
+            engine.record("evss", "h", fail(clock))
+            await pager.reconcile()
+            assert await written(store) == [("evss", "trigger")]
 
     async def test_a_reloads_pager_takes_over_the_open_incidents(self, tmp_path: Path) -> None:
         """A reload builds a new pager over the new engine: it reads the incidents the old one left open,
