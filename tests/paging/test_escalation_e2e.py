@@ -245,13 +245,16 @@ class TestEscalationReachesPeople:
             sim.upstream("b").clear_faults()
             resolve = wait_for_event(sim, "b", "resolve")
             cancelled = wait_for(
-                lambda: (counts := escalations(daemon, "cancelled"))["note"] == 1 and counts, WAIT, "B's cancelled"
+                lambda: (counts := escalations(daemon, "cancelled"))["note"] >= 1 and counts, WAIT, "B's cancelled"
             )
-            assert cancelled == {"responders": 1, "note": 1, "urgency": 0}
+            # Its trigger's writes at least; more if a loaded machine let it pass `significant_duration` first.
+            assert cancelled["responders"] >= 1
 
             sim.pagerduty.rest_clear_faults()
             delivered = wait_for_incident(sim, "a", "the delayed writes", WAIT + 10, responder_requests=1, notes=1)
-            assert requested(delivered) == [(OWNER_USER, "user_reference")]
+            # The owner first; on a loaded machine the outage may outlast `significant_duration`, and the
+            # owning policy's request (and a second note) then follow in order, each once.
+            assert requested(delivered)[0] == (OWNER_USER, "user_reference")
             assert escalations(daemon, "retried")["responders"] >= 1
             # Nothing left to send; nothing asked about B's incident since its resolve; its incident untouched.
             wait_for(
@@ -266,7 +269,10 @@ class TestEscalationReachesPeople:
             assert after == []
             a_incident = incident(sim, "a")
             assert a_incident is not None
-            assert (len(a_incident.responder_requests), len(a_incident.notes)) == (1, 1)
+            targets = requested(a_incident)
+            assert targets.count((OWNER_USER, "user_reference")) == 1
+            assert len(targets) == len(set(targets))  # no target requested twice, however long the outage
+            assert len(a_incident.notes) == len(set(a_incident.notes)) >= 1  # no note written twice
 
     def test_a_silence_holds_the_escalation_and_its_end_lets_it_through(self, tmp_path: Path) -> None:
         """A silenced during its incident: no write when its escalation falls due (B, failing later and not
