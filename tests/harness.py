@@ -26,6 +26,7 @@ __all__ = [
     "healthy_upstream_daemon",
     "http_dependencies_config",
     "metric_value",
+    "replica_config",
     "running",
     "wait_for",
     "wait_for_event",
@@ -83,6 +84,53 @@ dependencies:
 features:
   claims: {{name: Claims, requires: [d0], userbase_share: 0.3}}
 """
+
+
+_REPLICA = """
+monitor:
+  environment: {environment}
+  {state}
+  replica: {replica}
+  quorum: {quorum}
+  resolve_hold: 100ms
+  defaults: {{interval: 1s, timeout: 500ms, failure_threshold: 2, success_threshold: 1, confirm_interval: 200ms}}
+pagerduty:
+  routing_key: {routing_key}
+  events_url: {events_url}
+dependencies:
+{dependencies}
+features:
+  claims: {{name: Claims, requires: [evss], userbase_share: 0.3}}
+"""
+
+
+def replica_config(
+    *,
+    environment: str,
+    state: str,
+    replica: str,
+    quorum: int,
+    events_url: str,
+    health_urls: dict[str, str],
+    proxy: str | None = None,
+) -> str:
+    """A config of one replica with fast timing: one http probe per dependency (`health_urls`, through
+    `proxy` when given), the feature `claims` on evss, paging `events_url`; `state` is the `state_url:`
+    or `state_path:` line."""
+    via = f", proxy: {proxy}" if proxy else ""
+    dependencies = "\n".join(
+        f'  {dep}: {{name: {dep.upper()}, probes: [{{name: health, kind: http, url: "{url}"{via}}}]}}'
+        for dep, url in health_urls.items()
+    )
+    return _REPLICA.format(
+        environment=environment,
+        state=state,
+        replica=replica,
+        quorum=quorum,
+        routing_key="R" * 32,
+        events_url=events_url,
+        dependencies=dependencies,
+    )
 
 
 def http_dependencies_config(

@@ -227,17 +227,11 @@ class Pager:
         matters of time, not of state."""
         self.states.changed.set()
 
-    @property
-    def _environment_prefix(self) -> str:
-        return f"depmon/{self._policy.environment}/"
-
     async def load(self) -> None:
         """Reload the incidents left open by an earlier run (or leader), and open one for each orphaned trigger."""
         self.open = {}
         self._incident_counts = None  # another leader may have opened some since
-        for event in await self.store.orphaned_triggers():
-            if not event.dedup_key.startswith(self._environment_prefix):
-                continue
+        for event in await self.store.orphaned_triggers():  # the store reads only this environment's rows
             payload = event.body.get("payload")
             payload = payload if isinstance(payload, dict) else {}
             dependency = str(payload.get("component") or event.dedup_key.rsplit("/", 1)[-1])
@@ -262,10 +256,9 @@ class Pager:
             log.warning("incident_reconciled", dependency=dependency, dedup_key=event.dedup_key)
         self._escalation_done = {}
         for row in await self.store.open_incidents():
-            if row.dedup_key.startswith(self._environment_prefix):  # not another environment's, in a shared file
-                self.open[row.dependency] = _open_incident(row)
-                if row.escalated or row.features:
-                    self._escalation_done[row.dependency] = await self._escalations_queued(row)
+            self.open[row.dependency] = _open_incident(row)
+            if row.escalated or row.features:
+                self._escalation_done[row.dependency] = await self._escalations_queued(row)
         self.metrics.incidents_open.set(len(self.open))
         if self.open:
             log.info("incidents_reloaded", dependencies=sorted(self.open))

@@ -143,11 +143,6 @@ class Store:
         return lane
 
     @property
-    def turns(self) -> Turns:
-        """The paging lane's turns (the decisions' calls go first)."""
-        return self.lane("paging").turns
-
-    @property
     def state_path(self) -> str:
         """The SQLite file path (or ":memory:"), or the PostgreSQL URL without its password."""
         return self.sync.name

@@ -20,28 +20,12 @@ import pytest
 from monitor.sim.daemon import log_time
 from monitor.sim.fake_pagerduty import FakePagerDuty, ReceivedEvent
 from monitor.sim.loopback import LoopbackServer, Response
-from tests.harness import DaemonProcess, metric_value, wait_for
+from tests.harness import DaemonProcess, metric_value, replica_config, wait_for
 
 pytestmark = pytest.mark.e2e
 
 INTERVAL = 1.0  # monitor.defaults.interval: liveness and failover are bounded by 2 x this
 DEPENDENCIES = ("evss", "vaos", "mhv", "lighthouse")
-CONFIG = """
-monitor:
-  environment: e2e
-  state_url: {state_url}
-  replica: {replica}
-  quorum: 2
-  resolve_hold: 100ms
-  defaults: {{interval: 1s, timeout: 500ms, failure_threshold: 2, success_threshold: 1, confirm_interval: 200ms}}
-pagerduty:
-  routing_key: {routing_key}
-  events_url: {events_url}
-dependencies:
-{dependencies}
-features:
-  claims: {{name: Claims, requires: [evss], userbase_share: 0.3}}
-"""
 
 
 class Upstreams:
@@ -132,19 +116,16 @@ class Replicas:
         self.daemons: dict[str, DaemonProcess] = {}
 
     def start(self, replica: str, *, state_url: str | None = None, proxy: str | None = None) -> DaemonProcess:
-        via = f", proxy: {proxy}" if proxy else ""
-        dependencies = "\n".join(
-            f'  {dep}: {{name: {dep.upper()}, probes: [{{name: health, kind: http, url: "{server.url}/health"{via}}}]}}'
-            for dep, server in self.upstreams.servers.items()
-        )
         config = self.tmp_path / f"{replica}.yaml"
         config.write_text(
-            CONFIG.format(
-                state_url=state_url or self.state_url,
+            replica_config(
+                environment="e2e",
+                state=f"state_url: {state_url or self.state_url}",
                 replica=replica,
-                routing_key="R" * 32,
+                quorum=2,
                 events_url=self.pagerduty.events_url,
-                dependencies=dependencies,
+                health_urls={dep: f"{server.url}/health" for dep, server in self.upstreams.servers.items()},
+                proxy=proxy,
             )
         )
         daemon = DaemonProcess(config, self.tmp_path / f"{replica}.sqlite3")

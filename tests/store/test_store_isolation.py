@@ -21,7 +21,7 @@ import pytest
 
 from monitor.sim.fake_pagerduty import FakePagerDuty, ReceivedEvent
 from monitor.sim.loopback import LoopbackServer, Response
-from tests.harness import DaemonProcess, metric_value, wait_for
+from tests.harness import DaemonProcess, metric_value, replica_config, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -30,21 +30,6 @@ DEPENDENCIES = ("evss", "mhv", "vaos")
 # pager's tick and a delivery.
 PAGE_BOUND = 5.0
 LOCK_HELD = 10.0  # seconds the test holds a lock: longer than the bound, and than the stall limit (5 s)
-CONFIG = """
-monitor:
-  environment: {environment}
-  {state}
-  replica: {environment}-1
-  resolve_hold: 100ms
-  defaults: {{interval: 1s, timeout: 500ms, failure_threshold: 2, success_threshold: 1, confirm_interval: 200ms}}
-pagerduty:
-  routing_key: {routing_key}
-  events_url: {events_url}
-dependencies:
-{dependencies}
-features:
-  claims: {{name: Claims, requires: [evss], userbase_share: 0.3}}
-"""
 
 
 class Deployment:
@@ -58,18 +43,15 @@ class Deployment:
         for dep, server in self.upstreams.items():
             server.start()
             server.route("GET", "/health", self._answer(dep))
-        dependencies = "\n".join(
-            f'  {dep}: {{name: {dep.upper()}, probes: [{{name: health, kind: http, url: "{server.url}/health"}}]}}'
-            for dep, server in self.upstreams.items()
-        )
         self.config = tmp_path / f"{environment}.yaml"
         self.config.write_text(
-            CONFIG.format(
+            replica_config(
                 environment=environment,
                 state=state,
-                routing_key="R" * 32,
+                replica=f"{environment}-1",
+                quorum=1,
                 events_url=self.pagerduty.events_url,
-                dependencies=dependencies,
+                health_urls={dep: f"{server.url}/health" for dep, server in self.upstreams.items()},
             )
         )
         self.daemon = DaemonProcess(self.config, tmp_path / f"{environment}.sqlite3")
